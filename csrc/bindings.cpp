@@ -1,0 +1,57 @@
+// Python module torchconv._C: exposes the shared argument checks and shape arithmetic
+// (conv2d_checks.h) to the fake kernels in torchconv/_meta.py. Loading this module also runs
+// the TORCH_LIBRARY registrations of the ops.
+#include <torch/csrc/utils/pybind.h>
+#include <torch/extension.h>
+
+#include "conv2d_checks.h"
+
+namespace torchconv {
+namespace {
+
+using SymInts = std::vector<c10::SymInt>;
+
+// (result size, result is channels_last, resolved leading padding (top, left))
+py::tuple plan_forward_py(const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, const SymInts& stride,
+                          const SymInts& padding, const std::string& padding_mode,
+                          const SymInts& dilation, const c10::SymInt& groups) {
+  const ConvPlan plan =
+      plan_forward(input, weight, bias, stride, padding, padding_mode, dilation, groups);
+  return py::make_tuple(plan.output_size(), plan.channels_last, leading_padding(plan));
+}
+
+py::tuple plan_grad_input_py(const at::Tensor& grad_output, const at::Tensor& weight,
+                             const SymInts& input_size, const SymInts& stride,
+                             const SymInts& padding, const SymInts& dilation,
+                             const c10::SymInt& groups) {
+  const ConvPlan plan =
+      plan_grad_input(grad_output, weight, input_size, stride, padding, dilation, groups);
+  return py::make_tuple(plan.input_size(), plan.channels_last);
+}
+
+py::tuple plan_grad_weight_py(const at::Tensor& grad_output, const at::Tensor& input,
+                              const SymInts& weight_size, const SymInts& stride,
+                              const SymInts& padding, const SymInts& dilation,
+                              const c10::SymInt& groups) {
+  const ConvPlan plan =
+      plan_grad_weight(grad_output, input, weight_size, stride, padding, dilation, groups);
+  return py::make_tuple(plan.weight_size(), plan.channels_last);
+}
+
+}  // namespace
+}  // namespace torchconv
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "torchconv native extension: argument checks and shapes shared with the fake kernels";
+  m.def("plan_forward", &torchconv::plan_forward_py);
+  m.def("plan_grad_input", &torchconv::plan_grad_input_py);
+  m.def("plan_grad_weight", &torchconv::plan_grad_weight_py);
+  m.def("cuda_built", [] {
+#ifdef TORCHCONV_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+}

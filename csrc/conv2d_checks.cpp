@@ -1,0 +1,356 @@
+#include "conv2d_checks.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <sstream>
+
+namespace torchconv {
+namespace {
+
+using c10::SymInt;
+using c10::SymIntArrayRef;
+
+bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+// F.conv2d returns channels_last when either operand is channels_last, except float64 on CUDA
+// (cuDNN has no channels_last double kernels, and native falls back to contiguous).
+bool result_is_channels_last(const at::Tensor& a, const at::Tensor& b) {
+  if (a.is_cuda() && c10::toRealValueType(a.scalar_type()) == at::kDouble) {
+    return false;
+  }
+  return is_channels_last(a) || is_channels_last(b);
+}
+
+// F.conv2d accepts one value (broadcast) or one per spatial dimension.
+std::vector<SymInt> expand_param(SymIntArrayRef values, const char* name, int64_t dims) {
+  if (values.size() == 1) {
+    return std::vector<SymInt>(dims, values[0]);
+  }
+  TORCH_CHECK(static_cast<int64_t>(values.size()) == dims, "expected ", name,
+              " to be a single integer value or a list of ", dims,
+              " values to match the convolution dimensions, but got ", name, "=", values);
+  return values.vec();
+}
+
+// The weight-dtype message differs by backend in PyTorch; we reproduce the CPU and CUDA ones.
+void check_same_type(const at::Tensor& input, const at::Tensor& other, const char* what) {
+  if (input.options().type_equal(other.options())) {
+    return;
+  }
+  const auto dtype = input.scalar_type();
+  if (input.device().is_cpu() && other.device().is_cpu() && std::string(what) == "weight") {
+    if (dtype != at::kFloat && dtype != at::kBFloat16 && !c10::isComplexType(dtype)) {
+      TORCH_CHECK(false, "expected scalar type ", dtype, " but found ", other.scalar_type());
+    }
+    if (!c10::isComplexType(dtype)) {
+      TORCH_CHECK(false, "Input type (", input.toString(), ") and weight type (", other.toString(),
+                  ") should be the same or input should be a MKLDNN tensor and weight is a "
+                  "dense tensor");
+    }
+  }
+  TORCH_CHECK(false, "Input type (", input.toString(), ") and ", what, " type (", other.toString(),
+              ") should be the same");
+}
+
+void check_leading_bias_dtype(const at::Tensor& input, const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(!bias.has_value() || bias->dtype() == input.dtype(), "Input type (",
+              input.dtype().name(), ") and bias type (", bias->dtype().name(),
+              ") should be the same");
+}
+
+void check_input_dims(const at::Tensor& input) {
+  TORCH_CHECK(input.dim() == 3 || input.dim() == 4,
+              "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: ",
+              input.sym_sizes());
+}
+
+void check_weight_rank_and_groups(const at::Tensor& weight, const SymInt& groups) {
+  TORCH_CHECK(weight.dim() >= 3, "weight should have at least three dimensions");
+  TORCH_CHECK(groups > 0, "non-positive groups is not supported");
+}
+
+}  // namespace
+
+std::vector<SymInt> ConvPlan::output_size() const {
+  const auto& g = geometry;
+  if (batched) {
+    return {g.batch, g.out_channels, g.out_height, g.out_width};
+  }
+  return {g.out_channels, g.out_height, g.out_width};
+}
+
+std::vector<SymInt> ConvPlan::input_size() const {
+  const auto& g = geometry;
+  if (batched) {
+    return {g.batch, g.in_channels, g.in_height, g.in_width};
+  }
+  return {g.in_channels, g.in_height, g.in_width};
+}
+
+std::vector<SymInt> ConvPlan::weight_size() const {
+  const auto& g = geometry;
+  return {g.out_channels, g.in_channels_per_group(), g.kernel_height, g.kernel_width};
+}
+
+ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias_in, SymIntArrayRef stride_in,
+                      SymIntArrayRef padding_in, const std::string& padding_mode,
+                      SymIntArrayRef dilation_in, const SymInt& groups) {
+  // An undefined tensor passed for an optional bias means "no bias".
+  const std::optional<at::Tensor> bias =
+      bias_in.has_value() && bias_in->defined() ? bias_in : std::nullopt;
+  const bool numeric_padding = padding_mode.empty();
+  const bool same = padding_mode == "same";
+
+  // --- argument checks, in F.conv2d's order -------------------------------------------------
+  if (numeric_padding) {
+    check_leading_bias_dtype(input_, bias);
+  }
+  check_input_dims(input_);
+  TORCH_CHECK(numeric_padding || same || padding_mode == "valid",
+              "Invalid padding string: '", padding_mode, "'");
+  check_weight_rank_and_groups(weight, groups);
+
+  const int64_t dims = weight.dim() - 2;
+  std::vector<SymInt> stride, padding, dilation;
+  if (same) {
+    TORCH_CHECK(stride_in.size() == 1 || static_cast<int64_t>(stride_in.size()) == dims,
+                "stride cannot broadcast to ", dims, " dimensions");
+    TORCH_CHECK(dilation_in.size() == 1 || static_cast<int64_t>(dilation_in.size()) == dims,
+                "dilation cannot broadcast to ", dims, " dimensions");
+    stride = expand_param(stride_in, "stride", dims);
+    dilation = expand_param(dilation_in, "dilation", dims);
+  } else {
+    stride = expand_param(stride_in, "stride", dims);
+    if (numeric_padding) {
+      padding = expand_param(padding_in, "padding", dims);
+    }
+    dilation = expand_param(dilation_in, "dilation", dims);
+  }
+  const at::Tensor input = input_.dim() == 3 ? input_.unsqueeze(0) : input_;
+  TORCH_CHECK(weight.dim() == input.dim(), "Expected ", weight.dim(), "-dimensional input for ",
+              weight.dim(), "-dimensional weight", (same ? "" : " "), weight.sym_sizes(),
+              ", but got ", input.dim(), "-dimensional input of size ", input.sym_sizes(),
+              " instead");
+
+  // Leading and trailing padding per spatial dimension.
+  std::vector<SymInt> pad_lead(2, SymInt(0)), pad_trail(2, SymInt(0));
+  if (same) {
+    for (const auto& s : stride) {
+      TORCH_CHECK(s == 1, "padding='same' is not supported for strided convolutions");
+    }
+    for (int64_t d = 0; d < 2; ++d) {
+      // The extra element of an odd total goes to the trailing side, as in PyTorch.
+      const SymInt total = dilation[d] * (weight.sym_size(d + 2) - 1);
+      pad_lead[d] = total / 2;
+      pad_trail[d] = total - pad_lead[d];
+    }
+  } else if (numeric_padding) {
+    pad_lead = padding;
+    pad_trail = padding;
+  }
+  for (int64_t d = 0; d < 2; ++d) {
+    TORCH_CHECK(pad_lead[d] >= 0 && pad_trail[d] >= 0, "negative padding is not supported");
+  }
+  for (const auto& s : stride) {
+    TORCH_CHECK(s > 0, "non-positive stride is not supported");
+  }
+  for (const auto& d : dilation) {
+    TORCH_CHECK(d >= 0, "dilation should be greater than zero");
+  }
+
+  const auto w = weight.sym_sizes();
+  TORCH_CHECK(w[0] >= groups, "Given groups=", groups, ", expected weight to be at least ",
+              groups, " at dimension 0, but got weight of size ", w, " instead");
+  TORCH_CHECK(w[0] % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ",
+              groups, " at dimension 0, but got weight of size [", w, "] instead");
+  TORCH_CHECK(input.sym_size(1) == w[1] * groups, "Given groups=", groups, ", weight of size ", w,
+              ", expected input", input.sym_sizes(), " to have ", w[1] * groups,
+              " channels, but got ", input.sym_size(1), " channels instead");
+  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->sym_size(0) == w[0]),
+              "Given weight of size ", w, ", expected bias to be 1-dimensional with ", w[0],
+              " elements, but got bias of size ", bias->sym_sizes(), " instead");
+
+  auto check_kernel_fits = [&] {
+    std::vector<SymInt> padded(2), extent(2);
+    bool fits = true;
+    for (int64_t d = 0; d < 2; ++d) {
+      padded[d] = input.sym_size(d + 2) + pad_lead[d] + pad_trail[d];
+      extent[d] = dilation[d] * (w[d + 2] - 1) + 1;
+      fits = fits && !(padded[d] < extent[d]);
+    }
+    TORCH_CHECK(fits, "Calculated padded input size per channel: (", padded[0], " x ", padded[1],
+                "). Kernel size: (", extent[0], " x ", extent[1],
+                "). Kernel size can't be greater than actual input size");
+  };
+  // PyTorch's 'same' path compares dtypes before sizes; the other paths the other way round.
+  if (same) {
+    check_same_type(input, weight, "weight");
+    check_kernel_fits();
+  } else {
+    check_kernel_fits();
+    check_same_type(input, weight, "weight");
+  }
+  if (bias.has_value()) {
+    check_same_type(input, *bias, "bias");
+  }
+  for (const auto& d : dilation) {
+    TORCH_CHECK(d > 0, "non-positive dilation is not supported");
+  }
+
+  // --- geometry -------------------------------------------------------------------------------
+  ConvPlan plan;
+  plan.batched = input_.dim() == 4;
+  plan.channels_last = result_is_channels_last(input, weight);
+  auto& g = plan.geometry;
+  g.batch = input.sym_size(0);
+  g.in_channels = input.sym_size(1);
+  g.in_height = input.sym_size(2);
+  g.in_width = input.sym_size(3);
+  g.out_channels = w[0];
+  g.kernel_height = w[2];
+  g.kernel_width = w[3];
+  g.stride_h = stride[0];
+  g.stride_w = stride[1];
+  g.pad_top = pad_lead[0];
+  g.pad_left = pad_lead[1];
+  g.dilation_h = dilation[0];
+  g.dilation_w = dilation[1];
+  g.groups = groups;
+  g.out_height = (g.in_height + pad_lead[0] + pad_trail[0] - dilation[0] * (w[2] - 1) - 1) /
+                     stride[0] + 1;
+  g.out_width = (g.in_width + pad_lead[1] + pad_trail[1] - dilation[1] * (w[3] - 1) - 1) /
+                    stride[1] + 1;
+  return plan;
+}
+
+namespace {
+
+// Shared part of the two backward plans: `sizes` is the size of the tensor the backward op
+// produces; `known` is the other 4-D operand of the forward (weight or input).
+void check_backward_params(SymIntArrayRef stride, SymIntArrayRef padding,
+                           SymIntArrayRef dilation, const SymInt& groups) {
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "torchconv backward ops expect 2 values for stride, padding (top, left) and "
+              "dilation");
+  for (int64_t d = 0; d < 2; ++d) {
+    TORCH_CHECK(stride[d] > 0, "non-positive stride is not supported");
+    TORCH_CHECK(padding[d] >= 0, "negative padding is not supported");
+    TORCH_CHECK(dilation[d] > 0, "non-positive dilation is not supported");
+  }
+  TORCH_CHECK(groups > 0, "non-positive groups is not supported");
+}
+
+SymGeometry backward_geometry(SymIntArrayRef input_size, SymIntArrayRef weight_size,
+                              const at::Tensor& grad_output, SymIntArrayRef stride,
+                              SymIntArrayRef padding, SymIntArrayRef dilation,
+                              const SymInt& groups) {
+  const bool batched = input_size.size() == 4;
+  TORCH_CHECK(input_size.size() == 3 || input_size.size() == 4,
+              "torchconv: input_size must have 3 or 4 elements, got ", input_size);
+  TORCH_CHECK(grad_output.dim() == static_cast<int64_t>(input_size.size()),
+              "torchconv: grad_output of size ", grad_output.sym_sizes(),
+              " does not match input_size ", input_size);
+  TORCH_CHECK(weight_size.size() == 4, "torchconv: expected a 4-D weight, got size ",
+              weight_size);
+  const int64_t o = batched ? 0 : 1;  // offset of the channel dim in a 4-D view
+  SymGeometry g;
+  g.batch = batched ? input_size[0] : SymInt(1);
+  g.in_channels = input_size[1 - o];
+  g.in_height = input_size[2 - o];
+  g.in_width = input_size[3 - o];
+  g.out_channels = weight_size[0];
+  g.kernel_height = weight_size[2];
+  g.kernel_width = weight_size[3];
+  g.out_height = grad_output.sym_size(2 - o);
+  g.out_width = grad_output.sym_size(3 - o);
+  g.stride_h = stride[0];
+  g.stride_w = stride[1];
+  g.pad_top = padding[0];
+  g.pad_left = padding[1];
+  g.dilation_h = dilation[0];
+  g.dilation_w = dilation[1];
+  g.groups = groups;
+  TORCH_CHECK(weight_size[0] % groups == 0 && g.in_channels == weight_size[1] * groups,
+              "torchconv: weight of size ", weight_size, " and groups=", groups,
+              " do not match input of size ", input_size);
+  TORCH_CHECK((!batched || grad_output.sym_size(0) == g.batch) &&
+                  grad_output.sym_size(1 - o) == g.out_channels,
+              "torchconv: grad_output of size ", grad_output.sym_sizes(),
+              " does not match input of size ", input_size, " and weight of size ", weight_size);
+  return g;
+}
+
+}  // namespace
+
+ConvPlan plan_grad_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                         SymIntArrayRef input_size, SymIntArrayRef stride, SymIntArrayRef padding,
+                         SymIntArrayRef dilation, const SymInt& groups) {
+  check_backward_params(stride, padding, dilation, groups);
+  ConvPlan plan;
+  plan.batched = input_size.size() == 4;
+  plan.geometry = backward_geometry(input_size, weight.sym_sizes(), grad_output, stride, padding,
+                                    dilation, groups);
+  check_same_type(grad_output, weight, "weight");
+  const at::Tensor go4 = plan.batched ? grad_output : grad_output.unsqueeze(0);
+  plan.channels_last = result_is_channels_last(go4, weight);
+  return plan;
+}
+
+ConvPlan plan_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
+                          SymIntArrayRef weight_size, SymIntArrayRef stride,
+                          SymIntArrayRef padding, SymIntArrayRef dilation, const SymInt& groups) {
+  check_backward_params(stride, padding, dilation, groups);
+  ConvPlan plan;
+  plan.batched = input.dim() == 4;
+  plan.geometry = backward_geometry(input.sym_sizes(), weight_size, grad_output, stride, padding,
+                                    dilation, groups);
+  check_same_type(grad_output, input, "input");
+  const at::Tensor go4 = plan.batched ? grad_output : grad_output.unsqueeze(0);
+  const at::Tensor in4 = plan.batched ? input : input.unsqueeze(0);
+  plan.channels_last = result_is_channels_last(go4, in4);
+  return plan;
+}
+
+std::vector<SymInt> leading_padding(const ConvPlan& plan) {
+  return {plan.geometry.pad_top, plan.geometry.pad_left};
+}
+
+Geometry concrete(const SymGeometry& s) {
+  auto c = [](const SymInt& v) { return v.guard_int(__FILE__, __LINE__); };
+  Geometry g;
+  g.batch = c(s.batch);
+  g.in_channels = c(s.in_channels);
+  g.in_height = c(s.in_height);
+  g.in_width = c(s.in_width);
+  g.out_channels = c(s.out_channels);
+  g.kernel_height = c(s.kernel_height);
+  g.kernel_width = c(s.kernel_width);
+  g.out_height = c(s.out_height);
+  g.out_width = c(s.out_width);
+  g.stride_h = c(s.stride_h);
+  g.stride_w = c(s.stride_w);
+  g.pad_top = c(s.pad_top);
+  g.pad_left = c(s.pad_left);
+  g.dilation_h = c(s.dilation_h);
+  g.dilation_w = c(s.dilation_w);
+  g.groups = c(s.groups);
+  return g;
+}
+
+at::Tensor empty_result(const ConvPlan& plan, SymIntArrayRef size,
+                        const at::TensorOptions& options) {
+  const auto format =
+      plan.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (size.size() == 4) {
+    return at::empty_symint(size, options.memory_format(format));
+  }
+  std::vector<SymInt> size4{SymInt(1)};
+  size4.insert(size4.end(), size.begin(), size.end());
+  return at::empty_symint(size4, options.memory_format(format)).squeeze(0);
+}
+
+}  // namespace torchconv

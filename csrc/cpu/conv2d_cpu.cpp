@@ -1,0 +1,78 @@
+// CPU kernels of the torchconv ops: the vectorised float32 paths where they apply
+// (fast_paths.h), the portable kernels (generic_kernels.h) for everything else.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "../op_entry.h"
+#include "generic_kernels.h"
+
+namespace torchconv::cpu {
+namespace {
+
+// The portable kernels want dense NCHW operands without a conjugate bit.
+at::Tensor dense(const at::Tensor& t) {
+  return t.resolve_conj().contiguous();
+}
+
+// Runs `compute` into `result` directly when it is dense NCHW, else through a dense temporary.
+template <typename F>
+void write_dense(at::Tensor& result, F compute) {
+  if (result.is_contiguous()) {
+    compute(result);
+  } else {
+    at::Tensor tmp = at::empty(result.sizes(), result.options());
+    compute(tmp);
+    result.copy_(tmp);
+  }
+}
+
+#define TORCHCONV_DISPATCH_CPU(dtype, name, ...) \
+  AT_DISPATCH_ALL_TYPES_AND_COMPLEX_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
+
+struct CpuBackend {
+  static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, at::Tensor& output) {
+    const at::Tensor x = dense(input), w = dense(weight);
+    const at::Tensor b = bias.has_value() ? dense(*bias) : at::Tensor();
+    write_dense(output, [&](at::Tensor& out) {
+      TORCHCONV_DISPATCH_CPU(x.scalar_type(), "conv2d", [&] {
+        generic::forward<scalar_t>(g, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                   b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
+                                   out.mutable_data_ptr<scalar_t>());
+      });
+    });
+  }
+
+  static void grad_input(const Geometry& g, const at::Tensor& grad_output,
+                         const at::Tensor& weight, at::Tensor& grad_input) {
+    const at::Tensor dy = dense(grad_output), w = dense(weight);
+    write_dense(grad_input, [&](at::Tensor& out) {
+      TORCHCONV_DISPATCH_CPU(dy.scalar_type(), "conv2d_grad_input", [&] {
+        generic::grad_input<scalar_t>(g, dy.const_data_ptr<scalar_t>(),
+                                      w.const_data_ptr<scalar_t>(),
+                                      out.mutable_data_ptr<scalar_t>());
+      });
+    });
+  }
+
+  static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
+                          const at::Tensor& input, at::Tensor& grad_weight) {
+    const at::Tensor dy = dense(grad_output), x = dense(input);
+    write_dense(grad_weight, [&](at::Tensor& out) {
+      TORCHCONV_DISPATCH_CPU(dy.scalar_type(), "conv2d_grad_weight", [&] {
+        generic::grad_weight<scalar_t>(g, dy.const_data_ptr<scalar_t>(),
+                                       x.const_data_ptr<scalar_t>(),
+                                       out.mutable_data_ptr<scalar_t>());
+      });
+    });
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchconv, CPU, m) {
+  register_backend<CpuBackend>(m);
+}
+
+}  // namespace torchconv::cpu

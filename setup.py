@@ -1,0 +1,63 @@
+"""Build script for torchconv's native extension (torchconv._C).
+
+Environment knobs (see README):
+  TORCHCONV_CUDA=0|1     force the CUDA kernels off / on (default: on when a CUDA toolkit and a
+                         CUDA build of torch are both present)
+  TORCHCONV_DEBUG=1      build without optimisation, with debug symbols
+  TORCH_CUDA_ARCH_LIST   CUDA architectures (default here: "8.0;9.0")
+  MAX_JOBS               parallel compile jobs (ninja)
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def want_cuda() -> bool:
+    forced = os.environ.get("TORCHCONV_CUDA")
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise ValueError(f"TORCHCONV_CUDA must be 0 or 1, got {forced!r}")
+        if forced == "1" and cpp_extension.CUDA_HOME is None:
+            raise RuntimeError("TORCHCONV_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
+        return forced == "1"
+    import torch
+
+    return cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
+
+
+def extension():
+    debug = os.environ.get("TORCHCONV_DEBUG") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    # -fno-math-errno etc. are not used: kernels must keep IEEE semantics (NaN/Inf propagate).
+    cxx_flags = opt + ["-fopenmp", "-Wall", "-Wno-unused-function"]
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "**", "*.cpp"), recursive=True))
+    define_macros = []
+    extra = {"cxx": cxx_flags}
+    if want_cuda():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "**", "*.cu"), recursive=True))
+        define_macros.append(("TORCHCONV_WITH_CUDA", None))
+        extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
+        ext_cls = cpp_extension.CUDAExtension
+    else:
+        ext_cls = cpp_extension.CppExtension
+    return ext_cls(
+        name="torchconv._C",
+        sources=sources,
+        define_macros=define_macros,
+        extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    packages=find_packages(include=["torchconv", "torchconv.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)

@@ -1,0 +1,211 @@
+"""Autograd formulas and vmap rules of the torchconv ops.
+
+Every derivative is written with the ops themselves, and the backward ops have formulas of their
+own, so derivatives of any order work. Let B(x, w, g) = <g, conv(x, w)> (bilinear, no complex
+conjugation). Then
+
+    conv2d(x, w)                 = dB/dg
+    conv2d_grad_input(g, w)      = dB/dx
+    conv2d_grad_weight(g, x)     = dB/dw
+
+and the vector-Jacobian product of any of them with respect to one operand is another of the three
+with the *other primal operand conjugated* (PyTorch's convention for holomorphic functions); for
+real dtypes ``.conj()`` is free.
+"""
+
+import torch
+
+from ._meta import plan_forward
+
+ops = torch.ops.torchconv
+
+
+def expand_pair(values):
+    """F.conv2d's broadcast of a one-element stride/dilation to both spatial dims."""
+    values = list(values)
+    return values * 2 if len(values) == 1 else values
+
+
+def spatial_dims(t: torch.Tensor):
+    return (0, 2, 3) if t.dim() == 4 else (1, 2)
+
+
+def forward_padding(input_size, output_size, stride, leading_padding):
+    """Padding for a forward conv2d that must reproduce a given output size.
+
+    The backward ops only know the leading (top, left) padding. Symmetric padding reproduces
+    the output size, except for 'same' with an even kernel, whose trailing padding is one more:
+    that case (stride 1, output size == input size) is exactly what padding='same' computes.
+    """
+    if list(stride) == [1, 1] and list(input_size[-2:]) == list(output_size[-2:]):
+        return "same"
+    return list(leading_padding)
+
+
+def conv2d_op(padding):
+    return ops.conv2d.padding if isinstance(padding, str) else ops.conv2d.default
+
+
+# --------------------------------------------------------------------------------------------
+# conv2d (both overloads)
+
+def setup_conv2d(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups = inputs
+    _, _, leading = plan_forward(input, weight, bias, stride, padding, dilation, groups)
+    ctx.params = (expand_pair(stride), list(leading), expand_pair(dilation), groups)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight)
+
+
+def conv2d_backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.conv2d_grad_input(grad, weight.conj(), input.shape, *ctx.params)
+    if ctx.needs_input_grad[1]:
+        grad_weight = ops.conv2d_grad_weight(grad, input.conj(), weight.shape, *ctx.params)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = grad.sum(dim=spatial_dims(grad))
+    return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# conv2d_grad_input(g, w) = dB/dx
+
+def setup_grad_input(ctx, inputs, output):
+    grad_output, weight, input_size, stride, padding, dilation, groups = inputs
+    ctx.params = (list(input_size), list(stride), list(padding), list(dilation), groups)
+    ctx.save_for_backward(grad_output, weight)
+
+
+def grad_input_backward(ctx, v):
+    grad_output, weight = ctx.saved_tensors
+    input_size, stride, padding, dilation, groups = ctx.params
+    d_grad_output = d_weight = None
+    if ctx.needs_input_grad[0]:
+        fwd_padding = forward_padding(input_size, grad_output.shape, stride, padding)
+        d_grad_output = conv2d_op(fwd_padding)(v, weight.conj(), None, stride, fwd_padding,
+                                               dilation, groups)
+    if ctx.needs_input_grad[1]:
+        d_weight = ops.conv2d_grad_weight(grad_output.conj(), v, weight.shape, stride, padding,
+                                          dilation, groups)
+    return d_grad_output, d_weight, None, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# conv2d_grad_weight(g, x) = dB/dw
+
+def setup_grad_weight(ctx, inputs, output):
+    grad_output, input, weight_size, stride, padding, dilation, groups = inputs
+    ctx.params = (list(stride), list(padding), list(dilation), groups)
+    ctx.save_for_backward(grad_output, input)
+
+
+def grad_weight_backward(ctx, v):
+    grad_output, input = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.params
+    d_grad_output = d_input = None
+    if ctx.needs_input_grad[0]:
+        fwd_padding = forward_padding(input.shape, grad_output.shape, stride, padding)
+        d_grad_output = conv2d_op(fwd_padding)(input.conj(), v, None, stride, fwd_padding,
+                                               dilation, groups)
+    if ctx.needs_input_grad[1]:
+        d_input = ops.conv2d_grad_input(grad_output.conj(), v, input.shape, stride, padding,
+                                        dilation, groups)
+    return d_grad_output, d_input, None, None, None, None, None
+
+
+for _overload in (ops.conv2d.default, ops.conv2d.padding):
+    torch.library.register_autograd(_overload, conv2d_backward, setup_context=setup_conv2d)
+torch.library.register_autograd(ops.conv2d_grad_input.default, grad_input_backward,
+                                setup_context=setup_grad_input)
+torch.library.register_autograd(ops.conv2d_grad_weight.default, grad_weight_backward,
+                                setup_context=setup_grad_weight)
+
+
+# --------------------------------------------------------------------------------------------
+# vmap: a vmapped batch dimension B is folded into the convolution's batch when only the
+# activations are batched, and into its groups (B * groups) when the weights are batched.
+
+def _front(t, bdim):
+    return t if t is None or bdim is None else t.movedim(bdim, 0)
+
+
+def _batched(t, bdim, batch_size):
+    """`t` with the vmapped dimension in front (expanded if `t` was not vmapped)."""
+    return t.movedim(bdim, 0) if bdim is not None else t.expand(batch_size, *t.shape)
+
+
+def _logical_batch(t, bdim):
+    """Inserts a batch of one after the vmapped dim of an unbatched (3-D logical) tensor."""
+    return t.unsqueeze(1 if bdim is not None else 0)
+
+
+def conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups):
+    B = info.batch_size
+    x_bdim, w_bdim, b_bdim = in_dims[:3]
+    op = conv2d_op(padding)
+    unbatched = input.dim() - (x_bdim is not None) == 3
+    if unbatched:
+        input = _logical_batch(_front(input, x_bdim), x_bdim)
+        x_bdim = None if x_bdim is None else 0
+    bias_arg = bias if b_bdim is None else None
+    x = _batched(input, x_bdim, B)  # (B, N, C, H, W)
+    if w_bdim is None:
+        out = op(x.flatten(0, 1), weight, bias_arg, stride, padding, dilation, groups)
+        out = out.unflatten(0, (B, x.shape[1]))
+    else:
+        w = weight.movedim(w_bdim, 0)  # (B, K, C/g, R, S)
+        grouped_bias = None if bias_arg is None else bias_arg.repeat(B)
+        out = op(x.transpose(0, 1).flatten(1, 2), w.flatten(0, 1), grouped_bias, stride,
+                 padding, dilation, groups * B)
+        out = out.unflatten(1, (B, w.shape[1])).transpose(0, 1)
+    if b_bdim is not None:
+        out = out + bias.movedim(b_bdim, 0)[:, None, :, None, None]
+    return (out.squeeze(1) if unbatched else out), 0
+
+
+def grad_input_vmap(info, in_dims, grad_output, weight, input_size, stride, padding, dilation,
+                    groups):
+    B = info.batch_size
+    g_bdim, w_bdim = in_dims[:2]
+    input_size = list(input_size)
+    unbatched = len(input_size) == 3
+    if unbatched:
+        grad_output = _logical_batch(_front(grad_output, g_bdim), g_bdim)
+        g_bdim = None if g_bdim is None else 0
+        input_size = [1] + input_size
+    g = _batched(grad_output, g_bdim, B)  # (B, N, K, OH, OW)
+    if w_bdim is None:
+        out = ops.conv2d_grad_input(g.flatten(0, 1), weight, [B * input_size[0]] + input_size[1:],
+                                    stride, padding, dilation, groups)
+        out = out.unflatten(0, (B, input_size[0]))
+    else:
+        w = weight.movedim(w_bdim, 0)
+        size = [input_size[0], B * input_size[1]] + input_size[2:]
+        out = ops.conv2d_grad_input(g.transpose(0, 1).flatten(1, 2), w.flatten(0, 1), size,
+                                    stride, padding, dilation, groups * B)
+        out = out.unflatten(1, (B, input_size[1])).transpose(0, 1)
+    return (out.squeeze(1) if unbatched else out), 0
+
+
+def grad_weight_vmap(info, in_dims, grad_output, input, weight_size, stride, padding, dilation,
+                     groups):
+    B = info.batch_size
+    g_bdim, x_bdim = in_dims[:2]
+    if input.dim() - (x_bdim is not None) == 3:
+        grad_output = _logical_batch(_front(grad_output, g_bdim), g_bdim)
+        input = _logical_batch(_front(input, x_bdim), x_bdim)
+        g_bdim = None if g_bdim is None else 0
+        x_bdim = None if x_bdim is None else 0
+    g = _batched(grad_output, g_bdim, B).transpose(0, 1).flatten(1, 2)  # (N, B*K, OH, OW)
+    x = _batched(input, x_bdim, B).transpose(0, 1).flatten(1, 2)  # (N, B*C, H, W)
+    size = [B * weight_size[0]] + list(weight_size[1:])
+    out = ops.conv2d_grad_weight(g, x, size, stride, padding, dilation, groups * B)
+    return out.unflatten(0, (B, weight_size[0])), 0
+
+
+for _overload in (ops.conv2d.default, ops.conv2d.padding):
+    torch.library.register_vmap(_overload, conv2d_vmap)
+torch.library.register_vmap(ops.conv2d_grad_input.default, grad_input_vmap)
+torch.library.register_vmap(ops.conv2d_grad_weight.default, grad_weight_vmap)
