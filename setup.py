@@ -12,9 +12,13 @@ import glob
 import os
 
 from setuptools import find_packages, setup
-from torch.utils import cpp_extension
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+# torch locates the CUDA toolkit through CUDA_HOME or the `nvcc` on PATH; where that nvcc is a
+# wrapper script the toolkit root (and libcudart) is not found, so prefer the standard location.
+if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
 
 
 def want_cuda() -> bool:

@@ -41,14 +41,14 @@ void check_same_type(const at::Tensor& input, const at::Tensor& other, const cha
     return;
   }
   const auto dtype = input.scalar_type();
-  if (input.device().is_cpu() && other.device().is_cpu() && std::string(what) == "weight") {
+  if (input.device().is_cpu() && other.device().is_cpu()) {
     if (dtype != at::kFloat && dtype != at::kBFloat16 && !c10::isComplexType(dtype)) {
       TORCH_CHECK(false, "expected scalar type ", dtype, " but found ", other.scalar_type());
     }
     if (!c10::isComplexType(dtype)) {
-      TORCH_CHECK(false, "Input type (", input.toString(), ") and weight type (", other.toString(),
-                  ") should be the same or input should be a MKLDNN tensor and weight is a "
-                  "dense tensor");
+      TORCH_CHECK(false, "Input type (", input.toString(), ") and ", what, " type (",
+                  other.toString(), ") should be the same or input should be a MKLDNN tensor and ",
+                  what, " is a dense tensor");
     }
   }
   TORCH_CHECK(false, "Input type (", input.toString(), ") and ", what, " type (", other.toString(),
@@ -76,10 +76,12 @@ void check_weight_rank_and_groups(const at::Tensor& weight, const SymInt& groups
 
 std::vector<SymInt> ConvPlan::output_size() const {
   const auto& g = geometry;
+  // Like F.conv2d, a convolution over zero input channels returns zero output channels.
+  const SymInt channels = g.in_channels == 0 ? SymInt(0) : g.out_channels;
   if (batched) {
-    return {g.batch, g.out_channels, g.out_height, g.out_width};
+    return {g.batch, channels, g.out_height, g.out_width};
   }
-  return {g.out_channels, g.out_height, g.out_width};
+  return {channels, g.out_height, g.out_width};
 }
 
 std::vector<SymInt> ConvPlan::input_size() const {
@@ -200,6 +202,10 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   for (const auto& d : dilation) {
     TORCH_CHECK(d > 0, "non-positive dilation is not supported");
   }
+  TORCH_CHECK(input.sym_size(0) == 0 || input.sym_size(1) == 0 ||
+                  (input.sym_size(2) != 0 && input.sym_size(3) != 0),
+              "Only zero batch or zero channel inputs are supported, but got input shape: ",
+              input.sym_sizes());
 
   // --- geometry -------------------------------------------------------------------------------
   ConvPlan plan;
@@ -277,8 +283,17 @@ SymGeometry backward_geometry(SymIntArrayRef input_size, SymIntArrayRef weight_s
   TORCH_CHECK(weight_size[0] % groups == 0 && g.in_channels == weight_size[1] * groups,
               "torchconv: weight of size ", weight_size, " and groups=", groups,
               " do not match input of size ", input_size);
+  // The trailing padding is not passed; it is at most one more than the leading one ('same').
+  const SymInt max_rows = (g.in_height + 2 * g.pad_top + 1 -
+                           g.dilation_h * (g.kernel_height - 1) - 1) / g.stride_h + 1;
+  const SymInt max_cols = (g.in_width + 2 * g.pad_left + 1 -
+                           g.dilation_w * (g.kernel_width - 1) - 1) / g.stride_w + 1;
+  TORCH_CHECK(g.out_height <= max_rows && g.out_width <= max_cols,
+              "torchconv: grad_output of size ", grad_output.sym_sizes(),
+              " is larger than a convolution of input size ", input_size, " with weight of size ",
+              weight_size, " can produce");
   TORCH_CHECK((!batched || grad_output.sym_size(0) == g.batch) &&
-                  grad_output.sym_size(1 - o) == g.out_channels,
+                  (grad_output.sym_size(1 - o) == g.out_channels || g.in_channels == 0),
               "torchconv: grad_output of size ", grad_output.sym_sizes(),
               " does not match input of size ", input_size, " and weight of size ", weight_size);
   return g;

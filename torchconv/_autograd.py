@@ -46,6 +46,21 @@ def conv2d_op(padding):
     return ops.conv2d.padding if isinstance(padding, str) else ops.conv2d.default
 
 
+class _Ops:
+    """The three ops as the formulas call them: raw (for the registered autograd formulas that
+    torch.compile uses) or through the eager autograd.Functions below (see there why)."""
+
+    def __init__(self, conv2d, grad_input, grad_weight):
+        self.conv2d, self.grad_input, self.grad_weight = conv2d, grad_input, grad_weight
+
+
+def _raw_conv2d(input, weight, bias, stride, padding, dilation, groups):
+    return conv2d_op(padding)(input, weight, bias, stride, padding, dilation, groups)
+
+
+RAW = _Ops(_raw_conv2d, ops.conv2d_grad_input.default, ops.conv2d_grad_weight.default)
+
+
 # --------------------------------------------------------------------------------------------
 # conv2d (both overloads)
 
@@ -57,15 +72,18 @@ def setup_conv2d(ctx, inputs, output):
     ctx.save_for_backward(input, weight)
 
 
-def conv2d_backward(ctx, grad):
+def conv2d_backward(ctx, grad, impl=RAW):
     input, weight = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_input = ops.conv2d_grad_input(grad, weight.conj(), input.shape, *ctx.params)
+        grad_input = impl.grad_input(grad, weight.conj(), input.shape, *ctx.params)
     if ctx.needs_input_grad[1]:
-        grad_weight = ops.conv2d_grad_weight(grad, input.conj(), weight.shape, *ctx.params)
+        grad_weight = impl.grad_weight(grad, input.conj(), weight.shape, *ctx.params)
     if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = grad.sum(dim=spatial_dims(grad))
+        if input.shape[-3] == 0:  # zero input channels: F.conv2d's output has no channels
+            grad_bias = grad.new_zeros(weight.shape[0])
+        else:
+            grad_bias = grad.sum(dim=spatial_dims(grad))
     return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
@@ -78,17 +96,16 @@ def setup_grad_input(ctx, inputs, output):
     ctx.save_for_backward(grad_output, weight)
 
 
-def grad_input_backward(ctx, v):
+def grad_input_backward(ctx, v, impl=RAW):
     grad_output, weight = ctx.saved_tensors
     input_size, stride, padding, dilation, groups = ctx.params
     d_grad_output = d_weight = None
     if ctx.needs_input_grad[0]:
         fwd_padding = forward_padding(input_size, grad_output.shape, stride, padding)
-        d_grad_output = conv2d_op(fwd_padding)(v, weight.conj(), None, stride, fwd_padding,
-                                               dilation, groups)
+        d_grad_output = impl.conv2d(v, weight.conj(), None, stride, fwd_padding, dilation, groups)
     if ctx.needs_input_grad[1]:
-        d_weight = ops.conv2d_grad_weight(grad_output.conj(), v, weight.shape, stride, padding,
-                                          dilation, groups)
+        d_weight = impl.grad_weight(grad_output.conj(), v, weight.shape, stride, padding,
+                                    dilation, groups)
     return d_grad_output, d_weight, None, None, None, None, None
 
 
@@ -101,17 +118,16 @@ def setup_grad_weight(ctx, inputs, output):
     ctx.save_for_backward(grad_output, input)
 
 
-def grad_weight_backward(ctx, v):
+def grad_weight_backward(ctx, v, impl=RAW):
     grad_output, input = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.params
     d_grad_output = d_input = None
     if ctx.needs_input_grad[0]:
         fwd_padding = forward_padding(input.shape, grad_output.shape, stride, padding)
-        d_grad_output = conv2d_op(fwd_padding)(input.conj(), v, None, stride, fwd_padding,
-                                               dilation, groups)
+        d_grad_output = impl.conv2d(input.conj(), v, None, stride, fwd_padding, dilation, groups)
     if ctx.needs_input_grad[1]:
-        d_input = ops.conv2d_grad_input(grad_output.conj(), v, input.shape, stride, padding,
-                                        dilation, groups)
+        d_input = impl.grad_input(grad_output.conj(), v, input.shape, stride, padding, dilation,
+                                  groups)
     return d_grad_output, d_input, None, None, None, None, None
 
 
@@ -121,6 +137,106 @@ torch.library.register_autograd(ops.conv2d_grad_input.default, grad_input_backwa
                                 setup_context=setup_grad_input)
 torch.library.register_autograd(ops.conv2d_grad_weight.default, grad_weight_backward,
                                 setup_context=setup_grad_weight)
+
+
+# --------------------------------------------------------------------------------------------
+# Eager mode: the same formulas through autograd.Functions that also define forward-mode AD
+# (jvp) and setup_context. torch.library's registered formulas have neither, so without these
+# wrappers torch.func.jvp/jacfwd fail and torch.func.grad (which differentiates the backward
+# ops again) refuses to run. Every op is bilinear, so each tangent is a sum of two op calls.
+# torch.compile graphs call the ops directly (Dynamo does not trace custom jvp methods).
+
+def _bilinear_tangent(op, first, second, d_first, d_second, extra):
+    tangent = None
+    if d_first is not None:
+        tangent = op(d_first, second, *extra)
+    if d_second is not None:
+        term = op(first, d_second, *extra)
+        tangent = term if tangent is None else tangent + term
+    return tangent
+
+
+class Conv2dFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, stride, padding, dilation, groups):
+        return _raw_conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        setup_conv2d(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1])
+        ctx.conv_args = inputs[3:]
+        ctx.output_shape = output.shape
+
+    @staticmethod
+    def backward(ctx, grad):
+        return conv2d_backward(ctx, grad, EAGER)
+
+    @staticmethod
+    def jvp(ctx, d_input, d_weight, d_bias, *_):
+        input, weight = ctx.saved_tensors
+        tangent = _bilinear_tangent(
+            lambda x, w, *args: Conv2dFunction.apply(x, w, None, *args),
+            input, weight, d_input, d_weight, ctx.conv_args)
+        if d_bias is not None:
+            term = d_bias[:, None, None].expand(ctx.output_shape)
+            tangent = term.clone() if tangent is None else tangent + term
+        return tangent
+
+
+class GradInputFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, weight, input_size, stride, padding, dilation, groups):
+        return ops.conv2d_grad_input(grad_output, weight, input_size, stride, padding, dilation,
+                                     groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        setup_grad_input(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1])
+        ctx.op_args = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, v):
+        return grad_input_backward(ctx, v, EAGER)
+
+    @staticmethod
+    def jvp(ctx, d_grad_output, d_weight, *_):
+        grad_output, weight = ctx.saved_tensors
+        return _bilinear_tangent(GradInputFunction.apply, grad_output, weight, d_grad_output,
+                                 d_weight, ctx.op_args)
+
+
+class GradWeightFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, input, weight_size, stride, padding, dilation, groups):
+        return ops.conv2d_grad_weight(grad_output, input, weight_size, stride, padding,
+                                      dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        setup_grad_weight(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1])
+        ctx.op_args = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, v):
+        return grad_weight_backward(ctx, v, EAGER)
+
+    @staticmethod
+    def jvp(ctx, d_grad_output, d_input, *_):
+        grad_output, input = ctx.saved_tensors
+        return _bilinear_tangent(GradWeightFunction.apply, grad_output, input, d_grad_output,
+                                 d_input, ctx.op_args)
+
+
+EAGER = _Ops(Conv2dFunction.apply, GradInputFunction.apply, GradWeightFunction.apply)
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,7 +257,9 @@ def _logical_batch(t, bdim):
     return t.unsqueeze(1 if bdim is not None else 0)
 
 
-def conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups):
+# The dispatcher drops trailing arguments equal to the schema defaults, hence the defaults here.
+def conv2d_vmap(info, in_dims, input, weight, bias=None, stride=(1,), padding=(0,),
+                dilation=(1,), groups=1):
     B = info.batch_size
     x_bdim, w_bdim, b_bdim = in_dims[:3]
     op = conv2d_op(padding)
@@ -205,7 +323,12 @@ def grad_weight_vmap(info, in_dims, grad_output, input, weight_size, stride, pad
     return out.unflatten(0, (B, weight_size[0])), 0
 
 
-for _overload in (ops.conv2d.default, ops.conv2d.padding):
-    torch.library.register_vmap(_overload, conv2d_vmap)
+def conv2d_padding_vmap(info, in_dims, input, weight, bias=None, stride=(1,), padding="valid",
+                        dilation=(1,), groups=1):
+    return conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups)
+
+
+torch.library.register_vmap(ops.conv2d.default, conv2d_vmap)
+torch.library.register_vmap(ops.conv2d.padding, conv2d_padding_vmap)
 torch.library.register_vmap(ops.conv2d_grad_input.default, grad_input_vmap)
 torch.library.register_vmap(ops.conv2d_grad_weight.default, grad_weight_vmap)

@@ -16,9 +16,9 @@ def _empty_result(like: torch.Tensor, size, channels_last: bool) -> torch.Tensor
     # the chosen memory format, squeezed back to 3-D.
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     size = list(size)
-    if len(size) == 4:
-        return like.new_empty(size, memory_format=fmt)
-    return like.new_empty([1] + size, memory_format=fmt).squeeze(0)
+    batched_size = size if len(size) == 4 else [1] + size
+    result = torch.empty(batched_size, dtype=like.dtype, device=like.device, memory_format=fmt)
+    return result if len(size) == 4 else result.squeeze(0)
 
 
 def plan_forward(input, weight, bias, stride, padding, dilation, groups):

@@ -1,0 +1,116 @@
+"""Bad input raises the same exception type and message as F.conv2d."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchconv.functional import conv2d
+
+x = torch.randn(2, 3, 8, 8)
+w = torch.randn(4, 3, 3, 3)
+b = torch.randn(4)
+
+# name -> keyword overrides of (input, weight, bias, stride, padding, dilation, groups)
+FAULTS = {
+    "bias_dtype": dict(bias=b.double()),
+    "bias_dtype_half": dict(bias=b.half()),
+    "bias_complex": dict(bias=b.cfloat()),
+    "input_2d": dict(input=x[0, 0]),
+    "input_5d": dict(input=x[None]),
+    "weight_dtype_double": dict(weight=w.double()),
+    "weight_dtype_half": dict(weight=w.half()),
+    "input_double_weight_float": dict(input=x.double()),
+    "input_half_weight_float": dict(input=x.half()),
+    "input_bf16_weight_float": dict(input=x.bfloat16()),
+    "input_complex_weight_float": dict(input=x.cfloat()),
+    "stride_zero": dict(stride=0),
+    "stride_negative": dict(stride=-1),
+    "stride_tuple_zero": dict(stride=(1, 0)),
+    "padding_negative": dict(padding=-1),
+    "padding_tuple_negative": dict(padding=(0, -2)),
+    "dilation_zero": dict(dilation=0),
+    "dilation_negative": dict(dilation=-1),
+    "groups_zero": dict(groups=0),
+    "groups_negative": dict(groups=-2),
+    "padding_len3": dict(padding=[1, 1, 1]),
+    "stride_len3": dict(stride=[1, 1, 1]),
+    "dilation_len3": dict(dilation=[1, 1, 1]),
+    "channels": dict(weight=torch.randn(4, 2, 3, 3)),
+    "groups_too_many": dict(weight=torch.randn(2, 1, 3, 3), groups=3,
+                            input=torch.randn(2, 3, 8, 8)),
+    "groups_not_divisible": dict(input=torch.randn(2, 6, 8, 8), weight=torch.randn(4, 2, 3, 3),
+                                 groups=3),
+    "no_out_channels": dict(weight=torch.randn(0, 3, 3, 3)),
+    "kernel_too_big": dict(input=torch.randn(1, 3, 2, 2)),
+    "kernel_too_big_dilated": dict(dilation=4),
+    "weight_3d": dict(weight=w[0]),
+    "weight_2d": dict(weight=w[0, 0]),
+    "weight_5d": dict(weight=w[None]),
+    "bias_2d": dict(bias=torch.randn(4, 1)),
+    "bias_wrong_size": dict(bias=torch.randn(5)),
+    "bad_padding_string": dict(padding="foo"),
+    "same_strided": dict(padding="same", stride=2),
+    "same_strided_tuple": dict(padding="same", stride=(1, 2)),
+    "same_stride_zero": dict(padding="same", stride=0),
+    "same_negative_dilation": dict(padding="same", dilation=-1),
+    "same_dilation_zero": dict(padding="same", dilation=0),
+    "same_weight_dtype": dict(padding="same", weight=w.double()),
+    "same_bias_dtype": dict(padding="same", bias=b.double()),
+    "valid_bias_dtype": dict(padding="valid", bias=b.double()),
+    "same_channels": dict(padding="same", weight=torch.randn(4, 2, 3, 3)),
+    "valid_kernel_too_big": dict(padding="valid", input=torch.randn(2, 3, 2, 2)),
+    "unbatched_channels": dict(input=x[0], weight=torch.randn(4, 2, 3, 3)),
+    "empty_plane": dict(input=torch.randn(1, 3, 0, 5), padding=2),
+    "bool_dtype": dict(input=x.bool(), weight=w.bool(), bias=None),
+}
+
+# pairs of faults: the first check F.conv2d makes must be the one we report
+PAIRS = [
+    ("bias_dtype", "input_2d"), ("input_2d", "stride_zero"), ("groups_zero", "stride_len3"),
+    ("groups_zero", "weight_dtype_double"), ("padding_negative", "stride_zero"),
+    ("stride_zero", "dilation_negative"), ("channels", "bias_wrong_size"),
+    ("bias_wrong_size", "weight_dtype_double"), ("kernel_too_big", "weight_dtype_double"),
+    ("weight_dtype_double", "dilation_zero"), ("bad_padding_string", "groups_zero"),
+    ("same_strided", "bias_dtype"), ("groups_zero", "same_strided"), ("weight_2d", "groups_zero"),
+    ("stride_len3", "padding_len3"), ("padding_len3", "dilation_negative"),
+    ("channels", "kernel_too_big"), ("groups_too_many", "bias_wrong_size"),
+]
+
+
+def _call(fn, overrides):
+    args = dict(input=x, weight=w, bias=b, stride=1, padding=0, dilation=1, groups=1)
+    args.update(overrides)
+    return fn(args["input"], args["weight"], args["bias"], args["stride"], args["padding"],
+              args["dilation"], args["groups"])
+
+
+def _assert_same_error(overrides):
+    with pytest.raises(Exception) as native:
+        _call(F.conv2d, overrides)
+    with pytest.raises(Exception) as ours:
+        _call(conv2d, overrides)
+    assert type(ours.value) is type(native.value)
+    if not overrides.get("input", x).dtype == torch.bool:  # op names differ for 'not implemented'
+        assert str(ours.value).splitlines()[0] == str(native.value).splitlines()[0]
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_single_fault(name):
+    _assert_same_error(FAULTS[name])
+
+
+@pytest.mark.parametrize("first,second", PAIRS)
+def test_check_order(first, second):
+    overrides = {**FAULTS[second], **FAULTS[first]}
+    _assert_same_error(overrides)
+
+
+def test_op_level_errors_without_python_wrapper():
+    # the ops validate on their own (C++ schemas are usable without torchconv.functional)
+    with pytest.raises(RuntimeError, match="non-positive stride is not supported"):
+        torch.ops.torchconv.conv2d(x, w, None, [0, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="Invalid padding string: 'full'"):
+        torch.ops.torchconv.conv2d.padding(x, w, None, [1], "full", [1], 1)
+    with pytest.raises(RuntimeError, match="does not match"):
+        torch.ops.torchconv.conv2d_grad_input(torch.randn(2, 5, 6, 6), w, [2, 3, 8, 8], [1, 1],
+                                              [0, 0], [1, 1], 1)
