@@ -64,3 +64,13 @@ def reference_conv(x, w, b, stride, padding, dilation, groups):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def assert_same_layout(actual, expected):
+    """Same shape and same strides wherever strides matter (dims of size > 1, non-empty)."""
+    assert actual.shape == expected.shape
+    if actual.numel() == 0:
+        return
+    for size, a, e in zip(actual.shape, actual.stride(), expected.stride()):
+        if size > 1:
+            assert a == e, f"strides {actual.stride()} != {expected.stride()}"

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from conftest import assert_close_to_reference, make, reference_conv, reference_dtype
+from conftest import (assert_close_to_reference, assert_same_layout, make, reference_conv,
+                      reference_dtype)
 from torchconv.functional import conv2d
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64,
@@ -50,7 +51,7 @@ def test_forward_matches_reference(case, dtype):
     assert_close_to_reference(out, ref, dtype, terms=w[0].numel() + 1)
     native = F.conv2d(x, w, b, *args) if dtype != torch.float16 else None
     if native is not None:
-        assert out.shape == native.shape and out.stride() == native.stride()
+        assert_same_layout(out, native)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "cl_input", "cl_weight"])
@@ -61,8 +62,7 @@ def test_layouts_and_unbatched(layout, unbatched, dtype):
         x, w, b, *args = _run_case(case, dtype, layout, unbatched)
         out = conv2d(x, w, b, *args)
         native = F.conv2d(x, w, b, *args)
-        assert out.shape == native.shape
-        assert out.stride() == native.stride(), (case, out.stride(), native.stride())
+        assert_same_layout(out, native)
         assert_close_to_reference(out, reference_conv(x, w, b, *args), dtype,
                                   terms=w[0].numel() + 1)
 
@@ -248,7 +248,7 @@ def test_fuzz_against_reference(args):
     w.requires_grad_()
     out = conv2d(x, w, b, *params)
     native = F.conv2d(x.detach(), w.detach(), b, *params)
-    assert out.shape == native.shape and out.stride() == native.stride()
+    assert_same_layout(out, native)
     terms = w[0].numel() + 1
     assert_close_to_reference(out, reference_conv(x.detach(), w.detach(), b, *params), dtype,
                               terms)
@@ -261,3 +261,16 @@ def test_fuzz_against_reference(args):
         n_terms = out.numel() // max(out.shape[-3], 1) + 1
         assert_close_to_reference(gx, rx, dtype, terms=w.shape[0] * w.shape[2] * w.shape[3])
         assert_close_to_reference(gw, rw, dtype, terms=n_terms)
+
+
+def test_autocast_cpu_casts_like_aten_conv2d():
+    x, w, b = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            out = conv2d(x, w, b, padding=1)
+            out_same = conv2d(x, w, b, padding="same")
+            native = F.conv2d(x, w, b, padding=1)
+        assert out.dtype == native.dtype == dtype and out_same.dtype == dtype
+        torch.testing.assert_close(out.float(), native.float(), rtol=2e-2, atol=5e-2)
+    # outside autocast nothing is cast
+    assert conv2d(x, w, b).dtype == torch.float32

@@ -13,7 +13,9 @@ from . import _extension  # noqa: F401  (loads the ops; clear error if the build
 from . import _meta  # noqa: F401  (fake kernels)
 from . import _autograd  # noqa: F401  (autograd formulas, vmap rules)
 from . import functional
+from .modules import Conv2d, LazyConv2d
+from .convert import convert, revert
 
 __version__ = "0.1.0"
 
-__all__ = ["functional"]
+__all__ = ["functional", "Conv2d", "LazyConv2d", "convert", "revert"]

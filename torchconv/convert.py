@@ -92,7 +92,15 @@ def _swap_classes(model: nn.Module, mapping: Dict[type, type], inplace: bool) ->
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     if not inplace:
-        model = copy.deepcopy(model)
+        try:
+            model = copy.deepcopy(model)
+        except Exception as exc:
+            raise RuntimeError(
+                "torchconv: inplace=False deep-copies the model first, and copy.deepcopy failed "
+                f"on it ({type(exc).__name__}: {exc}). Models using hook-based "
+                "torch.nn.utils.prune / weight_norm / spectral_norm hold non-leaf tensors that "
+                "cannot be deep-copied; convert them with inplace=True."
+            ) from exc
     seen = set()
     # Iterative walk over the registered submodules (including duplicates and the
     # `parametrizations` containers); `seen` handles shared modules and reference cycles.

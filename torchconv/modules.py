@@ -33,7 +33,9 @@ restates ``forward`` with type annotations for TorchScript).  Consequences, all 
 Inside TorchScript (``torch.jit.is_scripting()``) ``_conv_forward`` calls the registered ops
 ``torch.ops.torchconv.conv2d`` / ``torch.ops.torchconv.conv2d.padding`` directly, since the
 Python functional layer is not scriptable; in eager mode, ``torch.compile`` and ``torch.export``
-it calls ``torchconv.functional.conv2d``.
+it calls ``torchconv.functional.conv2d``.  ``torch.fx.symbolic_trace`` traces through the module
+(it is not one of FX's ``torch.nn`` leaf modules) and records that call as one
+``call_function`` node.
 
 ``LazyConv2d`` is ``nn.LazyConv2d`` (it reuses torch's lazy-initialisation mixin) with the
 torchconv forward, and it turns into a ``torchconv.Conv2d`` (``cls_to_become``) on the first call.
@@ -46,9 +48,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import functional as TF
+from .functional import conv2d
 
 __all__ = ["Conv2d", "LazyConv2d"]
+
+# torch.fx.symbolic_trace records calls to `conv2d` made from this file as single graph nodes
+# (call_function torchconv.functional.conv2d) instead of tracing into the functional layer, whose
+# argument handling and autograd.Function do not accept FX proxies. (nn.Conv2d is a leaf module
+# for FX; torchconv.Conv2d is traced through, down to this call.)
+torch.fx.wrap("conv2d")
 
 
 class Conv2d(nn.Conv2d):
@@ -148,9 +156,9 @@ class Conv2d(nn.Conv2d):
 def _eager_conv_forward(
     self: Conv2d, input: Tensor, weight: Tensor, bias: Optional[Tensor]
 ) -> Tensor:
-    # The eager / torch.compile / torch.export path (never compiled by TorchScript).
+    # The eager / torch.compile / torch.export / FX path (never compiled by TorchScript).
     if self.padding_mode != "zeros":
-        return TF.conv2d(
+        return conv2d(
             F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
             weight,
             bias,
@@ -159,7 +167,7 @@ def _eager_conv_forward(
             self.dilation,
             self.groups,
         )
-    return TF.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+    return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class LazyConv2d(nn.LazyConv2d, Conv2d):  # type: ignore[misc]
