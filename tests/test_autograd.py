@@ -167,3 +167,18 @@ def _opcheck_samples():
 @pytest.mark.parametrize("op,args", _opcheck_samples())
 def test_opcheck(op, args):
     torch.library.opcheck(op, args)
+
+
+def test_hessian_forward_over_reverse():
+    # torch.func.hessian = jacfwd(jacrev): forward-mode AD through the backward ops
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+
+    def loss(conv):
+        return lambda x, w: (conv(x, w, None, 1, "same").sin()).sum()
+
+    ours = torch.func.hessian(loss(conv2d), argnums=(0, 1))(x, w)
+    native = torch.func.hessian(loss(F.conv2d), argnums=(0, 1))(x, w)
+    for a, b in zip(ours, native):
+        for aa, bb in zip(a, b):
+            torch.testing.assert_close(aa, bb)

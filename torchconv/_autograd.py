@@ -76,9 +76,9 @@ def conv2d_backward(ctx, grad, impl=RAW):
     input, weight = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_input = impl.grad_input(grad, weight.conj(), input.shape, *ctx.params)
+        grad_input = impl.grad_input(grad, weight.conj(), list(input.shape), *ctx.params)
     if ctx.needs_input_grad[1]:
-        grad_weight = impl.grad_weight(grad, input.conj(), weight.shape, *ctx.params)
+        grad_weight = impl.grad_weight(grad, input.conj(), list(weight.shape), *ctx.params)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         if input.shape[-3] == 0:  # zero input channels: F.conv2d's output has no channels
             grad_bias = grad.new_zeros(weight.shape[0])
@@ -104,7 +104,7 @@ def grad_input_backward(ctx, v, impl=RAW):
         fwd_padding = forward_padding(input_size, grad_output.shape, stride, padding)
         d_grad_output = impl.conv2d(v, weight.conj(), None, stride, fwd_padding, dilation, groups)
     if ctx.needs_input_grad[1]:
-        d_weight = impl.grad_weight(grad_output.conj(), v, weight.shape, stride, padding,
+        d_weight = impl.grad_weight(grad_output.conj(), v, list(weight.shape), stride, padding,
                                     dilation, groups)
     return d_grad_output, d_weight, None, None, None, None, None
 
@@ -126,7 +126,7 @@ def grad_weight_backward(ctx, v, impl=RAW):
         fwd_padding = forward_padding(input.shape, grad_output.shape, stride, padding)
         d_grad_output = impl.conv2d(input.conj(), v, None, stride, fwd_padding, dilation, groups)
     if ctx.needs_input_grad[1]:
-        d_input = impl.grad_input(grad_output.conj(), v, input.shape, stride, padding, dilation,
+        d_input = impl.grad_input(grad_output.conj(), v, list(input.shape), stride, padding, dilation,
                                   groups)
     return d_grad_output, d_input, None, None, None, None, None
 
@@ -186,57 +186,48 @@ class Conv2dFunction(torch.autograd.Function):
         return tangent
 
 
-class GradInputFunction(torch.autograd.Function):
-    generate_vmap_rule = True
+class _OpArgs:
+    """Non-tensor arguments of a backward op, passed to its autograd.Function as one opaque
+    object: functorch's generated vmap rule for jvp mis-counts list arguments otherwise."""
 
-    @staticmethod
-    def forward(grad_output, weight, input_size, stride, padding, dilation, groups):
-        return ops.conv2d_grad_input(grad_output, weight, input_size, stride, padding, dilation,
-                                     groups)
+    def __init__(self, values):
+        self.values = tuple(values)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        setup_grad_input(ctx, inputs, output)
-        ctx.save_for_forward(inputs[0], inputs[1])
-        ctx.op_args = inputs[2:]
 
-    @staticmethod
+def _backward_op_function(name, op, setup_context, backward_formula):
+    """autograd.Function for one of the two backward ops (same structure for both)."""
+
+    def setup(ctx, inputs, output):
+        first, second, args = inputs
+        setup_context(ctx, (first, second, *args.values), output)
+        ctx.save_for_forward(first, second)
+        ctx.op_args = args
+
     def backward(ctx, v):
-        return grad_input_backward(ctx, v, EAGER)
+        return backward_formula(ctx, v, EAGER)[:2] + (None,)
 
-    @staticmethod
-    def jvp(ctx, d_grad_output, d_weight, *_):
-        grad_output, weight = ctx.saved_tensors
-        return _bilinear_tangent(GradInputFunction.apply, grad_output, weight, d_grad_output,
-                                 d_weight, ctx.op_args)
+    def jvp(ctx, d_first, d_second, _):
+        first, second = ctx.saved_tensors
+        return _bilinear_tangent(cls.apply, first, second, d_first, d_second, (ctx.op_args,))
 
-
-class GradWeightFunction(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(grad_output, input, weight_size, stride, padding, dilation, groups):
-        return ops.conv2d_grad_weight(grad_output, input, weight_size, stride, padding,
-                                      dilation, groups)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        setup_grad_weight(ctx, inputs, output)
-        ctx.save_for_forward(inputs[0], inputs[1])
-        ctx.op_args = inputs[2:]
-
-    @staticmethod
-    def backward(ctx, v):
-        return grad_weight_backward(ctx, v, EAGER)
-
-    @staticmethod
-    def jvp(ctx, d_grad_output, d_input, *_):
-        grad_output, input = ctx.saved_tensors
-        return _bilinear_tangent(GradWeightFunction.apply, grad_output, input, d_grad_output,
-                                 d_input, ctx.op_args)
+    cls = type(name, (torch.autograd.Function,), {
+        "generate_vmap_rule": True,
+        "forward": staticmethod(lambda first, second, args: op(first, second, *args.values)),
+        "setup_context": staticmethod(setup),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+    })
+    return lambda first, second, *args: cls.apply(first, second, _OpArgs(args))
 
 
-EAGER = _Ops(Conv2dFunction.apply, GradInputFunction.apply, GradWeightFunction.apply)
+grad_input_function = _backward_op_function(
+    "GradInputFunction", ops.conv2d_grad_input.default, setup_grad_input, grad_input_backward)
+grad_weight_function = _backward_op_function(
+    "GradWeightFunction", ops.conv2d_grad_weight.default, setup_grad_weight,
+    grad_weight_backward)
+
+
+EAGER = _Ops(Conv2dFunction.apply, grad_input_function, grad_weight_function)
 
 
 # --------------------------------------------------------------------------------------------
