@@ -299,35 +299,39 @@ SymGeometry backward_geometry(SymIntArrayRef input_size, SymIntArrayRef weight_s
   return g;
 }
 
+// Both backward ops: `other` is the forward operand they take (weight or input), named `what`
+// in errors; the result's layout follows the same rule as the forward's.
+ConvPlan plan_backward(const at::Tensor& grad_output, const at::Tensor& other, const char* what,
+                       SymIntArrayRef input_size, SymIntArrayRef weight_size,
+                       SymIntArrayRef stride, SymIntArrayRef padding, SymIntArrayRef dilation,
+                       const SymInt& groups) {
+  check_backward_params(stride, padding, dilation, groups);
+  ConvPlan plan;
+  plan.batched = input_size.size() == 4;
+  plan.geometry = backward_geometry(input_size, weight_size, grad_output, stride, padding,
+                                    dilation, groups);
+  check_same_type(grad_output, other, what);
+  const auto batched = [&](const at::Tensor& t) {
+    return t.dim() == 3 ? t.unsqueeze(0) : t;
+  };
+  plan.channels_last = result_is_channels_last(batched(grad_output), batched(other));
+  return plan;
+}
+
 }  // namespace
 
 ConvPlan plan_grad_input(const at::Tensor& grad_output, const at::Tensor& weight,
                          SymIntArrayRef input_size, SymIntArrayRef stride, SymIntArrayRef padding,
                          SymIntArrayRef dilation, const SymInt& groups) {
-  check_backward_params(stride, padding, dilation, groups);
-  ConvPlan plan;
-  plan.batched = input_size.size() == 4;
-  plan.geometry = backward_geometry(input_size, weight.sym_sizes(), grad_output, stride, padding,
-                                    dilation, groups);
-  check_same_type(grad_output, weight, "weight");
-  const at::Tensor go4 = plan.batched ? grad_output : grad_output.unsqueeze(0);
-  plan.channels_last = result_is_channels_last(go4, weight);
-  return plan;
+  return plan_backward(grad_output, weight, "weight", input_size, weight.sym_sizes(), stride,
+                       padding, dilation, groups);
 }
 
 ConvPlan plan_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
                           SymIntArrayRef weight_size, SymIntArrayRef stride,
                           SymIntArrayRef padding, SymIntArrayRef dilation, const SymInt& groups) {
-  check_backward_params(stride, padding, dilation, groups);
-  ConvPlan plan;
-  plan.batched = input.dim() == 4;
-  plan.geometry = backward_geometry(input.sym_sizes(), weight_size, grad_output, stride, padding,
-                                    dilation, groups);
-  check_same_type(grad_output, input, "input");
-  const at::Tensor go4 = plan.batched ? grad_output : grad_output.unsqueeze(0);
-  const at::Tensor in4 = plan.batched ? input : input.unsqueeze(0);
-  plan.channels_last = result_is_channels_last(go4, in4);
-  return plan;
+  return plan_backward(grad_output, input, "input", input.sym_sizes(), weight_size, stride,
+                       padding, dilation, groups);
 }
 
 std::vector<SymInt> leading_padding(const ConvPlan& plan) {
