@@ -1,0 +1,302 @@
+// CUDA kernels of the torchconv ops: host side (layouts, kernel choice, dtype dispatch,
+// workspaces) of the backend registered for DispatchKey::CUDA.
+//
+// Kernel choice, per op:
+//   depthwise (groups > 1, C/groups == 1)  direct kernels on the tensors as they are laid out
+//   otherwise                              implicit GEMM on NHWC (channels_last) operands:
+//     tensor cores (wmma) for Half / BFloat16, and for float when TF32 is allowed for cuDNN
+//     convolutions (torch.backends.cudnn.allow_tf32), on sm_80+;
+//     the SIMT kernel for everything else (float64, complex, float with TF32 off, older GPUs).
+// Results are written straight into the preallocated output through its strides (every
+// kernel's store takes arbitrary strides), so no temporary / copy_ is needed for either layout.
+// Weight gradients use a fixed, shape-determined split of N*OH*OW into workspace slices that a
+// second kernel sums in slice order: no atomics, bitwise reproducible results.
+//
+// This translation unit has no device code: the device compilation passes skip it entirely
+// (they would otherwise parse the ATen headers once per GPU architecture).
+#if !defined(__CUDA_ARCH__)
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <initializer_list>
+#include <limits>
+#include <type_traits>
+
+#include "../op_entry.h"
+#include "conv2d_cuda_kernels.h"
+
+namespace torchconv::cuda {
+namespace {
+
+// 32-bit kernels are used only when every element offset and index stays below this bound; the
+// margin covers the few tile-sized overshoots that kernels compute before their range checks.
+constexpr int64_t kInt32Limit = std::numeric_limits<int32_t>::max() - (int64_t(1) << 26);
+
+// One past the largest element offset of `t` (0 when empty).
+int64_t extent(const at::Tensor& t) {
+  if (t.numel() == 0) {
+    return 0;
+  }
+  int64_t e = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    e += (t.size(d) - 1) * t.stride(d);
+  }
+  return e;
+}
+
+bool needs_int64(const Geometry& g, std::initializer_list<int64_t> extents) {
+  int64_t largest = 0;
+  for (const int64_t e : extents) {
+    largest = std::max(largest, e);
+  }
+  // Magnitudes of intermediate input coordinates (oh*sh - pt + r*dh and the like).
+  const int64_t rows = g.in_height + g.pad_top + (g.out_height - 1) * g.stride_h +
+                       (g.kernel_height - 1) * g.dilation_h + g.stride_h;
+  const int64_t cols = g.in_width + g.pad_left + (g.out_width - 1) * g.stride_w +
+                       (g.kernel_width - 1) * g.dilation_w + g.stride_w;
+  largest = std::max({largest, rows, cols, g.batch * g.out_height * g.out_width,
+                      g.batch * g.in_height * g.in_width});
+  return largest > kInt32Limit;
+}
+
+void copy_strides(int64_t* dst, const at::Tensor& t) {
+  for (int64_t d = 0; d < 4; ++d) {
+    dst[d] = t.stride(d);
+  }
+}
+
+// x: input or grad_input, w: weight or grad_weight, y: output or grad_output (all 4-D).
+ConvDesc make_desc(const Geometry& g, const at::Tensor& x, const at::Tensor& w,
+                   const at::Tensor& y) {
+  ConvDesc d;
+  d.N = g.batch;
+  d.C = g.in_channels;
+  d.H = g.in_height;
+  d.W = g.in_width;
+  d.K = g.out_channels;
+  d.R = g.kernel_height;
+  d.S = g.kernel_width;
+  d.OH = g.out_height;
+  d.OW = g.out_width;
+  d.sh = g.stride_h;
+  d.sw = g.stride_w;
+  d.pt = g.pad_top;
+  d.pl = g.pad_left;
+  d.dh = g.dilation_h;
+  d.dw = g.dilation_w;
+  d.groups = g.groups;
+  copy_strides(d.xs, x);
+  copy_strides(d.ws, w);
+  copy_strides(d.ys, y);
+  return d;
+}
+
+void check_same_device(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.device() == b.device(),
+              "Expected all tensors to be on the same device, but found at least two devices, ",
+              a.device(), " and ", b.device(), "!");
+}
+
+bool is_depthwise(const Geometry& g) {
+  return g.groups > 1 && g.in_channels == g.groups;
+}
+
+// Operand of the implicit-GEMM kernels: no conjugate bit, NHWC (channels_last) memory, which
+// makes the gathered reduction / channel dimension contiguous.
+at::Tensor gemm_operand(const at::Tensor& t) {
+  return t.resolve_conj().contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Whether float32 convolutions may use TF32, as for cuDNN (torch.backends.cudnn.allow_tf32).
+// Recent PyTorch raises from allowTF32CuDNN() when the legacy flag and the per-operator
+// fp32_precision flags were set inconsistently; full float32 precision is kept then.
+bool tf32_allowed() {
+  try {
+    return at::globalContext().allowTF32CuDNN();
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
+bool use_tensor_cores(at::ScalarType dtype, const at::Device& device) {
+  if (dtype == at::kFloat) {
+    if (!tf32_allowed()) {
+      return false;
+    }
+  } else if (dtype != at::kHalf && dtype != at::kBFloat16) {
+    return false;
+  }
+  int major = 0;
+  C10_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index()));
+  return major >= 8;
+}
+
+template <typename scalar_t>
+constexpr bool kHasTensorCoreKernels = std::is_same_v<scalar_t, float> ||
+                                       std::is_same_v<scalar_t, c10::Half> ||
+                                       std::is_same_v<scalar_t, c10::BFloat16>;
+
+enum class Kind { Depthwise, Simt, TensorCore };
+
+template <typename scalar_t, typename index_t>
+void run_forward(Kind kind, const ConvDesc& d, const scalar_t* x, const scalar_t* w,
+                 const scalar_t* b, scalar_t* y, cudaStream_t stream) {
+  if (kind == Kind::Depthwise) {
+    fprop_depthwise<scalar_t, index_t>(d, x, w, b, y, stream);
+    return;
+  }
+  if constexpr (kHasTensorCoreKernels<scalar_t>) {
+    if (kind == Kind::TensorCore) {
+      fprop_tc<scalar_t, index_t>(d, x, w, b, y, stream);
+      return;
+    }
+  }
+  fprop_simt<scalar_t, index_t>(d, x, w, b, y, stream);
+}
+
+template <typename scalar_t, typename index_t>
+void run_grad_input(Kind kind, const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
+                    scalar_t* dx, cudaStream_t stream) {
+  if (kind == Kind::Depthwise) {
+    dgrad_depthwise<scalar_t, index_t>(d, dy, w, dx, stream);
+    return;
+  }
+  if constexpr (kHasTensorCoreKernels<scalar_t>) {
+    if (kind == Kind::TensorCore) {
+      dgrad_tc<scalar_t, index_t>(d, dy, w, dx, stream);
+      return;
+    }
+  }
+  dgrad_simt<scalar_t, index_t>(d, dy, w, dx, stream);
+}
+
+// First pass of the weight gradient: one partial sum per split-K slice into the workspace.
+template <typename scalar_t, typename index_t>
+void wgrad_partial_sums(Kind kind, const ConvDesc& d, const SplitK& split, const scalar_t* dy,
+                        const scalar_t* x, at::opmath_type<scalar_t>* ws, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if (kind == Kind::Depthwise) {
+    wgrad_depthwise<scalar_t, acc_t, index_t>(d, split, dy, x, ws, stream);
+    return;
+  }
+  if constexpr (kHasTensorCoreKernels<scalar_t>) {
+    if (kind == Kind::TensorCore) {
+      wgrad_tc<scalar_t, index_t>(d, split, dy, x, ws, stream);
+      return;
+    }
+  }
+  wgrad_simt<scalar_t, acc_t, index_t>(d, split, dy, x, ws, stream);
+}
+
+template <typename scalar_t, typename index_t>
+void run_grad_weight(Kind kind, const ConvDesc& d, const SplitK& split, const scalar_t* dy,
+                     const scalar_t* x, at::opmath_type<scalar_t>* ws, scalar_t* dw,
+                     cudaStream_t stream) {
+  wgrad_partial_sums<scalar_t, index_t>(kind, d, split, dy, x, ws, stream);
+  // Second pass: sum the slices in slice order (no atomics: bitwise reproducible).
+  wgrad_reduce<scalar_t, at::opmath_type<scalar_t>, index_t>(d, split.slices, ws, dw, stream);
+}
+
+#define TORCHCONV_DISPATCH_CUDA(dtype, name, ...) \
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
+
+Kind choose_kind(const Geometry& g, const at::Tensor& t) {
+  if (is_depthwise(g)) {
+    return Kind::Depthwise;
+  }
+  return use_tensor_cores(t.scalar_type(), t.device()) ? Kind::TensorCore : Kind::Simt;
+}
+
+struct CudaBackend {
+  static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, at::Tensor& output) {
+    check_same_device(input, weight);
+    if (bias.has_value()) {
+      check_same_device(input, *bias);
+    }
+    const c10::cuda::CUDAGuard guard(input.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.device().index());
+    const Kind kind = choose_kind(g, input);
+    const bool gemm = kind != Kind::Depthwise;
+    const at::Tensor x = gemm ? gemm_operand(input) : input.resolve_conj();
+    const at::Tensor w = gemm ? gemm_operand(weight) : weight.resolve_conj();
+    const at::Tensor b = bias.has_value() ? bias->resolve_conj().contiguous() : at::Tensor();
+    const ConvDesc d = make_desc(g, x, w, output);
+    const bool wide = needs_int64(g, {extent(x), extent(w), extent(output)});
+    TORCHCONV_DISPATCH_CUDA(x.scalar_type(), "torchconv_conv2d_cuda", [&] {
+      const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+      auto run = wide ? &run_forward<scalar_t, int64_t> : &run_forward<scalar_t, int32_t>;
+      run(kind, d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
+          output.mutable_data_ptr<scalar_t>(), stream);
+    });
+  }
+
+  static void grad_input(const Geometry& g, const at::Tensor& grad_output,
+                         const at::Tensor& weight, at::Tensor& grad_input) {
+    check_same_device(grad_output, weight);
+    const c10::cuda::CUDAGuard guard(grad_output.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad_output.device().index());
+    const Kind kind = choose_kind(g, grad_output);
+    const bool gemm = kind != Kind::Depthwise;
+    const at::Tensor dy = gemm ? gemm_operand(grad_output) : grad_output.resolve_conj();
+    const at::Tensor w = gemm ? gemm_operand(weight) : weight.resolve_conj();
+    const ConvDesc d = make_desc(g, grad_input, w, dy);
+    const bool wide = needs_int64(g, {extent(dy), extent(w), extent(grad_input)});
+    TORCHCONV_DISPATCH_CUDA(dy.scalar_type(), "torchconv_conv2d_grad_input_cuda", [&] {
+      auto run = wide ? &run_grad_input<scalar_t, int64_t> : &run_grad_input<scalar_t, int32_t>;
+      run(kind, d, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+          grad_input.mutable_data_ptr<scalar_t>(), stream);
+    });
+  }
+
+  static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
+                          const at::Tensor& input, at::Tensor& grad_weight) {
+    check_same_device(grad_output, input);
+    const c10::cuda::CUDAGuard guard(grad_output.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad_output.device().index());
+    const Kind kind = choose_kind(g, grad_output);
+    const bool gemm = kind != Kind::Depthwise;
+    const at::Tensor dy = gemm ? gemm_operand(grad_output) : grad_output.resolve_conj();
+    const at::Tensor x = gemm ? gemm_operand(input) : input.resolve_conj();
+    const ConvDesc d = make_desc(g, x, grad_weight, dy);
+
+    // Split of the N*OH*OW reduction; the workspace holds one opmath-typed weight per slice.
+    const int64_t length = g.batch * g.out_height * g.out_width;
+    const int64_t kpg = g.out_channels_per_group();
+    const int64_t rsc = g.kernel_height * g.kernel_width * g.in_channels_per_group();
+    const int64_t tiles =
+        gemm ? ((kpg + kGemmTileM - 1) / kGemmTileM) * ((rsc + kGemmTileN - 1) / kGemmTileN) *
+                   g.groups
+             : wgrad_depthwise_tiles(d);
+    const SplitK split = plan_split_k(length, tiles);
+    const at::Tensor ws = at::empty({split.slices * g.out_channels * rsc},
+                                    dy.options().dtype(at::toOpMathType(dy.scalar_type())));
+    const bool wide = needs_int64(g, {extent(dy), extent(x), extent(grad_weight), ws.numel()});
+    TORCHCONV_DISPATCH_CUDA(dy.scalar_type(), "torchconv_conv2d_grad_weight_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      auto run =
+          wide ? &run_grad_weight<scalar_t, int64_t> : &run_grad_weight<scalar_t, int32_t>;
+      run(kind, d, split, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+          static_cast<acc_t*>(ws.data_ptr()), grad_weight.mutable_data_ptr<scalar_t>(), stream);
+    });
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchconv, CUDA, m) {
+  register_backend<CudaBackend>(m);
+}
+
+}  // namespace torchconv::cuda
+
+#endif  // !defined(__CUDA_ARCH__)

@@ -1,0 +1,100 @@
+// Interface between the host side of the CUDA backend (conv2d_cuda.cu: tensors, layouts,
+// dispatch) and the kernel translation units (conv2d_gemm_*.cu, conv2d_depthwise.cu).
+//
+// Deliberately light: no ATen tensor headers, so the kernel TUs compile quickly. Every launcher
+// is a function template declared here and explicitly instantiated in one kernel TU for the
+// scalar types and index types it supports (int32_t, or int64_t when some tensor or index
+// exceeds the 32-bit range).
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+namespace torchconv::cuda {
+
+// One convolution: int64 sizes and element strides. "x" is the input (or grad_input), "w" the
+// weight, "y" the output (or grad_output). Strides are in elements, in logical dimension order
+// x: (n, c, h, w), w: (k, c, r, s), y: (n, k, h, w); kernels never assume a memory layout.
+struct ConvDesc {
+  int64_t N, C, H, W;   // input
+  int64_t K, R, S;      // weight: out channels, kernel height / width
+  int64_t OH, OW;       // output plane
+  int64_t sh, sw;       // stride
+  int64_t pt, pl;       // leading padding (top, left); trailing padding is implied by OH / OW
+  int64_t dh, dw;       // dilation
+  int64_t groups;
+  int64_t xs[4], ws[4], ys[4];
+};
+
+// Implicit-GEMM block tile (M x N); shared by the SIMT and tensor-core kernels and used by the
+// host to size the split-K workspace of the weight gradient.
+constexpr int64_t kGemmTileM = 64;
+constexpr int64_t kGemmTileN = 64;
+constexpr int64_t kGemmTileK = 16;
+
+// Split of a weight-gradient reduction of length `length` (N*OH*OW) into `slices` consecutive
+// chunks of `chunk` elements (the last one may be shorter). Depends on the shape only, so the
+// summation order -- and the result -- is the same on every run and every GPU.
+struct SplitK {
+  int64_t slices;
+  int64_t chunk;
+};
+
+inline SplitK plan_split_k(int64_t length, int64_t output_tiles) {
+  constexpr int64_t kMaxSlices = 64;      // workspace <= kMaxSlices * weight size
+  constexpr int64_t kTargetBlocks = 1024;  // enough blocks to fill a large GPU a few times
+  constexpr int64_t kMinChunk = 1024;      // below this a slice is not worth its workspace
+  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  int64_t slices = ceil_div(kTargetBlocks, output_tiles < 1 ? 1 : output_tiles);
+  slices = slices < kMaxSlices ? slices : kMaxSlices;
+  const int64_t by_length = ceil_div(length, kMinChunk);
+  slices = slices < by_length ? slices : by_length;
+  slices = slices < 1 ? 1 : slices;
+  int64_t chunk = ceil_div(length, slices);
+  chunk = ceil_div(chunk, kGemmTileK) * kGemmTileK;
+  return {ceil_div(length, chunk), chunk};
+}
+
+// ---- implicit GEMM (any groups), SIMT: every floating and complex dtype ---------------------
+// fprop: y = conv(x, w) + bias (bias may be null). dgrad: x = grad_input from y = grad_output.
+// wgrad: writes acc_t partial sums to `workspace` ([slices][K][R][S][C/groups], dense).
+template <typename scalar_t, typename index_t>
+void fprop_simt(const ConvDesc&, const scalar_t* x, const scalar_t* w, const scalar_t* bias,
+                scalar_t* y, cudaStream_t);
+template <typename scalar_t, typename index_t>
+void dgrad_simt(const ConvDesc&, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
+                cudaStream_t);
+template <typename scalar_t, typename acc_t, typename index_t>
+void wgrad_simt(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t* x,
+                acc_t* workspace, cudaStream_t);
+
+// ---- implicit GEMM on tensor cores (sm_80+, wmma): Half, BFloat16, and float as TF32 --------
+template <typename scalar_t, typename index_t>
+void fprop_tc(const ConvDesc&, const scalar_t* x, const scalar_t* w, const scalar_t* bias,
+              scalar_t* y, cudaStream_t);
+template <typename scalar_t, typename index_t>
+void dgrad_tc(const ConvDesc&, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
+              cudaStream_t);
+template <typename scalar_t, typename index_t>
+void wgrad_tc(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t* x,
+              float* workspace, cudaStream_t);
+
+// ---- depthwise (C/groups == 1, any channel multiplier K/groups), direct kernels ------------
+template <typename scalar_t, typename index_t>
+void fprop_depthwise(const ConvDesc&, const scalar_t* x, const scalar_t* w,
+                     const scalar_t* bias, scalar_t* y, cudaStream_t);
+template <typename scalar_t, typename index_t>
+void dgrad_depthwise(const ConvDesc&, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
+                     cudaStream_t);
+// Output tiles for plan_split_k, then the partial sums ([slices][K][R][S], dense).
+int64_t wgrad_depthwise_tiles(const ConvDesc&);
+template <typename scalar_t, typename acc_t, typename index_t>
+void wgrad_depthwise(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t* x,
+                     acc_t* workspace, cudaStream_t);
+
+// ---- second pass of every weight gradient: dw = sum over slices, in slice order -------------
+template <typename scalar_t, typename acc_t, typename index_t>
+void wgrad_reduce(const ConvDesc&, int64_t slices, const acc_t* workspace, scalar_t* dw,
+                  cudaStream_t);
+
+}  // namespace torchconv::cuda

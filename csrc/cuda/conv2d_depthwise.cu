@@ -1,0 +1,183 @@
+// Depthwise convolution (C/groups == 1, channel multiplier K/groups >= 1), direct kernels on
+// tensors of any strides, and the second (reduction) pass shared by every weight gradient.
+//
+//   fprop  one thread per output element: sum over the R x S taps
+//   dgrad  one thread per grad_input element: gather over (multiplier, r, s), keeping the taps
+//          whose output position is integral and in range
+//   wgrad  per (channel tile, tap, slice of N*OH*OW): a block sums its slice in a fixed order
+//          (per-thread strided partial sums, then a fixed-order sum over the threads) into a
+//          workspace slice; wgrad_reduce then adds the slices in slice order.
+//
+// Threads map to consecutive channels when the tensor is channels-fast (NHWC) and to
+// consecutive columns otherwise, so global accesses coalesce in both layouts.
+#include "conv2d_depthwise.cuh"
+
+namespace torchconv::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxGridStride = 65535;  // blocks of a grid-stride loop
+
+// Grid-stride loop over [0, total): first index and step (the grid is capped at kMaxGridStride
+// blocks, so the step never overflows the index type near the 32-bit limit used by the host).
+template <typename I>
+__device__ inline I grid_first() {
+  return static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+}
+template <typename I>
+__device__ inline I grid_step() {
+  return static_cast<I>(blockDim.x) * static_cast<I>(gridDim.x);
+}
+
+template <typename scalar_t, typename I>
+__global__ void __launch_bounds__(kThreads)
+    dw_fprop_kernel(Geo<I> g, bool channels_fast, const scalar_t* x, const scalar_t* w,
+                    const scalar_t* bias, scalar_t* y) {
+  const I total = g.N * g.K * g.OH * g.OW;
+  for (I e = grid_first<I>(); e < total; e += grid_step<I>()) {
+    dw_fprop_element(g, channels_fast, e, x, w, bias, y);
+  }
+}
+
+template <typename scalar_t, typename I>
+__global__ void __launch_bounds__(kThreads)
+    dw_dgrad_kernel(Geo<I> g, bool channels_fast, const scalar_t* dy, const scalar_t* w,
+                    scalar_t* dx) {
+  const I total = g.N * g.C * g.H * g.W;
+  for (I e = grid_first<I>(); e < total; e += grid_step<I>()) {
+    dw_dgrad_element(g, channels_fast, e, dy, w, dx);
+  }
+}
+
+// Block = kc channel lanes x (kThreads / kc) position lanes; blockIdx.x = (channel tile, tap,
+// slice). Each lane sums its strided share of the slice, then lane 0 of each channel adds the
+// lanes' sums in lane order. Partial sums: workspace[slice][k][r*S + s].
+template <typename scalar_t, typename acc_t, typename I>
+__global__ void __launch_bounds__(kThreads)
+    dw_wgrad_kernel(Geo<I> g, int kc, I ktiles, I chunk, const scalar_t* dy, const scalar_t* x,
+                    acc_t* ws) {
+  __shared__ __align__(16) unsigned char smem[kThreads * sizeof(acc_t)];
+  acc_t* partial = reinterpret_cast<acc_t*>(smem);
+  const int lanes = kThreads / kc;
+  const int kl = threadIdx.x % kc, pl = threadIdx.x / kc;
+  I b = blockIdx.x;
+  const I kt = b % ktiles;
+  b /= ktiles;
+  const I RS = g.R * g.S;
+  const I rs = b % RS, slice = b / RS;
+  const I k = kt * kc + kl;
+  const I NP = g.N * g.OH * g.OW;
+  const I pbeg = slice * chunk;
+  const I pend = NP - pbeg < chunk ? NP : pbeg + chunk;
+  acc_t lane_sum(0);
+  if (k < g.K) {
+    lane_sum = dw_wgrad_lane(g, k, rs / g.S, rs % g.S, pbeg, pend, pl, lanes, dy, x);
+  }
+  partial[threadIdx.x] = lane_sum;
+  __syncthreads();
+  if (pl == 0 && k < g.K) {
+    acc_t sum(0);
+    for (int q = 0; q < lanes; ++q) {
+      sum += partial[q * kc + kl];
+    }
+    ws[(slice * g.K + k) * RS + rs] = sum;
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename I>
+__global__ void __launch_bounds__(kThreads)
+    wgrad_reduce_kernel(Geo<I> g, I slices, const acc_t* ws, scalar_t* dw) {
+  const I total = g.K * g.R * g.S * g.Cpg;
+  for (I e = grid_first<I>(); e < total; e += grid_step<I>()) {
+    wgrad_reduce_element(g, slices, e, ws, dw);
+  }
+}
+
+unsigned grid_for(int64_t total) {
+  const int64_t blocks = ceil_div(total, kThreads);
+  return static_cast<unsigned>(blocks < kMaxGridStride ? blocks : kMaxGridStride);
+}
+
+// Channel lanes of the weight-gradient block: 32 when both operands are channels-fast.
+int wgrad_channel_lanes(const ConvDesc& d) {
+  return d.xs[1] == 1 && d.ys[1] == 1 && d.K > 1 ? 32 : 1;
+}
+
+}  // namespace
+}  // namespace detail
+
+template <typename scalar_t, typename index_t>
+void fprop_depthwise(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
+                     const scalar_t* bias, scalar_t* y, cudaStream_t stream) {
+  const int64_t total = d.N * d.K * d.OH * d.OW;
+  detail::dw_fprop_kernel<scalar_t, index_t>
+      <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
+          detail::make_geo<index_t>(d), d.ys[1] == 1, x, w, bias, y);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t, typename index_t>
+void dgrad_depthwise(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
+                     cudaStream_t stream) {
+  const int64_t total = d.N * d.C * d.H * d.W;
+  detail::dw_dgrad_kernel<scalar_t, index_t>
+      <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
+          detail::make_geo<index_t>(d), d.xs[1] == 1, dy, w, dx);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+int64_t wgrad_depthwise_tiles(const ConvDesc& d) {
+  return detail::ceil_div(d.K, detail::wgrad_channel_lanes(d)) * d.R * d.S;
+}
+
+template <typename scalar_t, typename acc_t, typename index_t>
+void wgrad_depthwise(const ConvDesc& d, const SplitK& split, const scalar_t* dy,
+                     const scalar_t* x, acc_t* workspace, cudaStream_t stream) {
+  static_assert(std::is_same_v<acc_t, at::opmath_type<scalar_t>>);
+  const int kc = detail::wgrad_channel_lanes(d);
+  const int64_t ktiles = detail::ceil_div(d.K, kc);
+  const int64_t blocks = ktiles * d.R * d.S * split.slices;
+  constexpr int64_t kMaxGrid = 2147483647;
+  TORCH_CHECK(blocks <= kMaxGrid, "torchconv: depthwise weight gradient too large");
+  detail::dw_wgrad_kernel<scalar_t, acc_t, index_t>
+      <<<static_cast<unsigned>(blocks), detail::kThreads, 0, stream>>>(
+          detail::make_geo<index_t>(d), kc, static_cast<index_t>(ktiles),
+          static_cast<index_t>(split.chunk), dy, x, workspace);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t, typename acc_t, typename index_t>
+void wgrad_reduce(const ConvDesc& d, int64_t slices, const acc_t* workspace, scalar_t* dw,
+                  cudaStream_t stream) {
+  const int64_t total = d.K * (d.C / d.groups) * d.R * d.S;
+  detail::wgrad_reduce_kernel<scalar_t, acc_t, index_t>
+      <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
+          detail::make_geo<index_t>(d), static_cast<index_t>(slices), workspace, dw);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+#define TORCHCONV_DW_INSTANTIATE(scalar_t, index_t)                                           \
+  template void fprop_depthwise<scalar_t, index_t>(const ConvDesc&, const scalar_t*,          \
+                                                   const scalar_t*, const scalar_t*,          \
+                                                   scalar_t*, cudaStream_t);                  \
+  template void dgrad_depthwise<scalar_t, index_t>(const ConvDesc&, const scalar_t*,          \
+                                                   const scalar_t*, scalar_t*, cudaStream_t); \
+  template void wgrad_depthwise<scalar_t, at::opmath_type<scalar_t>, index_t>(                \
+      const ConvDesc&, const SplitK&, const scalar_t*, const scalar_t*,                       \
+      at::opmath_type<scalar_t>*, cudaStream_t);                                              \
+  template void wgrad_reduce<scalar_t, at::opmath_type<scalar_t>, index_t>(                   \
+      const ConvDesc&, int64_t, const at::opmath_type<scalar_t>*, scalar_t*, cudaStream_t);
+
+#define TORCHCONV_DW_INSTANTIATE_BOTH(scalar_t) \
+  TORCHCONV_DW_INSTANTIATE(scalar_t, int32_t)   \
+  TORCHCONV_DW_INSTANTIATE(scalar_t, int64_t)
+
+TORCHCONV_DW_INSTANTIATE_BOTH(float)
+TORCHCONV_DW_INSTANTIATE_BOTH(double)
+TORCHCONV_DW_INSTANTIATE_BOTH(c10::Half)
+TORCHCONV_DW_INSTANTIATE_BOTH(c10::BFloat16)
+TORCHCONV_DW_INSTANTIATE_BOTH(c10::complex<float>)
+TORCHCONV_DW_INSTANTIATE_BOTH(c10::complex<double>)
+
+}  // namespace torchconv::cuda
