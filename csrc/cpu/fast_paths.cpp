@@ -1,0 +1,730 @@
+// Torch-facing side of the vectorised float32 CPU kernels: eligibility, layout handling,
+// weight packing, ISA choice, threading. The arithmetic lives in the per-ISA translation units
+// (isa/kernels_*.cpp, one templated implementation in isa/kernels_impl.h).
+//
+// Algorithm choice (simple, documented heuristic):
+//  * depthwise (one input and one output channel per group): channel-vectorised direct kernel
+//    (DW_NP pixels x one channel vector per register tile, taps streamed), memory bound.
+//  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
+//    convolution with a register tile of DIRECT_NP output pixels x KB output channels (KB = 2
+//    vectors), input scalars broadcast, weights packed per call into [group][k-block][r][s][c]
+//    [KB] panels. 1x1 convolutions are the R = S = 1 case of the same kernel and read the
+//    input in place (any layout, no copy).
+//  * Input staging: when any window position falls into the padding (or the depthwise kernel
+//    needs unit channel stride) the input is packed, a bounded chunk of images at a time
+//    (<= kStageBudget floats, at least one image), into a zero-padded NHWC copy so the
+//    kernels never bounds-check; otherwise the kernels read the input in place through its
+//    strides (NCHW, channels_last or anything else). Outputs are written in place through
+//    their strides (vector stores for channels_last, transposed stores for NCHW).
+//  * grad_input = forward over grad_output with the weights rotated by 180 degrees and C/K
+//    swapped per group; for stride > 1 it is split into stride_h * stride_w phases, each a
+//    stride-1 convolution with the subset of taps that hit that phase (dilation dh/gcd(dh,sh)),
+//    writing a strided view of grad_input; phases that no tap reaches are zero.
+//  * grad_weight: register tile of GW_NC input channels x KB output channels for one tap,
+//    streamed over images / output pixels in a fixed order; tasks are (group, k-block,
+//    channel block, tap), each thread owning whole tasks (no cross-thread reduction), and
+//    pixels are visited in row blocks so that a row block of input and grad_output stays in
+//    cache while all of a thread's tasks pass over it.
+//  Results are bitwise independent of the number of threads: every output element is
+//  computed by one kernel call in a fixed order.
+//  float64 / bf16 / fp16 stay on the portable generic kernels.
+#include "fast_paths.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "isa/kernel_api.h"
+
+namespace torchconv::cpu::fast {
+namespace {
+
+using isa::KernelTable;
+
+constexpr int64_t kStageBudget = int64_t(4) << 20;  // floats per staged chunk of images
+
+bool cpu_supports(const std::string& name) {
+  if (name == "avx512") {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2");
+  }
+  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return name == "scalar" || name == "generic";
+}
+
+const KernelTable* table_of(const std::string& name) {
+  if (name == "avx512") return isa::kernels_avx512();
+  if (name == "avx2") return isa::kernels_avx2();
+  if (name == "scalar") return isa::kernels_scalar();
+  return nullptr;  // "generic": fast paths off
+}
+
+std::string best_isa() {
+  for (const char* n : {"avx512", "avx2"}) {
+    if (cpu_supports(n)) return n;
+  }
+  return "scalar";
+}
+
+struct IsaState {
+  std::mutex mu;
+  std::string name;
+  std::atomic<const KernelTable*> table{nullptr};
+  IsaState() {
+    const char* env = std::getenv("TORCHCONV_CPU_ISA");
+    std::string want = env && *env ? std::string(env) : best_isa();
+    if (!cpu_supports(want)) want = best_isa();  // unknown / unsupported request: best
+    name = want;
+    table.store(table_of(want));
+  }
+};
+
+IsaState& isa_state() {
+  static IsaState state;
+  return state;
+}
+
+const KernelTable* current() { return isa_state().table.load(std::memory_order_acquire); }
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---------------------------------------------------------------------------------------------
+// Operands as raw pointer + sizes + strides (elements).
+
+struct Act {
+  const float* p;
+  int64_t N, C, H, W, sn, sc, sh, sw;
+};
+struct Out {
+  float* p;
+  int64_t N, C, H, W, sn, sc, sh, sw;
+};
+
+Act act_of(const at::Tensor& t) {
+  return {t.const_data_ptr<float>(), t.size(0), t.size(1), t.size(2), t.size(3),
+          t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+Out out_of(at::Tensor& t) {
+  return {t.mutable_data_ptr<float>(), t.size(0), t.size(1), t.size(2), t.size(3),
+          t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// A convolution as the kernels see it (possibly a rewritten one: grad_input phases).
+struct Spec {
+  int64_t G, cpg, kpg, R, S, sh, sw, dh, dw, pt, pl;
+};
+
+bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
+
+// dst[i*C + c] = src[c*sc + i*sw] for c < C, i < W: blocks of 16 channels so that every
+// destination write is a contiguous run and every source row is read sequentially.
+void transpose_rows(const float* src, int64_t sc, int64_t sw, int64_t C, int64_t W, float* dst) {
+  constexpr int64_t B = 16;
+  for (int64_t c0 = 0; c0 < C; c0 += B) {
+    const int64_t nc = std::min(B, C - c0);
+    const float* s0 = src + c0 * sc;
+    if (nc == B && sw == 1) {
+      for (int64_t i = 0; i < W; ++i) {
+        float* dd = dst + i * C + c0;
+        for (int64_t c = 0; c < B; ++c) dd[c] = s0[c * sc + i];
+      }
+    } else {
+      for (int64_t i = 0; i < W; ++i) {
+        float* dd = dst + i * C + c0;
+        for (int64_t c = 0; c < nc; ++c) dd[c] = s0[c * sc + i * sw];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input staging: in place, or a zero-padded NHWC copy of a chunk of images.
+
+struct Stager {
+  const Act& x;
+  bool direct = true;
+  int64_t Hp = 0, Wp = 0, chunk = 1;
+  int64_t pt = 0, pl = 0;
+  at::Tensor buf;
+  // strides seen by the kernels, and the origin of image 0 of the current chunk
+  int64_t xn = 0, xc = 0, xh = 0, xw = 0;
+  const float* origin = nullptr;
+
+  // OH, OW: output size of the spec; unit_channel: the kernel needs channel stride 1.
+  // padding_in_place: the kernel bounds-checks windows itself (depthwise), so an input with
+  // unit channel stride is never copied.
+  Stager(const Act& x_, const Spec& sp, int64_t OH, int64_t OW, bool unit_channel,
+         int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
+      : x(x_), pt(sp.pt), pl(sp.pl) {
+    const int64_t last_row = (OH - 1) * sp.sh + (sp.R - 1) * sp.dh - sp.pt;
+    const int64_t last_col = (OW - 1) * sp.sw + (sp.S - 1) * sp.dw - sp.pl;
+    const bool pad = sp.pt > 0 || sp.pl > 0 || last_row >= x.H || last_col >= x.W;
+    const bool unit_ok = !unit_channel || x.sc == 1 || x.C == 1;
+    direct = unit_ok && (!pad || padding_in_place);
+    Hp = (OH - 1) * sp.sh + (sp.R - 1) * sp.dh + 1;
+    Wp = (OW - 1) * sp.sw + (sp.S - 1) * sp.dw + 1;
+    const int64_t per_image = (direct ? 0 : Hp * Wp * x.C) + chunk_extra_floats_per_image;
+    chunk = per_image > 0 ? std::clamp<int64_t>(kStageBudget / per_image, 1, x.N) : x.N;
+    if (direct) {
+      xn = x.sn, xc = x.sc, xh = x.sh, xw = x.sw;
+    } else {
+      xc = 1, xw = x.C, xh = Wp * x.C, xn = Hp * Wp * x.C;
+      buf = at::empty({chunk * xn + 64}, at::TensorOptions().dtype(at::kFloat));
+    }
+  }
+
+  void prepare(int64_t n0, int64_t nb) {
+    if (direct) {
+      origin = x.p + n0 * x.sn - pt * x.sh - pl * x.sw;
+      return;
+    }
+    float* dst = buf.data_ptr<float>();
+    origin = dst;
+    const int64_t C = x.C, rowlen = Wp * C;
+    const int64_t lo = std::clamp<int64_t>(pl, 0, Wp), hi = std::clamp<int64_t>(pl + x.W, lo, Wp);
+    at::parallel_for(0, nb * Hp, 1, [&](int64_t b, int64_t e) {
+      for (int64_t row = b; row < e; ++row) {
+        const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - pt;
+        float* d = dst + row * rowlen;
+        if (ih < 0 || ih >= x.H || hi <= lo) {
+          std::memset(d, 0, sizeof(float) * rowlen);
+          continue;
+        }
+        std::memset(d, 0, sizeof(float) * lo * C);
+        std::memset(d + hi * C, 0, sizeof(float) * (Wp - hi) * C);
+        const float* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - pl) * x.sw;
+        if (x.sc == 1 && x.sw == C) {
+          std::memcpy(d + lo * C, src, sizeof(float) * (hi - lo) * C);
+        } else if (x.sc == 1) {
+          for (int64_t i = 0; i < hi - lo; ++i) {
+            std::memcpy(d + (lo + i) * C, src + i * x.sw, sizeof(float) * C);
+          }
+        } else {
+          transpose_rows(src, x.sc, x.sw, C, hi - lo, d + lo * C);
+        }
+      }
+    });
+  }
+};
+
+// A grad_output with unit channel stride and a uniform pixel stride (NHWC), in place or packed
+// a chunk at a time.
+struct PixelMajor {
+  const Act& d;
+  bool direct;
+  int64_t dyn = 0, dyp = 0;
+  at::Tensor buf;
+  const float* origin = nullptr;
+  PixelMajor(const Act& d_, int64_t chunk) : d(d_) {
+    direct = (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw;
+    if (direct) {
+      dyn = d.sn, dyp = d.sw;
+    } else {
+      dyp = d.C, dyn = d.H * d.W * d.C;
+      buf = at::empty({chunk * dyn + 64}, at::TensorOptions().dtype(at::kFloat));
+    }
+  }
+  void prepare(int64_t n0, int64_t nb) {
+    if (direct) {
+      origin = d.p + n0 * d.sn;
+      return;
+    }
+    float* dst = buf.data_ptr<float>();
+    origin = dst;
+    const int64_t C = d.C;
+    at::parallel_for(0, nb * d.H, 1, [&](int64_t b, int64_t e) {
+      for (int64_t row = b; row < e; ++row) {
+        const int64_t n = row / d.H, h = row % d.H;
+        float* dd = dst + row * d.W * C;
+        const float* src = d.p + (n0 + n) * d.sn + h * d.sh;
+        transpose_rows(src, d.sc, d.sw, C, d.W, dd);
+      }
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Weight packing. get(g, k, c, r, s) returns the weight of output channel k and input channel c
+// (both within group g) at tap (r, s) of the spec.
+
+template <typename F>
+at::Tensor pack_direct(const Spec& sp, int64_t KB, F get) {
+  const int64_t nKB = ceil_div(sp.kpg, KB), panel = sp.R * sp.S * sp.cpg * KB;
+  at::Tensor buf = at::empty({sp.G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  at::parallel_for(0, sp.G * nKB, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t g = t / nKB, kb = t % nKB;
+      float* d = dst + t * panel;
+      const int64_t kn = std::min(KB, sp.kpg - kb * KB);
+      for (int64_t r = 0; r < sp.R; ++r)
+        for (int64_t s = 0; s < sp.S; ++s)
+          for (int64_t c = 0; c < sp.cpg; ++c) {
+            float* dd = d + ((r * sp.S + s) * sp.cpg + c) * KB;
+            for (int64_t l = 0; l < kn; ++l) dd[l] = get(g, kb * KB + l, c, r, s);
+            for (int64_t l = kn; l < KB; ++l) dd[l] = 0.f;
+          }
+    }
+  });
+  return buf;
+}
+
+// Depthwise: get(c, r, s); layout [c / VL][r][s][VL].
+template <typename F>
+at::Tensor pack_depthwise(int64_t C, int64_t R, int64_t S, int64_t VL, F get) {
+  const int64_t nCV = ceil_div(C, VL);
+  at::Tensor buf = at::empty({nCV * R * S * VL}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  for (int64_t cv = 0; cv < nCV; ++cv)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t l = 0; l < VL; ++l) {
+          const int64_t c = cv * VL + l;
+          dst[((cv * R + r) * S + s) * VL + l] = c < C ? get(c, r, s) : 0.f;
+        }
+  return buf;
+}
+
+// Grouped (few channels per group): get(k, j, r, s) with k the global output channel and j the
+// input channel within its group; layout [K / VL][r][s][j][VL].
+template <typename F>
+at::Tensor pack_grouped(int64_t K, int64_t cpg, int64_t R, int64_t S, int64_t VL, F get) {
+  const int64_t nCV = ceil_div(K, VL);
+  at::Tensor buf = at::empty({nCV * R * S * cpg * VL}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  for (int64_t cv = 0; cv < nCV; ++cv)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t j = 0; j < cpg; ++j)
+          for (int64_t l = 0; l < VL; ++l) {
+            const int64_t k = cv * VL + l;
+            dst[(((cv * R + r) * S + s) * cpg + j) * VL + l] = k < K ? get(k, j, r, s) : 0.f;
+          }
+  return buf;
+}
+
+at::Tensor pack_bias(const at::Tensor& bias, int64_t G, int64_t kpg, int64_t KB) {
+  const at::Tensor b = bias.contiguous();
+  const float* src = b.const_data_ptr<float>();
+  const int64_t nKB = ceil_div(kpg, KB);
+  at::Tensor buf = at::zeros({G * nKB * KB}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t k = 0; k < kpg; ++k) dst[g * nKB * KB + k] = src[g * kpg + k];
+  return buf;
+}
+
+struct WeightView {
+  const float* p;
+  int64_t s0, s1, s2, s3;
+  float operator()(int64_t k, int64_t c, int64_t r, int64_t s) const {
+    return p[k * s0 + c * s1 + r * s2 + s * s3];
+  }
+};
+WeightView weight_view(const at::Tensor& w) {
+  return {w.const_data_ptr<float>(), w.stride(0), w.stride(1), w.stride(2), w.stride(3)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engines.
+
+void run_direct(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
+                const float* bpack, const Out& y) {
+  const int64_t KB = kt->kernel_block, nKB = ceil_div(sp.kpg, KB);
+  const int64_t panel = sp.R * sp.S * sp.cpg * KB;
+  const int64_t OH = y.H, OW = y.W, P = OH * OW;
+  const int64_t PC = int64_t(kt->pixel_block) * 8, nPC = ceil_div(P, PC);
+  Stager st(x, sp, OH, OW, /*unit_channel=*/false);
+  const isa::DirectArgs a{sp.cpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                          st.xc, st.xh, st.xw, y.sc, y.sh, y.sw};
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    at::parallel_for(0, nb * sp.G * nKB * nPC, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t pc = t % nPC, kb = (t / nPC) % nKB, g = (t / nPC / nKB) % sp.G;
+        const int64_t n = t / (nPC * nKB * sp.G);
+        const float* x0 = st.origin + n * st.xn + g * sp.cpg * st.xc;
+        float* y0 = y.p + (n0 + n) * y.sn + (g * sp.kpg + kb * KB) * y.sc;
+        kt->direct(&a, x0, y0, wpack + (g * nKB + kb) * panel,
+                   bpack ? bpack + (g * nKB + kb) * KB : nullptr,
+                   std::min(KB, sp.kpg - kb * KB), P * pc / nPC, P * (pc + 1) / nPC);
+      }
+    });
+  }
+}
+
+void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
+                   const float* bpack, const Out& y) {
+  const int64_t OH = y.H, OW = y.W, P = OH * OW;
+  const int64_t PC = 32, nPC = ceil_div(P, PC);
+  Stager st(x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
+  isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                       st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp};
+  if (st.direct) a.top = sp.pt, a.left = sp.pl, a.H = x.H, a.W = x.W;
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    at::parallel_for(0, nb * nPC, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t pc = t % nPC, n = t / nPC;
+        kt->depthwise(&a, st.origin + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
+                      std::min(P, (pc + 1) * PC));
+      }
+    });
+  }
+}
+
+void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
+                 const float* bpack, const Out& y) {
+  const int64_t OH = y.H, OW = y.W, P = OH * OW;
+  const int64_t PC = 32, nPC = ceil_div(P, PC);
+  Stager st(x, sp, OH, OW, /*unit_channel=*/true);
+  const isa::GroupedArgs a{y.C, x.C, sp.cpg, sp.kpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                           st.xh, st.xw, y.sc, y.sh, y.sw};
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    at::parallel_for(0, nb * nPC, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t pc = t % nPC, n = t / nPC;
+        kt->grouped(&a, st.origin + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
+                    std::min(P, (pc + 1) * PC));
+      }
+    });
+  }
+}
+
+// The grouped kernel applies: a real grouping with few output channels per group that tile
+// the vector, and no more input than output channels per group.
+bool use_grouped(const KernelTable* kt, int64_t G, int64_t cpg, int64_t kpg) {
+  return kt->grouped && G > 1 && kpg < kt->vec_lanes && kt->vec_lanes % kpg == 0 &&
+         cpg <= kpg && !(cpg == 1 && kpg == 1);
+}
+
+void zero_fill(const Out& o) {
+  at::parallel_for(0, o.N * o.C, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* p = o.p + (t / o.C) * o.sn + (t % o.C) * o.sc;
+      for (int64_t h = 0; h < o.H; ++h)
+        for (int64_t w = 0; w < o.W; ++w) p[h * o.sh + w * o.sw] = 0.f;
+    }
+  });
+}
+
+// Taps r in [0, R) that reach input rows of phase a (ih = a + i*stride): (a + pad - r*dil)
+// divisible by stride.
+std::vector<int64_t> phase_taps(int64_t a, int64_t pad, int64_t R, int64_t dil,
+                                int64_t stride) {
+  std::vector<int64_t> taps;
+  for (int64_t r = 0; r < R; ++r) {
+    int64_t v = (a + pad - r * dil) % stride;
+    if (v < 0) v += stride;
+    if (v == 0) taps.push_back(r);
+  }
+  return taps;
+}
+
+bool dims_ok(const Geometry& g) {
+  return g.in_channels_per_group() > 0 && g.out_channels_per_group() > 0 && g.batch > 0 &&
+         g.out_height > 0 && g.out_width > 0 && g.in_height > 0 && g.in_width > 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                 const std::optional<at::Tensor>& bias, at::Tensor& output) {
+  const KernelTable* kt = current();
+  if (!kt || !is_float(input) || !is_float(weight) || !is_float(output) || !dims_ok(g)) {
+    return false;
+  }
+  if (bias.has_value() && !is_float(*bias)) return false;
+  const Spec sp{g.groups, g.in_channels_per_group(), g.out_channels_per_group(),
+                g.kernel_height, g.kernel_width, g.stride_h, g.stride_w,
+                g.dilation_h, g.dilation_w, g.pad_top, g.pad_left};
+  const Act x = act_of(input);
+  const Out y = out_of(output);
+  const WeightView w = weight_view(weight);
+  if (sp.cpg == 1 && sp.kpg == 1) {
+    const at::Tensor wp = pack_depthwise(g.out_channels, sp.R, sp.S, kt->vec_lanes,
+                                         [&](int64_t c, int64_t r, int64_t s) { return w(c, 0, r, s); });
+    at::Tensor bp;
+    if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
+    run_depthwise(kt, x, sp, wp.const_data_ptr<float>(),
+                  bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+    return true;
+  }
+  if (use_grouped(kt, sp.G, sp.cpg, sp.kpg)) {
+    const at::Tensor wp = pack_grouped(g.out_channels, sp.cpg, sp.R, sp.S, kt->vec_lanes,
+                                       [&](int64_t k, int64_t j, int64_t r, int64_t s) { return w(k, j, r, s); });
+    at::Tensor bp;
+    if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
+    run_grouped(kt, x, sp, wp.const_data_ptr<float>(),
+                bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+    return true;
+  }
+  const int64_t kpg = sp.kpg, cpg = sp.cpg;
+  const at::Tensor wp = pack_direct(sp, kt->kernel_block,
+                                    [&](int64_t gr, int64_t k, int64_t c, int64_t r, int64_t s) {
+                                      return w(gr * kpg + k, c, r, s);
+                                    });
+  (void)cpg;
+  at::Tensor bp;
+  if (bias.has_value()) bp = pack_bias(*bias, sp.G, kpg, kt->kernel_block);
+  run_direct(kt, x, sp, wp.const_data_ptr<float>(),
+             bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+  return true;
+}
+
+bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
+                    at::Tensor& grad_input) {
+  const KernelTable* kt = current();
+  if (!kt || !is_float(grad_output) || !is_float(weight) || !is_float(grad_input) ||
+      !dims_ok(g)) {
+    return false;
+  }
+  const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
+  const bool depthwise = cpg == 1 && kpg == 1;
+  const Act d = act_of(grad_output);
+  const Out o = out_of(grad_input);
+  const WeightView w = weight_view(weight);
+  for (int64_t a = 0; a < g.stride_h; ++a) {
+    for (int64_t b = 0; b < g.stride_w; ++b) {
+      const int64_t Hi = a < g.in_height ? ceil_div(g.in_height - a, g.stride_h) : 0;
+      const int64_t Wi = b < g.in_width ? ceil_div(g.in_width - b, g.stride_w) : 0;
+      if (Hi == 0 || Wi == 0) continue;
+      const Out oo{o.p + a * o.sh + b * o.sw, o.N, o.C, Hi, Wi, o.sn, o.sc,
+                   o.sh * g.stride_h, o.sw * g.stride_w};
+      const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
+      const auto stp = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
+      if (rt.empty() || stp.empty()) {
+        zero_fill(oo);
+        continue;
+      }
+      const int64_t J = rt.size(), JS = stp.size();
+      const int64_t q_r = (a + g.pad_top - rt.back() * g.dilation_h) / g.stride_h;
+      const int64_t q_s = (b + g.pad_left - stp.back() * g.dilation_w) / g.stride_w;
+      const int64_t dil_r = J > 1 ? (rt[1] - rt[0]) * g.dilation_h / g.stride_h : 1;
+      const int64_t dil_s = JS > 1 ? (stp[1] - stp[0]) * g.dilation_w / g.stride_w : 1;
+      const Spec ps{G, kpg, cpg, J, JS, 1, 1, dil_r, dil_s, -q_r, -q_s};
+      if (depthwise) {
+        const at::Tensor wp = pack_depthwise(
+            g.in_channels, J, JS, kt->vec_lanes, [&](int64_t c, int64_t m, int64_t ms) {
+              return w(c, 0, rt[J - 1 - m], stp[JS - 1 - ms]);
+            });
+        run_depthwise(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+      } else if (use_grouped(kt, G, kpg, cpg)) {
+        // rewritten conv: output channel c (global) reads input channel j = k within group
+        const at::Tensor wp = pack_grouped(
+            g.in_channels, kpg, J, JS, kt->vec_lanes, [&](int64_t c, int64_t j, int64_t m, int64_t ms) {
+              return w((c / cpg) * kpg + j, c % cpg, rt[J - 1 - m], stp[JS - 1 - ms]);
+            });
+        run_grouped(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+      } else {
+        // rewritten conv: output channel k' = input channel c of the original, and vice versa
+        const at::Tensor wp = pack_direct(
+            ps, kt->kernel_block,
+            [&](int64_t gr, int64_t kk, int64_t cc, int64_t m, int64_t ms) {
+              return w(gr * kpg + cc, kk, rt[J - 1 - m], stp[JS - 1 - ms]);
+            });
+        run_direct(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+      }
+    }
+  }
+  return true;
+}
+
+bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                     at::Tensor& grad_weight) {
+  const KernelTable* kt = current();
+  if (!kt || !is_float(grad_output) || !is_float(input) || !is_float(grad_weight) ||
+      !dims_ok(g)) {
+    return false;
+  }
+  const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
+  const int64_t R = g.kernel_height, S = g.kernel_width, OH = g.out_height, OW = g.out_width;
+  const Spec sp{G, cpg, kpg, R, S, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
+                g.pad_top, g.pad_left};
+  const Act x = act_of(input), d = act_of(grad_output);
+  float* gw = grad_weight.mutable_data_ptr<float>();
+  const int64_t ws0 = grad_weight.stride(0), ws1 = grad_weight.stride(1),
+                ws2 = grad_weight.stride(2), ws3 = grad_weight.stride(3);
+  const int64_t dy_floats = OH * OW * g.out_channels;
+
+  if (cpg == 1 && kpg == 1) {
+    const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL);
+    Stager st(x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    PixelMajor pm(d, st.chunk);
+    at::Tensor acc = at::empty({nCV * R * S * VL}, at::TensorOptions().dtype(at::kFloat));
+    float* ap = acc.data_ptr<float>();
+    for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+      const int64_t nb = std::min(st.chunk, x.N - n0);
+      st.prepare(n0, nb);
+      pm.prepare(n0, nb);
+      const isa::DepthwiseGradWeightArgs a{R, S, OH, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                                           st.xn, st.xh, st.xw, pm.dyn, pm.dyp, nb};
+      at::parallel_for(0, nCV, 1, [&](int64_t b, int64_t e) {
+        for (int64_t cv = b; cv < e; ++cv) {
+          kt->depthwise_grad_weight(&a, st.origin + cv * VL, pm.origin + cv * VL,
+                                    ap + cv * R * S * VL, std::min(VL, C - cv * VL), n0 > 0);
+        }
+      });
+    }
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s)
+          gw[c * ws0 + r * ws2 + s * ws3] = ap[((c / VL) * R * S + r * S + s) * VL + c % VL];
+    return true;
+  }
+
+  if (use_grouped(kt, G, cpg, kpg)) {
+    const int64_t VL = kt->vec_lanes, K = g.out_channels, nCV = ceil_div(K, VL);
+    Stager st(x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    PixelMajor pm(d, st.chunk);
+    at::Tensor acc = at::empty({nCV * R * S * cpg * VL}, at::TensorOptions().dtype(at::kFloat));
+    float* ap = acc.data_ptr<float>();
+    for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+      const int64_t nb = std::min(st.chunk, x.N - n0);
+      st.prepare(n0, nb);
+      pm.prepare(n0, nb);
+      const isa::GroupedGradWeightArgs a{K, g.in_channels, cpg, kpg, OH, OW, sp.sh, sp.sw,
+                                         sp.dh, sp.dw, st.xn, st.xh, st.xw, pm.dyn, pm.dyp, nb};
+      at::parallel_for(0, nCV * R * S, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t s_ = t % S, r = (t / S) % R, cv = t / (R * S);
+          kt->grouped_grad_weight(&a, st.origin, pm.origin, ap + t * cpg * VL, cv, r, s_,
+                                  n0 > 0);
+        }
+      });
+    }
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < cpg; ++j)
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            gw[k * ws0 + j * ws1 + r * ws2 + s * ws3] =
+                ap[((((k / VL) * R + r) * S + s) * cpg + j) * VL + k % VL];
+    return true;
+  }
+
+  const int64_t KB = kt->kernel_block, nKB = ceil_div(kpg, KB);
+  const int64_t CB = kt->gw_channel_block, nCB = ceil_div(cpg, CB);
+  Stager st(x, sp, OH, OW, /*unit_channel=*/false, dy_floats);
+  PixelMajor pm(d, st.chunk);
+  // accumulators [G][nKB][cpg][R][S][KB]
+  const int64_t acc_c = R * S * KB, panel = cpg * acc_c;
+  at::Tensor acc = at::empty({G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
+  float* ap = acc.data_ptr<float>();
+  const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
+  const int64_t ntasks = G * nKB * nCB * R * S;
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    pm.prepare(n0, nb);
+    at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = 0; n < nb; ++n) {
+        for (int64_t rb = 0; rb < nRB; ++rb) {
+          const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
+          const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                                      st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, 1, acc_c};
+          const int accumulate = (n0 + n > 0 || rb > 0) ? 1 : 0;
+          const float* xrow = st.origin + n * st.xn + oh0 * sp.sh * st.xh;
+          const float* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
+          for (int64_t t = b; t < e; ++t) {
+            int64_t rest = t;
+            const int64_t s = rest % S; rest /= S;
+            const int64_t r = rest % R; rest /= R;
+            const int64_t cb = rest % nCB; rest /= nCB;
+            const int64_t kb = rest % nKB; rest /= nKB;
+            const int64_t gr = rest;
+            const int64_t c0 = cb * CB, nc = std::min(CB, cpg - c0);
+            kt->grad_weight(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
+                            ap + (gr * nKB + kb) * panel + c0 * acc_c + (r * S + s) * KB, nc,
+                            std::min(KB, kpg - kb * KB), r, s, accumulate);
+          }
+        }
+      }
+    });
+  }
+  at::parallel_for(0, g.out_channels, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const int64_t gr = k / kpg, kk = k % kpg, kb = kk / KB, l = kk % KB;
+      const float* src = ap + (gr * nKB + kb) * panel + l;
+      for (int64_t c = 0; c < cpg; ++c)
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            gw[k * ws0 + c * ws1 + r * ws2 + s * ws3] = src[c * acc_c + (r * S + s) * KB];
+    }
+  });
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void set_cpu_isa(const std::string& name) {
+  if (name != "avx512" && name != "avx2" && name != "scalar" && name != "generic") {
+    throw std::invalid_argument("torchconv: unknown CPU ISA '" + name +
+                                "' (expected avx512, avx2, scalar or generic)");
+  }
+  if (!cpu_supports(name)) {
+    throw std::invalid_argument("torchconv: this CPU does not support the '" + name + "' ISA");
+  }
+  IsaState& st = isa_state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.name = name;
+  st.table.store(table_of(name), std::memory_order_release);
+}
+
+std::string cpu_isa() {
+  IsaState& st = isa_state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  return st.name;
+}
+
+std::vector<std::string> available_cpu_isas() {
+  std::vector<std::string> out;
+  for (const char* n : {"avx512", "avx2", "scalar", "generic"}) {
+    if (cpu_supports(n)) out.push_back(n);
+  }
+  return out;
+}
+
+double fma_peak_gflops(double seconds) {
+  const KernelTable* kt = current();
+  if (!kt) kt = table_of(best_isa());
+  float sink = 0.f;
+  // calibrate on one thread
+  int64_t iters = 1 << 16;
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    kt->fma_loop(iters, &sink);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt > 0.02 || iters > (int64_t(1) << 40)) {
+      iters = std::max<int64_t>(1, int64_t(iters * seconds / dt));
+      break;
+    }
+    iters *= 4;
+  }
+  const int nt = at::get_num_threads();
+  std::vector<double> flops(nt, 0.0);
+  std::vector<float> sinks(nt, 0.f);
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, nt, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) flops[i] = kt->fma_loop(iters, &sinks[i]);
+  });
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double total = 0;
+  for (double f : flops) total += f;
+  return total / dt * 1e-9;
+}
+
+}  // namespace torchconv::cpu::fast
