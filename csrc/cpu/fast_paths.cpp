@@ -265,13 +265,16 @@ at::Tensor pack_direct(const Spec& sp, int64_t KB, F get) {
       const int64_t g = t / nKB, kb = t % nKB;
       float* d = dst + t * panel;
       const int64_t kn = std::min(KB, sp.kpg - kb * KB);
-      for (int64_t r = 0; r < sp.R; ++r)
-        for (int64_t s = 0; s < sp.S; ++s)
-          for (int64_t c = 0; c < sp.cpg; ++c) {
-            float* dd = d + ((r * sp.S + s) * sp.cpg + c) * KB;
-            for (int64_t l = 0; l < kn; ++l) dd[l] = get(g, kb * KB + l, c, r, s);
-            for (int64_t l = kn; l < KB; ++l) dd[l] = 0.f;
-          }
+      // c outermost: the source taps of one channel (all k of the block) and the destination
+      // runs of KB floats are both touched together (cache friendly for KCRS and KRSC).
+      for (int64_t c = 0; c < sp.cpg; ++c) {
+        for (int64_t l = 0; l < KB; ++l) {
+          for (int64_t r = 0; r < sp.R; ++r)
+            for (int64_t s = 0; s < sp.S; ++s)
+              d[((r * sp.S + s) * sp.cpg + c) * KB + l] =
+                  l < kn ? get(g, kb * KB + l, c, r, s) : 0.f;
+        }
+      }
     }
   });
   return buf;
@@ -336,25 +339,48 @@ WeightView weight_view(const at::Tensor& w) {
 // ---------------------------------------------------------------------------------------------
 // Engines.
 
+// The wide direct tile (more output channels, fewer pixels) when the group's output channels
+// fill it exactly; the standard one otherwise (less padding waste on small / odd K).
+// Only while its weight panel (R*S*C*KB floats) stays L2-sized (<= 256*9*64 floats).
+bool use_wide(const KernelTable* kt, const Spec& sp) {
+  return kt->wide_kernel_block != kt->kernel_block && sp.kpg % kt->wide_kernel_block == 0 &&
+         sp.R * sp.S * sp.cpg <= 256 * 9;
+}
+int64_t direct_block(const KernelTable* kt, const Spec& sp) {
+  return use_wide(kt, sp) ? kt->wide_kernel_block : kt->kernel_block;
+}
+
 void run_direct(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
                 const float* bpack, const Out& y) {
-  const int64_t KB = kt->kernel_block, nKB = ceil_div(sp.kpg, KB);
+  const bool wide = use_wide(kt, sp);
+  const isa::DirectFn fn = wide ? kt->direct_wide : kt->direct;
+  const int64_t KB = direct_block(kt, sp), nKB = ceil_div(sp.kpg, KB);
   const int64_t panel = sp.R * sp.S * sp.cpg * KB;
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
-  const int64_t PC = int64_t(kt->pixel_block) * 8, nPC = ceil_div(P, PC);
+  const int64_t PC = int64_t(wide ? kt->wide_pixel_block : kt->pixel_block) * 8;
+  const int64_t nPC = ceil_div(P, PC);
   Stager st(x, sp, OH, OW, /*unit_channel=*/false);
   const isa::DirectArgs a{sp.cpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                           st.xc, st.xh, st.xw, y.sc, y.sh, y.sw};
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
+    // Task order: small images (<= 2 pixel chunks) loop images inside k-blocks so that a
+    // weight panel serves the whole chunk of images; large images keep the image outside (its
+    // input stays in cache while the k-blocks pass over it).
+    const bool panel_outer = nPC <= 2;
     at::parallel_for(0, nb * sp.G * nKB * nPC, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
-        const int64_t pc = t % nPC, kb = (t / nPC) % nKB, g = (t / nPC / nKB) % sp.G;
-        const int64_t n = t / (nPC * nKB * sp.G);
+        int64_t pc, kb, g, n;
+        if (panel_outer) {
+          pc = t % nPC, n = (t / nPC) % nb, kb = (t / nPC / nb) % nKB, g = t / (nPC * nb * nKB);
+        } else {
+          pc = t % nPC, kb = (t / nPC) % nKB, g = (t / nPC / nKB) % sp.G;
+          n = t / (nPC * nKB * sp.G);
+        }
         const float* x0 = st.origin + n * st.xn + g * sp.cpg * st.xc;
         float* y0 = y.p + (n0 + n) * y.sn + (g * sp.kpg + kb * KB) * y.sc;
-        kt->direct(&a, x0, y0, wpack + (g * nKB + kb) * panel,
+        fn(&a, x0, y0, wpack + (g * nKB + kb) * panel,
                    bpack ? bpack + (g * nKB + kb) * KB : nullptr,
                    std::min(KB, sp.kpg - kb * KB), P * pc / nPC, P * (pc + 1) / nPC);
       }
@@ -474,13 +500,13 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
     return true;
   }
   const int64_t kpg = sp.kpg, cpg = sp.cpg;
-  const at::Tensor wp = pack_direct(sp, kt->kernel_block,
+  const at::Tensor wp = pack_direct(sp, direct_block(kt, sp),
                                     [&](int64_t gr, int64_t k, int64_t c, int64_t r, int64_t s) {
                                       return w(gr * kpg + k, c, r, s);
                                     });
   (void)cpg;
   at::Tensor bp;
-  if (bias.has_value()) bp = pack_bias(*bias, sp.G, kpg, kt->kernel_block);
+  if (bias.has_value()) bp = pack_bias(*bias, sp.G, kpg, direct_block(kt, sp));
   run_direct(kt, x, sp, wp.const_data_ptr<float>(),
              bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
   return true;
@@ -533,7 +559,7 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
       } else {
         // rewritten conv: output channel k' = input channel c of the original, and vice versa
         const at::Tensor wp = pack_direct(
-            ps, kt->kernel_block,
+            ps, direct_block(kt, ps),
             [&](int64_t gr, int64_t kk, int64_t cc, int64_t m, int64_t ms) {
               return w(gr * kpg + cc, kk, rt[J - 1 - m], stp[JS - 1 - ms]);
             });

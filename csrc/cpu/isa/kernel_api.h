@@ -108,6 +108,9 @@ struct KernelTable {
   int pixel_block;    // pixels per register tile of the direct kernel
   int gw_channel_block;  // input channels per grad_weight register tile
   DirectFn direct;
+  int wide_kernel_block;  // KB and pixels of a second direct tile with more output channels
+  int wide_pixel_block;   // (fewer pixels, fewer broadcasts per FMA)
+  DirectFn direct_wide;
   DepthwiseFn depthwise;
   GradWeightFn grad_weight;
   DepthwiseGradWeightFn depthwise_grad_weight;

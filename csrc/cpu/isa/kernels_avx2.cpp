@@ -32,6 +32,8 @@ struct V {
 
 #define DIRECT_NV 2
 #define DIRECT_NP 6
+#define DIRECT_WIDE_NV 2
+#define DIRECT_WIDE_NP 6
 #define GW_NV 2
 #define GW_NC 6
 #define DW_NP 6

@@ -36,6 +36,8 @@ struct V {
 
 #define DIRECT_NV 2
 #define DIRECT_NP 12
+#define DIRECT_WIDE_NV 4
+#define DIRECT_WIDE_NP 6
 #define GW_NV 2
 #define GW_NC 12
 #define DW_NP 8

@@ -5,6 +5,7 @@
 //   V::N lanes; V::reg; zero(), set1(f), load(p), load_n(p, n), bcast(p), store(p, v),
 //   store_n(p, v, n), fma(a, b, c) = a*b + c.
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
+//   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
 //   DW_NP                 : pixels per depthwise tile
 // No includes here (see kernel_api.h for why).
@@ -100,13 +101,14 @@ struct DirectDispatch<NV, 0> {
                   const float*, int64_t) {}
 };
 
-static void direct_pixels(const DirectArgs* a, const float* x, float* y, const float* wpanel,
-                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
-  const float* xp[DIRECT_NP];
-  float* yp[DIRECT_NP];
+template <int NVX, int NPX>
+static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpanel,
+                            const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  const float* xp[NPX];
+  float* yp[NPX];
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
   // balanced tiles: ceil((p1-p0)/NP) tiles of nearly equal size (no 1-pixel stragglers)
-  const int64_t ntiles = (p1 - p0 + DIRECT_NP - 1) / DIRECT_NP;
+  const int64_t ntiles = (p1 - p0 + NPX - 1) / NPX;
   for (int64_t t = 0, p = p0; p < p1; ++t) {
     const int np = (int)((p1 - p0) * (t + 1) / ntiles - (p1 - p0) * t / ntiles);
     for (int i = 0; i < np; ++i) {
@@ -114,9 +116,19 @@ static void direct_pixels(const DirectArgs* a, const float* x, float* y, const f
       yp[i] = y + oh * a->yh + ow * a->yw;
       if (++ow == a->OW) { ow = 0; ++oh; }
     }
-    DirectDispatch<DIRECT_NV, DIRECT_NP>::run(np, a, xp, yp, wpanel, bias, kvalid);
+    DirectDispatch<NVX, NPX>::run(np, a, xp, yp, wpanel, bias, kvalid);
     p += np;
   }
+}
+
+static void direct_pixels(const DirectArgs* a, const float* x, float* y, const float* wpanel,
+                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  direct_pixels_t<DIRECT_NV, DIRECT_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
+}
+static void direct_pixels_wide(const DirectArgs* a, const float* x, float* y,
+                               const float* wpanel, const float* bias, int64_t kvalid,
+                               int64_t p0, int64_t p1) {
+  direct_pixels_t<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -523,6 +535,7 @@ static double fma_loop(int64_t iters, float* sink) {
 }
 
 static const KernelTable kTable = {
-    TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels, &depthwise_pixels,
+    TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
+    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, &depthwise_pixels,
     &grad_weight_block, &depthwise_grad_weight, TC_GROUPED, &fma_loop,
 };
