@@ -148,51 +148,77 @@ void transpose_rows(const float* src, int64_t sc, int64_t sw, int64_t C, int64_t
 // ---------------------------------------------------------------------------------------------
 // Input staging: in place, or a zero-padded NHWC copy of a chunk of images.
 
+// Window extent of one convolution over its input, in input coordinates: rows
+// [-pt, last_row], columns [-pl, last_col].
+struct Need {
+  int64_t pt, pl, last_row, last_col;
+};
+Need need_of(const Spec& sp, int64_t OH, int64_t OW) {
+  return {sp.pt, sp.pl, (OH - 1) * sp.sh + (sp.R - 1) * sp.dh - sp.pt,
+          (OW - 1) * sp.sw + (sp.S - 1) * sp.dw - sp.pl};
+}
+
 struct Stager {
   const Act& x;
   bool direct = true;
   int64_t Hp = 0, Wp = 0, chunk = 1;
-  int64_t pt = 0, pl = 0;
+  int64_t PT = 0, PL = 0;  // input coordinate (-PT, -PL) is row 0 / column 0 of the copy
   at::Tensor buf;
-  // strides seen by the kernels, and the origin of image 0 of the current chunk
+  // strides seen by the kernels
   int64_t xn = 0, xc = 0, xh = 0, xw = 0;
-  const float* origin = nullptr;
+  const float* base = nullptr;  // input coordinate (-PT, -PL) of image 0 of the chunk
 
-  // OH, OW: output size of the spec; unit_channel: the kernel needs channel stride 1.
-  // padding_in_place: the kernel bounds-checks windows itself (depthwise), so an input with
-  // unit channel stride is never copied.
-  Stager(const Act& x_, const Spec& sp, int64_t OH, int64_t OW, bool unit_channel,
+  // One or several convolutions over the same input (grad_input phases) share one staged
+  // copy covering the union of their windows.
+  // unit_channel: the kernel needs channel stride 1. padding_in_place: the kernel
+  // bounds-checks windows itself (depthwise), so an input with unit channel stride is never
+  // copied.
+  Stager(const Act& x_, const std::vector<Need>& needs, bool unit_channel,
          int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
-      : x(x_), pt(sp.pt), pl(sp.pl) {
-    const int64_t last_row = (OH - 1) * sp.sh + (sp.R - 1) * sp.dh - sp.pt;
-    const int64_t last_col = (OW - 1) * sp.sw + (sp.S - 1) * sp.dw - sp.pl;
-    const bool pad = sp.pt > 0 || sp.pl > 0 || last_row >= x.H || last_col >= x.W;
+      : x(x_) {
+    int64_t top = 0, left = 0, bottom = -1, right = -1;
+    for (const Need& n : needs) {
+      top = std::max(top, n.pt), left = std::max(left, n.pl);
+      bottom = std::max(bottom, n.last_row), right = std::max(right, n.last_col);
+    }
+    const bool pad = top > 0 || left > 0 || bottom >= x.H || right >= x.W;
     const bool unit_ok = !unit_channel || x.sc == 1 || x.C == 1;
     direct = unit_ok && (!pad || padding_in_place);
-    Hp = (OH - 1) * sp.sh + (sp.R - 1) * sp.dh + 1;
-    Wp = (OW - 1) * sp.sw + (sp.S - 1) * sp.dw + 1;
+    Hp = top + bottom + 1;
+    Wp = left + right + 1;
     const int64_t per_image = (direct ? 0 : Hp * Wp * x.C) + chunk_extra_floats_per_image;
     chunk = per_image > 0 ? std::clamp<int64_t>(kStageBudget / per_image, 1, x.N) : x.N;
     if (direct) {
       xn = x.sn, xc = x.sc, xh = x.sh, xw = x.sw;
     } else {
+      PT = top, PL = left;
       xc = 1, xw = x.C, xh = Wp * x.C, xn = Hp * Wp * x.C;
       buf = at::empty({chunk * xn + 64}, at::TensorOptions().dtype(at::kFloat));
     }
   }
+  Stager(const Act& x_, const Spec& sp, int64_t OH, int64_t OW, bool unit_channel,
+         int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
+      : Stager(x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
+               chunk_extra_floats_per_image, padding_in_place) {}
+
+  // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
+  const float* origin(int64_t pt, int64_t pl) const {
+    return base + (PT - pt) * xh + (PL - pl) * xw;
+  }
 
   void prepare(int64_t n0, int64_t nb) {
     if (direct) {
-      origin = x.p + n0 * x.sn - pt * x.sh - pl * x.sw;
+      base = x.p + n0 * x.sn;
       return;
     }
     float* dst = buf.data_ptr<float>();
-    origin = dst;
+    base = dst;
     const int64_t C = x.C, rowlen = Wp * C;
-    const int64_t lo = std::clamp<int64_t>(pl, 0, Wp), hi = std::clamp<int64_t>(pl + x.W, lo, Wp);
-    at::parallel_for(0, nb * Hp, 1, [&](int64_t b, int64_t e) {
+    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(rowlen, 1));
+    at::parallel_for(0, nb * Hp, grain, [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
-        const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - pt;
+        const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - PT;
         float* d = dst + row * rowlen;
         if (ih < 0 || ih >= x.H || hi <= lo) {
           std::memset(d, 0, sizeof(float) * rowlen);
@@ -200,7 +226,7 @@ struct Stager {
         }
         std::memset(d, 0, sizeof(float) * lo * C);
         std::memset(d + hi * C, 0, sizeof(float) * (Wp - hi) * C);
-        const float* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - pl) * x.sw;
+        const float* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
         if (x.sc == 1 && x.sw == C) {
           std::memcpy(d + lo * C, src, sizeof(float) * (hi - lo) * C);
         } else if (x.sc == 1) {
@@ -240,7 +266,8 @@ struct PixelMajor {
     float* dst = buf.data_ptr<float>();
     origin = dst;
     const int64_t C = d.C;
-    at::parallel_for(0, nb * d.H, 1, [&](int64_t b, int64_t e) {
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(d.W * C, 1));
+    at::parallel_for(0, nb * d.H, grain, [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
         const int64_t n = row / d.H, h = row % d.H;
         float* dd = dst + row * d.W * C;
@@ -260,7 +287,8 @@ at::Tensor pack_direct(const Spec& sp, int64_t KB, F get) {
   const int64_t nKB = ceil_div(sp.kpg, KB), panel = sp.R * sp.S * sp.cpg * KB;
   at::Tensor buf = at::empty({sp.G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
   float* dst = buf.data_ptr<float>();
-  at::parallel_for(0, sp.G * nKB, 1, [&](int64_t b, int64_t e) {
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(panel, 1));
+  at::parallel_for(0, sp.G * nKB, grain, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t g = t / nKB, kb = t % nKB;
       float* d = dst + t * panel;
@@ -350,42 +378,79 @@ int64_t direct_block(const KernelTable* kt, const Spec& sp) {
   return use_wide(kt, sp) ? kt->wide_kernel_block : kt->kernel_block;
 }
 
-void run_direct(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
-                const float* bpack, const Out& y) {
-  const bool wide = use_wide(kt, sp);
-  const isa::DirectFn fn = wide ? kt->direct_wide : kt->direct;
-  const int64_t KB = direct_block(kt, sp), nKB = ceil_div(sp.kpg, KB);
-  const int64_t panel = sp.R * sp.S * sp.cpg * KB;
-  const int64_t OH = y.H, OW = y.W, P = OH * OW;
-  const int64_t PC = int64_t(wide ? kt->wide_pixel_block : kt->pixel_block) * 8;
-  const int64_t nPC = ceil_div(P, PC);
-  Stager st(x, sp, OH, OW, /*unit_channel=*/false);
-  const isa::DirectArgs a{sp.cpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                          st.xc, st.xh, st.xw, y.sc, y.sh, y.sw};
+struct DirectJob {
+  Spec sp;
+  const float* wpack;
+  const float* bpack;
+  Out y;
+};
+
+// Runs several direct convolutions over the same input (one job for a forward, one per phase
+// for grad_input) with one staged input and one parallel region per chunk of images.
+void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<DirectJob>& jobs) {
+  struct Plan {
+    isa::DirectFn fn;
+    int64_t KB, nKB, panel, P, nPC;
+    bool panel_outer;
+    isa::DirectArgs a;
+  };
+  std::vector<Need> needs;
+  for (const DirectJob& j : jobs) needs.push_back(need_of(j.sp, j.y.H, j.y.W));
+  Stager st(x, needs, /*unit_channel=*/false);
+  std::vector<Plan> plans;
+  for (const DirectJob& j : jobs) {
+    const Spec& sp = j.sp;
+    const bool wide = use_wide(kt, sp);
+    Plan pl;
+    pl.fn = wide ? kt->direct_wide : kt->direct;
+    pl.KB = direct_block(kt, sp);
+    pl.nKB = ceil_div(sp.kpg, pl.KB);
+    pl.panel = sp.R * sp.S * sp.cpg * pl.KB;
+    pl.P = j.y.H * j.y.W;
+    pl.nPC = ceil_div(pl.P, int64_t(wide ? kt->wide_pixel_block : kt->pixel_block) * 8);
+    // Task order: small images (<= 2 pixel chunks) loop images inside k-blocks so that a
+    // weight panel serves the whole chunk of images; large images keep the image outside
+    // (its input stays in cache while the k-blocks pass over it).
+    pl.panel_outer = pl.nPC <= 2;
+    pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
+                           st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw};
+    plans.push_back(pl);
+  }
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
-    // Task order: small images (<= 2 pixel chunks) loop images inside k-blocks so that a
-    // weight panel serves the whole chunk of images; large images keep the image outside (its
-    // input stays in cache while the k-blocks pass over it).
-    const bool panel_outer = nPC <= 2;
-    at::parallel_for(0, nb * sp.G * nKB * nPC, 1, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> first(jobs.size() + 1, 0);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      first[i + 1] = first[i] + nb * jobs[i].sp.G * plans[i].nKB * plans[i].nPC;
+    }
+    at::parallel_for(0, first.back(), 1, [&](int64_t b, int64_t e) {
+      size_t ji = 0;
       for (int64_t t = b; t < e; ++t) {
+        while (t >= first[ji + 1]) ++ji;
+        const DirectJob& j = jobs[ji];
+        const Plan& pl = plans[ji];
+        const Spec& sp = j.sp;
+        const int64_t u = t - first[ji], nPC = pl.nPC, nKB = pl.nKB;
         int64_t pc, kb, g, n;
-        if (panel_outer) {
-          pc = t % nPC, n = (t / nPC) % nb, kb = (t / nPC / nb) % nKB, g = t / (nPC * nb * nKB);
+        if (pl.panel_outer) {
+          pc = u % nPC, n = (u / nPC) % nb, kb = (u / nPC / nb) % nKB, g = u / (nPC * nb * nKB);
         } else {
-          pc = t % nPC, kb = (t / nPC) % nKB, g = (t / nPC / nKB) % sp.G;
-          n = t / (nPC * nKB * sp.G);
+          pc = u % nPC, kb = (u / nPC) % nKB, g = (u / nPC / nKB) % sp.G;
+          n = u / (nPC * nKB * sp.G);
         }
-        const float* x0 = st.origin + n * st.xn + g * sp.cpg * st.xc;
-        float* y0 = y.p + (n0 + n) * y.sn + (g * sp.kpg + kb * KB) * y.sc;
-        fn(&a, x0, y0, wpack + (g * nKB + kb) * panel,
-                   bpack ? bpack + (g * nKB + kb) * KB : nullptr,
-                   std::min(KB, sp.kpg - kb * KB), P * pc / nPC, P * (pc + 1) / nPC);
+        const float* x0 = st.origin(sp.pt, sp.pl) + n * st.xn + g * sp.cpg * st.xc;
+        float* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
+        pl.fn(&pl.a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
+              j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
+              std::min(pl.KB, sp.kpg - kb * pl.KB), pl.P * pc / nPC, pl.P * (pc + 1) / nPC);
       }
     });
   }
+}
+
+void run_direct(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
+                const float* bpack, const Out& y) {
+  run_direct_jobs(kt, x, {DirectJob{sp, wpack, bpack, y}});
 }
 
 void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
@@ -402,7 +467,7 @@ void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const fl
     at::parallel_for(0, nb * nPC, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t pc = t % nPC, n = t / nPC;
-        kt->depthwise(&a, st.origin + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
+        kt->depthwise(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
                       std::min(P, (pc + 1) * PC));
       }
     });
@@ -422,7 +487,7 @@ void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const floa
     at::parallel_for(0, nb * nPC, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t pc = t % nPC, n = t / nPC;
-        kt->grouped(&a, st.origin + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
+        kt->grouped(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
                     std::min(P, (pc + 1) * PC));
       }
     });
@@ -437,7 +502,8 @@ bool use_grouped(const KernelTable* kt, int64_t G, int64_t cpg, int64_t kpg) {
 }
 
 void zero_fill(const Out& o) {
-  at::parallel_for(0, o.N * o.C, 1, [&](int64_t b, int64_t e) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(o.H * o.W, 1));
+  at::parallel_for(0, o.N * o.C, grain, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       float* p = o.p + (t / o.C) * o.sn + (t % o.C) * o.sc;
       for (int64_t h = 0; h < o.H; ++h)
@@ -524,6 +590,8 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
   const Act d = act_of(grad_output);
   const Out o = out_of(grad_input);
   const WeightView w = weight_view(weight);
+  std::vector<DirectJob> jobs;
+  std::vector<at::Tensor> keep;  // packed weights of the jobs
   for (int64_t a = 0; a < g.stride_h; ++a) {
     for (int64_t b = 0; b < g.stride_w; ++b) {
       const int64_t Hi = a < g.in_height ? ceil_div(g.in_height - a, g.stride_h) : 0;
@@ -563,10 +631,12 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
             [&](int64_t gr, int64_t kk, int64_t cc, int64_t m, int64_t ms) {
               return w(gr * kpg + cc, kk, rt[J - 1 - m], stp[JS - 1 - ms]);
             });
-        run_direct(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+        keep.push_back(wp);
+        jobs.push_back(DirectJob{ps, wp.const_data_ptr<float>(), nullptr, oo});
       }
     }
   }
+  if (!jobs.empty()) run_direct_jobs(kt, d, jobs);  // all phases in one pass
   return true;
 }
 
@@ -601,7 +671,7 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
                                            st.xn, st.xh, st.xw, pm.dyn, pm.dyp, nb};
       at::parallel_for(0, nCV, 1, [&](int64_t b, int64_t e) {
         for (int64_t cv = b; cv < e; ++cv) {
-          kt->depthwise_grad_weight(&a, st.origin + cv * VL, pm.origin + cv * VL,
+          kt->depthwise_grad_weight(&a, st.origin(sp.pt, sp.pl) + cv * VL, pm.origin + cv * VL,
                                     ap + cv * R * S * VL, std::min(VL, C - cv * VL), n0 > 0);
         }
       });
@@ -628,7 +698,7 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
       at::parallel_for(0, nCV * R * S, 1, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           const int64_t s_ = t % S, r = (t / S) % R, cv = t / (R * S);
-          kt->grouped_grad_weight(&a, st.origin, pm.origin, ap + t * cpg * VL, cv, r, s_,
+          kt->grouped_grad_weight(&a, st.origin(sp.pt, sp.pl), pm.origin, ap + t * cpg * VL, cv, r, s_,
                                   n0 > 0);
         }
       });
@@ -663,7 +733,7 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
           const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                                       st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, 1, acc_c};
           const int accumulate = (n0 + n > 0 || rb > 0) ? 1 : 0;
-          const float* xrow = st.origin + n * st.xn + oh0 * sp.sh * st.xh;
+          const float* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
           const float* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
           for (int64_t t = b; t < e; ++t) {
             int64_t rest = t;
@@ -681,7 +751,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
       }
     });
   }
-  at::parallel_for(0, g.out_channels, 1, [&](int64_t b, int64_t e) {
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(cpg * R * S, 1));
+  at::parallel_for(0, g.out_channels, grain, [&](int64_t b, int64_t e) {
     for (int64_t k = b; k < e; ++k) {
       const int64_t gr = k / kpg, kk = k % kpg, kb = kk / KB, l = kk % KB;
       const float* src = ap + (gr * nKB + kb) * panel + l;
