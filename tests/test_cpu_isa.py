@@ -106,6 +106,8 @@ CASES = [
     (1, 8, 12, 12, 16, 3, 3, 1, 2, 2, 1),     # dilation 2
     (1, 8, 6, 6, 8, 3, 3, 1, 3, 1, 1),        # padding larger than the kernel
     (1, 8, 20, 20, 8, 3, 3, 3, 0, 3, 1),      # stride 3, dilation 3
+    (1, 40, 9, 9, 3, 3, 3, 1, 1, 1, 1),       # few outputs, long reduction
+    (2, 64, 8, 8, 4, 3, 3, 2, 1, 1, 2),       # few outputs per group
 ]
 
 

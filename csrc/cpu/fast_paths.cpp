@@ -378,6 +378,33 @@ int64_t direct_block(const KernelTable* kt, const Spec& sp) {
   return use_wide(kt, sp) ? kt->wide_kernel_block : kt->kernel_block;
 }
 
+// Few output channels per group and a long reduction: the reduction-vectorised kernel.
+bool use_reduce(const KernelTable* kt, const Spec& sp) {
+  return kt->direct_reduce && sp.kpg <= 4 && sp.cpg >= kt->vec_lanes;
+}
+
+// Weights for the reduction-vectorised kernel: [G][kpg][R][S][Cp].
+template <typename F>
+at::Tensor pack_reduce(const Spec& sp, int64_t VL, F get) {
+  const int64_t Cp = ceil_div(sp.cpg, VL) * VL;
+  at::Tensor buf = at::zeros({sp.G * sp.kpg * sp.R * sp.S * Cp}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  for (int64_t g = 0; g < sp.G; ++g)
+    for (int64_t k = 0; k < sp.kpg; ++k)
+      for (int64_t r = 0; r < sp.R; ++r)
+        for (int64_t s = 0; s < sp.S; ++s)
+          for (int64_t c = 0; c < sp.cpg; ++c)
+            dst[(((g * sp.kpg + k) * sp.R + r) * sp.S + s) * Cp + c] = get(g, k, c, r, s);
+  return buf;
+}
+
+// Packs the weights of a direct job for the kernel run_direct_jobs will choose.
+template <typename F>
+at::Tensor pack_for_direct(const KernelTable* kt, const Spec& sp, F get) {
+  return use_reduce(kt, sp) ? pack_reduce(sp, kt->vec_lanes, get)
+                            : pack_direct(sp, direct_block(kt, sp), get);
+}
+
 struct DirectJob {
   Spec sp;
   const float* wpack;
@@ -395,8 +422,12 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
     isa::DirectArgs a;
   };
   std::vector<Need> needs;
-  for (const DirectJob& j : jobs) needs.push_back(need_of(j.sp, j.y.H, j.y.W));
-  Stager st(x, needs, /*unit_channel=*/false);
+  bool unit = false;
+  for (const DirectJob& j : jobs) {
+    needs.push_back(need_of(j.sp, j.y.H, j.y.W));
+    unit = unit || use_reduce(kt, j.sp);
+  }
+  Stager st(x, needs, /*unit_channel=*/unit);
   std::vector<Plan> plans;
   for (const DirectJob& j : jobs) {
     const Spec& sp = j.sp;
@@ -406,6 +437,11 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
     pl.KB = direct_block(kt, sp);
     pl.nKB = ceil_div(sp.kpg, pl.KB);
     pl.panel = sp.R * sp.S * sp.cpg * pl.KB;
+    if (use_reduce(kt, sp)) {
+      pl.fn = kt->direct_reduce;
+      pl.KB = sp.kpg, pl.nKB = 1;
+      pl.panel = sp.kpg * sp.R * sp.S * ceil_div(sp.cpg, kt->vec_lanes) * kt->vec_lanes;
+    }
     pl.P = j.y.H * j.y.W;
     pl.nPC = ceil_div(pl.P, int64_t(wide ? kt->wide_pixel_block : kt->pixel_block) * 8);
     // Task order: small images (<= 2 pixel chunks) loop images inside k-blocks so that a
@@ -566,13 +602,16 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
     return true;
   }
   const int64_t kpg = sp.kpg, cpg = sp.cpg;
-  const at::Tensor wp = pack_direct(sp, direct_block(kt, sp),
+  const at::Tensor wp = pack_for_direct(kt, sp,
                                     [&](int64_t gr, int64_t k, int64_t c, int64_t r, int64_t s) {
                                       return w(gr * kpg + k, c, r, s);
                                     });
   (void)cpg;
   at::Tensor bp;
-  if (bias.has_value()) bp = pack_bias(*bias, sp.G, kpg, direct_block(kt, sp));
+  if (bias.has_value()) {
+    bp = use_reduce(kt, sp) ? bias->contiguous()
+                            : pack_bias(*bias, sp.G, kpg, direct_block(kt, sp));
+  }
   run_direct(kt, x, sp, wp.const_data_ptr<float>(),
              bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
   return true;
@@ -626,8 +665,8 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
         run_grouped(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
       } else {
         // rewritten conv: output channel k' = input channel c of the original, and vice versa
-        const at::Tensor wp = pack_direct(
-            ps, direct_block(kt, ps),
+        const at::Tensor wp = pack_for_direct(
+            kt, ps,
             [&](int64_t gr, int64_t kk, int64_t cc, int64_t m, int64_t ms) {
               return w(gr * kpg + cc, kk, rt[J - 1 - m], stp[JS - 1 - ms]);
             });

@@ -36,6 +36,12 @@ struct DirectArgs {
 typedef void (*DirectFn)(const DirectArgs* a, const float* x, float* y, const float* wpanel,
                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1);
 
+// Few output channels (kvalid <= 4, e.g. grad_input of an RGB stem): the same DirectFn
+// signature, vectorised over the *reduction* channels instead (input channel stride xc must be
+// 1), one accumulator vector per (pixel, output channel) reduced horizontally at the end.
+// Packed weights per group: [kvalid][R][S][Cp] with Cp = C rounded up to VL (zero padded);
+// bias: kvalid floats or null.
+
 // Depthwise (one input and one output channel per group), channels vectorised: the input must
 // have channel stride 1 (NHWC, possibly a zero-padded packed copy).
 struct DepthwiseArgs {
@@ -111,6 +117,7 @@ struct KernelTable {
   int wide_kernel_block;  // KB and pixels of a second direct tile with more output channels
   int wide_pixel_block;   // (fewer pixels, fewer broadcasts per FMA)
   DirectFn direct_wide;
+  DirectFn direct_reduce;  // null where VL == 1
   DepthwiseFn depthwise;
   GradWeightFn grad_weight;
   DepthwiseGradWeightFn depthwise_grad_weight;

@@ -27,6 +27,12 @@ struct V {
   typedef __m256i ireg;
   static inline ireg iload(const int* p) { return _mm256_loadu_si256((const __m256i*)p); }
   static inline reg permute(reg v, ireg i) { return _mm256_permutevar8x32_ps(v, i); }
+  static inline float hsum(reg v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
 };
 
@@ -34,6 +40,7 @@ struct V {
 #define DIRECT_NP 6
 #define DIRECT_WIDE_NV 2
 #define DIRECT_WIDE_NP 6
+#define REDUCE_NP 3
 #define GW_NV 2
 #define GW_NC 6
 #define DW_NP 6

@@ -2,7 +2,8 @@
 // only is switched on by the pragma below; nothing but C-level headers is included (ODR
 // safety: no inline library function may be emitted here with AVX-512 instructions).
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive in vpermps
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in the
+#pragma GCC diagnostic ignored "-Wuninitialized"        // intrinsics headers (vpermps, reduce)
 
 #include <immintrin.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@ struct V {
   typedef __m512i ireg;
   static inline ireg iload(const int* p) { return _mm512_loadu_si512(p); }
   static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_ps(i, v); }
+  static inline float hsum(reg v) { return _mm512_reduce_add_ps(v); }
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
 };
 
@@ -38,6 +40,7 @@ struct V {
 #define DIRECT_NP 12
 #define DIRECT_WIDE_NV 4
 #define DIRECT_WIDE_NP 6
+#define REDUCE_NP 6
 #define GW_NV 2
 #define GW_NC 12
 #define DW_NP 8

@@ -131,6 +131,94 @@ static void direct_pixels_wide(const DirectArgs* a, const float* x, float* y,
   direct_pixels_t<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
 
+
+// ------------------------------------------------------------------------------------------
+// Few output channels: vectorised over the reduction channels (see kernel_api.h). Per output:
+// lane-wise partial sums over taps and channel vectors in order, one horizontal sum, + bias.
+
+#if TC_HAS_PERMUTE
+template <int NP, int NK>
+static void reduce_tile(const DirectArgs* a, const float* const* xp, float* const* yp,
+                        const float* wpack, const float* bias) {
+  typedef V::reg reg;
+  reg acc[NP][NK];
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int k = 0; k < NK; ++k) acc[p][k] = V::zero();
+  }
+  const int64_t C = a->C, Cp = (C + V::N - 1) / V::N * V::N, RSC = a->R * a->S * Cp;
+  for (int64_t r = 0; r < a->R; ++r) {
+    for (int64_t s = 0; s < a->S; ++s) {
+      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      const float* wt = wpack + (r * a->S + s) * Cp;
+      for (int64_t c0 = 0; c0 < C; c0 += V::N) {
+        reg xv[NP];
+        if (C - c0 >= V::N) {
+          TC_UNROLL for (int p = 0; p < NP; ++p) xv[p] = V::load(xp[p] + toff + c0);
+        } else {
+          TC_UNROLL for (int p = 0; p < NP; ++p)
+            xv[p] = V::load_n(xp[p] + toff + c0, (int)(C - c0));
+        }
+        TC_UNROLL for (int k = 0; k < NK; ++k) {
+          const reg wv = V::load(wt + k * RSC + c0);
+          TC_UNROLL for (int p = 0; p < NP; ++p) acc[p][k] = V::fma(xv[p], wv, acc[p][k]);
+        }
+      }
+    }
+  }
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int k = 0; k < NK; ++k) {
+      const float v = V::hsum(acc[p][k]);
+      yp[p][k * a->yk] = bias ? v + bias[k] : v;
+    }
+  }
+}
+
+template <int NK, int K>
+struct ReduceDispatch {
+  static void run(int np, const DirectArgs* a, const float* const* xp, float* const* yp,
+                  const float* w, const float* b) {
+    if (np == K) reduce_tile<K, NK>(a, xp, yp, w, b);
+    else ReduceDispatch<NK, K - 1>::run(np, a, xp, yp, w, b);
+  }
+};
+template <int NK>
+struct ReduceDispatch<NK, 0> {
+  static void run(int, const DirectArgs*, const float* const*, float* const*, const float*,
+                  const float*) {}
+};
+
+template <int NK>
+static void reduce_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpack,
+                            const float* bias, int64_t p0, int64_t p1) {
+  const float* xp[REDUCE_NP];
+  float* yp[REDUCE_NP];
+  int64_t oh = p0 / a->OW, ow = p0 % a->OW;
+  for (int64_t p = p0; p < p1;) {
+    const int np = (int)tc_min(REDUCE_NP, p1 - p);
+    for (int i = 0; i < np; ++i) {
+      xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
+      yp[i] = y + oh * a->yh + ow * a->yw;
+      if (++ow == a->OW) { ow = 0; ++oh; }
+    }
+    ReduceDispatch<NK, REDUCE_NP>::run(np, a, xp, yp, wpack, bias);
+    p += np;
+  }
+}
+
+static void direct_reduce(const DirectArgs* a, const float* x, float* y, const float* wpack,
+                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  switch (kvalid) {
+    case 1: reduce_pixels_t<1>(a, x, y, wpack, bias, p0, p1); break;
+    case 2: reduce_pixels_t<2>(a, x, y, wpack, bias, p0, p1); break;
+    case 3: reduce_pixels_t<3>(a, x, y, wpack, bias, p0, p1); break;
+    default: reduce_pixels_t<4>(a, x, y, wpack, bias, p0, p1); break;
+  }
+}
+#define TC_REDUCE &direct_reduce
+#else
+#define TC_REDUCE 0
+#endif
+
 // ------------------------------------------------------------------------------------------
 // Depthwise, channels vectorised (input channel stride 1). Per channel vector: bias, then taps
 // in order.
@@ -536,6 +624,6 @@ static double fma_loop(int64_t iters, float* sink) {
 
 static const KernelTable kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
-    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, &depthwise_pixels,
+    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
     &grad_weight_block, &depthwise_grad_weight, TC_GROUPED, &fma_loop,
 };

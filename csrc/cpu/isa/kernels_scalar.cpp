@@ -28,6 +28,7 @@ struct V {
 #define DIRECT_NP 4
 #define DIRECT_WIDE_NV 4
 #define DIRECT_WIDE_NP 4
+#define REDUCE_NP 1
 #define GW_NV 4
 #define GW_NC 4
 #define DW_NP 4
