@@ -96,6 +96,28 @@ const KernelTable* current() { return isa_state().table.load(std::memory_order_a
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Runs f(t) for every task t in [0, n) on all threads, handing tasks out dynamically (an atomic
+// counter): a thread that is descheduled on a busy machine does not hold up the others.
+// Every task computes a fixed set of outputs in a fixed order whichever thread runs it, so the
+// results do not depend on the number of threads or on the schedule.
+template <typename F>
+void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
+  if (n <= 0) return;
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(),
+                                       std::max<int64_t>(1, n / std::max<int64_t>(1, min_tasks_per_thread)));
+  if (nt <= 1 || at::in_parallel_region()) {
+    for (int64_t t = 0; t < n; ++t) f(t);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n;
+         t = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(t);
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Operands as raw pointer + sizes + strides (elements).
 
@@ -216,13 +238,13 @@ struct Stager {
     const int64_t C = x.C, rowlen = Wp * C;
     const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(rowlen, 1));
-    at::parallel_for(0, nb * Hp, grain, [&](int64_t b, int64_t e) {
-      for (int64_t row = b; row < e; ++row) {
+    dynamic_for(nb * Hp, grain, [&](int64_t row) {
+      {
         const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - PT;
         float* d = dst + row * rowlen;
         if (ih < 0 || ih >= x.H || hi <= lo) {
           std::memset(d, 0, sizeof(float) * rowlen);
-          continue;
+          return;
         }
         std::memset(d, 0, sizeof(float) * lo * C);
         std::memset(d + hi * C, 0, sizeof(float) * (Wp - hi) * C);
@@ -459,9 +481,9 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
     for (size_t i = 0; i < jobs.size(); ++i) {
       first[i + 1] = first[i] + nb * jobs[i].sp.G * plans[i].nKB * plans[i].nPC;
     }
-    at::parallel_for(0, first.back(), 1, [&](int64_t b, int64_t e) {
+    dynamic_for(first.back(), 1, [&](int64_t t) {
       size_t ji = 0;
-      for (int64_t t = b; t < e; ++t) {
+      {
         while (t >= first[ji + 1]) ++ji;
         const DirectJob& j = jobs[ji];
         const Plan& pl = plans[ji];
@@ -500,8 +522,8 @@ void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const fl
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
-    at::parallel_for(0, nb * nPC, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
+    dynamic_for(nb * nPC, 1, [&](int64_t t) {
+      {
         const int64_t pc = t % nPC, n = t / nPC;
         kt->depthwise(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
                       std::min(P, (pc + 1) * PC));
@@ -520,8 +542,8 @@ void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const floa
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
-    at::parallel_for(0, nb * nPC, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
+    dynamic_for(nb * nPC, 1, [&](int64_t t) {
+      {
         const int64_t pc = t % nPC, n = t / nPC;
         kt->grouped(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
                     std::min(P, (pc + 1) * PC));

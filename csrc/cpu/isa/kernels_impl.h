@@ -223,9 +223,11 @@ static void direct_reduce(const DirectArgs* a, const float* x, float* y, const f
 // Depthwise, channels vectorised (input channel stride 1). Per channel vector: bias, then taps
 // in order.
 
+// Taps [r0, r1) x [s0, s1) are inside the input for every pixel of the tile.
 template <int NP>
 static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const* yp,
-                    const float* wpack, const float* bias) {
+                    const float* wpack, const float* bias, const int64_t* rng) {
+  const int64_t r0 = rng[0], r1 = rng[1], s0 = rng[2], s1 = rng[3];
   typedef V::reg reg;
   const int64_t C = a->C, RS = a->R * a->S;
   for (int64_t c0 = 0; c0 < C; c0 += V::N) {
@@ -233,11 +235,14 @@ static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const
     reg acc[NP];
     const reg b = bias ? V::load(bias + c0) : V::zero();
     TC_UNROLL for (int p = 0; p < NP; ++p) acc[p] = b;
-    const float* w = wpack + (c0 / V::N) * RS * V::N;
-    for (int64_t r = 0; r < a->R; ++r) {
-      for (int64_t s = 0; s < a->S; ++s) {
-        const reg wv = V::load(w);
-        w += V::N;
+    const float* wc = wpack + (c0 / V::N) * RS * V::N;
+    // software prefetch two tiles ahead along the row (input streams from DRAM for big
+    // batches; the hardware prefetchers alone fall behind on this access pattern)
+    const int64_t pfd = 2 * NP * a->sw * a->xw + c0;
+    for (int64_t r = r0; r < r1; ++r) {
+      TC_UNROLL for (int p = 0; p < NP; ++p) __builtin_prefetch(xp[p] + r * a->dh * a->xh + pfd);
+      for (int64_t s = s0; s < s1; ++s) {
+        const reg wv = V::load(wc + (r * a->S + s) * V::N);
         const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw + c0;
         if (cvalid >= V::N) {
           TC_UNROLL for (int p = 0; p < NP; ++p)
@@ -267,75 +272,76 @@ static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const
 template <int K>
 struct DwDispatch {
   static void run(int np, const DepthwiseArgs* a, const float* const* xp, float* const* yp,
-                  const float* w, const float* b) {
-    if (np == K) dw_tile<K>(a, xp, yp, w, b);
-    else DwDispatch<K - 1>::run(np, a, xp, yp, w, b);
+                  const float* w, const float* b, const int64_t* rng) {
+    if (np == K) dw_tile<K>(a, xp, yp, w, b, rng);
+    else DwDispatch<K - 1>::run(np, a, xp, yp, w, b, rng);
   }
 };
 template <>
 struct DwDispatch<0> {
   static void run(int, const DepthwiseArgs*, const float* const*, float* const*, const float*,
-                  const float*) {}
+                  const float*, const int64_t*) {}
 };
 
-// One output pixel whose window crosses the padding: taps outside are skipped (same order).
-static void dw_border(const DepthwiseArgs* a, const float* x, float* y, int64_t oh, int64_t ow,
-                      const float* wpack, const float* bias) {
-  typedef V::reg reg;
-  const int64_t C = a->C, RS = a->R * a->S;
-  const int64_t ih0 = oh * a->sh, iw0 = ow * a->sw;
-  const float* xb = x + ih0 * a->xh + iw0 * a->xw;
-  float* yb = y + oh * a->yh + ow * a->yw;
-  for (int64_t c0 = 0; c0 < C; c0 += V::N) {
-    const int64_t cvalid = C - c0;
-    reg acc = bias ? V::load(bias + c0) : V::zero();
-    const float* w = wpack + (c0 / V::N) * RS * V::N;
-    for (int64_t r = 0; r < a->R; ++r) {
-      const int64_t ih = ih0 + r * a->dh;
-      const bool row_ok = ih >= a->top && ih < a->top + a->H;
-      for (int64_t s = 0; s < a->S; ++s, w += V::N) {
-        const int64_t iw = iw0 + s * a->dw;
-        if (!row_ok || iw < a->left || iw >= a->left + a->W) continue;
-        const float* xq = xb + r * a->dh * a->xh + s * a->dw * a->xw + c0;
-        acc = V::fma(load_k(xq, cvalid), V::load(w), acc);
-      }
-    }
-    if (a->yc == 1) {
-      if (cvalid >= V::N) V::store(yb + c0, acc);
-      else V::store_n(yb + c0, acc, (int)cvalid);
-    } else {
-      float buf[V::N];
-      V::store(buf, acc);
-      const int64_t n = tc_min(cvalid, V::N);
-      for (int64_t k = 0; k < n; ++k) yb[(c0 + k) * a->yc] = buf[k];
-    }
-  }
+// Valid taps [lo, hi) of a window starting at input position i0 (padded coordinates) with
+// `taps` taps of dilation d, the input being [begin, begin + size).
+static inline void dw_tap_range(int64_t i0, int64_t taps, int64_t d, int64_t begin,
+                                int64_t size, int64_t* lo, int64_t* hi) {
+  int64_t l = 0, h = taps;
+  if (i0 < begin) l = (begin - i0 + d - 1) / d;
+  const int64_t last = begin + size - 1 - i0;  // largest valid offset
+  h = last < 0 ? 0 : tc_min(taps, last / d + 1);
+  if (h < l) h = l;
+  *lo = l, *hi = h;
 }
 
+// Row by row: the interior segment of a row (every column tap inside the input) in tiles of
+// DW_NP pixels, the border pixels one at a time with their own valid column taps; rows whose
+// windows cross the top / bottom border use their valid row taps.
 static void depthwise_pixels(const DepthwiseArgs* a, const float* x, float* y,
                              const float* wpack, const float* bias, int64_t p0, int64_t p1) {
   const float* xp[DW_NP];
   float* yp[DW_NP];
-  int np = 0;
-  int64_t oh = p0 / a->OW, ow = p0 % a->OW;
-  const int64_t ext_h = (a->R - 1) * a->dh, ext_w = (a->S - 1) * a->dw;
-  for (int64_t p = p0; p < p1; ++p) {
-    const int64_t ih0 = oh * a->sh, iw0 = ow * a->sw;
-    const bool inside = ih0 >= a->top && ih0 + ext_h < a->top + a->H && iw0 >= a->left &&
-                        iw0 + ext_w < a->left + a->W;
-    if (inside) {
-      xp[np] = x + ih0 * a->xh + iw0 * a->xw;
-      yp[np] = y + oh * a->yh + ow * a->yw;
-      if (++np == DW_NP) {
-        DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias);
-        np = 0;
+  const int64_t OW = a->OW, ext_w = (a->S - 1) * a->dw;
+  // interior columns: ow*sw >= left and ow*sw + ext_w <= left + W - 1
+  const int64_t in_lo = (a->left + a->sw - 1) / a->sw;
+  const int64_t lim = a->left + a->W - 1 - ext_w;
+  const int64_t in_hi = lim < 0 ? 0 : lim / a->sw + 1;  // exclusive
+  for (int64_t p = p0; p < p1;) {
+    const int64_t oh = p / OW, ow_a = p % OW, ow_b = tc_min(OW, ow_a + (p1 - p));
+    const int64_t ih0 = oh * a->sh;
+    int64_t rng[4] = {0, a->R, 0, a->S};
+    dw_tap_range(ih0, a->R, a->dh, a->top, a->H, &rng[0], &rng[1]);
+    const float* xrow = x + ih0 * a->xh;
+    float* yrow = y + oh * a->yh;
+    const int64_t lo = tc_min(ow_b, in_lo > ow_a ? in_lo : ow_a);
+    const int64_t hi_raw = in_hi < ow_b ? in_hi : ow_b;
+    const int64_t hi = hi_raw > lo ? hi_raw : lo;
+    for (int64_t ow = ow_a; ow < ow_b; ++ow) {
+      if (ow == lo && hi > lo) {  // the interior segment
+        int np = 0;
+        int64_t full[4] = {rng[0], rng[1], 0, a->S};
+        for (int64_t o = lo; o < hi; ++o) {
+          xp[np] = xrow + o * a->sw * a->xw;
+          yp[np] = yrow + o * a->yw;
+          if (++np == DW_NP) {
+            DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, full);
+            np = 0;
+          }
+        }
+        if (np) DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, full);
+        ow = hi - 1;
+        continue;
       }
-    } else {
-      dw_border(a, x, y, oh, ow, wpack, bias);
+      const int64_t iw0 = ow * a->sw;
+      int64_t r1[4] = {rng[0], rng[1], 0, a->S};
+      dw_tap_range(iw0, a->S, a->dw, a->left, a->W, &r1[2], &r1[3]);
+      xp[0] = xrow + iw0 * a->xw;
+      yp[0] = yrow + ow * a->yw;
+      dw_tile<1>(a, xp, yp, wpack, bias, r1);
     }
-    if (++ow == a->OW) { ow = 0; ++oh; }
+    p += ow_b - ow_a;
   }
-  if (np) DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias);
 }
 
 // ------------------------------------------------------------------------------------------
