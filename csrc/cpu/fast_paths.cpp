@@ -301,28 +301,56 @@ struct PixelMajor {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Weight packing. get(g, k, c, r, s) returns the weight of output channel k and input channel c
-// (both within group g) at tap (r, s) of the spec.
+// Weight packing, with ATen's (vectorised, parallel) copy kernels: the "canonical" weights of a
+// spec are a (G, kpg, cpg, R, S) tensor (output channel, input channel within the group, taps
+// in the order the spec applies them), built by reshape / transpose / index_select of the
+// op's weight; the panels are zero-padded permutations of it.
 
-template <typename F>
-at::Tensor pack_direct(const Spec& sp, int64_t KB, F get) {
-  const int64_t nKB = ceil_div(sp.kpg, KB), panel = sp.R * sp.S * sp.cpg * KB;
-  at::Tensor buf = at::empty({sp.G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
+at::Tensor pad_dim(const at::Tensor& t, int64_t dim, int64_t to) {
+  const int64_t extra = to - t.size(dim);
+  if (extra == 0) return t;
+  std::vector<int64_t> pads(2 * t.dim(), 0);
+  pads[2 * (t.dim() - 1 - dim) + 1] = extra;  // constant_pad_nd counts from the last dim
+  return at::constant_pad_nd(t, pads, 0);
+}
+
+// A canonical weight read in place through its strides: element (g, k, c, m, ms) is
+// p[g*s0 + k*s1 + c*s2 + rmap[m]*s3 + smap[ms]*s4] (rmap / smap select and order the taps).
+struct WSrc {
+  const float* p;
+  int64_t s0, s1, s2, s3, s4;
+  int64_t G, kp, cp, R, S;
+  std::vector<int64_t> rmap, smap;
+};
+WSrc wsrc_of(const at::Tensor& wc, std::vector<int64_t> rmap = {}, std::vector<int64_t> smap = {}) {
+  WSrc w{wc.const_data_ptr<float>(), wc.stride(0), wc.stride(1), wc.stride(2), wc.stride(3),
+         wc.stride(4), wc.size(0), wc.size(1), wc.size(2), wc.size(3), wc.size(4),
+         std::move(rmap), std::move(smap)};
+  if (w.rmap.empty()) for (int64_t r = 0; r < w.R; ++r) w.rmap.push_back(r);
+  if (w.smap.empty()) for (int64_t t = 0; t < w.S; ++t) w.smap.push_back(t);
+  w.R = w.rmap.size(), w.S = w.smap.size();
+  return w;
+}
+
+// Direct kernel panels: [G][nKB][R][S][cpg][KB]. Destination runs of KB floats are written
+// contiguously; the KB source rows being read stay in L1 while (c, r, s) advance.
+at::Tensor pack_direct(const WSrc& w, int64_t KB) {
+  const int64_t nKB = ceil_div(w.kp, KB), panel = w.R * w.S * w.cp * KB;
+  at::Tensor buf = at::empty({w.G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
   float* dst = buf.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(panel, 1));
-  at::parallel_for(0, sp.G * nKB, grain, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, w.G * nKB * w.R, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      const int64_t g = t / nKB, kb = t % nKB;
-      float* d = dst + t * panel;
-      const int64_t kn = std::min(KB, sp.kpg - kb * KB);
-      // c outermost: the source taps of one channel (all k of the block) and the destination
-      // runs of KB floats are both touched together (cache friendly for KCRS and KRSC).
-      for (int64_t c = 0; c < sp.cpg; ++c) {
-        for (int64_t l = 0; l < KB; ++l) {
-          for (int64_t r = 0; r < sp.R; ++r)
-            for (int64_t s = 0; s < sp.S; ++s)
-              d[((r * sp.S + s) * sp.cpg + c) * KB + l] =
-                  l < kn ? get(g, kb * KB + l, c, r, s) : 0.f;
+      const int64_t m = t % w.R, kb = (t / w.R) % nKB, g = t / (w.R * nKB);
+      const int64_t kn = std::min(KB, w.kp - kb * KB);
+      float* d = dst + (g * nKB + kb) * panel;
+      const float* src = w.p + g * w.s0 + kb * KB * w.s1 + w.rmap[m] * w.s3;
+      for (int64_t ms = 0; ms < w.S; ++ms) {
+        for (int64_t c = 0; c < w.cp; ++c) {
+          float* dd = d + ((m * w.S + ms) * w.cp + c) * KB;
+          const float* sp = src + c * w.s2 + w.smap[ms] * w.s4;
+          int64_t l = 0;
+          for (; l < kn; ++l) dd[l] = sp[l * w.s1];
+          for (; l < KB; ++l) dd[l] = 0.f;
         }
       }
     }
@@ -330,38 +358,33 @@ at::Tensor pack_direct(const Spec& sp, int64_t KB, F get) {
   return buf;
 }
 
-// Depthwise: get(c, r, s); layout [c / VL][r][s][VL].
-template <typename F>
-at::Tensor pack_depthwise(int64_t C, int64_t R, int64_t S, int64_t VL, F get) {
-  const int64_t nCV = ceil_div(C, VL);
-  at::Tensor buf = at::empty({nCV * R * S * VL}, at::TensorOptions().dtype(at::kFloat));
+// Reduction-vectorised kernel: [G][kpg][R][S][Cp], Cp = cpg rounded up to VL.
+at::Tensor pack_reduce(const WSrc& w, int64_t VL) {
+  const int64_t Cp = ceil_div(w.cp, VL) * VL;
+  at::Tensor buf = at::zeros({w.G * w.kp * w.R * w.S * Cp}, at::TensorOptions().dtype(at::kFloat));
   float* dst = buf.data_ptr<float>();
-  for (int64_t cv = 0; cv < nCV; ++cv)
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t s = 0; s < S; ++s)
-        for (int64_t l = 0; l < VL; ++l) {
-          const int64_t c = cv * VL + l;
-          dst[((cv * R + r) * S + s) * VL + l] = c < C ? get(c, r, s) : 0.f;
-        }
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int64_t k = 0; k < w.kp; ++k)
+      for (int64_t m = 0; m < w.R; ++m)
+        for (int64_t ms = 0; ms < w.S; ++ms)
+          for (int64_t c = 0; c < w.cp; ++c)
+            dst[(((g * w.kp + k) * w.R + m) * w.S + ms) * Cp + c] =
+                w.p[g * w.s0 + k * w.s1 + c * w.s2 + w.rmap[m] * w.s3 + w.smap[ms] * w.s4];
   return buf;
 }
 
-// Grouped (few channels per group): get(k, j, r, s) with k the global output channel and j the
-// input channel within its group; layout [K / VL][r][s][j][VL].
-template <typename F>
-at::Tensor pack_grouped(int64_t K, int64_t cpg, int64_t R, int64_t S, int64_t VL, F get) {
+// Grouped kernel, from (K, cpg, R, S): [K / VL][R][S][cpg][VL].
+at::Tensor pack_grouped(const at::Tensor& wk, int64_t VL) {
+  const int64_t K = wk.size(0), cp = wk.size(1), R = wk.size(2), S = wk.size(3);
   const int64_t nCV = ceil_div(K, VL);
-  at::Tensor buf = at::empty({nCV * R * S * cpg * VL}, at::TensorOptions().dtype(at::kFloat));
-  float* dst = buf.data_ptr<float>();
-  for (int64_t cv = 0; cv < nCV; ++cv)
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t s = 0; s < S; ++s)
-        for (int64_t j = 0; j < cpg; ++j)
-          for (int64_t l = 0; l < VL; ++l) {
-            const int64_t k = cv * VL + l;
-            dst[(((cv * R + r) * S + s) * cpg + j) * VL + l] = k < K ? get(k, j, r, s) : 0.f;
-          }
-  return buf;
+  return pad_dim(wk, 0, nCV * VL).view({nCV, VL, cp, R, S}).permute({0, 3, 4, 2, 1}).contiguous();
+}
+
+// Depthwise kernel, from (C, R, S): [C / VL][R][S][VL].
+at::Tensor pack_depthwise(const at::Tensor& wk, int64_t VL) {
+  const int64_t C = wk.size(0), R = wk.size(1), S = wk.size(2);
+  const int64_t nCV = ceil_div(C, VL);
+  return pad_dim(wk, 0, nCV * VL).view({nCV, VL, R, S}).permute({0, 2, 3, 1}).contiguous();
 }
 
 at::Tensor pack_bias(const at::Tensor& bias, int64_t G, int64_t kpg, int64_t KB) {
@@ -375,16 +398,6 @@ at::Tensor pack_bias(const at::Tensor& bias, int64_t G, int64_t kpg, int64_t KB)
   return buf;
 }
 
-struct WeightView {
-  const float* p;
-  int64_t s0, s1, s2, s3;
-  float operator()(int64_t k, int64_t c, int64_t r, int64_t s) const {
-    return p[k * s0 + c * s1 + r * s2 + s * s3];
-  }
-};
-WeightView weight_view(const at::Tensor& w) {
-  return {w.const_data_ptr<float>(), w.stride(0), w.stride(1), w.stride(2), w.stride(3)};
-}
 
 // ---------------------------------------------------------------------------------------------
 // Engines.
@@ -405,26 +418,10 @@ bool use_reduce(const KernelTable* kt, const Spec& sp) {
   return kt->direct_reduce && sp.kpg <= 4 && sp.cpg >= kt->vec_lanes;
 }
 
-// Weights for the reduction-vectorised kernel: [G][kpg][R][S][Cp].
-template <typename F>
-at::Tensor pack_reduce(const Spec& sp, int64_t VL, F get) {
-  const int64_t Cp = ceil_div(sp.cpg, VL) * VL;
-  at::Tensor buf = at::zeros({sp.G * sp.kpg * sp.R * sp.S * Cp}, at::TensorOptions().dtype(at::kFloat));
-  float* dst = buf.data_ptr<float>();
-  for (int64_t g = 0; g < sp.G; ++g)
-    for (int64_t k = 0; k < sp.kpg; ++k)
-      for (int64_t r = 0; r < sp.R; ++r)
-        for (int64_t s = 0; s < sp.S; ++s)
-          for (int64_t c = 0; c < sp.cpg; ++c)
-            dst[(((g * sp.kpg + k) * sp.R + r) * sp.S + s) * Cp + c] = get(g, k, c, r, s);
-  return buf;
-}
-
-// Packs the weights of a direct job for the kernel run_direct_jobs will choose.
-template <typename F>
-at::Tensor pack_for_direct(const KernelTable* kt, const Spec& sp, F get) {
-  return use_reduce(kt, sp) ? pack_reduce(sp, kt->vec_lanes, get)
-                            : pack_direct(sp, direct_block(kt, sp), get);
+// Packs canonical weights (G, kpg, cpg, R, S) for the kernel run_direct_jobs will choose.
+at::Tensor pack_for_direct(const KernelTable* kt, const Spec& sp, const WSrc& wc) {
+  return use_reduce(kt, sp) ? pack_reduce(wc, kt->vec_lanes)
+                            : pack_direct(wc, direct_block(kt, sp));
 }
 
 struct DirectJob {
@@ -559,16 +556,6 @@ bool use_grouped(const KernelTable* kt, int64_t G, int64_t cpg, int64_t kpg) {
          cpg <= kpg && !(cpg == 1 && kpg == 1);
 }
 
-void zero_fill(const Out& o) {
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(o.H * o.W, 1));
-  at::parallel_for(0, o.N * o.C, grain, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      float* p = o.p + (t / o.C) * o.sn + (t % o.C) * o.sc;
-      for (int64_t h = 0; h < o.H; ++h)
-        for (int64_t w = 0; w < o.W; ++w) p[h * o.sh + w * o.sw] = 0.f;
-    }
-  });
-}
 
 // Taps r in [0, R) that reach input rows of phase a (ih = a + i*stride): (a + pad - r*dil)
 // divisible by stride.
@@ -604,10 +591,9 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
                 g.dilation_h, g.dilation_w, g.pad_top, g.pad_left};
   const Act x = act_of(input);
   const Out y = out_of(output);
-  const WeightView w = weight_view(weight);
+  const at::Tensor w = weight.reshape({sp.G, sp.kpg, sp.cpg, sp.R, sp.S});
   if (sp.cpg == 1 && sp.kpg == 1) {
-    const at::Tensor wp = pack_depthwise(g.out_channels, sp.R, sp.S, kt->vec_lanes,
-                                         [&](int64_t c, int64_t r, int64_t s) { return w(c, 0, r, s); });
+    const at::Tensor wp = pack_depthwise(w.reshape({g.out_channels, sp.R, sp.S}), kt->vec_lanes);
     at::Tensor bp;
     if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
     run_depthwise(kt, x, sp, wp.const_data_ptr<float>(),
@@ -615,20 +601,16 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
     return true;
   }
   if (use_grouped(kt, sp.G, sp.cpg, sp.kpg)) {
-    const at::Tensor wp = pack_grouped(g.out_channels, sp.cpg, sp.R, sp.S, kt->vec_lanes,
-                                       [&](int64_t k, int64_t j, int64_t r, int64_t s) { return w(k, j, r, s); });
+    const at::Tensor wp =
+        pack_grouped(w.reshape({g.out_channels, sp.cpg, sp.R, sp.S}), kt->vec_lanes);
     at::Tensor bp;
     if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
     run_grouped(kt, x, sp, wp.const_data_ptr<float>(),
                 bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
     return true;
   }
-  const int64_t kpg = sp.kpg, cpg = sp.cpg;
-  const at::Tensor wp = pack_for_direct(kt, sp,
-                                    [&](int64_t gr, int64_t k, int64_t c, int64_t r, int64_t s) {
-                                      return w(gr * kpg + k, c, r, s);
-                                    });
-  (void)cpg;
+  const int64_t kpg = sp.kpg;
+  const at::Tensor wp = pack_for_direct(kt, sp, wsrc_of(w));
   at::Tensor bp;
   if (bias.has_value()) {
     bp = use_reduce(kt, sp) ? bias->contiguous()
@@ -650,9 +632,17 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
   const bool depthwise = cpg == 1 && kpg == 1;
   const Act d = act_of(grad_output);
   const Out o = out_of(grad_input);
-  const WeightView w = weight_view(weight);
+  // (G, cpg, kpg, R, S): the rewritten convolution's output channel c reads input channel k
+  const at::Tensor wt = weight.reshape({G, kpg, cpg, g.kernel_height, g.kernel_width})
+                            .transpose(1, 2);
   std::vector<DirectJob> jobs;
   std::vector<at::Tensor> keep;  // packed weights of the jobs
+  bool some_phase_empty = false;
+  for (int64_t a = 0; a < std::min(g.stride_h, g.in_height); ++a)
+    some_phase_empty |= phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h).empty();
+  for (int64_t b = 0; b < std::min(g.stride_w, g.in_width); ++b)
+    some_phase_empty |= phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w).empty();
+  if (some_phase_empty) grad_input.zero_();
   for (int64_t a = 0; a < g.stride_h; ++a) {
     for (int64_t b = 0; b < g.stride_w; ++b) {
       const int64_t Hi = a < g.in_height ? ceil_div(g.in_height - a, g.stride_h) : 0;
@@ -662,36 +652,29 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
                    o.sh * g.stride_h, o.sw * g.stride_w};
       const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
       const auto stp = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
-      if (rt.empty() || stp.empty()) {
-        zero_fill(oo);
-        continue;
-      }
+      if (rt.empty() || stp.empty()) continue;  // no tap reaches this phase: zeroed above
       const int64_t J = rt.size(), JS = stp.size();
       const int64_t q_r = (a + g.pad_top - rt.back() * g.dilation_h) / g.stride_h;
       const int64_t q_s = (b + g.pad_left - stp.back() * g.dilation_w) / g.stride_w;
       const int64_t dil_r = J > 1 ? (rt[1] - rt[0]) * g.dilation_h / g.stride_h : 1;
       const int64_t dil_s = JS > 1 ? (stp[1] - stp[0]) * g.dilation_w / g.stride_w : 1;
       const Spec ps{G, kpg, cpg, J, JS, 1, 1, dil_r, dil_s, -q_r, -q_s};
+      // taps in reverse order (180-degree rotation restricted to the phase)
+      std::vector<int64_t> rr(rt.rbegin(), rt.rend()), sr(stp.rbegin(), stp.rend());
+      const auto wc = [&] {  // (G, cpg, kpg, J, JS) as a tensor (small weights only)
+        const at::Tensor ir = at::tensor(rr, at::TensorOptions().dtype(at::kLong));
+        const at::Tensor is = at::tensor(sr, at::TensorOptions().dtype(at::kLong));
+        return wt.index_select(3, ir).index_select(4, is);
+      };
       if (depthwise) {
-        const at::Tensor wp = pack_depthwise(
-            g.in_channels, J, JS, kt->vec_lanes, [&](int64_t c, int64_t m, int64_t ms) {
-              return w(c, 0, rt[J - 1 - m], stp[JS - 1 - ms]);
-            });
+        const at::Tensor wp = pack_depthwise(wc().reshape({g.in_channels, J, JS}), kt->vec_lanes);
         run_depthwise(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
       } else if (use_grouped(kt, G, kpg, cpg)) {
-        // rewritten conv: output channel c (global) reads input channel j = k within group
-        const at::Tensor wp = pack_grouped(
-            g.in_channels, kpg, J, JS, kt->vec_lanes, [&](int64_t c, int64_t j, int64_t m, int64_t ms) {
-              return w((c / cpg) * kpg + j, c % cpg, rt[J - 1 - m], stp[JS - 1 - ms]);
-            });
+        const at::Tensor wp =
+            pack_grouped(wc().reshape({g.in_channels, kpg, J, JS}), kt->vec_lanes);
         run_grouped(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
       } else {
-        // rewritten conv: output channel k' = input channel c of the original, and vice versa
-        const at::Tensor wp = pack_for_direct(
-            kt, ps,
-            [&](int64_t gr, int64_t kk, int64_t cc, int64_t m, int64_t ms) {
-              return w(gr * kpg + cc, kk, rt[J - 1 - m], stp[JS - 1 - ms]);
-            });
+        const at::Tensor wp = pack_for_direct(kt, ps, wsrc_of(wt, rr, sr));
         keep.push_back(wp);
         jobs.push_back(DirectJob{ps, wp.const_data_ptr<float>(), nullptr, oo});
       }
