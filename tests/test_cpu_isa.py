@@ -108,6 +108,9 @@ CASES = [
     (1, 8, 20, 20, 8, 3, 3, 3, 0, 3, 1),      # stride 3, dilation 3
     (1, 40, 9, 9, 3, 3, 3, 1, 1, 1, 1),       # few outputs, long reduction
     (2, 64, 8, 8, 4, 3, 3, 2, 1, 1, 2),       # few outputs per group
+    (2, 20, 9, 9, 64, 3, 3, 1, 1, 1, 1),      # wide tiles (64 output channels)
+    (1, 16, 7, 7, 128, 3, 3, 2, 1, 1, 2),     # wide tiles, grouped, strided
+    (1, 64, 8, 8, 24, 3, 3, 2, 1, 1, 1),      # wide grad_input tile (64 input channels)
 ]
 
 

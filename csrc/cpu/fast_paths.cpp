@@ -2,16 +2,26 @@
 // weight packing, ISA choice, threading. The arithmetic lives in the per-ISA translation units
 // (isa/kernels_*.cpp, one templated implementation in isa/kernels_impl.h).
 //
-// Algorithm choice (simple, documented heuristic):
+// Algorithm choice (simple, documented heuristic), first match wins:
 //  * depthwise (one input and one output channel per group): channel-vectorised direct kernel
-//    (DW_NP pixels x one channel vector per register tile, taps streamed), memory bound.
+//    (DW_NP pixels x one channel vector per register tile), padding handled in the kernel
+//    (row-wise interior segments + per-pixel border taps), so a channels_last input is never
+//    copied. Memory bound.
+//  * grouped with few channels per group (kpg < VL, VL % kpg == 0, cpg <= kpg, e.g. ResNeXt
+//    4/4): one output vector spans VL/kpg groups; its input channels are loaded as one vector
+//    and spread to their lanes with one permutation per input channel (use_grouped).
+//  * few output channels per group and a long reduction (kpg <= 4, cpg >= VL; e.g. grad_input
+//    of an RGB stem): vectorised over the reduction channels, horizontal sum at the end
+//    (use_reduce).
 //  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
-//    convolution with a register tile of DIRECT_NP output pixels x KB output channels (KB = 2
-//    vectors), input scalars broadcast, weights packed per call into [group][k-block][r][s][c]
-//    [KB] panels. 1x1 convolutions are the R = S = 1 case of the same kernel and read the
-//    input in place (any layout, no copy).
-//  * Input staging: when any window position falls into the padding (or the depthwise kernel
-//    needs unit channel stride) the input is packed, a bounded chunk of images at a time
+//    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
+//    scalars broadcast, weights packed per call into [group][k-block][r][s][c][KB] panels.
+//    KB = 2 vectors x 12 pixels, or the "wide" 4 vectors x 6 pixels (fewer broadcasts per FMA)
+//    when kpg is a multiple of 4 vectors and the panel stays L2-sized (use_wide). 1x1
+//    convolutions are the R = S = 1 case and read the input in place (any layout, no copy).
+//    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
+//  * Input staging: when any window position falls into the padding (or a kernel needs unit
+//    channel stride) the input is packed, a bounded chunk of images at a time
 //    (<= kStageBudget floats, at least one image), into a zero-padded NHWC copy so the
 //    kernels never bounds-check; otherwise the kernels read the input in place through its
 //    strides (NCHW, channels_last or anything else). Outputs are written in place through
@@ -19,12 +29,17 @@
 //  * grad_input = forward over grad_output with the weights rotated by 180 degrees and C/K
 //    swapped per group; for stride > 1 it is split into stride_h * stride_w phases, each a
 //    stride-1 convolution with the subset of taps that hit that phase (dilation dh/gcd(dh,sh)),
-//    writing a strided view of grad_input; phases that no tap reaches are zero.
+//    writing a strided view of grad_input; all phases share one staged copy of grad_output and
+//    one parallel region; phases that no tap reaches are zero.
 //  * grad_weight: register tile of GW_NC input channels x KB output channels for one tap,
 //    streamed over images / output pixels in a fixed order; tasks are (group, k-block,
 //    channel block, tap), each thread owning whole tasks (no cross-thread reduction), and
 //    pixels are visited in row blocks so that a row block of input and grad_output stays in
-//    cache while all of a thread's tasks pass over it.
+//    cache while all of a thread's tasks pass over it. Depthwise / grouped have their own
+//    channel-vectorised grad_weight kernels.
+//  * Threading: at::parallel_for (honours torch.set_num_threads); compute tasks are handed out
+//    dynamically (dynamic_for) so a descheduled thread on a shared machine does not stall the
+//    others.
 //  Results are bitwise independent of the number of threads: every output element is
 //  computed by one kernel call in a fixed order.
 //  float64 / bf16 / fp16 stay on the portable generic kernels.
@@ -756,8 +771,14 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
     return true;
   }
 
-  const int64_t KB = kt->kernel_block, nKB = ceil_div(kpg, KB);
-  const int64_t CB = kt->gw_channel_block, nCB = ceil_div(cpg, CB);
+  // wide tile (4 vectors of output channels x 6 channels) when the output channels fill it
+  const bool gw_wide = kt->gw_wide_kernel_block != kt->kernel_block &&
+                       kpg % kt->gw_wide_kernel_block == 0;
+  const isa::GradWeightFn gw_fn = gw_wide ? kt->grad_weight_wide : kt->grad_weight;
+  const int64_t KB = gw_wide ? kt->gw_wide_kernel_block : kt->kernel_block;
+  const int64_t nKB = ceil_div(kpg, KB);
+  const int64_t CB = gw_wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
+  const int64_t nCB = ceil_div(cpg, CB);
   Stager st(x, sp, OH, OW, /*unit_channel=*/false, dy_floats);
   PixelMajor pm(d, st.chunk);
   // accumulators [G][nKB][cpg][R][S][KB]
@@ -771,11 +792,14 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
     st.prepare(n0, nb);
     pm.prepare(n0, nb);
     at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-      for (int64_t n = 0; n < nb; ++n) {
+      // small images: a block spans several whole images (about 256 pixels per pass)
+      const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
+      for (int64_t n = 0; n < nb; n += NBI) {
+        const int64_t nimg = std::min(NBI, nb - n);
         for (int64_t rb = 0; rb < nRB; ++rb) {
           const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
           const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                                      st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, 1, acc_c};
+                                      st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, nimg, acc_c};
           const int accumulate = (n0 + n > 0 || rb > 0) ? 1 : 0;
           const float* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
           const float* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
@@ -787,7 +811,7 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
             const int64_t kb = rest % nKB; rest /= nKB;
             const int64_t gr = rest;
             const int64_t c0 = cb * CB, nc = std::min(CB, cpg - c0);
-            kt->grad_weight(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
+            gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
                             ap + (gr * nKB + kb) * panel + c0 * acc_c + (r * S + s) * KB, nc,
                             std::min(KB, kpg - kb * KB), r, s, accumulate);
           }

@@ -119,7 +119,10 @@ struct KernelTable {
   DirectFn direct_wide;
   DirectFn direct_reduce;  // null where VL == 1
   DepthwiseFn depthwise;
-  GradWeightFn grad_weight;
+  GradWeightFn grad_weight;          // KB = kernel_block, gw_channel_block channels
+  int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)
+  int gw_wide_channel_block;
+  GradWeightFn grad_weight_wide;
   DepthwiseGradWeightFn depthwise_grad_weight;
   GroupedFn grouped;                      // null where VL == 1
   GroupedGradWeightFn grouped_grad_weight;

@@ -41,6 +41,8 @@ struct V {
 #define DIRECT_WIDE_NV 2
 #define DIRECT_WIDE_NP 6
 #define REDUCE_NP 3
+#define GW_WIDE_NV 2
+#define GW_WIDE_NC 6
 #define GW_NV 2
 #define GW_NC 6
 #define DW_NP 6

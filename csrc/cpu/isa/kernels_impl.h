@@ -393,28 +393,39 @@ static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, fl
   }
 }
 
-template <int K>
+template <int NV, int K>
 struct GwDispatch {
   static void run(int nc, const GradWeightArgs* a, const float* x, const float* dy, float* acc,
                   int64_t kvalid, int64_t r, int64_t s, int accumulate) {
-    if (nc == K) gw_tile<K, GW_NV>(a, x, dy, acc, kvalid, r, s, accumulate);
-    else GwDispatch<K - 1>::run(nc, a, x, dy, acc, kvalid, r, s, accumulate);
+    if (nc == K) gw_tile<K, NV>(a, x, dy, acc, kvalid, r, s, accumulate);
+    else GwDispatch<NV, K - 1>::run(nc, a, x, dy, acc, kvalid, r, s, accumulate);
   }
 };
-template <>
-struct GwDispatch<0> {
+template <int NV>
+struct GwDispatch<NV, 0> {
   static void run(int, const GradWeightArgs*, const float*, const float*, float*, int64_t,
                   int64_t, int64_t, int) {}
 };
 
+template <int NV, int NC>
+static void grad_weight_block_t(const GradWeightArgs* a, const float* x, const float* dy,
+                                float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+                                int accumulate) {
+  for (int64_t c = 0; c < nc; c += NC) {
+    const int n = (int)tc_min(NC, nc - c);
+    GwDispatch<NV, NC>::run(n, a, x + c * a->xc, dy, acc + c * a->acc_c, kvalid, r, s,
+                            accumulate);
+  }
+}
 static void grad_weight_block(const GradWeightArgs* a, const float* x, const float* dy,
                               float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                               int accumulate) {
-  for (int64_t c = 0; c < nc; c += GW_NC) {
-    const int n = (int)tc_min(GW_NC, nc - c);
-    GwDispatch<GW_NC>::run(n, a, x + c * a->xc, dy, acc + c * a->acc_c, kvalid, r, s,
-                           accumulate);
-  }
+  grad_weight_block_t<GW_NV, GW_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
+}
+static void grad_weight_wide(const GradWeightArgs* a, const float* x, const float* dy,
+                             float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+                             int accumulate) {
+  grad_weight_block_t<GW_WIDE_NV, GW_WIDE_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -631,5 +642,6 @@ static double fma_loop(int64_t iters, float* sink) {
 static const KernelTable kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
-    &grad_weight_block, &depthwise_grad_weight, TC_GROUPED, &fma_loop,
+    &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
+    &depthwise_grad_weight, TC_GROUPED, &fma_loop,
 };

@@ -29,6 +29,8 @@ struct V {
 #define DIRECT_WIDE_NV 4
 #define DIRECT_WIDE_NP 4
 #define REDUCE_NP 1
+#define GW_WIDE_NV 4
+#define GW_WIDE_NC 4
 #define GW_NV 4
 #define GW_NC 4
 #define DW_NP 4
