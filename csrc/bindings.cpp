@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include "conv2d_checks.h"
+#include "cpu/fast_paths.h"
 
 namespace torchconv {
 namespace {
@@ -47,6 +48,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("plan_forward", &torchconv::plan_forward_py);
   m.def("plan_grad_input", &torchconv::plan_grad_input_py);
   m.def("plan_grad_weight", &torchconv::plan_grad_weight_py);
+  m.def("set_cpu_isa", &torchconv::cpu::fast::set_cpu_isa,
+        "Select the CPU kernels: 'avx512', 'avx2', 'scalar' or 'generic' (fast paths off)");
+  m.def("cpu_isa", &torchconv::cpu::fast::cpu_isa, "The CPU kernels in use");
+  m.def("available_cpu_isas", &torchconv::cpu::fast::available_cpu_isas);
+  m.def("fma_peak_gflops", &torchconv::cpu::fast::fma_peak_gflops, py::arg("seconds") = 0.5,
+        "Peak float32 FMA GFLOP/s of the current ISA (register-only loop, all threads)",
+        py::call_guard<py::gil_scoped_release>());
   m.def("cuda_built", [] {
 #ifdef TORCHCONV_WITH_CUDA
     return true;

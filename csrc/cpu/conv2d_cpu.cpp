@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "../op_entry.h"
+#include "fast_paths.h"
 #include "generic_kernels.h"
 
 namespace torchconv::cpu {
@@ -33,6 +34,7 @@ void write_dense(at::Tensor& result, F compute) {
 struct CpuBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
+    if (fast::try_forward(g, input, weight, bias, output)) return;
     const at::Tensor x = dense(input), w = dense(weight);
     const at::Tensor b = bias.has_value() ? dense(*bias) : at::Tensor();
     write_dense(output, [&](at::Tensor& out) {
@@ -46,6 +48,7 @@ struct CpuBackend {
 
   static void grad_input(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
+    if (fast::try_grad_input(g, grad_output, weight, grad_input)) return;
     const at::Tensor dy = dense(grad_output), w = dense(weight);
     write_dense(grad_input, [&](at::Tensor& out) {
       TORCHCONV_DISPATCH_CPU(dy.scalar_type(), "conv2d_grad_input", [&] {
@@ -58,6 +61,7 @@ struct CpuBackend {
 
   static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
+    if (fast::try_grad_weight(g, grad_output, input, grad_weight)) return;
     const at::Tensor dy = dense(grad_output), x = dense(input);
     write_dense(grad_weight, [&](at::Tensor& out) {
       TORCHCONV_DISPATCH_CPU(dy.scalar_type(), "conv2d_grad_weight", [&] {

@@ -1,0 +1,895 @@
+// Torch-facing side of the vectorised float32 CPU kernels: eligibility, layout handling,
+// weight packing, ISA choice, threading. The arithmetic lives in the per-ISA translation units
+// (isa/kernels_*.cpp, one templated implementation in isa/kernels_impl.h).
+//
+// Algorithm choice (simple, documented heuristic), first match wins:
+//  * depthwise (one input and one output channel per group): channel-vectorised direct kernel
+//    (DW_NP pixels x one channel vector per register tile), padding handled in the kernel
+//    (row-wise interior segments + per-pixel border taps), so a channels_last input is never
+//    copied. Memory bound.
+//  * grouped with few channels per group (kpg < VL, VL % kpg == 0, cpg <= kpg, e.g. ResNeXt
+//    4/4): one output vector spans VL/kpg groups; its input channels are loaded as one vector
+//    and spread to their lanes with one permutation per input channel (use_grouped).
+//  * few output channels per group and a long reduction (kpg <= 4, cpg >= VL; e.g. grad_input
+//    of an RGB stem): vectorised over the reduction channels, horizontal sum at the end
+//    (use_reduce).
+//  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
+//    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
+//    scalars broadcast, weights packed per call into [group][k-block][r][s][c][KB] panels.
+//    KB = 2 vectors x 12 pixels, or the "wide" 4 vectors x 6 pixels (fewer broadcasts per FMA)
+//    when kpg is a multiple of 4 vectors and the panel stays L2-sized (use_wide). 1x1
+//    convolutions are the R = S = 1 case and read the input in place (any layout, no copy).
+//    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
+//  * Input staging: when any window position falls into the padding (or a kernel needs unit
+//    channel stride) the input is packed, a bounded chunk of images at a time
+//    (<= kStageBudget floats, at least one image), into a zero-padded NHWC copy so the
+//    kernels never bounds-check; otherwise the kernels read the input in place through its
+//    strides (NCHW, channels_last or anything else). Outputs are written in place through
+//    their strides (vector stores for channels_last, transposed stores for NCHW).
+//  * grad_input = forward over grad_output with the weights rotated by 180 degrees and C/K
+//    swapped per group; for stride > 1 it is split into stride_h * stride_w phases, each a
+//    stride-1 convolution with the subset of taps that hit that phase (dilation dh/gcd(dh,sh)),
+//    writing a strided view of grad_input; all phases share one staged copy of grad_output and
+//    one parallel region; phases that no tap reaches are zero.
+//  * grad_weight: register tile of GW_NC input channels x KB output channels for one tap,
+//    streamed over images / output pixels in a fixed order; tasks are (group, k-block,
+//    channel block, tap), each thread owning whole tasks (no cross-thread reduction), and
+//    pixels are visited in row blocks so that a row block of input and grad_output stays in
+//    cache while all of a thread's tasks pass over it. Depthwise / grouped have their own
+//    channel-vectorised grad_weight kernels.
+//  * Threading: at::parallel_for (honours torch.set_num_threads); compute tasks are handed out
+//    dynamically (dynamic_for) so a descheduled thread on a shared machine does not stall the
+//    others.
+//  Results are bitwise independent of the number of threads: every output element is
+//  computed by one kernel call in a fixed order.
+//  float64 / bf16 / fp16 stay on the portable generic kernels.
+#include "fast_paths.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "isa/kernel_api.h"
+
+namespace torchconv::cpu::fast {
+namespace {
+
+using isa::KernelTable;
+
+constexpr int64_t kStageBudget = int64_t(4) << 20;  // floats per staged chunk of images
+
+bool cpu_supports(const std::string& name) {
+  if (name == "avx512") {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2");
+  }
+  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return name == "scalar" || name == "generic";
+}
+
+const KernelTable* table_of(const std::string& name) {
+  if (name == "avx512") return isa::kernels_avx512();
+  if (name == "avx2") return isa::kernels_avx2();
+  if (name == "scalar") return isa::kernels_scalar();
+  return nullptr;  // "generic": fast paths off
+}
+
+std::string best_isa() {
+  for (const char* n : {"avx512", "avx2"}) {
+    if (cpu_supports(n)) return n;
+  }
+  return "scalar";
+}
+
+struct IsaState {
+  std::mutex mu;
+  std::string name;
+  std::atomic<const KernelTable*> table{nullptr};
+  IsaState() {
+    const char* env = std::getenv("TORCHCONV_CPU_ISA");
+    std::string want = env && *env ? std::string(env) : best_isa();
+    if (!cpu_supports(want)) want = best_isa();  // unknown / unsupported request: best
+    name = want;
+    table.store(table_of(want));
+  }
+};
+
+IsaState& isa_state() {
+  static IsaState state;
+  return state;
+}
+
+const KernelTable* current() { return isa_state().table.load(std::memory_order_acquire); }
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Runs f(t) for every task t in [0, n) on all threads, handing tasks out dynamically (an atomic
+// counter): a thread that is descheduled on a busy machine does not hold up the others.
+// Every task computes a fixed set of outputs in a fixed order whichever thread runs it, so the
+// results do not depend on the number of threads or on the schedule.
+template <typename F>
+void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
+  if (n <= 0) return;
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(),
+                                       std::max<int64_t>(1, n / std::max<int64_t>(1, min_tasks_per_thread)));
+  if (nt <= 1 || at::in_parallel_region()) {
+    for (int64_t t = 0; t < n; ++t) f(t);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n;
+         t = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(t);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operands as raw pointer + sizes + strides (elements).
+
+struct Act {
+  const float* p;
+  int64_t N, C, H, W, sn, sc, sh, sw;
+};
+struct Out {
+  float* p;
+  int64_t N, C, H, W, sn, sc, sh, sw;
+};
+
+Act act_of(const at::Tensor& t) {
+  return {t.const_data_ptr<float>(), t.size(0), t.size(1), t.size(2), t.size(3),
+          t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+Out out_of(at::Tensor& t) {
+  return {t.mutable_data_ptr<float>(), t.size(0), t.size(1), t.size(2), t.size(3),
+          t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// A convolution as the kernels see it (possibly a rewritten one: grad_input phases).
+struct Spec {
+  int64_t G, cpg, kpg, R, S, sh, sw, dh, dw, pt, pl;
+};
+
+bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
+
+// dst[i*C + c] = src[c*sc + i*sw] for c < C, i < W: blocks of 16 channels so that every
+// destination write is a contiguous run and every source row is read sequentially.
+void transpose_rows(const float* src, int64_t sc, int64_t sw, int64_t C, int64_t W, float* dst) {
+  constexpr int64_t B = 16;
+  for (int64_t c0 = 0; c0 < C; c0 += B) {
+    const int64_t nc = std::min(B, C - c0);
+    const float* s0 = src + c0 * sc;
+    if (nc == B && sw == 1) {
+      for (int64_t i = 0; i < W; ++i) {
+        float* dd = dst + i * C + c0;
+        for (int64_t c = 0; c < B; ++c) dd[c] = s0[c * sc + i];
+      }
+    } else {
+      for (int64_t i = 0; i < W; ++i) {
+        float* dd = dst + i * C + c0;
+        for (int64_t c = 0; c < nc; ++c) dd[c] = s0[c * sc + i * sw];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input staging: in place, or a zero-padded NHWC copy of a chunk of images.
+
+// Window extent of one convolution over its input, in input coordinates: rows
+// [-pt, last_row], columns [-pl, last_col].
+struct Need {
+  int64_t pt, pl, last_row, last_col;
+};
+Need need_of(const Spec& sp, int64_t OH, int64_t OW) {
+  return {sp.pt, sp.pl, (OH - 1) * sp.sh + (sp.R - 1) * sp.dh - sp.pt,
+          (OW - 1) * sp.sw + (sp.S - 1) * sp.dw - sp.pl};
+}
+
+struct Stager {
+  const Act& x;
+  bool direct = true;
+  int64_t Hp = 0, Wp = 0, chunk = 1;
+  int64_t PT = 0, PL = 0;  // input coordinate (-PT, -PL) is row 0 / column 0 of the copy
+  at::Tensor buf;
+  // strides seen by the kernels
+  int64_t xn = 0, xc = 0, xh = 0, xw = 0;
+  const float* base = nullptr;  // input coordinate (-PT, -PL) of image 0 of the chunk
+
+  // One or several convolutions over the same input (grad_input phases) share one staged
+  // copy covering the union of their windows.
+  // unit_channel: the kernel needs channel stride 1. padding_in_place: the kernel
+  // bounds-checks windows itself (depthwise), so an input with unit channel stride is never
+  // copied.
+  Stager(const Act& x_, const std::vector<Need>& needs, bool unit_channel,
+         int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
+      : x(x_) {
+    int64_t top = 0, left = 0, bottom = -1, right = -1;
+    for (const Need& n : needs) {
+      top = std::max(top, n.pt), left = std::max(left, n.pl);
+      bottom = std::max(bottom, n.last_row), right = std::max(right, n.last_col);
+    }
+    const bool pad = top > 0 || left > 0 || bottom >= x.H || right >= x.W;
+    const bool unit_ok = !unit_channel || x.sc == 1 || x.C == 1;
+    direct = unit_ok && (!pad || padding_in_place);
+    Hp = top + bottom + 1;
+    Wp = left + right + 1;
+    const int64_t per_image = (direct ? 0 : Hp * Wp * x.C) + chunk_extra_floats_per_image;
+    chunk = per_image > 0 ? std::clamp<int64_t>(kStageBudget / per_image, 1, x.N) : x.N;
+    if (direct) {
+      xn = x.sn, xc = x.sc, xh = x.sh, xw = x.sw;
+    } else {
+      PT = top, PL = left;
+      xc = 1, xw = x.C, xh = Wp * x.C, xn = Hp * Wp * x.C;
+      buf = at::empty({chunk * xn + 64}, at::TensorOptions().dtype(at::kFloat));
+    }
+  }
+  Stager(const Act& x_, const Spec& sp, int64_t OH, int64_t OW, bool unit_channel,
+         int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
+      : Stager(x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
+               chunk_extra_floats_per_image, padding_in_place) {}
+
+  // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
+  const float* origin(int64_t pt, int64_t pl) const {
+    return base + (PT - pt) * xh + (PL - pl) * xw;
+  }
+
+  void prepare(int64_t n0, int64_t nb) {
+    if (direct) {
+      base = x.p + n0 * x.sn;
+      return;
+    }
+    float* dst = buf.data_ptr<float>();
+    base = dst;
+    const int64_t C = x.C, rowlen = Wp * C;
+    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(rowlen, 1));
+    dynamic_for(nb * Hp, grain, [&](int64_t row) {
+      {
+        const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - PT;
+        float* d = dst + row * rowlen;
+        if (ih < 0 || ih >= x.H || hi <= lo) {
+          std::memset(d, 0, sizeof(float) * rowlen);
+          return;
+        }
+        std::memset(d, 0, sizeof(float) * lo * C);
+        std::memset(d + hi * C, 0, sizeof(float) * (Wp - hi) * C);
+        const float* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
+        if (x.sc == 1 && x.sw == C) {
+          std::memcpy(d + lo * C, src, sizeof(float) * (hi - lo) * C);
+        } else if (x.sc == 1) {
+          for (int64_t i = 0; i < hi - lo; ++i) {
+            std::memcpy(d + (lo + i) * C, src + i * x.sw, sizeof(float) * C);
+          }
+        } else {
+          transpose_rows(src, x.sc, x.sw, C, hi - lo, d + lo * C);
+        }
+      }
+    });
+  }
+};
+
+// A grad_output with unit channel stride and a uniform pixel stride (NHWC), in place or packed
+// a chunk at a time.
+struct PixelMajor {
+  const Act& d;
+  bool direct;
+  int64_t dyn = 0, dyp = 0;
+  at::Tensor buf;
+  const float* origin = nullptr;
+  PixelMajor(const Act& d_, int64_t chunk) : d(d_) {
+    direct = (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw;
+    if (direct) {
+      dyn = d.sn, dyp = d.sw;
+    } else {
+      dyp = d.C, dyn = d.H * d.W * d.C;
+      buf = at::empty({chunk * dyn + 64}, at::TensorOptions().dtype(at::kFloat));
+    }
+  }
+  void prepare(int64_t n0, int64_t nb) {
+    if (direct) {
+      origin = d.p + n0 * d.sn;
+      return;
+    }
+    float* dst = buf.data_ptr<float>();
+    origin = dst;
+    const int64_t C = d.C;
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(d.W * C, 1));
+    at::parallel_for(0, nb * d.H, grain, [&](int64_t b, int64_t e) {
+      for (int64_t row = b; row < e; ++row) {
+        const int64_t n = row / d.H, h = row % d.H;
+        float* dd = dst + row * d.W * C;
+        const float* src = d.p + (n0 + n) * d.sn + h * d.sh;
+        transpose_rows(src, d.sc, d.sw, C, d.W, dd);
+      }
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Weight packing, with ATen's (vectorised, parallel) copy kernels: the "canonical" weights of a
+// spec are a (G, kpg, cpg, R, S) tensor (output channel, input channel within the group, taps
+// in the order the spec applies them), built by reshape / transpose / index_select of the
+// op's weight; the panels are zero-padded permutations of it.
+
+at::Tensor pad_dim(const at::Tensor& t, int64_t dim, int64_t to) {
+  const int64_t extra = to - t.size(dim);
+  if (extra == 0) return t;
+  std::vector<int64_t> pads(2 * t.dim(), 0);
+  pads[2 * (t.dim() - 1 - dim) + 1] = extra;  // constant_pad_nd counts from the last dim
+  return at::constant_pad_nd(t, pads, 0);
+}
+
+// A canonical weight read in place through its strides: element (g, k, c, m, ms) is
+// p[g*s0 + k*s1 + c*s2 + rmap[m]*s3 + smap[ms]*s4] (rmap / smap select and order the taps).
+struct WSrc {
+  const float* p;
+  int64_t s0, s1, s2, s3, s4;
+  int64_t G, kp, cp, R, S;
+  std::vector<int64_t> rmap, smap;
+};
+WSrc wsrc_of(const at::Tensor& wc, std::vector<int64_t> rmap = {}, std::vector<int64_t> smap = {}) {
+  WSrc w{wc.const_data_ptr<float>(), wc.stride(0), wc.stride(1), wc.stride(2), wc.stride(3),
+         wc.stride(4), wc.size(0), wc.size(1), wc.size(2), wc.size(3), wc.size(4),
+         std::move(rmap), std::move(smap)};
+  if (w.rmap.empty()) for (int64_t r = 0; r < w.R; ++r) w.rmap.push_back(r);
+  if (w.smap.empty()) for (int64_t t = 0; t < w.S; ++t) w.smap.push_back(t);
+  w.R = w.rmap.size(), w.S = w.smap.size();
+  return w;
+}
+
+// Direct kernel panels: [G][nKB][R][S][cpg][KB]. Destination runs of KB floats are written
+// contiguously; the KB source rows being read stay in L1 while (c, r, s) advance.
+at::Tensor pack_direct(const WSrc& w, int64_t KB) {
+  const int64_t nKB = ceil_div(w.kp, KB), panel = w.R * w.S * w.cp * KB;
+  at::Tensor buf = at::empty({w.G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  at::parallel_for(0, w.G * nKB * w.R, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t m = t % w.R, kb = (t / w.R) % nKB, g = t / (w.R * nKB);
+      const int64_t kn = std::min(KB, w.kp - kb * KB);
+      float* d = dst + (g * nKB + kb) * panel;
+      const float* src = w.p + g * w.s0 + kb * KB * w.s1 + w.rmap[m] * w.s3;
+      for (int64_t ms = 0; ms < w.S; ++ms) {
+        for (int64_t c = 0; c < w.cp; ++c) {
+          float* dd = d + ((m * w.S + ms) * w.cp + c) * KB;
+          const float* sp = src + c * w.s2 + w.smap[ms] * w.s4;
+          int64_t l = 0;
+          for (; l < kn; ++l) dd[l] = sp[l * w.s1];
+          for (; l < KB; ++l) dd[l] = 0.f;
+        }
+      }
+    }
+  });
+  return buf;
+}
+
+// Reduction-vectorised kernel: [G][kpg][R][S][Cp], Cp = cpg rounded up to VL.
+at::Tensor pack_reduce(const WSrc& w, int64_t VL) {
+  const int64_t Cp = ceil_div(w.cp, VL) * VL;
+  at::Tensor buf = at::zeros({w.G * w.kp * w.R * w.S * Cp}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int64_t k = 0; k < w.kp; ++k)
+      for (int64_t m = 0; m < w.R; ++m)
+        for (int64_t ms = 0; ms < w.S; ++ms)
+          for (int64_t c = 0; c < w.cp; ++c)
+            dst[(((g * w.kp + k) * w.R + m) * w.S + ms) * Cp + c] =
+                w.p[g * w.s0 + k * w.s1 + c * w.s2 + w.rmap[m] * w.s3 + w.smap[ms] * w.s4];
+  return buf;
+}
+
+// Grouped kernel, from (K, cpg, R, S): [K / VL][R][S][cpg][VL].
+at::Tensor pack_grouped(const at::Tensor& wk, int64_t VL) {
+  const int64_t K = wk.size(0), cp = wk.size(1), R = wk.size(2), S = wk.size(3);
+  const int64_t nCV = ceil_div(K, VL);
+  return pad_dim(wk, 0, nCV * VL).view({nCV, VL, cp, R, S}).permute({0, 3, 4, 2, 1}).contiguous();
+}
+
+// Depthwise kernel, from (C, R, S): [C / VL][R][S][VL].
+at::Tensor pack_depthwise(const at::Tensor& wk, int64_t VL) {
+  const int64_t C = wk.size(0), R = wk.size(1), S = wk.size(2);
+  const int64_t nCV = ceil_div(C, VL);
+  return pad_dim(wk, 0, nCV * VL).view({nCV, VL, R, S}).permute({0, 2, 3, 1}).contiguous();
+}
+
+at::Tensor pack_bias(const at::Tensor& bias, int64_t G, int64_t kpg, int64_t KB) {
+  const at::Tensor b = bias.contiguous();
+  const float* src = b.const_data_ptr<float>();
+  const int64_t nKB = ceil_div(kpg, KB);
+  at::Tensor buf = at::zeros({G * nKB * KB}, at::TensorOptions().dtype(at::kFloat));
+  float* dst = buf.data_ptr<float>();
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t k = 0; k < kpg; ++k) dst[g * nKB * KB + k] = src[g * kpg + k];
+  return buf;
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Engines.
+
+// The wide direct tile (more output channels, fewer pixels) when the group's output channels
+// fill it exactly; the standard one otherwise (less padding waste on small / odd K).
+// Only while its weight panel (R*S*C*KB floats) stays L2-sized (<= 256*9*64 floats).
+bool use_wide(const KernelTable* kt, const Spec& sp) {
+  return kt->wide_kernel_block != kt->kernel_block && sp.kpg % kt->wide_kernel_block == 0 &&
+         sp.R * sp.S * sp.cpg <= 256 * 9;
+}
+int64_t direct_block(const KernelTable* kt, const Spec& sp) {
+  return use_wide(kt, sp) ? kt->wide_kernel_block : kt->kernel_block;
+}
+
+// Few output channels per group and a long reduction: the reduction-vectorised kernel.
+bool use_reduce(const KernelTable* kt, const Spec& sp) {
+  return kt->direct_reduce && sp.kpg <= 4 && sp.cpg >= kt->vec_lanes;
+}
+
+// Packs canonical weights (G, kpg, cpg, R, S) for the kernel run_direct_jobs will choose.
+at::Tensor pack_for_direct(const KernelTable* kt, const Spec& sp, const WSrc& wc) {
+  return use_reduce(kt, sp) ? pack_reduce(wc, kt->vec_lanes)
+                            : pack_direct(wc, direct_block(kt, sp));
+}
+
+struct DirectJob {
+  Spec sp;
+  const float* wpack;
+  const float* bpack;
+  Out y;
+};
+
+// Runs several direct convolutions over the same input (one job for a forward, one per phase
+// for grad_input) with one staged input and one parallel region per chunk of images.
+void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<DirectJob>& jobs) {
+  struct Plan {
+    isa::DirectFn fn;
+    int64_t KB, nKB, panel, P, nPC;
+    bool panel_outer;
+    isa::DirectArgs a;
+  };
+  std::vector<Need> needs;
+  bool unit = false;
+  for (const DirectJob& j : jobs) {
+    needs.push_back(need_of(j.sp, j.y.H, j.y.W));
+    unit = unit || use_reduce(kt, j.sp);
+  }
+  Stager st(x, needs, /*unit_channel=*/unit);
+  std::vector<Plan> plans;
+  for (const DirectJob& j : jobs) {
+    const Spec& sp = j.sp;
+    const bool wide = use_wide(kt, sp);
+    Plan pl;
+    pl.fn = wide ? kt->direct_wide : kt->direct;
+    pl.KB = direct_block(kt, sp);
+    pl.nKB = ceil_div(sp.kpg, pl.KB);
+    pl.panel = sp.R * sp.S * sp.cpg * pl.KB;
+    if (use_reduce(kt, sp)) {
+      pl.fn = kt->direct_reduce;
+      pl.KB = sp.kpg, pl.nKB = 1;
+      pl.panel = sp.kpg * sp.R * sp.S * ceil_div(sp.cpg, kt->vec_lanes) * kt->vec_lanes;
+    }
+    pl.P = j.y.H * j.y.W;
+    pl.nPC = ceil_div(pl.P, int64_t(wide ? kt->wide_pixel_block : kt->pixel_block) * 8);
+    // Task order: small images (<= 2 pixel chunks) loop images inside k-blocks so that a
+    // weight panel serves the whole chunk of images; large images keep the image outside
+    // (its input stays in cache while the k-blocks pass over it).
+    pl.panel_outer = pl.nPC <= 2;
+    pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
+                           st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw};
+    plans.push_back(pl);
+  }
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    std::vector<int64_t> first(jobs.size() + 1, 0);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      first[i + 1] = first[i] + nb * jobs[i].sp.G * plans[i].nKB * plans[i].nPC;
+    }
+    dynamic_for(first.back(), 1, [&](int64_t t) {
+      size_t ji = 0;
+      {
+        while (t >= first[ji + 1]) ++ji;
+        const DirectJob& j = jobs[ji];
+        const Plan& pl = plans[ji];
+        const Spec& sp = j.sp;
+        const int64_t u = t - first[ji], nPC = pl.nPC, nKB = pl.nKB;
+        int64_t pc, kb, g, n;
+        if (pl.panel_outer) {
+          pc = u % nPC, n = (u / nPC) % nb, kb = (u / nPC / nb) % nKB, g = u / (nPC * nb * nKB);
+        } else {
+          pc = u % nPC, kb = (u / nPC) % nKB, g = (u / nPC / nKB) % sp.G;
+          n = u / (nPC * nKB * sp.G);
+        }
+        const float* x0 = st.origin(sp.pt, sp.pl) + n * st.xn + g * sp.cpg * st.xc;
+        float* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
+        pl.fn(&pl.a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
+              j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
+              std::min(pl.KB, sp.kpg - kb * pl.KB), pl.P * pc / nPC, pl.P * (pc + 1) / nPC);
+      }
+    });
+  }
+}
+
+void run_direct(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
+                const float* bpack, const Out& y) {
+  run_direct_jobs(kt, x, {DirectJob{sp, wpack, bpack, y}});
+}
+
+void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
+                   const float* bpack, const Out& y) {
+  const int64_t OH = y.H, OW = y.W, P = OH * OW;
+  const int64_t PC = 32, nPC = ceil_div(P, PC);
+  Stager st(x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
+  isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                       st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp};
+  if (st.direct) a.top = sp.pt, a.left = sp.pl, a.H = x.H, a.W = x.W;
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    dynamic_for(nb * nPC, 1, [&](int64_t t) {
+      {
+        const int64_t pc = t % nPC, n = t / nPC;
+        kt->depthwise(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
+                      std::min(P, (pc + 1) * PC));
+      }
+    });
+  }
+}
+
+void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
+                 const float* bpack, const Out& y) {
+  const int64_t OH = y.H, OW = y.W, P = OH * OW;
+  const int64_t PC = 32, nPC = ceil_div(P, PC);
+  Stager st(x, sp, OH, OW, /*unit_channel=*/true);
+  const isa::GroupedArgs a{y.C, x.C, sp.cpg, sp.kpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                           st.xh, st.xw, y.sc, y.sh, y.sw};
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    dynamic_for(nb * nPC, 1, [&](int64_t t) {
+      {
+        const int64_t pc = t % nPC, n = t / nPC;
+        kt->grouped(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
+                    std::min(P, (pc + 1) * PC));
+      }
+    });
+  }
+}
+
+// The grouped kernel applies: a real grouping with few output channels per group that tile
+// the vector, and no more input than output channels per group.
+bool use_grouped(const KernelTable* kt, int64_t G, int64_t cpg, int64_t kpg) {
+  return kt->grouped && G > 1 && kpg < kt->vec_lanes && kt->vec_lanes % kpg == 0 &&
+         cpg <= kpg && !(cpg == 1 && kpg == 1);
+}
+
+
+// Taps r in [0, R) that reach input rows of phase a (ih = a + i*stride): (a + pad - r*dil)
+// divisible by stride.
+std::vector<int64_t> phase_taps(int64_t a, int64_t pad, int64_t R, int64_t dil,
+                                int64_t stride) {
+  std::vector<int64_t> taps;
+  for (int64_t r = 0; r < R; ++r) {
+    int64_t v = (a + pad - r * dil) % stride;
+    if (v < 0) v += stride;
+    if (v == 0) taps.push_back(r);
+  }
+  return taps;
+}
+
+bool dims_ok(const Geometry& g) {
+  return g.in_channels_per_group() > 0 && g.out_channels_per_group() > 0 && g.batch > 0 &&
+         g.out_height > 0 && g.out_width > 0 && g.in_height > 0 && g.in_width > 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                 const std::optional<at::Tensor>& bias, at::Tensor& output) {
+  const KernelTable* kt = current();
+  if (!kt || !is_float(input) || !is_float(weight) || !is_float(output) || !dims_ok(g)) {
+    return false;
+  }
+  if (bias.has_value() && !is_float(*bias)) return false;
+  const Spec sp{g.groups, g.in_channels_per_group(), g.out_channels_per_group(),
+                g.kernel_height, g.kernel_width, g.stride_h, g.stride_w,
+                g.dilation_h, g.dilation_w, g.pad_top, g.pad_left};
+  const Act x = act_of(input);
+  const Out y = out_of(output);
+  const at::Tensor w = weight.reshape({sp.G, sp.kpg, sp.cpg, sp.R, sp.S});
+  if (sp.cpg == 1 && sp.kpg == 1) {
+    const at::Tensor wp = pack_depthwise(w.reshape({g.out_channels, sp.R, sp.S}), kt->vec_lanes);
+    at::Tensor bp;
+    if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
+    run_depthwise(kt, x, sp, wp.const_data_ptr<float>(),
+                  bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+    return true;
+  }
+  if (use_grouped(kt, sp.G, sp.cpg, sp.kpg)) {
+    const at::Tensor wp =
+        pack_grouped(w.reshape({g.out_channels, sp.cpg, sp.R, sp.S}), kt->vec_lanes);
+    at::Tensor bp;
+    if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
+    run_grouped(kt, x, sp, wp.const_data_ptr<float>(),
+                bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+    return true;
+  }
+  const int64_t kpg = sp.kpg;
+  const at::Tensor wp = pack_for_direct(kt, sp, wsrc_of(w));
+  at::Tensor bp;
+  if (bias.has_value()) {
+    bp = use_reduce(kt, sp) ? bias->contiguous()
+                            : pack_bias(*bias, sp.G, kpg, direct_block(kt, sp));
+  }
+  run_direct(kt, x, sp, wp.const_data_ptr<float>(),
+             bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+  return true;
+}
+
+bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
+                    at::Tensor& grad_input) {
+  const KernelTable* kt = current();
+  if (!kt || !is_float(grad_output) || !is_float(weight) || !is_float(grad_input) ||
+      !dims_ok(g)) {
+    return false;
+  }
+  const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
+  const bool depthwise = cpg == 1 && kpg == 1;
+  const Act d = act_of(grad_output);
+  const Out o = out_of(grad_input);
+  // (G, cpg, kpg, R, S): the rewritten convolution's output channel c reads input channel k
+  const at::Tensor wt = weight.reshape({G, kpg, cpg, g.kernel_height, g.kernel_width})
+                            .transpose(1, 2);
+  std::vector<DirectJob> jobs;
+  std::vector<at::Tensor> keep;  // packed weights of the jobs
+  bool some_phase_empty = false;
+  for (int64_t a = 0; a < std::min(g.stride_h, g.in_height); ++a)
+    some_phase_empty |= phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h).empty();
+  for (int64_t b = 0; b < std::min(g.stride_w, g.in_width); ++b)
+    some_phase_empty |= phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w).empty();
+  if (some_phase_empty) grad_input.zero_();
+  for (int64_t a = 0; a < g.stride_h; ++a) {
+    for (int64_t b = 0; b < g.stride_w; ++b) {
+      const int64_t Hi = a < g.in_height ? ceil_div(g.in_height - a, g.stride_h) : 0;
+      const int64_t Wi = b < g.in_width ? ceil_div(g.in_width - b, g.stride_w) : 0;
+      if (Hi == 0 || Wi == 0) continue;
+      const Out oo{o.p + a * o.sh + b * o.sw, o.N, o.C, Hi, Wi, o.sn, o.sc,
+                   o.sh * g.stride_h, o.sw * g.stride_w};
+      const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
+      const auto stp = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
+      if (rt.empty() || stp.empty()) continue;  // no tap reaches this phase: zeroed above
+      const int64_t J = rt.size(), JS = stp.size();
+      const int64_t q_r = (a + g.pad_top - rt.back() * g.dilation_h) / g.stride_h;
+      const int64_t q_s = (b + g.pad_left - stp.back() * g.dilation_w) / g.stride_w;
+      const int64_t dil_r = J > 1 ? (rt[1] - rt[0]) * g.dilation_h / g.stride_h : 1;
+      const int64_t dil_s = JS > 1 ? (stp[1] - stp[0]) * g.dilation_w / g.stride_w : 1;
+      const Spec ps{G, kpg, cpg, J, JS, 1, 1, dil_r, dil_s, -q_r, -q_s};
+      // taps in reverse order (180-degree rotation restricted to the phase)
+      std::vector<int64_t> rr(rt.rbegin(), rt.rend()), sr(stp.rbegin(), stp.rend());
+      const auto wc = [&] {  // (G, cpg, kpg, J, JS) as a tensor (small weights only)
+        const at::Tensor ir = at::tensor(rr, at::TensorOptions().dtype(at::kLong));
+        const at::Tensor is = at::tensor(sr, at::TensorOptions().dtype(at::kLong));
+        return wt.index_select(3, ir).index_select(4, is);
+      };
+      if (depthwise) {
+        const at::Tensor wp = pack_depthwise(wc().reshape({g.in_channels, J, JS}), kt->vec_lanes);
+        run_depthwise(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+      } else if (use_grouped(kt, G, kpg, cpg)) {
+        const at::Tensor wp =
+            pack_grouped(wc().reshape({g.in_channels, kpg, J, JS}), kt->vec_lanes);
+        run_grouped(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+      } else {
+        const at::Tensor wp = pack_for_direct(kt, ps, wsrc_of(wt, rr, sr));
+        keep.push_back(wp);
+        jobs.push_back(DirectJob{ps, wp.const_data_ptr<float>(), nullptr, oo});
+      }
+    }
+  }
+  if (!jobs.empty()) run_direct_jobs(kt, d, jobs);  // all phases in one pass
+  return true;
+}
+
+bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                     at::Tensor& grad_weight) {
+  const KernelTable* kt = current();
+  if (!kt || !is_float(grad_output) || !is_float(input) || !is_float(grad_weight) ||
+      !dims_ok(g)) {
+    return false;
+  }
+  const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
+  const int64_t R = g.kernel_height, S = g.kernel_width, OH = g.out_height, OW = g.out_width;
+  const Spec sp{G, cpg, kpg, R, S, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
+                g.pad_top, g.pad_left};
+  const Act x = act_of(input), d = act_of(grad_output);
+  float* gw = grad_weight.mutable_data_ptr<float>();
+  const int64_t ws0 = grad_weight.stride(0), ws1 = grad_weight.stride(1),
+                ws2 = grad_weight.stride(2), ws3 = grad_weight.stride(3);
+  const int64_t dy_floats = OH * OW * g.out_channels;
+
+  if (cpg == 1 && kpg == 1) {
+    const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL);
+    Stager st(x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    PixelMajor pm(d, st.chunk);
+    at::Tensor acc = at::empty({nCV * R * S * VL}, at::TensorOptions().dtype(at::kFloat));
+    float* ap = acc.data_ptr<float>();
+    for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+      const int64_t nb = std::min(st.chunk, x.N - n0);
+      st.prepare(n0, nb);
+      pm.prepare(n0, nb);
+      const isa::DepthwiseGradWeightArgs a{R, S, OH, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                                           st.xn, st.xh, st.xw, pm.dyn, pm.dyp, nb};
+      at::parallel_for(0, nCV, 1, [&](int64_t b, int64_t e) {
+        for (int64_t cv = b; cv < e; ++cv) {
+          kt->depthwise_grad_weight(&a, st.origin(sp.pt, sp.pl) + cv * VL, pm.origin + cv * VL,
+                                    ap + cv * R * S * VL, std::min(VL, C - cv * VL), n0 > 0);
+        }
+      });
+    }
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s)
+          gw[c * ws0 + r * ws2 + s * ws3] = ap[((c / VL) * R * S + r * S + s) * VL + c % VL];
+    return true;
+  }
+
+  if (use_grouped(kt, G, cpg, kpg)) {
+    const int64_t VL = kt->vec_lanes, K = g.out_channels, nCV = ceil_div(K, VL);
+    Stager st(x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    PixelMajor pm(d, st.chunk);
+    at::Tensor acc = at::empty({nCV * R * S * cpg * VL}, at::TensorOptions().dtype(at::kFloat));
+    float* ap = acc.data_ptr<float>();
+    for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+      const int64_t nb = std::min(st.chunk, x.N - n0);
+      st.prepare(n0, nb);
+      pm.prepare(n0, nb);
+      const isa::GroupedGradWeightArgs a{K, g.in_channels, cpg, kpg, OH, OW, sp.sh, sp.sw,
+                                         sp.dh, sp.dw, st.xn, st.xh, st.xw, pm.dyn, pm.dyp, nb};
+      at::parallel_for(0, nCV * R * S, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t s_ = t % S, r = (t / S) % R, cv = t / (R * S);
+          kt->grouped_grad_weight(&a, st.origin(sp.pt, sp.pl), pm.origin, ap + t * cpg * VL, cv, r, s_,
+                                  n0 > 0);
+        }
+      });
+    }
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < cpg; ++j)
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            gw[k * ws0 + j * ws1 + r * ws2 + s * ws3] =
+                ap[((((k / VL) * R + r) * S + s) * cpg + j) * VL + k % VL];
+    return true;
+  }
+
+  // wide tile (4 vectors of output channels x 6 channels) when the output channels fill it
+  const bool gw_wide = kt->gw_wide_kernel_block != kt->kernel_block &&
+                       kpg % kt->gw_wide_kernel_block == 0;
+  const isa::GradWeightFn gw_fn = gw_wide ? kt->grad_weight_wide : kt->grad_weight;
+  const int64_t KB = gw_wide ? kt->gw_wide_kernel_block : kt->kernel_block;
+  const int64_t nKB = ceil_div(kpg, KB);
+  const int64_t CB = gw_wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
+  const int64_t nCB = ceil_div(cpg, CB);
+  Stager st(x, sp, OH, OW, /*unit_channel=*/false, dy_floats);
+  PixelMajor pm(d, st.chunk);
+  // accumulators [G][nKB][cpg][R][S][KB]
+  const int64_t acc_c = R * S * KB, panel = cpg * acc_c;
+  at::Tensor acc = at::empty({G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
+  float* ap = acc.data_ptr<float>();
+  const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
+  const int64_t ntasks = G * nKB * nCB * R * S;
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    pm.prepare(n0, nb);
+    at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+      // small images: a block spans several whole images (about 256 pixels per pass)
+      const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
+      for (int64_t n = 0; n < nb; n += NBI) {
+        const int64_t nimg = std::min(NBI, nb - n);
+        for (int64_t rb = 0; rb < nRB; ++rb) {
+          const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
+          const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                                      st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, nimg, acc_c};
+          const int accumulate = (n0 + n > 0 || rb > 0) ? 1 : 0;
+          const float* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
+          const float* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
+          for (int64_t t = b; t < e; ++t) {
+            int64_t rest = t;
+            const int64_t s = rest % S; rest /= S;
+            const int64_t r = rest % R; rest /= R;
+            const int64_t cb = rest % nCB; rest /= nCB;
+            const int64_t kb = rest % nKB; rest /= nKB;
+            const int64_t gr = rest;
+            const int64_t c0 = cb * CB, nc = std::min(CB, cpg - c0);
+            gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
+                            ap + (gr * nKB + kb) * panel + c0 * acc_c + (r * S + s) * KB, nc,
+                            std::min(KB, kpg - kb * KB), r, s, accumulate);
+          }
+        }
+      }
+    });
+  }
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(cpg * R * S, 1));
+  at::parallel_for(0, g.out_channels, grain, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const int64_t gr = k / kpg, kk = k % kpg, kb = kk / KB, l = kk % KB;
+      const float* src = ap + (gr * nKB + kb) * panel + l;
+      for (int64_t c = 0; c < cpg; ++c)
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            gw[k * ws0 + c * ws1 + r * ws2 + s * ws3] = src[c * acc_c + (r * S + s) * KB];
+    }
+  });
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void set_cpu_isa(const std::string& name) {
+  if (name != "avx512" && name != "avx2" && name != "scalar" && name != "generic") {
+    throw std::invalid_argument("torchconv: unknown CPU ISA '" + name +
+                                "' (expected avx512, avx2, scalar or generic)");
+  }
+  if (!cpu_supports(name)) {
+    throw std::invalid_argument("torchconv: this CPU does not support the '" + name + "' ISA");
+  }
+  IsaState& st = isa_state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.name = name;
+  st.table.store(table_of(name), std::memory_order_release);
+}
+
+std::string cpu_isa() {
+  IsaState& st = isa_state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  return st.name;
+}
+
+std::vector<std::string> available_cpu_isas() {
+  std::vector<std::string> out;
+  for (const char* n : {"avx512", "avx2", "scalar", "generic"}) {
+    if (cpu_supports(n)) out.push_back(n);
+  }
+  return out;
+}
+
+double fma_peak_gflops(double seconds) {
+  const KernelTable* kt = current();
+  if (!kt) kt = table_of(best_isa());
+  float sink = 0.f;
+  // calibrate on one thread
+  int64_t iters = 1 << 16;
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    kt->fma_loop(iters, &sink);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt > 0.02 || iters > (int64_t(1) << 40)) {
+      iters = std::max<int64_t>(1, int64_t(iters * seconds / dt));
+      break;
+    }
+    iters *= 4;
+  }
+  const int nt = at::get_num_threads();
+  std::vector<double> flops(nt, 0.0);
+  std::vector<float> sinks(nt, 0.f);
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, nt, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) flops[i] = kt->fma_loop(iters, &sinks[i]);
+  });
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double total = 0;
+  for (double f : flops) total += f;
+  return total / dt * 1e-9;
+}
+
+}  // namespace torchconv::cpu::fast

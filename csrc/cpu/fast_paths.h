@@ -1,0 +1,32 @@
+// Vectorised float32 fast paths of the CPU backend (runtime ISA dispatch: AVX-512, AVX2+FMA,
+// portable scalar). Each try_* returns false when the case is not handled (the caller then
+// uses the portable generic kernels).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+
+#include "../conv2d_shape.h"
+
+namespace torchconv::cpu::fast {
+
+bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                 const std::optional<at::Tensor>& bias, at::Tensor& output);
+bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
+                    at::Tensor& grad_input);
+bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                     at::Tensor& grad_weight);
+
+// ISA control: "avx512" | "avx2" | "scalar" | "generic" (fast paths off). set_cpu_isa throws
+// for an unknown name or an ISA this CPU lacks. Initial value: env TORCHCONV_CPU_ISA, else the
+// best the CPU supports.
+void set_cpu_isa(const std::string& name);
+std::string cpu_isa();
+std::vector<std::string> available_cpu_isas();
+
+// Peak FMA throughput of the current ISA measured with a register-only loop on all threads.
+double fma_peak_gflops(double seconds);
+
+}  // namespace torchconv::cpu::fast

@@ -1,0 +1,140 @@
+// Plain C-style interface between the torch-facing fast paths (fast_paths.cpp) and the per-ISA
+// kernel translation units (kernels_avx512.cpp / kernels_avx2.cpp / kernels_scalar.cpp).
+//
+// This header includes only <stdint.h>: the ISA TUs are compiled with special code generation
+// and must not instantiate any inline library function (ODR safety).
+//
+// Conventions (all strides in elements, all float32):
+//  * "x origin": pointer to the input element of channel 0 (of the group) at *padded* input
+//    coordinate (0, 0); the caller guarantees that every window position a kernel reads is
+//    in-bounds (either because no padding is needed or because it packed a zero-padded copy).
+//    Output pixel p = (oh, ow) reads rows oh*sh + r*dh and columns ow*sw + s*dw.
+//  * Every output element is produced by exactly one kernel call with a fixed summation order,
+//    so results never depend on the number of threads.
+#pragma once
+
+#include <stdint.h>
+
+namespace torchconv {
+namespace cpu {
+namespace isa {
+
+// Dense direct convolution of one image and one group (forward; also grad_input through
+// rotated weights / phase decomposition).
+struct DirectArgs {
+  int64_t C;            // input channels of the group (reduction length per tap)
+  int64_t R, S;         // taps
+  int64_t OW;           // output width (pixels are numbered p = oh*OW + ow)
+  int64_t sh, sw;       // stride
+  int64_t dh, dw;       // dilation
+  int64_t xc, xh, xw;   // input strides (channel, row, column)
+  int64_t yk, yh, yw;   // output strides (output channel, row, column)
+};
+
+// Packed weights for one k-block: [R][S][C][KB] (KB = kernel_block lanes, zero padded).
+// bias: KB floats (zero padded) or null. kvalid: how many of the KB output channels exist.
+typedef void (*DirectFn)(const DirectArgs* a, const float* x, float* y, const float* wpanel,
+                         const float* bias, int64_t kvalid, int64_t p0, int64_t p1);
+
+// Few output channels (kvalid <= 4, e.g. grad_input of an RGB stem): the same DirectFn
+// signature, vectorised over the *reduction* channels instead (input channel stride xc must be
+// 1), one accumulator vector per (pixel, output channel) reduced horizontally at the end.
+// Packed weights per group: [kvalid][R][S][Cp] with Cp = C rounded up to VL (zero padded);
+// bias: kvalid floats or null.
+
+// Depthwise (one input and one output channel per group), channels vectorised: the input must
+// have channel stride 1 (NHWC, possibly a zero-padded packed copy).
+struct DepthwiseArgs {
+  int64_t C;
+  int64_t R, S, OW, sh, sw, dh, dw;
+  int64_t xh, xw;       // input strides (row, column); channel stride is 1
+  int64_t yc, yh, yw;   // output strides
+  // Valid input rows / columns in the coordinates of the x origin: [top, top + H) x
+  // [left, left + W). Window positions outside are padding (skipped): lets the kernel read an
+  // unpadded channels_last input in place.
+  int64_t top, left, H, W;
+};
+// wpack: [ceil(C/VL)][R][S][VL]; bias: padded to a multiple of VL, or null.
+typedef void (*DepthwiseFn)(const DepthwiseArgs* a, const float* x, float* y,
+                            const float* wpack, const float* bias, int64_t p0, int64_t p1);
+
+// grad_weight of a dense (grouped) convolution for one (group, k-block, channel block, tap),
+// summed over `nimg` images and all their output pixels in a fixed order.
+struct GradWeightArgs {
+  int64_t OH, OW, sh, sw, dh, dw;
+  int64_t xn, xc, xh, xw;  // input strides (image, channel, row, column) from the x origin
+  int64_t dyn, dyp;        // grad_output strides (image, pixel); channel stride is 1
+  int64_t nimg;
+  int64_t acc_c;           // accumulator stride between channels (the k lanes are contiguous)
+};
+// acc: accumulators [nc][KB] with channel stride acc_c; `accumulate` = add to what is there.
+typedef void (*GradWeightFn)(const GradWeightArgs* a, const float* x, const float* dy,
+                             float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+                             int accumulate);
+
+// Depthwise grad_weight for one channel vector: acc[R*S][VL] (+)= sum over images and pixels.
+struct DepthwiseGradWeightArgs {
+  int64_t R, S, OH, OW, sh, sw, dh, dw;
+  int64_t xn, xh, xw;      // input strides (channel stride 1)
+  int64_t dyn, dyp;        // grad_output strides (channel stride 1)
+  int64_t nimg;
+};
+typedef void (*DepthwiseGradWeightFn)(const DepthwiseGradWeightArgs* a, const float* x,
+                                      const float* dy, float* acc, int64_t cvalid,
+                                      int accumulate);
+
+// Grouped convolution with few channels per group (kpg divides VL, cpg <= kpg), channels
+// vectorised like the depthwise kernel: one output vector spans VL/kpg groups, its input
+// channels are loaded as one vector (channel stride 1) and spread to the lanes of their group
+// with one permutation per input channel of the group.
+struct GroupedArgs {
+  int64_t K, C, cpg, kpg;  // total output / input channels, per group
+  int64_t R, S, OW, sh, sw, dh, dw;
+  int64_t xh, xw;          // input strides (channel stride 1)
+  int64_t yc, yh, yw;      // output strides
+};
+// wpack: [ceil(K/VL)][R][S][cpg][VL]; bias padded to a multiple of VL, or null.
+typedef void (*GroupedFn)(const GroupedArgs* a, const float* x, float* y, const float* wpack,
+                          const float* bias, int64_t p0, int64_t p1);
+
+// Grouped grad_weight for one output-channel vector cv and tap (r, s): acc[cpg][VL]
+// (+)= sum over images and pixels. x, dy: origins of image 0 (channel stride 1).
+struct GroupedGradWeightArgs {
+  int64_t K, C, cpg, kpg, OH, OW, sh, sw, dh, dw;
+  int64_t xn, xh, xw, dyn, dyp, nimg;
+};
+typedef void (*GroupedGradWeightFn)(const GroupedGradWeightArgs* a, const float* x,
+                                    const float* dy, float* acc, int64_t cv, int64_t r,
+                                    int64_t s, int accumulate);
+
+struct KernelTable {
+  const char* name;
+  int vec_lanes;      // VL
+  int kernel_block;   // KB of the direct kernels (output channels per register tile)
+  int pixel_block;    // pixels per register tile of the direct kernel
+  int gw_channel_block;  // input channels per grad_weight register tile
+  DirectFn direct;
+  int wide_kernel_block;  // KB and pixels of a second direct tile with more output channels
+  int wide_pixel_block;   // (fewer pixels, fewer broadcasts per FMA)
+  DirectFn direct_wide;
+  DirectFn direct_reduce;  // null where VL == 1
+  DepthwiseFn depthwise;
+  GradWeightFn grad_weight;          // KB = kernel_block, gw_channel_block channels
+  int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)
+  int gw_wide_channel_block;
+  GradWeightFn grad_weight_wide;
+  DepthwiseGradWeightFn depthwise_grad_weight;
+  GroupedFn grouped;                      // null where VL == 1
+  GroupedGradWeightFn grouped_grad_weight;
+  // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
+  // result is also written to *sink so the loop cannot be optimised away).
+  double (*fma_loop)(int64_t iters, float* sink);
+};
+
+const KernelTable* kernels_avx512();
+const KernelTable* kernels_avx2();
+const KernelTable* kernels_scalar();
+
+}  // namespace isa
+}  // namespace cpu
+}  // namespace torchconv

@@ -1,0 +1,59 @@
+// AVX2+FMA instantiation of the fast CPU kernels (kernels_impl.h); see kernels_avx512.cpp.
+#pragma GCC target("avx2,fma")
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "kernel_api.h"
+
+namespace torchconv {
+namespace cpu {
+namespace isa {
+namespace avx2 {
+
+struct V {
+  static const int N = 8;
+  typedef __m256 reg;
+  static inline __m256i mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static inline reg zero() { return _mm256_setzero_ps(); }
+  static inline reg set1(float f) { return _mm256_set1_ps(f); }
+  static inline reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline reg load_n(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
+  static inline reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static inline void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  static inline void store_n(float* p, reg v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
+  typedef __m256i ireg;
+  static inline ireg iload(const int* p) { return _mm256_loadu_si256((const __m256i*)p); }
+  static inline reg permute(reg v, ireg i) { return _mm256_permutevar8x32_ps(v, i); }
+  static inline float hsum(reg v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
+  static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+};
+
+#define DIRECT_NV 2
+#define DIRECT_NP 6
+#define DIRECT_WIDE_NV 2
+#define DIRECT_WIDE_NP 6
+#define REDUCE_NP 3
+#define GW_WIDE_NV 2
+#define GW_WIDE_NC 6
+#define GW_NV 2
+#define GW_NC 6
+#define DW_NP 6
+#define TC_HAS_PERMUTE 1
+#define TC_ISA_NAME "avx2"
+#include "kernels_impl.h"
+
+}  // namespace avx2
+
+const KernelTable* kernels_avx2() { return &avx2::kTable; }
+
+}  // namespace isa
+}  // namespace cpu
+}  // namespace torchconv

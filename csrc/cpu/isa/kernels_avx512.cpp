@@ -1,0 +1,59 @@
+// AVX-512 instantiation of the fast CPU kernels (kernels_impl.h). Code generation for this TU
+// only is switched on by the pragma below; nothing but C-level headers is included (ODR
+// safety: no inline library function may be emitted here with AVX-512 instructions).
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in the
+#pragma GCC diagnostic ignored "-Wuninitialized"        // intrinsics headers (vpermps, reduce)
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "kernel_api.h"
+
+namespace torchconv {
+namespace cpu {
+namespace isa {
+namespace avx512 {
+
+struct V {
+  static const int N = 16;
+  typedef __m512 reg;
+  static inline reg zero() { return _mm512_setzero_ps(); }
+  static inline reg set1(float f) { return _mm512_set1_ps(f); }
+  static inline reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline reg load_n(const float* p, int n) {
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+  }
+  static inline reg bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static inline void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  static inline void store_n(float* p, reg v, int n) {
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
+  }
+  typedef __m512i ireg;
+  static inline ireg iload(const int* p) { return _mm512_loadu_si512(p); }
+  static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_ps(i, v); }
+  static inline float hsum(reg v) { return _mm512_reduce_add_ps(v); }
+  static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+};
+
+#define DIRECT_NV 2
+#define DIRECT_NP 12
+#define DIRECT_WIDE_NV 4
+#define DIRECT_WIDE_NP 6
+#define REDUCE_NP 6
+#define GW_WIDE_NV 4
+#define GW_WIDE_NC 6
+#define GW_NV 2
+#define GW_NC 12
+#define DW_NP 8
+#define TC_HAS_PERMUTE 1
+#define TC_ISA_NAME "avx512"
+#include "kernels_impl.h"
+
+}  // namespace avx512
+
+const KernelTable* kernels_avx512() { return &avx512::kTable; }
+
+}  // namespace isa
+}  // namespace cpu
+}  // namespace torchconv

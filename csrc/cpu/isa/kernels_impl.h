@@ -1,0 +1,647 @@
+// The one templated implementation of every fast CPU kernel, instantiated once per ISA.
+//
+// Included by kernels_avx512.cpp / kernels_avx2.cpp / kernels_scalar.cpp *inside* a per-ISA
+// namespace, after that TU defined `struct V` (the vector wrapper) and the tile sizes:
+//   V::N lanes; V::reg; zero(), set1(f), load(p), load_n(p, n), bcast(p), store(p, v),
+//   store_n(p, v, n), fma(a, b, c) = a*b + c.
+//   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
+//   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
+//   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
+//   DW_NP                 : pixels per depthwise tile
+// No includes here (see kernel_api.h for why).
+
+#define TC_UNROLL _Pragma("GCC unroll 32")
+
+static inline int64_t tc_min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Loads lanes [0, n) of a vector (n may be >= N: full load; <= 0: zeros).
+static inline V::reg load_k(const float* p, int64_t n) {
+  if (n >= V::N) return V::load(p);
+  if (n <= 0) return V::zero();
+  return V::load_n(p, (int)n);
+}
+
+// ------------------------------------------------------------------------------------------
+// Direct convolution: register tile of NP pixels x NV vectors of output channels. Input
+// scalars are broadcast, packed weight vectors loaded once per (tap, channel) and reused by
+// every pixel of the tile. Summation order per output: bias, then taps (r, s) in order, then
+// channels in order.
+
+template <int NP, int NV>
+static void direct_tile(const DirectArgs* a, const float* const* xp, float* const* yp,
+                        const float* wpanel, const float* bias, int64_t kvalid) {
+  typedef V::reg reg;
+  reg acc[NP][NV];
+  TC_UNROLL for (int j = 0; j < NV; ++j) {
+    const reg b = bias ? V::load(bias + j * V::N) : V::zero();
+    TC_UNROLL for (int p = 0; p < NP; ++p) acc[p][j] = b;
+  }
+  const int64_t C = a->C, xc = a->xc;
+  const float* w = wpanel;
+  for (int64_t r = 0; r < a->R; ++r) {
+    for (int64_t s = 0; s < a->S; ++s) {
+      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      const float* xq[NP];
+      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
+      if (xc == 1) {
+        for (int64_t c = 0; c < C; ++c) {
+          reg wv[NV];
+          TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+          TC_UNROLL for (int p = 0; p < NP; ++p) {
+            const reg bx = V::bcast(xq[p] + c);
+            TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+          }
+          w += NV * V::N;
+        }
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          reg wv[NV];
+          TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+          const int64_t co = c * xc;
+          TC_UNROLL for (int p = 0; p < NP; ++p) {
+            const reg bx = V::bcast(xq[p] + co);
+            TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+          }
+          w += NV * V::N;
+        }
+      }
+    }
+  }
+  if (a->yk == 1) {
+    TC_UNROLL for (int p = 0; p < NP; ++p) {
+      TC_UNROLL for (int j = 0; j < NV; ++j) {
+        const int64_t n = kvalid - j * V::N;
+        if (n >= V::N) V::store(yp[p] + j * V::N, acc[p][j]);
+        else if (n > 0) V::store_n(yp[p] + j * V::N, acc[p][j], (int)n);
+      }
+    }
+  } else {
+    float buf[NP][NV * V::N];
+    TC_UNROLL for (int p = 0; p < NP; ++p) {
+      TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&buf[p][j * V::N], acc[p][j]);
+    }
+    const int64_t yk = a->yk;
+    for (int64_t k = 0; k < kvalid; ++k) {
+      TC_UNROLL for (int p = 0; p < NP; ++p) yp[p][k * yk] = buf[p][k];
+    }
+  }
+}
+
+template <int NV, int K>
+struct DirectDispatch {
+  static void run(int np, const DirectArgs* a, const float* const* xp, float* const* yp,
+                  const float* w, const float* b, int64_t kvalid) {
+    if (np == K) direct_tile<K, NV>(a, xp, yp, w, b, kvalid);
+    else DirectDispatch<NV, K - 1>::run(np, a, xp, yp, w, b, kvalid);
+  }
+};
+template <int NV>
+struct DirectDispatch<NV, 0> {
+  static void run(int, const DirectArgs*, const float* const*, float* const*, const float*,
+                  const float*, int64_t) {}
+};
+
+template <int NVX, int NPX>
+static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpanel,
+                            const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  const float* xp[NPX];
+  float* yp[NPX];
+  int64_t oh = p0 / a->OW, ow = p0 % a->OW;
+  // balanced tiles: ceil((p1-p0)/NP) tiles of nearly equal size (no 1-pixel stragglers)
+  const int64_t ntiles = (p1 - p0 + NPX - 1) / NPX;
+  for (int64_t t = 0, p = p0; p < p1; ++t) {
+    const int np = (int)((p1 - p0) * (t + 1) / ntiles - (p1 - p0) * t / ntiles);
+    for (int i = 0; i < np; ++i) {
+      xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
+      yp[i] = y + oh * a->yh + ow * a->yw;
+      if (++ow == a->OW) { ow = 0; ++oh; }
+    }
+    DirectDispatch<NVX, NPX>::run(np, a, xp, yp, wpanel, bias, kvalid);
+    p += np;
+  }
+}
+
+static void direct_pixels(const DirectArgs* a, const float* x, float* y, const float* wpanel,
+                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  direct_pixels_t<DIRECT_NV, DIRECT_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
+}
+static void direct_pixels_wide(const DirectArgs* a, const float* x, float* y,
+                               const float* wpanel, const float* bias, int64_t kvalid,
+                               int64_t p0, int64_t p1) {
+  direct_pixels_t<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
+}
+
+
+// ------------------------------------------------------------------------------------------
+// Few output channels: vectorised over the reduction channels (see kernel_api.h). Per output:
+// lane-wise partial sums over taps and channel vectors in order, one horizontal sum, + bias.
+
+#if TC_HAS_PERMUTE
+template <int NP, int NK>
+static void reduce_tile(const DirectArgs* a, const float* const* xp, float* const* yp,
+                        const float* wpack, const float* bias) {
+  typedef V::reg reg;
+  reg acc[NP][NK];
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int k = 0; k < NK; ++k) acc[p][k] = V::zero();
+  }
+  const int64_t C = a->C, Cp = (C + V::N - 1) / V::N * V::N, RSC = a->R * a->S * Cp;
+  for (int64_t r = 0; r < a->R; ++r) {
+    for (int64_t s = 0; s < a->S; ++s) {
+      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      const float* wt = wpack + (r * a->S + s) * Cp;
+      for (int64_t c0 = 0; c0 < C; c0 += V::N) {
+        reg xv[NP];
+        if (C - c0 >= V::N) {
+          TC_UNROLL for (int p = 0; p < NP; ++p) xv[p] = V::load(xp[p] + toff + c0);
+        } else {
+          TC_UNROLL for (int p = 0; p < NP; ++p)
+            xv[p] = V::load_n(xp[p] + toff + c0, (int)(C - c0));
+        }
+        TC_UNROLL for (int k = 0; k < NK; ++k) {
+          const reg wv = V::load(wt + k * RSC + c0);
+          TC_UNROLL for (int p = 0; p < NP; ++p) acc[p][k] = V::fma(xv[p], wv, acc[p][k]);
+        }
+      }
+    }
+  }
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int k = 0; k < NK; ++k) {
+      const float v = V::hsum(acc[p][k]);
+      yp[p][k * a->yk] = bias ? v + bias[k] : v;
+    }
+  }
+}
+
+template <int NK, int K>
+struct ReduceDispatch {
+  static void run(int np, const DirectArgs* a, const float* const* xp, float* const* yp,
+                  const float* w, const float* b) {
+    if (np == K) reduce_tile<K, NK>(a, xp, yp, w, b);
+    else ReduceDispatch<NK, K - 1>::run(np, a, xp, yp, w, b);
+  }
+};
+template <int NK>
+struct ReduceDispatch<NK, 0> {
+  static void run(int, const DirectArgs*, const float* const*, float* const*, const float*,
+                  const float*) {}
+};
+
+template <int NK>
+static void reduce_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpack,
+                            const float* bias, int64_t p0, int64_t p1) {
+  const float* xp[REDUCE_NP];
+  float* yp[REDUCE_NP];
+  int64_t oh = p0 / a->OW, ow = p0 % a->OW;
+  for (int64_t p = p0; p < p1;) {
+    const int np = (int)tc_min(REDUCE_NP, p1 - p);
+    for (int i = 0; i < np; ++i) {
+      xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
+      yp[i] = y + oh * a->yh + ow * a->yw;
+      if (++ow == a->OW) { ow = 0; ++oh; }
+    }
+    ReduceDispatch<NK, REDUCE_NP>::run(np, a, xp, yp, wpack, bias);
+    p += np;
+  }
+}
+
+static void direct_reduce(const DirectArgs* a, const float* x, float* y, const float* wpack,
+                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  switch (kvalid) {
+    case 1: reduce_pixels_t<1>(a, x, y, wpack, bias, p0, p1); break;
+    case 2: reduce_pixels_t<2>(a, x, y, wpack, bias, p0, p1); break;
+    case 3: reduce_pixels_t<3>(a, x, y, wpack, bias, p0, p1); break;
+    default: reduce_pixels_t<4>(a, x, y, wpack, bias, p0, p1); break;
+  }
+}
+#define TC_REDUCE &direct_reduce
+#else
+#define TC_REDUCE 0
+#endif
+
+// ------------------------------------------------------------------------------------------
+// Depthwise, channels vectorised (input channel stride 1). Per channel vector: bias, then taps
+// in order.
+
+// Taps [r0, r1) x [s0, s1) are inside the input for every pixel of the tile.
+template <int NP>
+static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const* yp,
+                    const float* wpack, const float* bias, const int64_t* rng) {
+  const int64_t r0 = rng[0], r1 = rng[1], s0 = rng[2], s1 = rng[3];
+  typedef V::reg reg;
+  const int64_t C = a->C, RS = a->R * a->S;
+  for (int64_t c0 = 0; c0 < C; c0 += V::N) {
+    const int64_t cvalid = C - c0;
+    reg acc[NP];
+    const reg b = bias ? V::load(bias + c0) : V::zero();
+    TC_UNROLL for (int p = 0; p < NP; ++p) acc[p] = b;
+    const float* wc = wpack + (c0 / V::N) * RS * V::N;
+    // software prefetch two tiles ahead along the row (input streams from DRAM for big
+    // batches; the hardware prefetchers alone fall behind on this access pattern)
+    const int64_t pfd = 2 * NP * a->sw * a->xw + c0;
+    for (int64_t r = r0; r < r1; ++r) {
+      TC_UNROLL for (int p = 0; p < NP; ++p) __builtin_prefetch(xp[p] + r * a->dh * a->xh + pfd);
+      for (int64_t s = s0; s < s1; ++s) {
+        const reg wv = V::load(wc + (r * a->S + s) * V::N);
+        const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw + c0;
+        if (cvalid >= V::N) {
+          TC_UNROLL for (int p = 0; p < NP; ++p)
+            acc[p] = V::fma(V::load(xp[p] + toff), wv, acc[p]);
+        } else {
+          TC_UNROLL for (int p = 0; p < NP; ++p)
+            acc[p] = V::fma(V::load_n(xp[p] + toff, (int)cvalid), wv, acc[p]);
+        }
+      }
+    }
+    if (a->yc == 1) {
+      TC_UNROLL for (int p = 0; p < NP; ++p) {
+        if (cvalid >= V::N) V::store(yp[p] + c0, acc[p]);
+        else V::store_n(yp[p] + c0, acc[p], (int)cvalid);
+      }
+    } else {
+      float buf[NP][V::N];
+      TC_UNROLL for (int p = 0; p < NP; ++p) V::store(buf[p], acc[p]);
+      const int64_t n = tc_min(cvalid, V::N);
+      for (int64_t k = 0; k < n; ++k) {
+        TC_UNROLL for (int p = 0; p < NP; ++p) yp[p][(c0 + k) * a->yc] = buf[p][k];
+      }
+    }
+  }
+}
+
+template <int K>
+struct DwDispatch {
+  static void run(int np, const DepthwiseArgs* a, const float* const* xp, float* const* yp,
+                  const float* w, const float* b, const int64_t* rng) {
+    if (np == K) dw_tile<K>(a, xp, yp, w, b, rng);
+    else DwDispatch<K - 1>::run(np, a, xp, yp, w, b, rng);
+  }
+};
+template <>
+struct DwDispatch<0> {
+  static void run(int, const DepthwiseArgs*, const float* const*, float* const*, const float*,
+                  const float*, const int64_t*) {}
+};
+
+// Valid taps [lo, hi) of a window starting at input position i0 (padded coordinates) with
+// `taps` taps of dilation d, the input being [begin, begin + size).
+static inline void dw_tap_range(int64_t i0, int64_t taps, int64_t d, int64_t begin,
+                                int64_t size, int64_t* lo, int64_t* hi) {
+  int64_t l = 0, h = taps;
+  if (i0 < begin) l = (begin - i0 + d - 1) / d;
+  const int64_t last = begin + size - 1 - i0;  // largest valid offset
+  h = last < 0 ? 0 : tc_min(taps, last / d + 1);
+  if (h < l) h = l;
+  *lo = l, *hi = h;
+}
+
+// Row by row: the interior segment of a row (every column tap inside the input) in tiles of
+// DW_NP pixels, the border pixels one at a time with their own valid column taps; rows whose
+// windows cross the top / bottom border use their valid row taps.
+static void depthwise_pixels(const DepthwiseArgs* a, const float* x, float* y,
+                             const float* wpack, const float* bias, int64_t p0, int64_t p1) {
+  const float* xp[DW_NP];
+  float* yp[DW_NP];
+  const int64_t OW = a->OW, ext_w = (a->S - 1) * a->dw;
+  // interior columns: ow*sw >= left and ow*sw + ext_w <= left + W - 1
+  const int64_t in_lo = (a->left + a->sw - 1) / a->sw;
+  const int64_t lim = a->left + a->W - 1 - ext_w;
+  const int64_t in_hi = lim < 0 ? 0 : lim / a->sw + 1;  // exclusive
+  for (int64_t p = p0; p < p1;) {
+    const int64_t oh = p / OW, ow_a = p % OW, ow_b = tc_min(OW, ow_a + (p1 - p));
+    const int64_t ih0 = oh * a->sh;
+    int64_t rng[4] = {0, a->R, 0, a->S};
+    dw_tap_range(ih0, a->R, a->dh, a->top, a->H, &rng[0], &rng[1]);
+    const float* xrow = x + ih0 * a->xh;
+    float* yrow = y + oh * a->yh;
+    const int64_t lo = tc_min(ow_b, in_lo > ow_a ? in_lo : ow_a);
+    const int64_t hi_raw = in_hi < ow_b ? in_hi : ow_b;
+    const int64_t hi = hi_raw > lo ? hi_raw : lo;
+    for (int64_t ow = ow_a; ow < ow_b; ++ow) {
+      if (ow == lo && hi > lo) {  // the interior segment
+        int np = 0;
+        int64_t full[4] = {rng[0], rng[1], 0, a->S};
+        for (int64_t o = lo; o < hi; ++o) {
+          xp[np] = xrow + o * a->sw * a->xw;
+          yp[np] = yrow + o * a->yw;
+          if (++np == DW_NP) {
+            DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, full);
+            np = 0;
+          }
+        }
+        if (np) DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, full);
+        ow = hi - 1;
+        continue;
+      }
+      const int64_t iw0 = ow * a->sw;
+      int64_t r1[4] = {rng[0], rng[1], 0, a->S};
+      dw_tap_range(iw0, a->S, a->dw, a->left, a->W, &r1[2], &r1[3]);
+      xp[0] = xrow + iw0 * a->xw;
+      yp[0] = yrow + ow * a->yw;
+      dw_tile<1>(a, xp, yp, wpack, bias, r1);
+    }
+    p += ow_b - ow_a;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// grad_weight (dense / grouped): register tile of NC input channels x NV output-channel
+// vectors for one tap; the reduction runs over images, rows, columns in order.
+
+template <int NC, int NV>
+static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, float* acc,
+                    int64_t kvalid, int64_t r, int64_t s, int accumulate) {
+  typedef V::reg reg;
+  reg A[NC][NV];
+  TC_UNROLL for (int i = 0; i < NC; ++i) {
+    TC_UNROLL for (int j = 0; j < NV; ++j)
+      A[i][j] = accumulate ? V::load(acc + i * a->acc_c + j * V::N) : V::zero();
+  }
+  const int64_t xc = a->xc, step = a->sw * a->xw, dyp = a->dyp;
+  const bool full = kvalid >= NV * V::N;
+  for (int64_t n = 0; n < a->nimg; ++n) {
+    for (int64_t oh = 0; oh < a->OH; ++oh) {
+      const float* xr = x + n * a->xn + (oh * a->sh + r * a->dh) * a->xh + s * a->dw * a->xw;
+      const float* dr = dy + n * a->dyn + oh * a->OW * dyp;
+      if (full) {
+        for (int64_t ow = 0; ow < a->OW; ++ow) {
+          reg dv[NV];
+          TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = V::load(dr + j * V::N);
+          TC_UNROLL for (int i = 0; i < NC; ++i) {
+            const reg b = V::bcast(xr + i * xc);
+            TC_UNROLL for (int j = 0; j < NV; ++j) A[i][j] = V::fma(b, dv[j], A[i][j]);
+          }
+          xr += step;
+          dr += dyp;
+        }
+      } else {
+        for (int64_t ow = 0; ow < a->OW; ++ow) {
+          reg dv[NV];
+          TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = load_k(dr + j * V::N, kvalid - j * V::N);
+          TC_UNROLL for (int i = 0; i < NC; ++i) {
+            const reg b = V::bcast(xr + i * xc);
+            TC_UNROLL for (int j = 0; j < NV; ++j) A[i][j] = V::fma(b, dv[j], A[i][j]);
+          }
+          xr += step;
+          dr += dyp;
+        }
+      }
+    }
+  }
+  TC_UNROLL for (int i = 0; i < NC; ++i) {
+    TC_UNROLL for (int j = 0; j < NV; ++j) V::store(acc + i * a->acc_c + j * V::N, A[i][j]);
+  }
+}
+
+template <int NV, int K>
+struct GwDispatch {
+  static void run(int nc, const GradWeightArgs* a, const float* x, const float* dy, float* acc,
+                  int64_t kvalid, int64_t r, int64_t s, int accumulate) {
+    if (nc == K) gw_tile<K, NV>(a, x, dy, acc, kvalid, r, s, accumulate);
+    else GwDispatch<NV, K - 1>::run(nc, a, x, dy, acc, kvalid, r, s, accumulate);
+  }
+};
+template <int NV>
+struct GwDispatch<NV, 0> {
+  static void run(int, const GradWeightArgs*, const float*, const float*, float*, int64_t,
+                  int64_t, int64_t, int) {}
+};
+
+template <int NV, int NC>
+static void grad_weight_block_t(const GradWeightArgs* a, const float* x, const float* dy,
+                                float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+                                int accumulate) {
+  for (int64_t c = 0; c < nc; c += NC) {
+    const int n = (int)tc_min(NC, nc - c);
+    GwDispatch<NV, NC>::run(n, a, x + c * a->xc, dy, acc + c * a->acc_c, kvalid, r, s,
+                            accumulate);
+  }
+}
+static void grad_weight_block(const GradWeightArgs* a, const float* x, const float* dy,
+                              float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+                              int accumulate) {
+  grad_weight_block_t<GW_NV, GW_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
+}
+static void grad_weight_wide(const GradWeightArgs* a, const float* x, const float* dy,
+                             float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+                             int accumulate) {
+  grad_weight_block_t<GW_WIDE_NV, GW_WIDE_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
+}
+
+// ------------------------------------------------------------------------------------------
+// Depthwise grad_weight for one channel vector: acc[t][VL] for taps t = r*S + s.
+
+template <int RS>
+static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const float* x, const float* dy,
+                        float* acc, int64_t cvalid, int accumulate) {
+  typedef V::reg reg;
+  reg A[RS];
+  int64_t toff[RS];
+  TC_UNROLL for (int t = 0; t < RS; ++t) {
+    A[t] = accumulate ? V::load(acc + t * V::N) : V::zero();
+    toff[t] = (t / a->S) * a->dh * a->xh + (t % a->S) * a->dw * a->xw;
+  }
+  const bool full = cvalid >= V::N;
+  for (int64_t n = 0; n < a->nimg; ++n) {
+    for (int64_t oh = 0; oh < a->OH; ++oh) {
+      const float* xr = x + n * a->xn + oh * a->sh * a->xh;
+      const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
+      for (int64_t ow = 0; ow < a->OW; ++ow) {
+        if (full) {
+          const reg d = V::load(dr);
+          TC_UNROLL for (int t = 0; t < RS; ++t) A[t] = V::fma(V::load(xr + toff[t]), d, A[t]);
+        } else {
+          const reg d = V::load_n(dr, (int)cvalid);
+          TC_UNROLL for (int t = 0; t < RS; ++t)
+            A[t] = V::fma(V::load_n(xr + toff[t], (int)cvalid), d, A[t]);
+        }
+        xr += a->sw * a->xw;
+        dr += a->dyp;
+      }
+    }
+  }
+  TC_UNROLL for (int t = 0; t < RS; ++t) V::store(acc + t * V::N, A[t]);
+}
+
+static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const float* x, const float* dy,
+                          float* acc, int64_t cvalid, int accumulate) {
+  typedef V::reg reg;
+  for (int64_t r = 0; r < a->R; ++r) {
+    for (int64_t s = 0; s < a->S; ++s) {
+      float* at = acc + (r * a->S + s) * V::N;
+      reg A = accumulate ? V::load(at) : V::zero();
+      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      for (int64_t n = 0; n < a->nimg; ++n) {
+        for (int64_t oh = 0; oh < a->OH; ++oh) {
+          const float* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
+          const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
+          for (int64_t ow = 0; ow < a->OW; ++ow) {
+            A = V::fma(load_k(xr, cvalid), load_k(dr, cvalid), A);
+            xr += a->sw * a->xw;
+            dr += a->dyp;
+          }
+        }
+      }
+      V::store(at, A);
+    }
+  }
+}
+
+static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const float* x,
+                                  const float* dy, float* acc, int64_t cvalid, int accumulate) {
+  if (a->R == 3 && a->S == 3) dw_gw_fixed<9>(a, x, dy, acc, cvalid, accumulate);
+  else dw_gw_generic(a, x, dy, acc, cvalid, accumulate);
+}
+
+
+// ------------------------------------------------------------------------------------------
+// Grouped, few channels per group (see GroupedArgs). Lane k of output vector cv belongs to
+// group (cv*VL + k) / kpg; its input channel j sits at lane (k / kpg) * cpg + j of the input
+// vector loaded at channel (cv*VL / kpg) * cpg. Per output: bias, taps in order, j in order.
+
+#if TC_HAS_PERMUTE
+static void grouped_indices(int64_t cpg, int64_t kpg, int idx[][V::N]) {
+  for (int64_t j = 0; j < V::N; ++j)  // rows j >= cpg are never used; kept in range
+    for (int k = 0; k < V::N; ++k) idx[j][k] = (int)(((k / kpg) * cpg + j) % V::N);
+}
+
+template <int NP>
+static void grouped_tile(const GroupedArgs* a, const float* const* xp, float* const* yp,
+                         const float* wpack, const float* bias, const int idx[][V::N]) {
+  typedef V::reg reg;
+  const int64_t cpg = a->cpg, RS = a->R * a->S;
+  for (int64_t k0 = 0; k0 < a->K; k0 += V::N) {
+    const int64_t kvalid = a->K - k0;
+    const int64_t cin0 = (k0 / a->kpg) * cpg, cvalid = a->C - cin0;
+    reg acc[NP];
+    const reg b = bias ? V::load(bias + k0) : V::zero();
+    TC_UNROLL for (int p = 0; p < NP; ++p) acc[p] = b;
+    const float* w = wpack + (k0 / V::N) * RS * cpg * V::N;
+    for (int64_t r = 0; r < a->R; ++r) {
+      for (int64_t s = 0; s < a->S; ++s) {
+        const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw + cin0;
+        reg xv[NP];
+        TC_UNROLL for (int p = 0; p < NP; ++p) xv[p] = load_k(xp[p] + toff, cvalid);
+        for (int64_t j = 0; j < cpg; ++j) {
+          const reg wv = V::load(w);
+          const V::ireg ix = V::iload(idx[j]);
+          w += V::N;
+          TC_UNROLL for (int p = 0; p < NP; ++p)
+            acc[p] = V::fma(V::permute(xv[p], ix), wv, acc[p]);
+        }
+      }
+    }
+    if (a->yc == 1) {
+      TC_UNROLL for (int p = 0; p < NP; ++p) {
+        if (kvalid >= V::N) V::store(yp[p] + k0, acc[p]);
+        else V::store_n(yp[p] + k0, acc[p], (int)kvalid);
+      }
+    } else {
+      float buf[NP][V::N];
+      TC_UNROLL for (int p = 0; p < NP; ++p) V::store(buf[p], acc[p]);
+      const int64_t n = tc_min(kvalid, V::N);
+      for (int64_t k = 0; k < n; ++k) {
+        TC_UNROLL for (int p = 0; p < NP; ++p) yp[p][(k0 + k) * a->yc] = buf[p][k];
+      }
+    }
+  }
+}
+
+template <int K>
+struct GroupedDispatch {
+  static void run(int np, const GroupedArgs* a, const float* const* xp, float* const* yp,
+                  const float* w, const float* b, const int idx[][V::N]) {
+    if (np == K) grouped_tile<K>(a, xp, yp, w, b, idx);
+    else GroupedDispatch<K - 1>::run(np, a, xp, yp, w, b, idx);
+  }
+};
+template <>
+struct GroupedDispatch<0> {
+  static void run(int, const GroupedArgs*, const float* const*, float* const*, const float*,
+                  const float*, const int[][V::N]) {}
+};
+
+static void grouped_pixels(const GroupedArgs* a, const float* x, float* y, const float* wpack,
+                           const float* bias, int64_t p0, int64_t p1) {
+  int idx[V::N][V::N];
+  grouped_indices(a->cpg, a->kpg, idx);
+  const float* xp[DW_NP];
+  float* yp[DW_NP];
+  int64_t oh = p0 / a->OW, ow = p0 % a->OW;
+  for (int64_t p = p0; p < p1;) {
+    const int np = (int)tc_min(DW_NP, p1 - p);
+    for (int i = 0; i < np; ++i) {
+      xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
+      yp[i] = y + oh * a->yh + ow * a->yw;
+      if (++ow == a->OW) { ow = 0; ++oh; }
+    }
+    GroupedDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, idx);
+    p += np;
+  }
+}
+
+static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, const float* dy,
+                                float* acc, int64_t cv, int64_t r, int64_t s, int accumulate) {
+  typedef V::reg reg;
+  int idx[V::N][V::N];
+  grouped_indices(a->cpg, a->kpg, idx);
+  const int64_t cpg = a->cpg, k0 = cv * V::N, kvalid = a->K - k0;
+  const int64_t cin0 = (k0 / a->kpg) * cpg, cvalid = a->C - cin0;
+  reg A[V::N];
+  V::ireg ix[V::N];
+  for (int j = 0; j < V::N; ++j) {
+    A[j] = j < cpg && accumulate ? V::load(acc + j * V::N) : V::zero();
+    ix[j] = V::iload(idx[j]);
+  }
+  const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw + cin0;
+  for (int64_t n = 0; n < a->nimg; ++n) {
+    for (int64_t oh = 0; oh < a->OH; ++oh) {
+      const float* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
+      const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp + k0;
+      for (int64_t ow = 0; ow < a->OW; ++ow) {
+        const reg d = load_k(dr, kvalid), xv = load_k(xr, cvalid);
+        if (cpg == 4) {
+          TC_UNROLL for (int j = 0; j < 4; ++j) A[j] = V::fma(V::permute(xv, ix[j]), d, A[j]);
+        } else {
+          for (int64_t j = 0; j < cpg; ++j) A[j] = V::fma(V::permute(xv, ix[j]), d, A[j]);
+        }
+        xr += a->sw * a->xw;
+        dr += a->dyp;
+      }
+    }
+  }
+  for (int64_t j = 0; j < cpg; ++j) V::store(acc + j * V::N, A[j]);
+}
+#define TC_GROUPED &grouped_pixels, &grouped_grad_weight
+#else
+#define TC_GROUPED 0, 0
+#endif
+
+// ------------------------------------------------------------------------------------------
+// Register-only FMA throughput loop (16 independent chains).
+
+static double fma_loop(int64_t iters, float* sink) {
+  typedef V::reg reg;
+  reg A[16];
+  TC_UNROLL for (int i = 0; i < 16; ++i) A[i] = V::set1(1.0f + 0.001f * i);
+  const reg m = V::set1(0.9999999f), c = V::set1(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+    TC_UNROLL for (int i = 0; i < 16; ++i) A[i] = V::fma(A[i], m, c);
+#if defined(__GNUC__)
+    TC_UNROLL for (int i = 0; i < 16; ++i) __asm__ volatile("" : "+x"(A[i]));
+#endif
+  }
+  float buf[V::N];
+  reg s = A[0];
+  TC_UNROLL for (int i = 1; i < 16; ++i) s = V::fma(A[i], m, s);
+  V::store(buf, s);
+  *sink = buf[0];
+  return (double)iters * 16.0 * V::N * 2.0;
+}
+
+static const KernelTable kTable = {
+    TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
+    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
+    &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
+    &depthwise_grad_weight, TC_GROUPED, &fma_loop,
+};

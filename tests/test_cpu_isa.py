@@ -1,0 +1,259 @@
+"""Vectorised CPU fast paths: every ISA available on this machine against a float64 reference.
+
+Each test selects an ISA through torchconv._C.set_cpu_isa and restores the previous one (and the
+thread count) afterwards. "generic" (fast paths off) runs only the cheap tests.
+"""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchconv
+from torchconv import _C
+
+ops = torch.ops.torchconv
+
+FAST_ISAS = [i for i in _C.available_cpu_isas() if i != "generic"]
+
+
+@pytest.fixture(params=FAST_ISAS)
+def isa(request):
+    old_isa, old_threads = _C.cpu_isa(), torch.get_num_threads()
+    _C.set_cpu_isa(request.param)
+    yield request.param
+    _C.set_cpu_isa(old_isa)
+    torch.set_num_threads(old_threads)
+
+
+def pair(v):
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def run_ops(x, w, b, gy, stride, padding, dilation, groups):
+    """torchconv forward, grad_input, grad_weight."""
+    st, dl = pair(stride), pair(dilation)
+    if isinstance(padding, str):
+        y = ops.conv2d.padding(x, w, b, st, padding, dl, groups)
+        # leading padding of 'same': total = dil*(k-1), the smaller half in front
+        pd = [dl[i] * (w.shape[2 + i] - 1) // 2 for i in range(2)]
+    else:
+        pd = pair(padding)
+        y = ops.conv2d(x, w, b, st, pd, dl, groups)
+    gi = ops.conv2d_grad_input(gy, w, list(x.shape), st, pd, dl, groups)
+    gw = ops.conv2d_grad_weight(gy, x, list(w.shape), st, pd, dl, groups)
+    return y, gi, gw
+
+
+def reference(x, w, b, gy, stride, padding, dilation, groups, dtype):
+    """F.conv2d (and its autograd) in `dtype`."""
+    xr = x.detach().to(dtype).requires_grad_()
+    wr = w.detach().to(dtype).requires_grad_()
+    br = None if b is None else b.detach().to(dtype)
+    y = F.conv2d(xr, wr, br, stride, padding, dilation, groups)
+    gi, gw = torch.autograd.grad(y, (xr, wr), gy.to(dtype))
+    return y.detach(), gi, gw
+
+
+def check_case(N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, layout="nchw",
+               bias=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=gen)
+    w = torch.randn(K, C // groups, R, S, generator=gen)
+    b = torch.randn(K, generator=gen) if bias else None
+    with torch.no_grad():
+        y64 = F.conv2d(x.double(), w.double(), None if b is None else b.double(), stride,
+                       padding, dilation, groups)
+    gy = torch.randn(y64.shape, generator=gen)
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+        gy = gy.contiguous(memory_format=torch.channels_last)
+    ours = run_ops(x, w, b, gy, stride, padding, dilation, groups)
+    ref64 = reference(x, w, b, gy, stride, padding, dilation, groups, torch.float64)
+    nat32 = reference(x, w, b, gy, stride, padding, dilation, groups, torch.float32)
+    for name, o, r, n in zip(("forward", "grad_input", "grad_weight"), ours, ref64, nat32):
+        assert o.dtype == torch.float32 and o.shape == r.shape, name
+        scale = r.abs().max().item() + 1e-30
+        err = (o.double() - r).abs().max().item() / scale
+        err_native = (n.double() - r).abs().max().item() / scale
+        # accuracy no worse than native (with slack for a different but equally exact order)
+        assert err <= max(4 * err_native, 2e-6), (name, err, err_native)
+    return ours
+
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+CASES = [
+    (2, 5, 9, 11, 7, 3, 3, 1, 1, 1, 1),       # tails everywhere
+    (2, 16, 10, 10, 32, 3, 3, 1, 1, 1, 1),    # exact vector multiples
+    (1, 33, 7, 7, 50, 3, 3, 1, 1, 1, 1),      # odd tails (K=50, C=33)
+    (2, 8, 10, 12, 8, 3, 3, 2, 1, 1, 1),      # stride 2
+    (1, 6, 13, 12, 10, 5, 3, 2, (2, 1), (2, 1), 2),  # asym everything, groups
+    (2, 4, 9, 9, 6, 1, 1, 1, 0, 1, 2),        # grouped 1x1
+    (1, 24, 15, 15, 40, 1, 1, 2, 0, 1, 1),    # strided 1x1
+    (1, 3, 23, 21, 20, 7, 7, 2, 3, 1, 1),     # stem-like
+    (1, 17, 8, 8, 35, 2, 2, 3, 2, 1, 1),      # stride > kernel (zero phases in grad_input)
+    (1, 20, 9, 9, 20, 4, 2, 1, 0, 1, 1),      # even kernel, no padding
+    (1, 12, 11, 10, 12, 3, 3, 1, 1, 1, 12),   # depthwise
+    (2, 20, 11, 13, 20, 3, 3, 2, 1, 1, 20),   # depthwise stride 2, channel tail
+    (1, 40, 9, 9, 40, 5, 5, 1, 4, 2, 40),     # depthwise dilated 5x5
+    (1, 10, 9, 9, 20, 3, 3, 2, 1, 1, 10),     # channel multiplier 2
+    (2, 128, 8, 8, 128, 3, 3, 1, 1, 1, 32),   # ResNeXt-like (4 per group)
+    (1, 20, 8, 8, 40, 3, 3, 1, 1, 1, 5),      # 4 in / 8 out per group
+    (1, 16, 8, 8, 32, 3, 3, 1, 1, 1, 2),      # 8 in / 16 out per group
+    (1, 16, 7, 9, 16, 3, 3, 1, 1, 1, 8),      # 2 per group
+    (1, 8, 12, 12, 16, 3, 3, 1, 2, 2, 1),     # dilation 2
+    (1, 8, 6, 6, 8, 3, 3, 1, 3, 1, 1),        # padding larger than the kernel
+    (1, 8, 20, 20, 8, 3, 3, 3, 0, 3, 1),      # stride 3, dilation 3
+    (1, 40, 9, 9, 3, 3, 3, 1, 1, 1, 1),       # few outputs, long reduction
+    (2, 64, 8, 8, 4, 3, 3, 2, 1, 1, 2),       # few outputs per group
+    (2, 20, 9, 9, 64, 3, 3, 1, 1, 1, 1),      # wide tiles (64 output channels)
+    (1, 16, 7, 7, 128, 3, 3, 2, 1, 1, 2),     # wide tiles, grouped, strided
+    (1, 64, 8, 8, 24, 3, 3, 2, 1, 1, 1),      # wide grad_input tile (64 input channels)
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_matches_float64_reference(isa, case, layout):
+    N, C, H, W, K, R, S, st, pd, dl, G = case
+    check_case(N, C, H, W, K, R, S, st, pd, dl, G, layout=layout, bias=(N + C + K) % 2 == 0)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("kernel", [(2, 2), (4, 3), (2, 5), (3, 3)])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_same_padding(isa, kernel, dilation, layout):
+    check_case(2, 6, 9, 10, 9, kernel[0], kernel[1], 1, "same", dilation, 1, layout=layout)
+    check_case(1, 6, 9, 10, 6, kernel[0], kernel[1], 1, "same", dilation, 6, layout=layout)
+
+
+def test_autograd_end_to_end(isa):
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 10, 10, requires_grad=True)
+    w = torch.randn(16, 12, 3, 3, requires_grad=True)
+    b = torch.randn(16, requires_grad=True)
+    y = torchconv.functional.conv2d(x, w, b, stride=2, padding=1)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), g)
+    xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
+    yr = F.conv2d(xr, wr, br, stride=2, padding=1)
+    refs = torch.autograd.grad(yr, (xr, wr, br), g.double())
+    torch.testing.assert_close(y.double(), yr, rtol=1e-4, atol=1e-4)
+    for a, r in zip(grads, refs):
+        torch.testing.assert_close(a.double(), r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_threads_bitwise_identical(isa, layout):
+    cases = [(2, 20, 13, 11, 36, 3, 3, 1, 1, 1, 1), (2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16),
+             (2, 32, 10, 10, 32, 3, 3, 1, 1, 1, 8), (3, 40, 9, 9, 24, 1, 1, 2, 0, 1, 1)]
+    for (N, C, H, W, K, R, S, st, pd, dl, G) in cases:
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(N, C, H, W, generator=gen)
+        w = torch.randn(K, C // G, R, S, generator=gen)
+        b = torch.randn(K, generator=gen)
+        gy = torch.randn(F.conv2d(x, w, b, st, pd, dl, G).shape, generator=gen)
+        if layout == "cl":
+            x, w, gy = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, gy))
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(run_ops(x, w, b, gy, st, pd, dl, G))
+        for a, c in zip(*results):
+            assert torch.equal(a, c)
+
+
+def test_fuzz_random_shapes(isa):
+    rng = random.Random(1234)
+    for i in range(25):
+        G = rng.choice([1, 1, 1, 2, 3])
+        cpg, kpg = rng.randint(1, 9), rng.randint(1, 9)
+        if rng.random() < 0.2:  # depthwise
+            cpg, kpg, G = 1, 1, rng.randint(1, 40)
+        R, S = rng.randint(1, 5), rng.randint(1, 5)
+        st, dl = (rng.randint(1, 3), rng.randint(1, 3)), (rng.randint(1, 2), rng.randint(1, 2))
+        pd = (rng.randint(0, 3), rng.randint(0, 3))
+        H = rng.randint(max(1, dl[0] * (R - 1) + 1 - 2 * pd[0]), 14)
+        W = rng.randint(max(1, dl[1] * (S - 1) + 1 - 2 * pd[1]), 14)
+        layout = rng.choice(["nchw", "cl"])
+        check_case(rng.randint(1, 3), G * cpg, H, W, G * kpg, R, S, st, pd, dl, G,
+                   layout=layout, bias=rng.random() < 0.5, seed=i)
+
+
+def test_non_contiguous_operands(isa):
+    torch.manual_seed(0)
+    xb = torch.randn(2, 12, 14, 18)
+    x = xb[:, ::2, 1:12, ::2]  # odd strides everywhere
+    w = torch.randn(1, 6, 3, 3).expand(8, 6, 3, 3)  # zero stride
+    y = ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+    ref = F.conv2d(x.double(), w.double(), None, 1, 1)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-4)
+    gy = torch.randn(y.shape + (2,))[..., 0]  # non-contiguous grad
+    gi = ops.conv2d_grad_input(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1)
+    gw = ops.conv2d_grad_weight(gy, x, list(w.shape), [1, 1], [1, 1], [1, 1], 1)
+    _, gi_ref, gw_ref = reference(x, w.contiguous(), None, gy, 1, 1, 1, 1, torch.float64)
+    torch.testing.assert_close(gi.double(), gi_ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gw.double(), gw_ref, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("groups", [1, 8])
+def test_nan_inf_propagate(isa, layout, groups):
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 9, 9)
+    x[0, 1, 4, 4] = float("nan")
+    x[0, 2, 0, 7] = float("inf")
+    x[0, 5, 8, 0] = float("-inf")
+    w = torch.randn(8, 8 // groups, 3, 3)
+    if layout == "cl":
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+    y = ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], groups)
+    ref = F.conv2d(x, w, None, 1, 1, 1, groups)
+    assert torch.equal(torch.isnan(y), torch.isnan(ref))
+    assert torch.equal(torch.isinf(y), torch.isinf(ref))
+    gy = torch.ones_like(y)
+    gw = ops.conv2d_grad_weight(gy, x, list(w.shape), [1, 1], [1, 1], [1, 1], groups)
+    gw_ref = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False,
+                                                 [0, 0], groups, [False, True, False])[1]
+    assert torch.equal(torch.isnan(gw), torch.isnan(gw_ref))
+    gy2 = gy.clone()
+    gy2[0, 3, 2, 2] = float("nan")
+    gi = ops.conv2d_grad_input(gy2, w, list(x.shape), [1, 1], [1, 1], [1, 1], groups)
+    gi_ref = torch.ops.aten.convolution_backward(gy2, x, w, None, [1, 1], [1, 1], [1, 1], False,
+                                                 [0, 0], groups, [True, False, False])[0]
+    assert torch.equal(torch.isnan(gi), torch.isnan(gi_ref))
+
+
+def test_other_dtypes_use_generic_path(isa):
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1),
+                               F.conv2d(x, w, None, 1, 1))
+    xb, wb = x.bfloat16(), w.bfloat16()
+    y = ops.conv2d(xb, wb, None, [1, 1], [1, 1], [1, 1], 1)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), F.conv2d(xb.float(), wb.float(), None, 1, 1),
+                               rtol=2e-2, atol=5e-2)
+
+
+def test_isa_control():
+    old = _C.cpu_isa()
+    try:
+        assert old in _C.available_cpu_isas()
+        for name in _C.available_cpu_isas():
+            _C.set_cpu_isa(name)
+            assert _C.cpu_isa() == name
+        with pytest.raises(ValueError):
+            _C.set_cpu_isa("sse9")
+        x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
+        _C.set_cpu_isa("generic")
+        y = ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+        torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1), rtol=1e-5, atol=1e-5)
+    finally:
+        _C.set_cpu_isa(old)
+
+
+def test_fma_peak_positive():
+    assert _C.fma_peak_gflops(0.01) > 0

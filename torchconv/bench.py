@@ -1,0 +1,238 @@
+"""Benchmark torchconv against native F.conv2d.
+
+    python -m torchconv.bench                      # full suite, both layouts, forward
+    python -m torchconv.bench --quick --pass all   # smaller batch subset, every pass
+    python -m torchconv.bench --shape 8,64,56,56,64,3,3,1,1,1,1 --layout cl --pass fwdbwd
+
+Shape fields: N,C,H,W,K,R,S,stride,pad,dilation,groups. Runs of torchconv and of the native op
+are interleaved and the median of the repeats is reported (shared machines are noisy), with
+GFLOP/s, the speedup per layer (native time / torchconv time) and geometric means. On CPU the
+machine's float32 FMA peak (register-only loop on all threads) is printed first.
+"""
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import torchconv  # noqa: F401
+from torchconv import _C
+
+ops = torch.ops.torchconv
+
+# name, N, C, H=W, K, R=S, stride, pad, dilation, groups
+SUITE = [
+    ("R50 stem", 8, 3, 224, 64, 7, 2, 3, 1, 1),
+    ("R50 1x1 reduce", 8, 256, 56, 64, 1, 1, 0, 1, 1),
+    ("R50 3x3", 8, 64, 56, 64, 3, 1, 1, 1, 1),
+    ("R50 1x1 expand", 8, 64, 56, 256, 1, 1, 0, 1, 1),
+    ("R50 3x3 s2", 8, 128, 56, 128, 3, 2, 1, 1, 1),
+    ("R50 downsample", 8, 256, 56, 512, 1, 2, 0, 1, 1),
+    ("R50 L2 3x3", 8, 128, 28, 128, 3, 1, 1, 1, 1),
+    ("R50 L3 3x3", 8, 256, 14, 256, 3, 1, 1, 1, 1),
+    ("R50 L3 1x1", 8, 256, 14, 1024, 1, 1, 0, 1, 1),
+    ("R50 L4 3x3", 8, 512, 7, 512, 3, 1, 1, 1, 1),
+    ("R50 L4 1x1", 8, 2048, 7, 512, 1, 1, 0, 1, 1),
+    ("VGG conv1_2", 2, 64, 224, 64, 3, 1, 1, 1, 1),
+    ("VGG conv3_2", 2, 256, 56, 256, 3, 1, 1, 1, 1),
+    ("N=1 latency", 1, 256, 14, 256, 3, 1, 1, 1, 1),
+    ("MBv2 pw", 8, 24, 56, 144, 1, 1, 0, 1, 1),
+    ("MBv2 dw", 8, 144, 56, 144, 3, 1, 1, 1, 144),
+    ("MBv2 dw s2", 8, 96, 112, 96, 3, 2, 1, 1, 96),
+    ("MBv2 dw 7x7", 8, 960, 7, 960, 3, 1, 1, 1, 960),
+    ("MBv2 project", 8, 576, 7, 160, 1, 1, 0, 1, 1),
+    ("ResNeXt g32", 8, 128, 56, 128, 3, 1, 1, 1, 32),
+    ("DeepLab dilated", 4, 256, 28, 256, 3, 1, 2, 2, 1),
+    ("GoogLeNet 5x5", 8, 192, 28, 32, 5, 1, 2, 1, 1),
+    ("odd tails", 8, 100, 30, 50, 3, 1, 1, 1, 1),
+]
+
+QUICK = ["R50 stem", "R50 1x1 reduce", "R50 3x3", "R50 3x3 s2", "R50 L3 3x3", "R50 L4 3x3",
+         "MBv2 pw", "MBv2 dw", "MBv2 dw s2", "ResNeXt g32", "DeepLab dilated", "odd tails"]
+
+PASSES = ["fwd", "bwd_input", "bwd_weight", "fwdbwd"]
+
+
+def flops(layer, which):
+    _, N, C, H, K, R, s, p, d, G = layer
+    OH = (H + 2 * p - d * (R - 1) - 1) // s + 1
+    f = 2.0 * N * K * OH * OH * (C // G) * R * R
+    return 3 * f if which == "fwdbwd" else f
+
+
+def make_runner(impl, layer, layout, which, dtype, device):
+    _, N, C, H, K, R, s, p, d, G = layer
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(N, C, H, H, generator=gen, dtype=dtype).to(device)
+    w = (torch.randn(K, C // G, R, R, generator=gen, dtype=dtype) / math.sqrt(C // G * R * R)).to(device)
+    b = torch.randn(K, generator=gen, dtype=dtype).to(device)
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+    st, pd, dl = [s, s], [p, p], [d, d]
+    with torch.no_grad():
+        y = F.conv2d(x, w, b, st, pd, dl, G)
+    gy = torch.randn(y.shape, generator=gen, dtype=dtype).to(device)
+    if layout == "cl":
+        gy = gy.contiguous(memory_format=torch.channels_last)
+
+    if which == "fwd":
+        if impl == "torchconv":
+            return lambda: ops.conv2d(x, w, b, st, pd, dl, G)
+        return lambda: F.conv2d(x, w, b, st, pd, dl, G)
+    if which == "bwd_input":
+        if impl == "torchconv":
+            return lambda: ops.conv2d_grad_input(gy, w, list(x.shape), st, pd, dl, G)
+        return lambda: torch.ops.aten.convolution_backward(
+            gy, x, w, None, st, pd, dl, False, [0, 0], G, [True, False, False])
+    if which == "bwd_weight":
+        if impl == "torchconv":
+            return lambda: ops.conv2d_grad_weight(gy, x, list(w.shape), st, pd, dl, G)
+        return lambda: torch.ops.aten.convolution_backward(
+            gy, x, w, None, st, pd, dl, False, [0, 0], G, [False, True, False])
+    # fwdbwd: forward + backward through autograd (grad of input, weight and bias)
+    xr, wr, br = (t.detach().requires_grad_() for t in (x, w, b))
+    fn = torchconv.functional.conv2d if impl == "torchconv" else F.conv2d
+
+    def run():
+        out = fn(xr, wr, br, st, pd, dl, G)
+        torch.autograd.backward(out, gy)
+        xr.grad = wr.grad = br.grad = None
+    return run
+
+
+class Timer:
+    def __init__(self, device):
+        self.device = device
+        if device == "cuda":
+            self.flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+
+    def __call__(self, fn):
+        if self.device == "cuda":
+            self.flush.zero_()  # evict L2
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) * 1e-3
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+
+def bench_pair(layer, layout, which, dtype, device, repeats, min_time):
+    runners = {impl: make_runner(impl, layer, layout, which, dtype, device)
+               for impl in ("torchconv", "native")}
+    timer = Timer(device)
+    for fn in runners.values():  # warm-up (also packs caches, picks cudnn algorithms)
+        fn()
+        fn()
+    times = {impl: [] for impl in runners}
+    t_start = time.perf_counter()
+    rep = 0
+    while rep < repeats or (time.perf_counter() - t_start < min_time and rep < 4 * repeats):
+        order = ("torchconv", "native") if rep % 2 == 0 else ("native", "torchconv")
+        for impl in order:
+            times[impl].append(timer(runners[impl]))
+        rep += 1
+    return {impl: statistics.median(v) for impl, v in times.items()}
+
+
+def geomean(values):
+    values = [v for v in values if v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def parse_shape(text):
+    v = [int(t) for t in text.split(",")]
+    if len(v) != 11:
+        raise argparse.ArgumentTypeError("--shape wants N,C,H,W,K,R,S,stride,pad,dil,groups")
+    N, C, H, W, K, R, S, s, p, d, G = v
+    if H != W or R != S:
+        raise argparse.ArgumentTypeError("--shape: only square inputs / kernels are supported")
+    return ("custom", N, C, H, K, R, s, p, d, G)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=parse_shape, action="append")
+    ap.add_argument("--quick", action="store_true", help="subset of the suite with N <= 2")
+    ap.add_argument("--layout", choices=["nchw", "cl", "both"], default="both")
+    ap.add_argument("--pass", dest="which", choices=PASSES + ["all"], default="fwd")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], default="float32")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement, at least")
+    ap.add_argument("--isa", default=None, help="torchconv CPU ISA (avx512|avx2|scalar|generic)")
+    ap.add_argument("--plot", default=None, help="write a bar chart of speedups (needs matplotlib)")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.isa:
+        _C.set_cpu_isa(args.isa)
+    dtype = getattr(torch, args.dtype)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    layers = args.shape or SUITE
+    if args.quick and not args.shape:
+        layers = [(l[0], min(l[1], 2)) + l[2:] for l in SUITE if l[0] in QUICK]
+    layouts = ["nchw", "cl"] if args.layout == "both" else [args.layout]
+    passes = PASSES if args.which == "all" else [args.which]
+
+    print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
+          f"threads {torch.get_num_threads()}, torchconv ISA {_C.cpu_isa()}")
+    peak = None
+    if args.device == "cpu":
+        peak = _C.fma_peak_gflops(0.5)
+        print(f"FMA peak (register-only loop, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
+    print(f"{'layer':<17} {'layout':<6} {'pass':<10} {'torchconv ms':>12} {'native ms':>10} "
+          f"{'tc GF/s':>8} {'nat GF/s':>8} {'%peak':>6} {'speedup':>8}")
+    results = []
+    for which in passes:
+        for layout in layouts:
+            for layer in layers:
+                t = bench_pair(layer, layout, which, dtype, args.device, args.repeats, args.min_time)
+                f = flops(layer, which)
+                tc, nat = t["torchconv"], t["native"]
+                sp = nat / tc
+                pk = f"{100 * f / tc * 1e-9 / peak:5.0f}%" if peak else ""
+                print(f"{layer[0]:<17} {layout:<6} {which:<10} {tc * 1e3:12.3f} {nat * 1e3:10.3f} "
+                      f"{f / tc * 1e-9:8.1f} {f / nat * 1e-9:8.1f} {pk:>6} {sp:7.2f}x", flush=True)
+                results.append((layer[0], layout, which, sp))
+    print()
+    for which in passes:
+        for layout in layouts:
+            sps = [r[3] for r in results if r[1] == layout and r[2] == which]
+            worst = min((r for r in results if r[1] == layout and r[2] == which), key=lambda r: r[3])
+            print(f"geomean speedup {which:<10} {layout:<5}: {geomean(sps):.3f}x   "
+                  f"(worst {worst[3]:.2f}x {worst[0]})")
+    print(f"geomean speedup overall: {geomean([r[3] for r in results]):.3f}x")
+    if args.plot:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("matplotlib not installed: no plot", file=sys.stderr)
+        else:
+            fig, ax = plt.subplots(figsize=(max(8, len(results) * 0.3), 5))
+            ax.bar(range(len(results)), [r[3] for r in results])
+            ax.set_xticks(range(len(results)))
+            ax.set_xticklabels([f"{r[0]} {r[1]} {r[2]}" for r in results], rotation=90, fontsize=6)
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_ylabel("speedup vs native")
+            fig.tight_layout()
+            fig.savefig(args.plot, dpi=120)
+            print(f"plot written to {args.plot}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
