@@ -405,13 +405,16 @@ def _ddp_worker(rank, world_size, port, result_dir):
         opt_native = torch.optim.SGD(ddp_native.parameters(), lr=0.1)
         opt_conv = torch.optim.SGD(ddp_conv.parameters(), lr=0.1)
         generator = torch.Generator().manual_seed(100 + rank)  # different data on each rank
-        for _ in range(3):
-            x = torch.randn(4, 3, 7, 7, generator=generator)
-            target = torch.randint(0, 3, (4,), generator=generator)
-            for model, opt in ((ddp_native, opt_native), (ddp_conv, opt_conv)):
-                opt.zero_grad()
-                F.cross_entropy(model(x), target).backward()
-                opt.step()
+        # The nn.Conv2d reference runs PyTorch's non-oneDNN convolution: oneDNN's brgemm
+        # kernels (torch 2.14.1) were seen to segfault intermittently under machine load.
+        with torch.backends.mkldnn.flags(enabled=False):
+            for _ in range(3):
+                x = torch.randn(4, 3, 7, 7, generator=generator)
+                target = torch.randint(0, 3, (4,), generator=generator)
+                for model, opt in ((ddp_native, opt_native), (ddp_conv, opt_conv)):
+                    opt.zero_grad()
+                    F.cross_entropy(model(x), target).backward()
+                    opt.step()
         torch.save({"native": native.state_dict(), "converted": converted.state_dict()},
                    os.path.join(result_dir, f"rank{rank}.pt"))
     finally:

@@ -247,11 +247,13 @@ def test_fuzz_against_reference(args):
     x.requires_grad_()
     w.requires_grad_()
     out = conv2d(x, w, b, *params)
-    native = F.conv2d(x.detach(), w.detach(), b, *params)
-    assert_same_layout(out, native)
+    # F.conv2d in float64 (its non-oneDNN path) gives both the values and the layout to match.
+    # float32 F.conv2d is not called on fuzzed shapes: oneDNN's brgemm convolution (torch
+    # 2.14.1) was seen to segfault intermittently here on odd shapes under machine load.
+    reference = reference_conv(x.detach(), w.detach(), b, *params)
+    assert_same_layout(out, reference)
     terms = w[0].numel() + 1
-    assert_close_to_reference(out, reference_conv(x.detach(), w.detach(), b, *params), dtype,
-                              terms)
+    assert_close_to_reference(out, reference, dtype, terms)
     if out.numel():
         grad = make(out.shape, dtype)
         gx, gw = torch.autograd.grad(out, (x, w), grad)
