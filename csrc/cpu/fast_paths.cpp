@@ -52,6 +52,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
 #include <stdexcept>
 #include <vector>
@@ -590,17 +591,24 @@ bool dims_ok(const Geometry& g) {
          g.out_height > 0 && g.out_width > 0 && g.in_height > 0 && g.in_width > 0;
 }
 
+// The kernels to use for an op on these float32 tensors, or null when no fast path applies.
+const KernelTable* eligible(const Geometry& g, std::initializer_list<const at::Tensor*> tensors) {
+  const KernelTable* kt = current();
+  if (!kt || !dims_ok(g)) return nullptr;
+  for (const at::Tensor* t : tensors) {
+    if (!is_float(*t)) return nullptr;
+  }
+  return kt;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 
 bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, at::Tensor& output) {
-  const KernelTable* kt = current();
-  if (!kt || !is_float(input) || !is_float(weight) || !is_float(output) || !dims_ok(g)) {
-    return false;
-  }
-  if (bias.has_value() && !is_float(*bias)) return false;
+  const KernelTable* kt = eligible(g, {&input, &weight, &output});
+  if (!kt || (bias.has_value() && !is_float(*bias))) return false;
   const Spec sp{g.groups, g.in_channels_per_group(), g.out_channels_per_group(),
                 g.kernel_height, g.kernel_width, g.stride_h, g.stride_w,
                 g.dilation_h, g.dilation_w, g.pad_top, g.pad_left};
@@ -638,11 +646,8 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
 
 bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input) {
-  const KernelTable* kt = current();
-  if (!kt || !is_float(grad_output) || !is_float(weight) || !is_float(grad_input) ||
-      !dims_ok(g)) {
-    return false;
-  }
+  const KernelTable* kt = eligible(g, {&grad_output, &weight, &grad_input});
+  if (!kt) return false;
   const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
   const bool depthwise = cpg == 1 && kpg == 1;
   const Act d = act_of(grad_output);
@@ -701,11 +706,8 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
 
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                      at::Tensor& grad_weight) {
-  const KernelTable* kt = current();
-  if (!kt || !is_float(grad_output) || !is_float(input) || !is_float(grad_weight) ||
-      !dims_ok(g)) {
-    return false;
-  }
+  const KernelTable* kt = eligible(g, {&grad_output, &input, &grad_weight});
+  if (!kt) return false;
   const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
   const int64_t R = g.kernel_height, S = g.kernel_width, OH = g.out_height, OW = g.out_width;
   const Spec sp{G, cpg, kpg, R, S, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
