@@ -8,6 +8,7 @@
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
 //   DW_NP                 : pixels per depthwise tile
+//   FMA_CHAINS            : independent chains of the FMA peak loop
 // No includes here (see kernel_api.h for why).
 
 #define TC_UNROLL _Pragma("GCC unroll 32")
@@ -618,25 +619,27 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
 #endif
 
 // ------------------------------------------------------------------------------------------
-// Register-only FMA throughput loop (16 independent chains).
+// Register-only FMA throughput loop: FMA_CHAINS independent chains, enough to cover the FMA
+// latency on every pipe, few enough that the chains and the two constants stay in registers
+// (16 chains + 2 constants spill on AVX2's 16 registers and halve the measured peak).
 
 static double fma_loop(int64_t iters, float* sink) {
   typedef V::reg reg;
-  reg A[16];
-  TC_UNROLL for (int i = 0; i < 16; ++i) A[i] = V::set1(1.0f + 0.001f * i);
+  reg A[FMA_CHAINS];
+  TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) A[i] = V::set1(1.0f + 0.001f * i);
   const reg m = V::set1(0.9999999f), c = V::set1(1e-7f);
   for (int64_t it = 0; it < iters; ++it) {
-    TC_UNROLL for (int i = 0; i < 16; ++i) A[i] = V::fma(A[i], m, c);
+    TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) A[i] = V::fma(A[i], m, c);
 #if defined(__GNUC__)
-    TC_UNROLL for (int i = 0; i < 16; ++i) __asm__ volatile("" : "+x"(A[i]));
+    TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) __asm__ volatile("" : "+x"(A[i]));
 #endif
   }
   float buf[V::N];
   reg s = A[0];
-  TC_UNROLL for (int i = 1; i < 16; ++i) s = V::fma(A[i], m, s);
+  TC_UNROLL for (int i = 1; i < FMA_CHAINS; ++i) s = V::fma(A[i], m, s);
   V::store(buf, s);
   *sink = buf[0];
-  return (double)iters * 16.0 * V::N * 2.0;
+  return (double)iters * FMA_CHAINS * V::N * 2.0;
 }
 
 static const KernelTable kTable = {

@@ -34,6 +34,7 @@ struct V {
 #define GW_NV 4
 #define GW_NC 4
 #define DW_NP 4
+#define FMA_CHAINS 8
 #define TC_HAS_PERMUTE 0
 #define TC_ISA_NAME "scalar"
 #include "kernels_impl.h"
