@@ -121,6 +121,45 @@ def test_matches_float64_reference(isa, case, layout):
     check_case(N, C, H, W, K, R, S, st, pd, dl, G, layout=layout, bias=(N + C + K) % 2 == 0)
 
 
+# Depthwise shapes for the NCHW-plane kernels (rows vectorised, column phases for strides):
+# (N, C, H, W, R, S, stride, padding, dilation)
+PLANE_CASES = [
+    (2, 5, 17, 19, 3, 3, 1, 1, 1),            # row tails, 2 rows per tile
+    (1, 3, 7, 7, 3, 3, 1, 1, 1),              # narrower than a vector
+    (2, 4, 23, 9, 3, 3, 2, 1, 1),             # stride 2: two column phases, strided grad_input
+    (1, 3, 20, 26, 5, 5, 3, 2, 2),            # stride 3, dilation 2
+    (1, 2, 9, 17, 4, 2, (2, 1), (1, 3), 1),   # asymmetric everything, padding > kernel
+    (1, 2, 12, 40, 3, 7, 1, 0, (1, 3)),       # no padding, wide dilated rows
+]
+
+
+@pytest.mark.parametrize("case", PLANE_CASES, ids=[str(c) for c in PLANE_CASES])
+def test_depthwise_nchw_planes(isa, case):
+    N, C, H, W, R, S, st, pd, dl = case
+    check_case(N, C, H, W, C, R, S, st, pd, dl, C, layout="nchw", bias=True)
+    check_case(N, C, H, W, C, R, S, st, pd, dl, C, layout="nchw", bias=False, seed=1)
+
+
+@pytest.mark.parametrize("mix", ["x_cl", "w_cl", "row_padded"])
+def test_depthwise_mixed_layouts(isa, mix):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 11, 13, generator=gen)
+    w = torch.randn(6, 1, 3, 3, generator=gen)
+    if mix == "x_cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif mix == "w_cl":
+        w = w.contiguous(memory_format=torch.channels_last)
+    else:  # rows contiguous, row stride larger than the width
+        x = torch.randn(2, 6, 11, 16, generator=gen)[..., 1:14]
+    gy = torch.randn(2, 6, 6, 7, generator=gen)
+    ours = run_ops(x, w, None, gy, 2, 1, 1, 6)
+    refs = reference(x, w, None, gy, 2, 1, 1, 6, torch.float64)
+    for o, r in zip(ours, refs):
+        torch.testing.assert_close(o.double(), r, rtol=1e-5, atol=1e-5)
+    expected = F.conv2d(x, w, None, 2, 1, 1, 6)
+    assert ours[0].stride() == expected.stride()
+
+
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("kernel", [(2, 2), (4, 3), (2, 5), (3, 3)])
 @pytest.mark.parametrize("dilation", [1, 2])

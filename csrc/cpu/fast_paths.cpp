@@ -116,22 +116,38 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // counter): a thread that is descheduled on a busy machine does not hold up the others.
 // Every task computes a fixed set of outputs in a fixed order whichever thread runs it, so the
 // results do not depend on the number of threads or on the schedule.
+// How many workers dynamic_for uses for n tasks (1 inside an enclosing parallel region).
+int64_t worker_count(int64_t n, int64_t min_tasks_per_thread) {
+  if (n <= 0 || at::in_parallel_region()) return 1;
+  return std::min<int64_t>(at::get_num_threads(),
+                           std::max<int64_t>(1, n / std::max<int64_t>(1, min_tasks_per_thread)));
+}
+
+// Runs f(t, worker) for every task t in [0, n) on `workers` threads (worker in [0, workers):
+// an index for per-worker scratch), handing tasks out dynamically (an atomic counter): a
+// thread that is descheduled on a busy machine does not hold up the others. Every task
+// computes a fixed set of outputs in a fixed order whichever thread runs it, so the results
+// do not depend on the number of threads or on the schedule.
 template <typename F>
-void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
+void dynamic_for_workers(int64_t n, int64_t workers, const F& f) {
   if (n <= 0) return;
-  const int64_t nt = std::min<int64_t>(at::get_num_threads(),
-                                       std::max<int64_t>(1, n / std::max<int64_t>(1, min_tasks_per_thread)));
-  if (nt <= 1 || at::in_parallel_region()) {
-    for (int64_t t = 0; t < n; ++t) f(t);
+  if (workers <= 1) {
+    for (int64_t t = 0; t < n; ++t) f(t, int64_t(0));
     return;
   }
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+  at::parallel_for(0, workers, 1, [&](int64_t worker, int64_t) {
     for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n;
          t = next.fetch_add(1, std::memory_order_relaxed)) {
-      f(t);
+      f(t, worker);
     }
   });
+}
+
+template <typename F>
+void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
+  dynamic_for_workers(n, worker_count(n, min_tasks_per_thread),
+                      [&](int64_t t, int64_t) { f(t); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,7 +519,11 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
         const Spec& sp = j.sp;
         const int64_t u = t - first[ji], nPC = pl.nPC, nKB = pl.nKB;
         int64_t pc, kb, g, n;
-        if (pl.panel_outer) {
+        static const int exp_order = getenv("TC_ORDER") ? atoi(getenv("TC_ORDER")) : 0;
+        if (exp_order == 1 && !pl.panel_outer) {
+          kb = u % nKB, pc = (u / nKB) % nPC, g = (u / nPC / nKB) % sp.G;
+          n = u / (nPC * nKB * sp.G);
+        } else if (pl.panel_outer) {
           pc = u % nPC, n = (u / nPC) % nb, kb = (u / nPC / nb) % nKB, g = u / (nPC * nb * nKB);
         } else {
           pc = u % nPC, kb = (u / nPC) % nKB, g = (u / nPC / nKB) % sp.G;
@@ -524,8 +544,83 @@ void run_direct(const KernelTable* kt, const Act& x, const Spec& sp, const float
   run_direct_jobs(kt, x, {DirectJob{sp, wpack, bpack, y}});
 }
 
-void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
-                   const float* bpack, const Out& y) {
+// ---- Depthwise on NCHW planes (isa::PlaneArgs): one input plane at a time is staged
+// zero-padded and split into stride_w column phases in per-worker scratch (L1/L2-sized), so
+// NCHW operands are never transposed.
+
+constexpr int64_t kPlaneBudget = int64_t(1) << 20;  // floats per staged plane
+
+struct PlaneGeom {
+  int64_t Hp, Wq, floats;  // padded rows, columns per phase, floats per staged plane + slack
+};
+PlaneGeom plane_geom(const Spec& sp, int64_t OH, int64_t OW, int64_t VL) {
+  const int64_t Hp = (OH - 1) * sp.sh + (sp.R - 1) * sp.dh + 1;
+  const int64_t Wq = ceil_div(OW, VL) * VL + (sp.S - 1) * sp.dw / sp.sw + 1;
+  return {Hp, Wq, Hp * sp.sw * Wq + 16};  // slack: the staging kernel's last vector store
+}
+
+// Staged offset of tap (r, s): row r*dh, column phase (s*dw) % sw, column (s*dw) / sw.
+std::vector<int64_t> plane_tap_offsets(const Spec& sp, const PlaneGeom& pg) {
+  std::vector<int64_t> off;
+  for (int64_t r = 0; r < sp.R; ++r) {
+    for (int64_t s = 0; s < sp.S; ++s) {
+      const int64_t cw = s * sp.dw;
+      off.push_back(r * sp.dh * sp.sw * pg.Wq + (cw % sp.sw) * pg.Wq + cw / sp.sw);
+    }
+  }
+  return off;
+}
+
+// The plane kernels fit: rows of input and output are contiguous / not channels_last, the
+// vectors along a row are at least half used, and a staged plane stays small.
+bool use_plane(const KernelTable* kt, const Act& x, int64_t y_sc, int64_t y_C, const Spec& sp,
+               int64_t OH, int64_t OW) {
+  const int64_t VL = kt->vec_lanes;
+  return x.sw == 1 && (x.sc != 1 || x.C == 1) && (y_sc != 1 || y_C == 1) &&
+         ceil_div(OW, VL) * VL <= 2 * OW && plane_geom(sp, OH, OW, VL).floats <= kPlaneBudget;
+}
+
+void run_depthwise_planes(const KernelTable* kt, const Act& x, const Spec& sp,
+                          const at::Tensor& wk, const std::optional<at::Tensor>& bias,
+                          const Out& y) {
+  const at::Tensor w = wk.contiguous();
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const float* wp = w.const_data_ptr<float>();
+  const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  const PlaneGeom pg = plane_geom(sp, y.H, y.W, kt->vec_lanes);
+  const std::vector<int64_t> taps = plane_tap_offsets(sp, pg);
+  const isa::PlaneArgs a{sp.R, sp.S, y.H, y.W, sp.sh, sp.sw, sp.dh, sp.dw,
+                         sp.sw * pg.Wq, y.sh, y.sw, taps.data()};
+  // small planes: several per task (about 2K outputs), so per-task overhead stays small
+  const int64_t planes = x.N * x.C;
+  const int64_t per_task = std::clamp<int64_t>(2048 / (y.H * y.W), 1, 64);
+  const int64_t ntasks = ceil_div(planes, per_task), workers = worker_count(ntasks, 1);
+  at::Tensor scratch = at::empty({workers * pg.floats}, at::TensorOptions().dtype(at::kFloat));
+  float* sc = scratch.data_ptr<float>();
+  dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
+    float* staged = sc + worker * pg.floats;
+    for (int64_t i = t * per_task; i < std::min(planes, (t + 1) * per_task); ++i) {
+      const int64_t n = i / x.C, c = i % x.C;
+      kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
+                      pg.Wq, staged);
+      kt->depthwise_plane(&a, staged, y.p + n * y.sn + c * y.sc, wp + c * sp.R * sp.S,
+                          bp ? bp[c] : 0.f);
+    }
+  });
+}
+
+// Depthwise convolution with per-channel taps wk (C, R, S) and an optional bias (C).
+void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const at::Tensor& wk,
+                   const std::optional<at::Tensor>& bias, const Out& y) {
+  if (use_plane(kt, x, y.sc, y.C, sp, y.H, y.W)) {
+    run_depthwise_planes(kt, x, sp, wk, bias, y);
+    return;
+  }
+  const at::Tensor wpacked = pack_depthwise(wk, kt->vec_lanes);
+  at::Tensor bpacked;
+  if (bias.has_value()) bpacked = pack_bias(*bias, 1, x.C, kt->vec_lanes);
+  const float* wpack = wpacked.const_data_ptr<float>();
+  const float* bpack = bpacked.defined() ? bpacked.const_data_ptr<float>() : nullptr;
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
   const int64_t PC = 32, nPC = ceil_div(P, PC);
   Stager st(x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
@@ -616,11 +711,7 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
   const Out y = out_of(output);
   const at::Tensor w = weight.reshape({sp.G, sp.kpg, sp.cpg, sp.R, sp.S});
   if (sp.cpg == 1 && sp.kpg == 1) {
-    const at::Tensor wp = pack_depthwise(w.reshape({g.out_channels, sp.R, sp.S}), kt->vec_lanes);
-    at::Tensor bp;
-    if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
-    run_depthwise(kt, x, sp, wp.const_data_ptr<float>(),
-                  bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+    run_depthwise(kt, x, sp, w.reshape({g.out_channels, sp.R, sp.S}), bias, y);
     return true;
   }
   if (use_grouped(kt, sp.G, sp.cpg, sp.kpg)) {
@@ -687,8 +778,7 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
         return wt.index_select(3, ir).index_select(4, is);
       };
       if (depthwise) {
-        const at::Tensor wp = pack_depthwise(wc().reshape({g.in_channels, J, JS}), kt->vec_lanes);
-        run_depthwise(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+        run_depthwise(kt, d, ps, wc().reshape({g.in_channels, J, JS}), std::nullopt, oo);
       } else if (use_grouped(kt, G, kpg, cpg)) {
         const at::Tensor wp =
             pack_grouped(wc().reshape({g.in_channels, kpg, J, JS}), kt->vec_lanes);
@@ -717,6 +807,34 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
   const int64_t ws0 = grad_weight.stride(0), ws1 = grad_weight.stride(1),
                 ws2 = grad_weight.stride(2), ws3 = grad_weight.stride(3);
   const int64_t dy_floats = OH * OW * g.out_channels;
+
+  if (cpg == 1 && kpg == 1 && d.sw == 1 && use_plane(kt, x, d.sc, d.C, sp, OH, OW)) {
+    // NCHW planes: one task per channel sums its images in order, lanes summed at the end
+    const int64_t VL = kt->vec_lanes, C = g.in_channels, RS = R * S;
+    const PlaneGeom pg = plane_geom(sp, OH, OW, VL);
+    const std::vector<int64_t> taps = plane_tap_offsets(sp, pg);
+    const isa::PlaneArgs a{R, S, OH, OW, sp.sh, sp.sw, sp.dh, sp.dw, sp.sw * pg.Wq, d.sh,
+                           1, taps.data()};
+    const int64_t workers = worker_count(C, 1);
+    at::Tensor scratch = at::empty({workers * (pg.floats + RS * VL)},
+                                   at::TensorOptions().dtype(at::kFloat));
+    float* sc = scratch.data_ptr<float>();
+    dynamic_for_workers(C, workers, [&](int64_t c, int64_t worker) {
+      float* staged = sc + worker * (pg.floats + RS * VL);
+      float* acc = staged + pg.floats;
+      for (int64_t n = 0; n < x.N; ++n) {
+        kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
+                      pg.Wq, staged);
+        kt->depthwise_plane_grad_weight(&a, staged, d.p + n * d.sn + c * d.sc, acc, n > 0);
+      }
+      for (int64_t t = 0; t < RS; ++t) {
+        float sum = 0.f;
+        for (int64_t l = 0; l < VL; ++l) sum += acc[t * VL + l];
+        gw[c * ws0 + (t / S) * ws2 + (t % S) * ws3] = sum;
+      }
+    });
+    return true;
+  }
 
   if (cpg == 1 && kpg == 1) {
     const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL);

@@ -72,6 +72,32 @@ typedef void (*GradWeightFn)(const GradWeightArgs* a, const float* x, const floa
                              float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                              int accumulate);
 
+// Depthwise on one NCHW plane, vectorised along output rows (no channel transposes). The
+// input plane is staged zero-padded and split into sw column phases: padded position
+// (row i, column j) lives at x[i*xh + (j % sw)*Wq + j / sw], so every tap of a vector of
+// consecutive output columns is one contiguous load. Each phase row holds Wq >=
+// ceil(OW / VL)*VL + ((S-1)*dw)/sw columns (zeros past the input): full-vector loads stay
+// inside the staged plane.
+struct PlaneArgs {
+  int64_t R, S, OH, OW, sh, sw, dh, dw;
+  int64_t xh;       // staged plane: row stride (all sw phase rows of one padded row)
+  int64_t yh, yw;   // output strides (row, column); grad_weight: grad_output, yw must be 1
+  const int64_t* tap_offset;  // R*S staged offsets of the taps (r, s), filled by the caller
+};
+// w: R*S taps of the channel. Per output: bias, then taps in order.
+typedef void (*DepthwisePlaneFn)(const PlaneArgs* a, const float* x, float* y, const float* w,
+                                 float bias);
+// Stages one input plane (rows of W floats, row stride src_row) for the plane kernels: padded
+// row i / column j = input row i - pt / column j - pl (zeros outside the input), Hp rows of sw
+// phases of Wq columns. dst needs VL - 1 floats of slack past Hp*sw*Wq.
+typedef void (*StagePlaneFn)(const float* src, int64_t src_row, int64_t H, int64_t W,
+                             int64_t pt, int64_t pl, int64_t Hp, int64_t sw, int64_t Wq,
+                             float* dst);
+// acc[R*S][VL] (+)= lane-wise sums of grad_output * input over the plane (the caller sums the
+// lanes at the end).
+typedef void (*DepthwisePlaneGradWeightFn)(const PlaneArgs* a, const float* x, const float* dy,
+                                           float* acc, int accumulate);
+
 // Depthwise grad_weight for one channel vector: acc[R*S][VL] (+)= sum over images and pixels.
 struct DepthwiseGradWeightArgs {
   int64_t R, S, OH, OW, sh, sw, dh, dw;
@@ -124,6 +150,9 @@ struct KernelTable {
   int gw_wide_channel_block;
   GradWeightFn grad_weight_wide;
   DepthwiseGradWeightFn depthwise_grad_weight;
+  StagePlaneFn stage_plane;
+  DepthwisePlaneFn depthwise_plane;
+  DepthwisePlaneGradWeightFn depthwise_plane_grad_weight;
   GroupedFn grouped;                      // null where VL == 1
   GroupedGradWeightFn grouped_grad_weight;
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the

@@ -47,6 +47,7 @@ struct V {
 #define GW_NC 6
 #define DW_NP 6
 #define FMA_CHAINS 10
+#define PLANE_NS 8
 #define TC_HAS_PERMUTE 1
 #define TC_ISA_NAME "avx2"
 #include "kernels_impl.h"

@@ -47,6 +47,7 @@ struct V {
 #define GW_NC 12
 #define DW_NP 8
 #define FMA_CHAINS 16
+#define PLANE_NS 8
 #define TC_HAS_PERMUTE 1
 #define TC_ISA_NAME "avx512"
 #include "kernels_impl.h"

@@ -8,12 +8,14 @@
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
 //   DW_NP                 : pixels per depthwise tile
+//   PLANE_NS              : row vectors per tile of the NCHW-plane depthwise kernels
 //   FMA_CHAINS            : independent chains of the FMA peak loop
 // No includes here (see kernel_api.h for why).
 
 #define TC_UNROLL _Pragma("GCC unroll 32")
 
 static inline int64_t tc_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t tc_abs(int64_t a) { return a < 0 ? -a : a; }
 
 // Loads lanes [0, n) of a vector (n may be >= N: full load; <= 0: zeros).
 static inline V::reg load_k(const float* p, int64_t n) {
@@ -496,6 +498,163 @@ static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const float*
 
 
 // ------------------------------------------------------------------------------------------
+// Depthwise on NCHW planes (see PlaneArgs): slots of one vector of consecutive output columns
+// of one row, PLANE_NS slots per register tile (rows wrap, so narrow planes still fill it).
+
+// Rows are short: library memset / memcpy calls (which GCC would substitute for these loops)
+// cost more than the copies themselves.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void stage_plane(const float* src, int64_t src_row, int64_t H, int64_t W, int64_t pt,
+                        int64_t pl, int64_t Hp, int64_t sw, int64_t Wq, float* dst) {
+  // Full-vector stores may run up to VL-1 floats past a row: into the next row (written after
+  // this one) or the slack.
+  const int64_t rowlen = sw * Wq;
+  const int64_t lo = pl < 0 ? 0 : (pl > Wq ? Wq : pl);
+  const int64_t hi = tc_min(Wq, pl + W) < lo ? lo : tc_min(Wq, pl + W);
+  for (int64_t i = 0; i < Hp; ++i) {
+    float* d = dst + i * rowlen;
+    const int64_t ih = i - pt;
+    if (ih < 0 || ih >= H || sw > 1) {
+      for (int64_t j = 0; j < rowlen; j += V::N) V::store(d + j, V::zero());
+    }
+    if (ih < 0 || ih >= H) continue;
+    const float* srow = src + ih * src_row;
+    if (sw == 1) {
+      for (int64_t j = 0; j < lo; j += V::N) V::store(d + j, V::zero());
+      int64_t j = lo;
+      for (; j + V::N <= hi; j += V::N) V::store(d + j, V::load(srow + j - pl));
+      for (; j < hi; ++j) d[j] = srow[j - pl];  // (masked loads are slow on some CPUs)
+      for (j = hi; j < Wq; j += V::N) V::store(d + j, V::zero());
+    } else {
+      for (int64_t q = 0; q < sw; ++q) {
+        float* dq = d + q * Wq;
+        for (int64_t j = 0; j < Wq; ++j) {
+          const int64_t iw = j * sw + q - pl;
+          if (iw >= 0 && iw < W) dq[j] = srow[iw];
+        }
+      }
+    }
+  }
+}
+
+template <int NS>
+static void plane_tile(const PlaneArgs* a, const float* const* xs, float* const* ys,
+                       const int64_t* valid, const float* w, float bias) {
+  typedef V::reg reg;
+  reg acc[NS];
+  const reg b = V::set1(bias);
+  TC_UNROLL for (int i = 0; i < NS; ++i) acc[i] = b;
+  const int64_t RS = a->R * a->S;
+  for (int64_t t = 0; t < RS; ++t) {
+    const int64_t off = a->tap_offset[t];
+    const reg wv = V::set1(w[t]);
+    TC_UNROLL for (int i = 0; i < NS; ++i) acc[i] = V::fma(V::load(xs[i] + off), wv, acc[i]);
+  }
+  if (a->yw == 1) {
+    // valid < 0: a full store may spill into the next row, which a later slot of this plane
+    // overwrites (masked stores are slow on some CPUs)
+    TC_UNROLL for (int i = 0; i < NS; ++i) {
+      if (valid[i] >= V::N || valid[i] < 0) V::store(ys[i], acc[i]);
+      else V::store_n(ys[i], acc[i], (int)valid[i]);
+    }
+  } else {
+    float buf[V::N];
+    for (int i = 0; i < NS; ++i) {
+      V::store(buf, acc[i]);
+      for (int64_t l = 0; l < tc_abs(valid[i]); ++l) ys[i][l * a->yw] = buf[l];
+    }
+  }
+}
+
+template <int K>
+struct PlaneDispatch {
+  static void run(int ns, const PlaneArgs* a, const float* const* xs, float* const* ys,
+                  const int64_t* valid, const float* w, float bias) {
+    if (ns == K) plane_tile<K>(a, xs, ys, valid, w, bias);
+    else PlaneDispatch<K - 1>::run(ns, a, xs, ys, valid, w, bias);
+  }
+};
+template <>
+struct PlaneDispatch<0> {
+  static void run(int, const PlaneArgs*, const float* const*, float* const*, const int64_t*,
+                  const float*, float) {}
+};
+
+static void depthwise_plane(const PlaneArgs* a, const float* x, float* y, const float* w,
+                            float bias) {
+  const float* xs[PLANE_NS];
+  float* ys[PLANE_NS];
+  int64_t valid[PLANE_NS];
+  const int64_t ncol = (a->OW + V::N - 1) / V::N;
+  const bool dense_rows = a->yw == 1 && a->yh == a->OW;
+  int ns = 0;
+  for (int64_t oh = 0; oh < a->OH; ++oh) {
+    for (int64_t v = 0; v < ncol; ++v) {
+      const int64_t ow = v * V::N;
+      xs[ns] = x + oh * a->sh * a->xh + ow;
+      ys[ns] = y + oh * a->yh + ow * a->yw;
+      valid[ns] = tc_min(V::N, a->OW - ow);
+      // a row tail of dense rows may be stored in full when the spill stays in this plane
+      if (dense_rows && valid[ns] < V::N && (oh * a->OW + ow + V::N) <= a->OH * a->OW)
+        valid[ns] = -valid[ns];
+      if (++ns == PLANE_NS) {
+        PlaneDispatch<PLANE_NS>::run(ns, a, xs, ys, valid, w, bias);
+        ns = 0;
+      }
+    }
+  }
+  if (ns) PlaneDispatch<PLANE_NS>::run(ns, a, xs, ys, valid, w, bias);
+}
+
+// Taps [t0, t0 + NT) of the plane's grad_weight; lanes past OW multiply zeros.
+template <int NT>
+static void plane_gw_taps(const PlaneArgs* a, const float* x, const float* dy, float* acc,
+                          int64_t t0, int accumulate) {
+  typedef V::reg reg;
+  reg A[NT];
+  int64_t toff[NT];
+  TC_UNROLL for (int t = 0; t < NT; ++t) {
+    A[t] = accumulate ? V::load(acc + (t0 + t) * V::N) : V::zero();
+    toff[t] = a->tap_offset[t0 + t];
+  }
+  const int64_t ncol = (a->OW + V::N - 1) / V::N;
+  for (int64_t oh = 0; oh < a->OH; ++oh) {
+    const float* xr = x + oh * a->sh * a->xh;
+    const float* dr = dy + oh * a->yh;
+    for (int64_t v = 0; v < ncol; ++v) {
+      const reg d = load_k(dr + v * V::N, a->OW - v * V::N);
+      TC_UNROLL for (int t = 0; t < NT; ++t)
+        A[t] = V::fma(V::load(xr + v * V::N + toff[t]), d, A[t]);
+    }
+  }
+  TC_UNROLL for (int t = 0; t < NT; ++t) V::store(acc + (t0 + t) * V::N, A[t]);
+}
+
+template <int K>
+struct PlaneGwDispatch {
+  static void run(int nt, const PlaneArgs* a, const float* x, const float* dy, float* acc,
+                  int64_t t0, int accumulate) {
+    if (nt == K) plane_gw_taps<K>(a, x, dy, acc, t0, accumulate);
+    else PlaneGwDispatch<K - 1>::run(nt, a, x, dy, acc, t0, accumulate);
+  }
+};
+template <>
+struct PlaneGwDispatch<0> {
+  static void run(int, const PlaneArgs*, const float*, const float*, float*, int64_t, int) {}
+};
+
+static void depthwise_plane_grad_weight(const PlaneArgs* a, const float* x, const float* dy,
+                                        float* acc, int accumulate) {
+  const int64_t RS = a->R * a->S;
+  for (int64_t t0 = 0; t0 < RS; t0 += PLANE_NS) {
+    PlaneGwDispatch<PLANE_NS>::run((int)tc_min(PLANE_NS, RS - t0), a, x, dy, acc, t0,
+                                   accumulate);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // Grouped, few channels per group (see GroupedArgs). Lane k of output vector cv belongs to
 // group (cv*VL + k) / kpg; its input channel j sits at lane (k / kpg) * cpg + j of the input
 // vector loaded at channel (cv*VL / kpg) * cpg. Per output: bias, taps in order, j in order.
@@ -646,5 +805,7 @@ static const KernelTable kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
-    &depthwise_grad_weight, TC_GROUPED, &fma_loop,
+    &depthwise_grad_weight, &stage_plane, &depthwise_plane, &depthwise_plane_grad_weight,
+    TC_GROUPED,
+    &fma_loop,
 };

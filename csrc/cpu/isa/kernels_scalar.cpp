@@ -35,6 +35,7 @@ struct V {
 #define GW_NC 4
 #define DW_NP 4
 #define FMA_CHAINS 8
+#define PLANE_NS 4
 #define TC_HAS_PERMUTE 0
 #define TC_ISA_NAME "scalar"
 #include "kernels_impl.h"
