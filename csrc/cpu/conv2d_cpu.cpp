@@ -28,6 +28,25 @@ void write_dense(at::Tensor& result, F compute) {
   }
 }
 
+// float16 / bfloat16 run on the float32 fast paths: operands are widened exactly, the kernels
+// accumulate in float32 and the result is rounded once (as the portable kernels and PyTorch
+// do). Costs one float32 copy of each operand; returns false where no fast path applies.
+bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+at::Tensor widened(const at::Tensor& t) {
+  return t.to(at::kFloat);  // keeps the memory format
+}
+template <typename F>
+bool via_float32(at::Tensor& result, F fast_path) {
+  if (!is_half(result) || fast::cpu_isa() == "generic") return false;
+  at::Tensor tmp = at::empty_strided(result.sizes(), result.strides(),
+                                     result.options().dtype(at::kFloat));
+  if (!fast_path(tmp)) return false;
+  result.copy_(tmp);
+  return true;
+}
+
 #define TORCHCONV_DISPATCH_CPU(dtype, name, ...) \
   AT_DISPATCH_ALL_TYPES_AND_COMPLEX_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
@@ -35,6 +54,13 @@ struct CpuBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
     if (fast::try_forward(g, input, weight, bias, output)) return;
+    if (is_half(input) && via_float32(output, [&](at::Tensor& out) {
+          const std::optional<at::Tensor> b =
+              bias.has_value() ? std::optional<at::Tensor>(widened(*bias)) : std::nullopt;
+          return fast::try_forward(g, widened(input), widened(weight), b, out);
+        })) {
+      return;
+    }
     const at::Tensor x = dense(input), w = dense(weight);
     const at::Tensor b = bias.has_value() ? dense(*bias) : at::Tensor();
     write_dense(output, [&](at::Tensor& out) {
@@ -49,6 +75,11 @@ struct CpuBackend {
   static void grad_input(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
     if (fast::try_grad_input(g, grad_output, weight, grad_input)) return;
+    if (via_float32(grad_input, [&](at::Tensor& out) {
+          return fast::try_grad_input(g, widened(grad_output), widened(weight), out);
+        })) {
+      return;
+    }
     const at::Tensor dy = dense(grad_output), w = dense(weight);
     write_dense(grad_input, [&](at::Tensor& out) {
       TORCHCONV_DISPATCH_CPU(dy.scalar_type(), "conv2d_grad_input", [&] {
@@ -62,6 +93,11 @@ struct CpuBackend {
   static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
     if (fast::try_grad_weight(g, grad_output, input, grad_weight)) return;
+    if (via_float32(grad_weight, [&](at::Tensor& out) {
+          return fast::try_grad_weight(g, widened(grad_output), widened(input), out);
+        })) {
+      return;
+    }
     const at::Tensor dy = dense(grad_output), x = dense(input);
     write_dense(grad_weight, [&](at::Tensor& out) {
       TORCHCONV_DISPATCH_CPU(dy.scalar_type(), "conv2d_grad_weight", [&] {

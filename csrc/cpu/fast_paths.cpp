@@ -519,11 +519,7 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
         const Spec& sp = j.sp;
         const int64_t u = t - first[ji], nPC = pl.nPC, nKB = pl.nKB;
         int64_t pc, kb, g, n;
-        static const int exp_order = getenv("TC_ORDER") ? atoi(getenv("TC_ORDER")) : 0;
-        if (exp_order == 1 && !pl.panel_outer) {
-          kb = u % nKB, pc = (u / nKB) % nPC, g = (u / nPC / nKB) % sp.G;
-          n = u / (nPC * nKB * sp.G);
-        } else if (pl.panel_outer) {
+        if (pl.panel_outer) {
           pc = u % nPC, n = (u / nPC) % nb, kb = (u / nPC / nb) % nKB, g = u / (nPC * nb * nKB);
         } else {
           pc = u % nPC, kb = (u / nPC) % nKB, g = (u / nPC / nKB) % sp.G;
