@@ -292,6 +292,35 @@ def test_half_types_on_float32_kernels(isa, dtype, layout, case):
     assert ours[0].stride() == expected.stride()
 
 
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", [(2, 6, 9, 11, 10, 3, 3, 2, 1, 1, 1),
+                                  (1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8),
+                                  (1, 4, 7, 8, 6, 1, 1, 1, 0, 1, 2)])
+def test_complex64_on_real_kernels(isa, layout, case):
+    # three real products (Gauss), as native: accuracy no worse than F.conv2d's own complex64
+    N, C, H, W, K, R, S, st, pd, dl, G = case
+    gen = torch.Generator().manual_seed(7)
+    def crandn(*shape):
+        return torch.complex(torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen))
+    x, w, b = crandn(N, C, H, W), crandn(K, C // G, R, S), crandn(K)
+    gy = crandn(*F.conv2d(x, w, None, st, pd, dl, G).shape)
+    if layout == "cl":
+        x, w, gy = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, gy))
+    # the ops are bilinear without conjugation; autograd's adjoints conjugate the other
+    # operand (and these conjugate views exercise the conj-bit handling)
+    y = run_ops(x, w, b, gy, st, pd, dl, G)[0]
+    _, gi, _ = run_ops(x, w.conj(), b, gy, st, pd, dl, G)
+    _, _, gw = run_ops(x.conj(), w, b, gy, st, pd, dl, G)
+    refs = reference(x, w, b, gy, st, pd, dl, G, torch.complex128)
+    nats = reference(x, w, b, gy, st, pd, dl, G, torch.complex64)
+    for o, r, n in zip((y, gi, gw), refs, nats):
+        assert o.dtype == torch.complex64
+        scale = r.abs().max().item()
+        err = (o.to(torch.complex128) - r).abs().max().item() / scale
+        err_native = (n.to(torch.complex128) - r).abs().max().item() / scale
+        assert err <= max(4 * err_native, 2e-6), (err, err_native)
+
+
 def test_float64_uses_generic_path(isa):
     x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64)

@@ -47,6 +47,29 @@ bool via_float32(at::Tensor& result, F fast_path) {
   return true;
 }
 
+// complex64 on the float32 fast paths, by Gauss's three real products (as PyTorch computes
+// complex convolutions): for a real-bilinear op f and a = ar + i*ai, b = br + i*bi,
+// f(a, b) = f(ar, br) - f(ai, bi) + i*(f(ar + ai, br + bi) - f(ar, br) - f(ai, bi)).
+// real_op(a_part, b_part, out) returns false where no fast path applies.
+template <typename F>
+bool complex_via_real(const at::Tensor& a, const at::Tensor& b, at::Tensor& result,
+                      F real_op) {
+  if (result.scalar_type() != at::kComplexFloat || fast::cpu_isa() == "generic") return false;
+  const at::Tensor ac = a.resolve_conj(), bc = b.resolve_conj();
+  const at::Tensor ar = at::real(ac), ai = at::imag(ac), br = at::real(bc), bi = at::imag(bc);
+  const auto part = [&] {
+    return at::empty_strided(result.sizes(), result.strides(),
+                             result.options().dtype(at::kFloat));
+  };
+  at::Tensor k1 = part(), k2 = part(), k3 = part();
+  if (!real_op(ar, br, k1)) return false;
+  real_op(ai, bi, k2);
+  real_op(ar + ai, br + bi, k3);
+  at::real(result).copy_(k1 - k2);
+  at::imag(result).copy_(k3 - k1 - k2);
+  return true;
+}
+
 #define TORCHCONV_DISPATCH_CPU(dtype, name, ...) \
   AT_DISPATCH_ALL_TYPES_AND_COMPLEX_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
@@ -59,6 +82,13 @@ struct CpuBackend {
               bias.has_value() ? std::optional<at::Tensor>(widened(*bias)) : std::nullopt;
           return fast::try_forward(g, widened(input), widened(weight), b, out);
         })) {
+      return;
+    }
+    if (complex_via_real(input, weight, output, [&](const at::Tensor& xp, const at::Tensor& wp,
+                                                    at::Tensor& out) {
+          return fast::try_forward(g, xp, wp, std::nullopt, out);
+        })) {
+      if (bias.has_value()) output.add_(bias->resolve_conj().view({1, -1, 1, 1}));
       return;
     }
     const at::Tensor x = dense(input), w = dense(weight);
@@ -80,6 +110,12 @@ struct CpuBackend {
         })) {
       return;
     }
+    if (complex_via_real(grad_output, weight, grad_input,
+                         [&](const at::Tensor& dy, const at::Tensor& w, at::Tensor& out) {
+                           return fast::try_grad_input(g, dy, w, out);
+                         })) {
+      return;
+    }
     const at::Tensor dy = dense(grad_output), w = dense(weight);
     write_dense(grad_input, [&](at::Tensor& out) {
       TORCHCONV_DISPATCH_CPU(dy.scalar_type(), "conv2d_grad_input", [&] {
@@ -96,6 +132,12 @@ struct CpuBackend {
     if (via_float32(grad_weight, [&](at::Tensor& out) {
           return fast::try_grad_weight(g, widened(grad_output), widened(input), out);
         })) {
+      return;
+    }
+    if (complex_via_real(grad_output, input, grad_weight,
+                         [&](const at::Tensor& dy, const at::Tensor& x, at::Tensor& out) {
+                           return fast::try_grad_weight(g, dy, x, out);
+                         })) {
       return;
     }
     const at::Tensor dy = dense(grad_output), x = dense(input);
