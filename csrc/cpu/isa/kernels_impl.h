@@ -41,13 +41,18 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
   }
   const int64_t C = a->C, xc = a->xc;
   const float* w = wpanel;
+  // Channel-contiguous input with dense columns and no column dilation: the S taps x C
+  // channels of a window row are S*C consecutive floats, one loop (few channels, e.g. an RGB
+  // stem, would otherwise pay the tap loop's overhead every C multiply-adds). Same order.
+  const bool row_runs = xc == 1 && a->xw == C && a->dw == 1;
+  const int64_t S = row_runs ? 1 : a->S, run = row_runs ? a->S * C : C;
   for (int64_t r = 0; r < a->R; ++r) {
-    for (int64_t s = 0; s < a->S; ++s) {
+    for (int64_t s = 0; s < S; ++s) {
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
       const float* xq[NP];
       TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
       if (xc == 1) {
-        for (int64_t c = 0; c < C; ++c) {
+        for (int64_t c = 0; c < run; ++c) {
           reg wv[NV];
           TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
           TC_UNROLL for (int p = 0; p < NP; ++p) {
@@ -104,9 +109,40 @@ struct DirectDispatch<NV, 0> {
                   const float*, int64_t) {}
 };
 
+// Output pixel (oh, ow) goes to y + oh*yh + ow*yw - yoff.
 template <int NVX, int NPX>
 static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpanel,
-                            const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+                            const float* bias, int64_t kvalid, int64_t p0, int64_t p1,
+                            int64_t yoff);
+
+// Output channels strided, pixels dense (NCHW): the tiles' transposed stores go to an L1
+// buffer [k][pixel] and leave it as one contiguous run per channel, instead of scattering
+// partial cache lines over KB channel planes.
+enum { kRunPixels = 64 };
+template <int NVX, int NPX>
+static void direct_pixels_nchw(const DirectArgs* a, const float* x, float* y,
+                               const float* wpanel, const float* bias, int64_t kvalid,
+                               int64_t p0, int64_t p1) {
+  float buf[NVX * V::N * kRunPixels];
+  for (int64_t q0 = p0; q0 < p1; q0 += kRunPixels) {
+    const int64_t n = tc_min(kRunPixels, p1 - q0);
+    DirectArgs b = *a;
+    b.yk = n, b.yh = a->OW, b.yw = 1;  // output k of pixel q of the run -> buf[k*n + q - q0]
+    direct_pixels_t<NVX, NPX>(&b, x, buf, wpanel, bias, kvalid, q0, q0 + n, q0);
+    for (int64_t k = 0; k < kvalid; ++k) {
+      const float* src = buf + k * n;
+      float* dst = y + k * a->yk + q0;
+      int64_t i = 0;
+      for (; i + V::N <= n; i += V::N) V::store(dst + i, V::load(src + i));
+      for (; i < n; ++i) dst[i] = src[i];
+    }
+  }
+}
+
+template <int NVX, int NPX>
+static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpanel,
+                            const float* bias, int64_t kvalid, int64_t p0, int64_t p1,
+                            int64_t yoff) {
   const float* xp[NPX];
   float* yp[NPX];
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
@@ -116,7 +152,7 @@ static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const
     const int np = (int)((p1 - p0) * (t + 1) / ntiles - (p1 - p0) * t / ntiles);
     for (int i = 0; i < np; ++i) {
       xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
-      yp[i] = y + oh * a->yh + ow * a->yw;
+      yp[i] = y + oh * a->yh + ow * a->yw - yoff;
       if (++ow == a->OW) { ow = 0; ++oh; }
     }
     DirectDispatch<NVX, NPX>::run(np, a, xp, yp, wpanel, bias, kvalid);
@@ -124,14 +160,24 @@ static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const
   }
 }
 
+template <int NVX, int NPX>
+static void direct_pixels_any(const DirectArgs* a, const float* x, float* y,
+                              const float* wpanel, const float* bias, int64_t kvalid,
+                              int64_t p0, int64_t p1) {
+  if (a->yk != 1 && a->yw == 1 && a->yh == a->OW) {
+    direct_pixels_nchw<NVX, NPX>(a, x, y, wpanel, bias, kvalid, p0, p1);
+  } else {
+    direct_pixels_t<NVX, NPX>(a, x, y, wpanel, bias, kvalid, p0, p1, 0);
+  }
+}
 static void direct_pixels(const DirectArgs* a, const float* x, float* y, const float* wpanel,
                           const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
-  direct_pixels_t<DIRECT_NV, DIRECT_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
+  direct_pixels_any<DIRECT_NV, DIRECT_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
 static void direct_pixels_wide(const DirectArgs* a, const float* x, float* y,
                                const float* wpanel, const float* bias, int64_t kvalid,
                                int64_t p0, int64_t p1) {
-  direct_pixels_t<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
+  direct_pixels_any<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
 
 
