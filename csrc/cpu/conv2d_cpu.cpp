@@ -70,25 +70,31 @@ bool complex_via_real(const at::Tensor& a, const at::Tensor& b, at::Tensor& resu
   return true;
 }
 
+// A bilinear op f(a, b) -> result on the float32 fast paths where one applies: float32
+// directly, float16 / bfloat16 widened, complex64 through real products. fast(a, b, out)
+// returns false where no fast path applies (other dtypes, ISA "generic", empty dims).
+template <typename F>
+bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, at::Tensor& result, F fast) {
+  if (result.scalar_type() == at::kFloat) return fast(a, b, result);
+  if (via_float32(result, [&](at::Tensor& out) { return fast(widened(a), widened(b), out); }))
+    return true;
+  return complex_via_real(a, b, result, fast);
+}
+
 #define TORCHCONV_DISPATCH_CPU(dtype, name, ...) \
   AT_DISPATCH_ALL_TYPES_AND_COMPLEX_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
 struct CpuBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
-    if (fast::try_forward(g, input, weight, bias, output)) return;
-    if (is_half(input) && via_float32(output, [&](at::Tensor& out) {
-          const std::optional<at::Tensor> b =
-              bias.has_value() ? std::optional<at::Tensor>(widened(*bias)) : std::nullopt;
-          return fast::try_forward(g, widened(input), widened(weight), b, out);
-        })) {
-      return;
-    }
-    if (complex_via_real(input, weight, output, [&](const at::Tensor& xp, const at::Tensor& wp,
-                                                    at::Tensor& out) {
-          return fast::try_forward(g, xp, wp, std::nullopt, out);
-        })) {
-      if (bias.has_value()) output.add_(bias->resolve_conj().view({1, -1, 1, 1}));
+    const bool complex = output.is_complex();  // bias added after the real products
+    const auto fast = [&](const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
+      std::optional<at::Tensor> b;
+      if (bias.has_value() && !complex) b = is_half(*bias) ? widened(*bias) : *bias;
+      return fast::try_forward(g, x, w, b, out);
+    };
+    if (on_fast_paths(input, weight, output, fast)) {
+      if (complex && bias.has_value()) output.add_(bias->resolve_conj().view({1, -1, 1, 1}));
       return;
     }
     const at::Tensor x = dense(input), w = dense(weight);
@@ -104,16 +110,10 @@ struct CpuBackend {
 
   static void grad_input(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
-    if (fast::try_grad_input(g, grad_output, weight, grad_input)) return;
-    if (via_float32(grad_input, [&](at::Tensor& out) {
-          return fast::try_grad_input(g, widened(grad_output), widened(weight), out);
-        })) {
-      return;
-    }
-    if (complex_via_real(grad_output, weight, grad_input,
-                         [&](const at::Tensor& dy, const at::Tensor& w, at::Tensor& out) {
-                           return fast::try_grad_input(g, dy, w, out);
-                         })) {
+    if (on_fast_paths(grad_output, weight, grad_input,
+                      [&](const at::Tensor& dy, const at::Tensor& w, at::Tensor& out) {
+                        return fast::try_grad_input(g, dy, w, out);
+                      })) {
       return;
     }
     const at::Tensor dy = dense(grad_output), w = dense(weight);
@@ -128,16 +128,10 @@ struct CpuBackend {
 
   static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
-    if (fast::try_grad_weight(g, grad_output, input, grad_weight)) return;
-    if (via_float32(grad_weight, [&](at::Tensor& out) {
-          return fast::try_grad_weight(g, widened(grad_output), widened(input), out);
-        })) {
-      return;
-    }
-    if (complex_via_real(grad_output, input, grad_weight,
-                         [&](const at::Tensor& dy, const at::Tensor& x, at::Tensor& out) {
-                           return fast::try_grad_weight(g, dy, x, out);
-                         })) {
+    if (on_fast_paths(grad_output, input, grad_weight,
+                      [&](const at::Tensor& dy, const at::Tensor& x, at::Tensor& out) {
+                        return fast::try_grad_weight(g, dy, x, out);
+                      })) {
       return;
     }
     const at::Tensor dy = dense(grad_output), x = dense(input);

@@ -3,10 +3,14 @@
 // (isa/kernels_*.cpp, one templated implementation in isa/kernels_impl.h).
 //
 // Algorithm choice (simple, documented heuristic), first match wins:
-//  * depthwise (one input and one output channel per group): channel-vectorised direct kernel
-//    (DW_NP pixels x one channel vector per register tile), padding handled in the kernel
-//    (row-wise interior segments + per-pixel border taps), so a channels_last input is never
-//    copied. Memory bound.
+//  * depthwise (one input and one output channel per group), memory bound:
+//    - NCHW-like input and output (rows contiguous, not channels_last; use_plane): rows
+//      vectorised, one plane at a time staged zero-padded and split into stride_w column
+//      phases in per-worker scratch, so every tap of a vector of output columns is one
+//      contiguous load (no transposes; grad_weight sums a channel's planes in order);
+//    - otherwise channel-vectorised (DW_NP pixels x one channel vector per register tile),
+//      padding handled in the kernel (row-wise interior segments + per-pixel border taps), so
+//      a channels_last input is never copied.
 //  * grouped with few channels per group (kpg < VL, VL % kpg == 0, cpg <= kpg, e.g. ResNeXt
 //    4/4): one output vector spans VL/kpg groups; its input channels are loaded as one vector
 //    and spread to their lanes with one permutation per input channel (use_grouped).
@@ -42,7 +46,8 @@
 //    others.
 //  Results are bitwise independent of the number of threads: every output element is
 //  computed by one kernel call in a fixed order.
-//  float64 / bf16 / fp16 stay on the portable generic kernels.
+//  float16 / bfloat16 / complex64 reach these kernels through conv2d_cpu.cpp (widened /
+//  real products); float64 stays on the portable generic kernels.
 #include "fast_paths.h"
 
 #include <ATen/Parallel.h>
