@@ -117,10 +117,6 @@ const KernelTable* current() { return isa_state().table.load(std::memory_order_a
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Runs f(t) for every task t in [0, n) on all threads, handing tasks out dynamically (an atomic
-// counter): a thread that is descheduled on a busy machine does not hold up the others.
-// Every task computes a fixed set of outputs in a fixed order whichever thread runs it, so the
-// results do not depend on the number of threads or on the schedule.
 // How many workers dynamic_for uses for n tasks (1 inside an enclosing parallel region).
 int64_t worker_count(int64_t n, int64_t min_tasks_per_thread) {
   if (n <= 0 || at::in_parallel_region()) return 1;
@@ -149,6 +145,7 @@ void dynamic_for_workers(int64_t n, int64_t workers, const F& f) {
   });
 }
 
+// f(t) for every task t in [0, n), on as many workers as have min_tasks_per_thread tasks each.
 template <typename F>
 void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
   dynamic_for_workers(n, worker_count(n, min_tasks_per_thread),
