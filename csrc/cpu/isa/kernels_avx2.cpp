@@ -33,6 +33,7 @@ struct V {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
+  static inline reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
 };
 

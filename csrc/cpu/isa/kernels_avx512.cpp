@@ -33,6 +33,7 @@ struct V {
   static inline ireg iload(const int* p) { return _mm512_loadu_si512(p); }
   static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_ps(i, v); }
   static inline float hsum(reg v) { return _mm512_reduce_add_ps(v); }
+  static inline reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
 };
 

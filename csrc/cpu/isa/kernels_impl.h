@@ -3,7 +3,7 @@
 // Included by kernels_avx512.cpp / kernels_avx2.cpp / kernels_scalar.cpp *inside* a per-ISA
 // namespace, after that TU defined `struct V` (the vector wrapper) and the tile sizes:
 //   V::N lanes; V::reg; zero(), set1(f), load(p), load_n(p, n), bcast(p), store(p, v),
-//   store_n(p, v, n), fma(a, b, c) = a*b + c.
+//   store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c.
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
@@ -27,17 +27,27 @@ static inline V::reg load_k(const float* p, int64_t n) {
 // ------------------------------------------------------------------------------------------
 // Direct convolution: register tile of NP pixels x NV vectors of output channels. Input
 // scalars are broadcast, packed weight vectors loaded once per (tap, channel) and reused by
-// every pixel of the tile. Summation order per output: bias, then taps (r, s) in order, then
-// channels in order.
+// every pixel of the tile. Summation order per output: taps (r, s) in order, then channels in
+// order, in blocks (see TC_BLOCK) added onto the bias.
+
+// The reduction is summed in blocks of TC_BLOCK products: each block into fresh accumulators,
+// the block sums added in order onto the bias (an L1 array). Error grows with the block length
+// plus the number of blocks instead of with the whole reduction (C*R*S can be thousands); the
+// order is fixed, so results stay independent of threads and ISA.
+#define TC_BLOCK 128
 
 template <int NP, int NV>
 static void direct_tile(const DirectArgs* a, const float* const* xp, float* const* yp,
                         const float* wpanel, const float* bias, int64_t kvalid) {
   typedef V::reg reg;
   reg acc[NP][NV];
+  float tot[NP][NV * V::N];
   TC_UNROLL for (int j = 0; j < NV; ++j) {
     const reg b = bias ? V::load(bias + j * V::N) : V::zero();
-    TC_UNROLL for (int p = 0; p < NP; ++p) acc[p][j] = b;
+    TC_UNROLL for (int p = 0; p < NP; ++p) {
+      V::store(&tot[p][j * V::N], b);
+      acc[p][j] = V::zero();
+    }
   }
   const int64_t C = a->C, xc = a->xc;
   const float* w = wpanel;
@@ -46,34 +56,53 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
   // stem, would otherwise pay the tap loop's overhead every C multiply-adds). Same order.
   const bool row_runs = xc == 1 && a->xw == C && a->dw == 1;
   const int64_t S = row_runs ? 1 : a->S, run = row_runs ? a->S * C : C;
+  int64_t pending = 0;  // products in acc since the last block
   for (int64_t r = 0; r < a->R; ++r) {
     for (int64_t s = 0; s < S; ++s) {
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
       const float* xq[NP];
       TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
-      if (xc == 1) {
-        for (int64_t c = 0; c < run; ++c) {
-          reg wv[NV];
-          TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
-          TC_UNROLL for (int p = 0; p < NP; ++p) {
-            const reg bx = V::bcast(xq[p] + c);
-            TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+      for (int64_t c0 = 0; c0 < run;) {
+        const int64_t c1 = tc_min(run, c0 + (TC_BLOCK - pending));
+        if (xc == 1) {
+          for (int64_t c = c0; c < c1; ++c) {
+            reg wv[NV];
+            TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+            TC_UNROLL for (int p = 0; p < NP; ++p) {
+              const reg bx = V::bcast(xq[p] + c);
+              TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+            }
+            w += NV * V::N;
           }
-          w += NV * V::N;
+        } else {
+          for (int64_t c = c0; c < c1; ++c) {
+            reg wv[NV];
+            TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+            const int64_t co = c * xc;
+            TC_UNROLL for (int p = 0; p < NP; ++p) {
+              const reg bx = V::bcast(xq[p] + co);
+              TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+            }
+            w += NV * V::N;
+          }
         }
-      } else {
-        for (int64_t c = 0; c < C; ++c) {
-          reg wv[NV];
-          TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
-          const int64_t co = c * xc;
+        pending += c1 - c0;
+        c0 = c1;
+        if (pending == TC_BLOCK) {
           TC_UNROLL for (int p = 0; p < NP; ++p) {
-            const reg bx = V::bcast(xq[p] + co);
-            TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+            TC_UNROLL for (int j = 0; j < NV; ++j) {
+              V::store(&tot[p][j * V::N], V::add(V::load(&tot[p][j * V::N]), acc[p][j]));
+              acc[p][j] = V::zero();
+            }
           }
-          w += NV * V::N;
+          pending = 0;
         }
       }
     }
+  }
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int j = 0; j < NV; ++j)
+      acc[p][j] = V::add(V::load(&tot[p][j * V::N]), acc[p][j]);
   }
   if (a->yk == 1) {
     TC_UNROLL for (int p = 0; p < NP; ++p) {

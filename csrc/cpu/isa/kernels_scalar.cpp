@@ -21,6 +21,7 @@ struct V {
   static inline void store_n(float* p, reg v, int n) {
     if (n > 0) *p = v;
   }
+  static inline reg add(reg a, reg b) { return a + b; }
   static inline reg fma(reg a, reg b, reg c) { return a * b + c; }
 };
 
