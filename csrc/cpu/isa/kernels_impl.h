@@ -36,6 +36,18 @@ static inline V::reg load_k(const float* p, int64_t n) {
 // order is fixed, so results stay independent of threads and ISA.
 #define TC_BLOCK 128
 
+// Ends a block of a weight-gradient sum: adds the block's partial sums onto the accumulator
+// in memory (or starts it) and clears them.
+static inline void end_block(float* p, V::reg* v, int* started) {
+  V::store(p, *started ? V::add(V::load(p), *v) : *v);
+  *v = V::zero();
+}
+
+// Output rows of `ow` pixels per weight-gradient block (about TC_BLOCK products per lane).
+static inline int64_t rows_per_block(int64_t ow) {
+  return ow >= TC_BLOCK ? 1 : TC_BLOCK / ow;
+}
+
 template <int NP, int NV>
 static void direct_tile(const DirectArgs* a, const float* const* xp, float* const* yp,
                         const float* wpanel, const float* bias, int64_t kvalid) {
@@ -433,7 +445,7 @@ static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, fl
   reg A[NC][NV];
   TC_UNROLL for (int i = 0; i < NC; ++i) {
     TC_UNROLL for (int j = 0; j < NV; ++j)
-      A[i][j] = accumulate ? V::load(acc + i * a->acc_c + j * V::N) : V::zero();
+      A[i][j] = V::zero();  // one call = one block (the caller passes ~256 pixels)
   }
   const int64_t xc = a->xc, step = a->sw * a->xw, dyp = a->dyp;
   const bool full = kvalid >= NV * V::N;
@@ -467,7 +479,8 @@ static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, fl
     }
   }
   TC_UNROLL for (int i = 0; i < NC; ++i) {
-    TC_UNROLL for (int j = 0; j < NV; ++j) V::store(acc + i * a->acc_c + j * V::N, A[i][j]);
+    TC_UNROLL for (int j = 0; j < NV; ++j)
+      end_block(acc + i * a->acc_c + j * V::N, &A[i][j], &accumulate);
   }
 }
 
@@ -516,12 +529,18 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const float* x, const 
   reg A[RS];
   int64_t toff[RS];
   TC_UNROLL for (int t = 0; t < RS; ++t) {
-    A[t] = accumulate ? V::load(acc + t * V::N) : V::zero();
+    A[t] = V::zero();
     toff[t] = (t / a->S) * a->dh * a->xh + (t % a->S) * a->dw * a->xw;
   }
   const bool full = cvalid >= V::N;
+  const int64_t block_rows = rows_per_block(a->OW);
+  int64_t rows = 0;
   for (int64_t n = 0; n < a->nimg; ++n) {
     for (int64_t oh = 0; oh < a->OH; ++oh) {
+      if (rows++ == block_rows) {
+        TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
+        accumulate = 1, rows = 1;
+      }
       const float* xr = x + n * a->xn + oh * a->sh * a->xh;
       const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
       for (int64_t ow = 0; ow < a->OW; ++ow) {
@@ -538,7 +557,7 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const float* x, const 
       }
     }
   }
-  TC_UNROLL for (int t = 0; t < RS; ++t) V::store(acc + t * V::N, A[t]);
+  TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
 }
 
 static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const float* x, const float* dy,
@@ -547,10 +566,17 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const float* x, cons
   for (int64_t r = 0; r < a->R; ++r) {
     for (int64_t s = 0; s < a->S; ++s) {
       float* at = acc + (r * a->S + s) * V::N;
-      reg A = accumulate ? V::load(at) : V::zero();
+      reg A = V::zero();
+      int started = accumulate;
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      const int64_t block_rows = rows_per_block(a->OW);
+      int64_t rows = 0;
       for (int64_t n = 0; n < a->nimg; ++n) {
         for (int64_t oh = 0; oh < a->OH; ++oh) {
+          if (rows++ == block_rows) {
+            end_block(at, &A, &started);
+            started = 1, rows = 1;
+          }
           const float* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
           const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
           for (int64_t ow = 0; ow < a->OW; ++ow) {
@@ -560,7 +586,7 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const float* x, cons
           }
         }
       }
-      V::store(at, A);
+      end_block(at, &A, &started);
     }
   }
 }
@@ -691,11 +717,17 @@ static void plane_gw_taps(const PlaneArgs* a, const float* x, const float* dy, f
   reg A[NT];
   int64_t toff[NT];
   TC_UNROLL for (int t = 0; t < NT; ++t) {
-    A[t] = accumulate ? V::load(acc + (t0 + t) * V::N) : V::zero();
+    A[t] = V::zero();
     toff[t] = a->tap_offset[t0 + t];
   }
   const int64_t ncol = (a->OW + V::N - 1) / V::N;
+  const int64_t block_rows = rows_per_block(ncol);  // per lane: ncol products per row
   for (int64_t oh = 0; oh < a->OH; ++oh) {
+    if (oh > 0 && oh % block_rows == 0) {
+      TC_UNROLL for (int t = 0; t < NT; ++t)
+        end_block(acc + (t0 + t) * V::N, &A[t], &accumulate);
+      accumulate = 1;
+    }
     const float* xr = x + oh * a->sh * a->xh;
     const float* dr = dy + oh * a->yh;
     for (int64_t v = 0; v < ncol; ++v) {
@@ -704,7 +736,7 @@ static void plane_gw_taps(const PlaneArgs* a, const float* x, const float* dy, f
         A[t] = V::fma(V::load(xr + v * V::N + toff[t]), d, A[t]);
     }
   }
-  TC_UNROLL for (int t = 0; t < NT; ++t) V::store(acc + (t0 + t) * V::N, A[t]);
+  TC_UNROLL for (int t = 0; t < NT; ++t) end_block(acc + (t0 + t) * V::N, &A[t], &accumulate);
 }
 
 template <int K>
@@ -825,12 +857,18 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
   reg A[V::N];
   V::ireg ix[V::N];
   for (int j = 0; j < V::N; ++j) {
-    A[j] = j < cpg && accumulate ? V::load(acc + j * V::N) : V::zero();
+    A[j] = V::zero();
     ix[j] = V::iload(idx[j]);
   }
   const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw + cin0;
+  const int64_t block_rows = rows_per_block(a->OW);
+  int64_t rows = 0;
   for (int64_t n = 0; n < a->nimg; ++n) {
     for (int64_t oh = 0; oh < a->OH; ++oh) {
+      if (rows++ == block_rows) {
+        for (int64_t j = 0; j < cpg; ++j) end_block(acc + j * V::N, &A[j], &accumulate);
+        accumulate = 1, rows = 1;
+      }
       const float* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
       const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp + k0;
       for (int64_t ow = 0; ow < a->OW; ++ow) {
@@ -845,7 +883,7 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
       }
     }
   }
-  for (int64_t j = 0; j < cpg; ++j) V::store(acc + j * V::N, A[j]);
+  for (int64_t j = 0; j < cpg; ++j) end_block(acc + j * V::N, &A[j], &accumulate);
 }
 #define TC_GROUPED &grouped_pixels, &grouped_grad_weight
 #else
