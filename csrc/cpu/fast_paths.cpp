@@ -496,11 +496,14 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
       pl.panel = sp.kpg * sp.R * sp.S * ceil_div(sp.cpg, kt->vec_lanes) * kt->vec_lanes;
     }
     pl.P = j.y.H * j.y.W;
-    pl.nPC = ceil_div(pl.P, int64_t(wide ? kt->wide_pixel_block : kt->pixel_block) * 8);
-    // Task order: small images (<= 2 pixel chunks) loop images inside k-blocks so that a
-    // weight panel serves the whole chunk of images; large images keep the image outside
-    // (its input stays in cache while the k-blocks pass over it).
-    pl.panel_outer = pl.nPC <= 2;
+    // Pixel chunks of 32 tiles per task (smaller tasks cost measurably more in scheduling and
+    // setup on short reductions).
+    const int64_t tile_pixels = wide ? kt->wide_pixel_block : kt->pixel_block;
+    pl.nPC = ceil_div(pl.P, tile_pixels * 32);
+    // Task order: small images (<= 16 tiles) loop images inside k-blocks so that a weight
+    // panel serves the whole chunk of images; large images keep the image outside (its input
+    // stays in cache while the k-blocks pass over it).
+    pl.panel_outer = pl.P <= 16 * tile_pixels;
     pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw};
     plans.push_back(pl);

@@ -1,5 +1,6 @@
 // AVX2+FMA instantiation of the fast CPU kernels (kernels_impl.h); see kernels_avx512.cpp.
 #pragma GCC target("avx2,fma")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: direct_tile's block sums
 
 #include <immintrin.h>
 #include <stdint.h>

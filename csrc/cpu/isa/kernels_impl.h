@@ -54,14 +54,21 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
   typedef V::reg reg;
   reg acc[NP][NV];
   float tot[NP][NV * V::N];
+  const int64_t C = a->C, xc = a->xc;
+  // a reduction of one block starts from the bias (no block sums to keep)
+  const bool one_block = a->R * a->S * C <= TC_BLOCK;
+  const int64_t block = one_block ? TC_BLOCK + 1 : TC_BLOCK;
   TC_UNROLL for (int j = 0; j < NV; ++j) {
     const reg b = bias ? V::load(bias + j * V::N) : V::zero();
     TC_UNROLL for (int p = 0; p < NP; ++p) {
-      V::store(&tot[p][j * V::N], b);
-      acc[p][j] = V::zero();
+      if (one_block) {
+        acc[p][j] = b;
+      } else {
+        V::store(&tot[p][j * V::N], b);
+        acc[p][j] = V::zero();
+      }
     }
   }
-  const int64_t C = a->C, xc = a->xc;
   const float* w = wpanel;
   // Channel-contiguous input with dense columns and no column dilation: the S taps x C
   // channels of a window row are S*C consecutive floats, one loop (few channels, e.g. an RGB
@@ -75,7 +82,7 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
       const float* xq[NP];
       TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
       for (int64_t c0 = 0; c0 < run;) {
-        const int64_t c1 = tc_min(run, c0 + (TC_BLOCK - pending));
+        const int64_t c1 = tc_min(run, c0 + (block - pending));
         if (xc == 1) {
           for (int64_t c = c0; c < c1; ++c) {
             reg wv[NV];
@@ -100,7 +107,7 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
         }
         pending += c1 - c0;
         c0 = c1;
-        if (pending == TC_BLOCK) {
+        if (pending == block) {
           TC_UNROLL for (int p = 0; p < NP; ++p) {
             TC_UNROLL for (int j = 0; j < NV; ++j) {
               V::store(&tot[p][j * V::N], V::add(V::load(&tot[p][j * V::N]), acc[p][j]));
@@ -112,9 +119,11 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
       }
     }
   }
-  TC_UNROLL for (int p = 0; p < NP; ++p) {
-    TC_UNROLL for (int j = 0; j < NV; ++j)
-      acc[p][j] = V::add(V::load(&tot[p][j * V::N]), acc[p][j]);
+  if (!one_block) {
+    TC_UNROLL for (int p = 0; p < NP; ++p) {
+      TC_UNROLL for (int j = 0; j < NV; ++j)
+        acc[p][j] = V::add(V::load(&tot[p][j * V::N]), acc[p][j]);
+    }
   }
   if (a->yk == 1) {
     TC_UNROLL for (int p = 0; p < NP; ++p) {
