@@ -39,7 +39,7 @@ at::Tensor widened(const at::Tensor& t) {
 }
 template <typename F>
 bool via_float32(at::Tensor& result, F fast_path) {
-  if (!is_half(result) || fast::cpu_isa() == "generic") return false;
+  if (!is_half(result)) return false;
   at::Tensor tmp = at::empty_strided(result.sizes(), result.strides(),
                                      result.options().dtype(at::kFloat));
   if (!fast_path(tmp)) return false;
@@ -54,7 +54,7 @@ bool via_float32(at::Tensor& result, F fast_path) {
 template <typename F>
 bool complex_via_real(const at::Tensor& a, const at::Tensor& b, at::Tensor& result,
                       F real_op) {
-  if (result.scalar_type() != at::kComplexFloat || fast::cpu_isa() == "generic") return false;
+  if (result.scalar_type() != at::kComplexFloat) return false;
   const at::Tensor ac = a.resolve_conj(), bc = b.resolve_conj();
   const at::Tensor ar = at::real(ac), ai = at::imag(ac), br = at::real(bc), bi = at::imag(bc);
   const auto part = [&] {
@@ -76,6 +76,7 @@ bool complex_via_real(const at::Tensor& a, const at::Tensor& b, at::Tensor& resu
 template <typename F>
 bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, at::Tensor& result, F fast) {
   if (result.scalar_type() == at::kFloat) return fast(a, b, result);
+  if (fast::cpu_isa() == "generic") return false;  // no copies for nothing
   if (via_float32(result, [&](at::Tensor& out) { return fast(widened(a), widened(b), out); }))
     return true;
   return complex_via_real(a, b, result, fast);

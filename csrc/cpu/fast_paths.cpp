@@ -560,17 +560,25 @@ PlaneGeom plane_geom(const Spec& sp, int64_t OH, int64_t OW, int64_t VL) {
   return {Hp, Wq, Hp * sp.sw * Wq + 16};  // slack: the staging kernel's last vector store
 }
 
-// Staged offset of tap (r, s): row r*dh, column phase (s*dw) % sw, column (s*dw) / sw.
-std::vector<int64_t> plane_tap_offsets(const Spec& sp, const PlaneGeom& pg) {
-  std::vector<int64_t> off;
-  for (int64_t r = 0; r < sp.R; ++r) {
-    for (int64_t s = 0; s < sp.S; ++s) {
-      const int64_t cw = s * sp.dw;
-      off.push_back(r * sp.dh * sp.sw * pg.Wq + (cw % sp.sw) * pg.Wq + cw / sp.sw);
+// Geometry, tap offsets and kernel arguments of the plane kernels for one convolution; yh / yw:
+// strides of the output rows (grad_weight: of grad_output's rows, yw = 1).
+struct PlanePlan {
+  PlaneGeom pg;
+  std::vector<int64_t> taps;  // staged offset of tap (r, s): row r*dh, phase / column of s*dw
+  isa::PlaneArgs args;
+  PlanePlan(const Spec& sp, int64_t OH, int64_t OW, int64_t VL, int64_t yh, int64_t yw)
+      : pg(plane_geom(sp, OH, OW, VL)) {
+    for (int64_t r = 0; r < sp.R; ++r) {
+      for (int64_t s = 0; s < sp.S; ++s) {
+        const int64_t cw = s * sp.dw;
+        taps.push_back(r * sp.dh * sp.sw * pg.Wq + (cw % sp.sw) * pg.Wq + cw / sp.sw);
+      }
     }
+    args = isa::PlaneArgs{sp.R, sp.S, OH, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                          sp.sw * pg.Wq, yh, yw, taps.data()};
   }
-  return off;
-}
+  PlanePlan(const PlanePlan&) = delete;  // args points into taps
+};
 
 // The plane kernels fit: rows of input and output are contiguous / not channels_last, the
 // vectors along a row are at least half used, and a staged plane stays small.
@@ -588,10 +596,8 @@ void run_depthwise_planes(const KernelTable* kt, const Act& x, const Spec& sp,
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   const float* wp = w.const_data_ptr<float>();
   const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
-  const PlaneGeom pg = plane_geom(sp, y.H, y.W, kt->vec_lanes);
-  const std::vector<int64_t> taps = plane_tap_offsets(sp, pg);
-  const isa::PlaneArgs a{sp.R, sp.S, y.H, y.W, sp.sh, sp.sw, sp.dh, sp.dw,
-                         sp.sw * pg.Wq, y.sh, y.sw, taps.data()};
+  const PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
+  const PlaneGeom& pg = plan.pg;
   // small planes: several per task (about 2K outputs), so per-task overhead stays small
   const int64_t planes = x.N * x.C;
   const int64_t per_task = std::clamp<int64_t>(2048 / (y.H * y.W), 1, 64);
@@ -604,7 +610,7 @@ void run_depthwise_planes(const KernelTable* kt, const Act& x, const Spec& sp,
       const int64_t n = i / x.C, c = i % x.C;
       kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
                       pg.Wq, staged);
-      kt->depthwise_plane(&a, staged, y.p + n * y.sn + c * y.sc, wp + c * sp.R * sp.S,
+      kt->depthwise_plane(&plan.args, staged, y.p + n * y.sn + c * y.sc, wp + c * sp.R * sp.S,
                           bp ? bp[c] : 0.f);
     }
   });
@@ -812,10 +818,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
   if (cpg == 1 && kpg == 1 && d.sw == 1 && use_plane(kt, x, d.sc, d.C, sp, OH, OW)) {
     // NCHW planes: one task per channel sums its images in order, lanes summed at the end
     const int64_t VL = kt->vec_lanes, C = g.in_channels, RS = R * S;
-    const PlaneGeom pg = plane_geom(sp, OH, OW, VL);
-    const std::vector<int64_t> taps = plane_tap_offsets(sp, pg);
-    const isa::PlaneArgs a{R, S, OH, OW, sp.sh, sp.sw, sp.dh, sp.dw, sp.sw * pg.Wq, d.sh,
-                           1, taps.data()};
+    const PlanePlan plan(sp, OH, OW, VL, d.sh, 1);
+    const PlaneGeom& pg = plan.pg;
     const int64_t workers = worker_count(C, 1);
     at::Tensor scratch = at::empty({workers * (pg.floats + RS * VL)},
                                    at::TensorOptions().dtype(at::kFloat));
@@ -826,7 +830,7 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
       for (int64_t n = 0; n < x.N; ++n) {
         kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
                       pg.Wq, staged);
-        kt->depthwise_plane_grad_weight(&a, staged, d.p + n * d.sn + c * d.sc, acc, n > 0);
+        kt->depthwise_plane_grad_weight(&plan.args, staged, d.p + n * d.sn + c * d.sc, acc, n > 0);
       }
       for (int64_t t = 0; t < RS; ++t) {
         float sum = 0.f;
