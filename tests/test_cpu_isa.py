@@ -111,6 +111,11 @@ CASES = [
     (2, 20, 9, 9, 64, 3, 3, 1, 1, 1, 1),      # wide tiles (64 output channels)
     (1, 16, 7, 7, 128, 3, 3, 2, 1, 1, 2),     # wide tiles, grouped, strided
     (1, 64, 8, 8, 24, 3, 3, 2, 1, 1, 1),      # wide grad_input tile (64 input channels)
+    # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
+    # (forward), then a grad_input of 2.25M floats
+    (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),
+    (1, 4, 150, 150, 100, 3, 3, 1, 1, 1, 1),
+    (1, 100, 150, 150, 4, 3, 3, 1, 1, 1, 1),
 ]
 
 

@@ -29,6 +29,9 @@ struct DirectArgs {
   int64_t dh, dw;       // dilation
   int64_t xc, xh, xw;   // input strides (channel, row, column)
   int64_t yk, yh, yw;   // output strides (output channel, row, column)
+  // 1: write whole aligned vectors of the output with non-temporal (streaming) stores. For
+  // outputs much larger than the caches: a normal store first reads its line from memory.
+  int64_t stream;
 };
 
 // Packed weights for one k-block: [R][S][C][KB] (KB = kernel_block lanes, zero padded).

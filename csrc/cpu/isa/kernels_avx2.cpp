@@ -24,6 +24,11 @@ struct V {
   static inline reg load_n(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
   static inline reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static inline void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  static inline void stream(float* p, reg v) {
+    if (((uintptr_t)p & 31) == 0) _mm256_stream_ps(p, v);
+    else _mm256_storeu_ps(p, v);
+  }
+  static inline void fence() { _mm_sfence(); }
   static inline void store_n(float* p, reg v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
   typedef __m256i ireg;
   static inline ireg iload(const int* p) { return _mm256_loadu_si256((const __m256i*)p); }

@@ -26,6 +26,11 @@ struct V {
   }
   static inline reg bcast(const float* p) { return _mm512_set1_ps(*p); }
   static inline void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  static inline void stream(float* p, reg v) {
+    if (((uintptr_t)p & 63) == 0) _mm512_stream_ps(p, v);
+    else _mm512_storeu_ps(p, v);
+  }
+  static inline void fence() { _mm_sfence(); }
   static inline void store_n(float* p, reg v, int n) {
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
   }

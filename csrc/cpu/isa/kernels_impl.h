@@ -3,7 +3,8 @@
 // Included by kernels_avx512.cpp / kernels_avx2.cpp / kernels_scalar.cpp *inside* a per-ISA
 // namespace, after that TU defined `struct V` (the vector wrapper) and the tile sizes:
 //   V::N lanes; V::reg; zero(), set1(f), load(p), load_n(p, n), bcast(p), store(p, v),
-//   store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c.
+//   store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c; stream(p, v): a non-temporal store
+//   where p is vector-aligned (else a normal one), fence(): orders streaming stores.
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
@@ -126,10 +127,12 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
     }
   }
   if (a->yk == 1) {
+    const bool stream = a->stream;
     TC_UNROLL for (int p = 0; p < NP; ++p) {
       TC_UNROLL for (int j = 0; j < NV; ++j) {
         const int64_t n = kvalid - j * V::N;
-        if (n >= V::N) V::store(yp[p] + j * V::N, acc[p][j]);
+        if (n >= V::N && stream) V::stream(yp[p] + j * V::N, acc[p][j]);
+        else if (n >= V::N) V::store(yp[p] + j * V::N, acc[p][j]);
         else if (n > 0) V::store_n(yp[p] + j * V::N, acc[p][j], (int)n);
       }
     }
@@ -178,12 +181,17 @@ static void direct_pixels_nchw(const DirectArgs* a, const float* x, float* y,
     const int64_t n = tc_min(kRunPixels, p1 - q0);
     DirectArgs b = *a;
     b.yk = n, b.yh = a->OW, b.yw = 1;  // output k of pixel q of the run -> buf[k*n + q - q0]
+    b.stream = 0;
     direct_pixels_t<NVX, NPX>(&b, x, buf, wpanel, bias, kvalid, q0, q0 + n, q0);
     for (int64_t k = 0; k < kvalid; ++k) {
       const float* src = buf + k * n;
       float* dst = y + k * a->yk + q0;
       int64_t i = 0;
-      for (; i + V::N <= n; i += V::N) V::store(dst + i, V::load(src + i));
+      if (a->stream) {
+        for (; i + V::N <= n; i += V::N) V::stream(dst + i, V::load(src + i));
+      } else {
+        for (; i + V::N <= n; i += V::N) V::store(dst + i, V::load(src + i));
+      }
       for (; i < n; ++i) dst[i] = src[i];
     }
   }
@@ -219,6 +227,7 @@ static void direct_pixels_any(const DirectArgs* a, const float* x, float* y,
   } else {
     direct_pixels_t<NVX, NPX>(a, x, y, wpanel, bias, kvalid, p0, p1, 0);
   }
+  if (a->stream) V::fence();  // the streamed outputs are visible before the task ends
 }
 static void direct_pixels(const DirectArgs* a, const float* x, float* y, const float* wpanel,
                           const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {

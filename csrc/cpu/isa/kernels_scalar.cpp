@@ -18,6 +18,8 @@ struct V {
   static inline reg load_n(const float* p, int n) { return n > 0 ? *p : 0.0f; }
   static inline reg bcast(const float* p) { return *p; }
   static inline void store(float* p, reg v) { *p = v; }
+  static inline void stream(float* p, reg v) { *p = v; }
+  static inline void fence() {}
   static inline void store_n(float* p, reg v, int n) {
     if (n > 0) *p = v;
   }
