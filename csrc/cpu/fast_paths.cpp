@@ -462,6 +462,7 @@ at::Tensor pack_for_direct(const KernelTable* kt, const Spec& sp, const WSrc& wc
 // in cache anyway, and a normal store that misses first reads its line from memory (measured
 // on an AVX-512 Zen 5: 1x1 layers with MB-sized outputs ran up to twice as fast streamed).
 constexpr int64_t kStreamFloats = int64_t(1) << 19;
+int64_t stream_output(int64_t floats) { return floats >= kStreamFloats; }
 
 struct DirectJob {
   Spec sp;
@@ -511,7 +512,7 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
     pl.panel_outer = pl.P <= 16 * tile_pixels;
     pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw,
-                           /*stream=*/j.y.N * sp.G * sp.kpg * pl.P >= kStreamFloats};
+                           /*stream=*/stream_output(j.y.N * sp.G * sp.kpg * pl.P)};
     plans.push_back(pl);
   }
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -581,7 +582,7 @@ struct PlanePlan {
       }
     }
     args = isa::PlaneArgs{sp.R, sp.S, OH, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                          sp.sw * pg.Wq, yh, yw, taps.data()};
+                          sp.sw * pg.Wq, yh, yw, taps.data(), /*stream=*/0};
   }
   PlanePlan(const PlanePlan&) = delete;  // args points into taps
 };
@@ -602,7 +603,8 @@ void run_depthwise_planes(const KernelTable* kt, const Act& x, const Spec& sp,
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   const float* wp = w.const_data_ptr<float>();
   const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
-  const PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
+  PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
+  plan.args.stream = stream_output(y.N * y.C * y.H * y.W);
   const PlaneGeom& pg = plan.pg;
   // small planes: several per task (about 2K outputs), so per-task overhead stays small
   const int64_t planes = x.N * x.C;
@@ -638,7 +640,8 @@ void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const at
   const int64_t PC = 32, nPC = ceil_div(P, PC);
   Stager st(x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
   isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                       st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp};
+                       st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp,
+                       /*stream=*/stream_output(y.N * y.C * P)};
   if (st.direct) a.top = sp.pt, a.left = sp.pl, a.H = x.H, a.W = x.W;
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
@@ -659,7 +662,8 @@ void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const floa
   const int64_t PC = 32, nPC = ceil_div(P, PC);
   Stager st(x, sp, OH, OW, /*unit_channel=*/true);
   const isa::GroupedArgs a{y.C, x.C, sp.cpg, sp.kpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                           st.xh, st.xw, y.sc, y.sh, y.sw};
+                           st.xh, st.xw, y.sc, y.sh, y.sw,
+                           /*stream=*/stream_output(y.N * y.C * P)};
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);

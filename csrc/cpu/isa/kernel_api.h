@@ -56,6 +56,7 @@ struct DepthwiseArgs {
   // [left, left + W). Window positions outside are padding (skipped): lets the kernel read an
   // unpadded channels_last input in place.
   int64_t top, left, H, W;
+  int64_t stream;       // as DirectArgs::stream
 };
 // wpack: [ceil(C/VL)][R][S][VL]; bias: padded to a multiple of VL, or null.
 typedef void (*DepthwiseFn)(const DepthwiseArgs* a, const float* x, float* y,
@@ -86,6 +87,7 @@ struct PlaneArgs {
   int64_t xh;       // staged plane: row stride (all sw phase rows of one padded row)
   int64_t yh, yw;   // output strides (row, column); grad_weight: grad_output, yw must be 1
   const int64_t* tap_offset;  // R*S staged offsets of the taps (r, s), filled by the caller
+  int64_t stream;             // as DirectArgs::stream
 };
 // w: R*S taps of the channel. Per output: bias, then taps in order.
 typedef void (*DepthwisePlaneFn)(const PlaneArgs* a, const float* x, float* y, const float* w,
@@ -121,6 +123,7 @@ struct GroupedArgs {
   int64_t R, S, OW, sh, sw, dh, dw;
   int64_t xh, xw;          // input strides (channel stride 1)
   int64_t yc, yh, yw;      // output strides
+  int64_t stream;          // as DirectArgs::stream
 };
 // wpack: [ceil(K/VL)][R][S][cpg][VL]; bias padded to a multiple of VL, or null.
 typedef void (*GroupedFn)(const GroupedArgs* a, const float* x, float* y, const float* wpack,

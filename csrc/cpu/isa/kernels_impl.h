@@ -363,7 +363,8 @@ static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const
     }
     if (a->yc == 1) {
       TC_UNROLL for (int p = 0; p < NP; ++p) {
-        if (cvalid >= V::N) V::store(yp[p] + c0, acc[p]);
+        if (cvalid >= V::N && a->stream) V::stream(yp[p] + c0, acc[p]);
+        else if (cvalid >= V::N) V::store(yp[p] + c0, acc[p]);
         else V::store_n(yp[p] + c0, acc[p], (int)cvalid);
       }
     } else {
@@ -450,6 +451,7 @@ static void depthwise_pixels(const DepthwiseArgs* a, const float* x, float* y,
     }
     p += ow_b - ow_a;
   }
+  if (a->stream) V::fence();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -675,7 +677,8 @@ static void plane_tile(const PlaneArgs* a, const float* const* xs, float* const*
     // valid < 0: a full store may spill into the next row, which a later slot of this plane
     // overwrites (masked stores are slow on some CPUs)
     TC_UNROLL for (int i = 0; i < NS; ++i) {
-      if (valid[i] >= V::N || valid[i] < 0) V::store(ys[i], acc[i]);
+      if (valid[i] >= V::N && a->stream) V::stream(ys[i], acc[i]);
+      else if (valid[i] >= V::N || valid[i] < 0) V::store(ys[i], acc[i]);
       else V::store_n(ys[i], acc[i], (int)valid[i]);
     }
   } else {
@@ -725,6 +728,7 @@ static void depthwise_plane(const PlaneArgs* a, const float* x, float* y, const 
     }
   }
   if (ns) PlaneDispatch<PLANE_NS>::run(ns, a, xs, ys, valid, w, bias);
+  if (a->stream) V::fence();
 }
 
 // Taps [t0, t0 + NT) of the plane's grad_weight; lanes past OW multiply zeros.
@@ -818,7 +822,8 @@ static void grouped_tile(const GroupedArgs* a, const float* const* xp, float* co
     }
     if (a->yc == 1) {
       TC_UNROLL for (int p = 0; p < NP; ++p) {
-        if (kvalid >= V::N) V::store(yp[p] + k0, acc[p]);
+        if (kvalid >= V::N && a->stream) V::stream(yp[p] + k0, acc[p]);
+        else if (kvalid >= V::N) V::store(yp[p] + k0, acc[p]);
         else V::store_n(yp[p] + k0, acc[p], (int)kvalid);
       }
     } else {
@@ -863,6 +868,7 @@ static void grouped_pixels(const GroupedArgs* a, const float* x, float* y, const
     GroupedDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, idx);
     p += np;
   }
+  if (a->stream) V::fence();
 }
 
 static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, const float* dy,
