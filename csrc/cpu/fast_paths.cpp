@@ -182,21 +182,20 @@ bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
 
 // dst[i*C + c] = src[c*sc + i*sw] for c < C, i < W: blocks of 16 channels so that every
 // destination write is a contiguous run and every source row is read sequentially.
-void transpose_rows(const float* src, int64_t sc, int64_t sw, int64_t C, int64_t W, float* dst) {
+// Dense rows (sw == 1) take the ISA's register transposes.
+void transpose_rows(const KernelTable* kt, const float* src, int64_t sc, int64_t sw, int64_t C,
+                    int64_t W, float* dst) {
+  if (sw == 1) {
+    kt->transpose(src, sc, C, W, dst);
+    return;
+  }
   constexpr int64_t B = 16;
   for (int64_t c0 = 0; c0 < C; c0 += B) {
     const int64_t nc = std::min(B, C - c0);
     const float* s0 = src + c0 * sc;
-    if (nc == B && sw == 1) {
-      for (int64_t i = 0; i < W; ++i) {
-        float* dd = dst + i * C + c0;
-        for (int64_t c = 0; c < B; ++c) dd[c] = s0[c * sc + i];
-      }
-    } else {
-      for (int64_t i = 0; i < W; ++i) {
-        float* dd = dst + i * C + c0;
-        for (int64_t c = 0; c < nc; ++c) dd[c] = s0[c * sc + i * sw];
-      }
+    for (int64_t i = 0; i < W; ++i) {
+      float* dd = dst + i * C + c0;
+      for (int64_t c = 0; c < nc; ++c) dd[c] = s0[c * sc + i * sw];
     }
   }
 }
@@ -215,6 +214,7 @@ Need need_of(const Spec& sp, int64_t OH, int64_t OW) {
 }
 
 struct Stager {
+  const KernelTable* kt;
   const Act& x;
   bool direct = true;
   int64_t Hp = 0, Wp = 0, chunk = 1;
@@ -229,9 +229,9 @@ struct Stager {
   // unit_channel: the kernel needs channel stride 1. padding_in_place: the kernel
   // bounds-checks windows itself (depthwise), so an input with unit channel stride is never
   // copied.
-  Stager(const Act& x_, const std::vector<Need>& needs, bool unit_channel,
+  Stager(const KernelTable* kt_, const Act& x_, const std::vector<Need>& needs, bool unit_channel,
          int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
-      : x(x_) {
+      : kt(kt_), x(x_) {
     int64_t top = 0, left = 0, bottom = -1, right = -1;
     for (const Need& n : needs) {
       top = std::max(top, n.pt), left = std::max(left, n.pl);
@@ -252,9 +252,10 @@ struct Stager {
       buf = at::empty({chunk * xn + 64}, at::TensorOptions().dtype(at::kFloat));
     }
   }
-  Stager(const Act& x_, const Spec& sp, int64_t OH, int64_t OW, bool unit_channel,
-         int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
-      : Stager(x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
+  Stager(const KernelTable* kt_, const Act& x_, const Spec& sp, int64_t OH, int64_t OW,
+         bool unit_channel, int64_t chunk_extra_floats_per_image = 0,
+         bool padding_in_place = false)
+      : Stager(kt_, x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
                chunk_extra_floats_per_image, padding_in_place) {}
 
   // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
@@ -290,7 +291,7 @@ struct Stager {
             std::memcpy(d + (lo + i) * C, src + i * x.sw, sizeof(float) * C);
           }
         } else {
-          transpose_rows(src, x.sc, x.sw, C, hi - lo, d + lo * C);
+          transpose_rows(kt, src, x.sc, x.sw, C, hi - lo, d + lo * C);
         }
       }
     });
@@ -300,12 +301,13 @@ struct Stager {
 // A grad_output with unit channel stride and a uniform pixel stride (NHWC), in place or packed
 // a chunk at a time.
 struct PixelMajor {
+  const KernelTable* kt;
   const Act& d;
   bool direct;
   int64_t dyn = 0, dyp = 0;
   at::Tensor buf;
   const float* origin = nullptr;
-  PixelMajor(const Act& d_, int64_t chunk) : d(d_) {
+  PixelMajor(const KernelTable* kt_, const Act& d_, int64_t chunk) : kt(kt_), d(d_) {
     direct = (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw;
     if (direct) {
       dyn = d.sn, dyp = d.sw;
@@ -322,13 +324,24 @@ struct PixelMajor {
     float* dst = buf.data_ptr<float>();
     origin = dst;
     const int64_t C = d.C;
+    if (d.sw == 1 && d.sh == d.W) {  // dense planes: one transpose per block of pixels
+      const int64_t P = d.H * d.W, B = std::max<int64_t>(16, 16384 / C), nblk = ceil_div(P, B);
+      at::parallel_for(0, nb * nblk, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t n = t / nblk, p0 = t % nblk * B;
+          kt->transpose(d.p + (n0 + n) * d.sn + p0, d.sc, C, std::min(B, P - p0),
+                        dst + n * dyn + p0 * C);
+        }
+      });
+      return;
+    }
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(d.W * C, 1));
     at::parallel_for(0, nb * d.H, grain, [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
         const int64_t n = row / d.H, h = row % d.H;
         float* dd = dst + row * d.W * C;
         const float* src = d.p + (n0 + n) * d.sn + h * d.sh;
-        transpose_rows(src, d.sc, d.sw, C, d.W, dd);
+        transpose_rows(kt, src, d.sc, d.sw, C, d.W, dd);
       }
     });
   }
@@ -486,7 +499,7 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
     needs.push_back(need_of(j.sp, j.y.H, j.y.W));
     unit = unit || use_reduce(kt, j.sp);
   }
-  Stager st(x, needs, /*unit_channel=*/unit);
+  Stager st(kt, x, needs, /*unit_channel=*/unit);
   std::vector<Plan> plans;
   for (const DirectJob& j : jobs) {
     const Spec& sp = j.sp;
@@ -638,7 +651,7 @@ void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const at
   const float* bpack = bpacked.defined() ? bpacked.const_data_ptr<float>() : nullptr;
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
   const int64_t PC = 32, nPC = ceil_div(P, PC);
-  Stager st(x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
+  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
   isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                        st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp,
                        /*stream=*/stream_output(y.N * y.C * P)};
@@ -660,7 +673,7 @@ void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const floa
                  const float* bpack, const Out& y) {
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
   const int64_t PC = 32, nPC = ceil_div(P, PC);
-  Stager st(x, sp, OH, OW, /*unit_channel=*/true);
+  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true);
   const isa::GroupedArgs a{y.C, x.C, sp.cpg, sp.kpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xh, st.xw, y.sc, y.sh, y.sw,
                            /*stream=*/stream_output(y.N * y.C * P)};
@@ -853,8 +866,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
 
   if (cpg == 1 && kpg == 1) {
     const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL);
-    Stager st(x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
-    PixelMajor pm(d, st.chunk);
+    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    PixelMajor pm(kt, d, st.chunk);
     at::Tensor acc = at::empty({nCV * R * S * VL}, at::TensorOptions().dtype(at::kFloat));
     float* ap = acc.data_ptr<float>();
     for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -879,8 +892,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
 
   if (use_grouped(kt, G, cpg, kpg)) {
     const int64_t VL = kt->vec_lanes, K = g.out_channels, nCV = ceil_div(K, VL);
-    Stager st(x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
-    PixelMajor pm(d, st.chunk);
+    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    PixelMajor pm(kt, d, st.chunk);
     at::Tensor acc = at::empty({nCV * R * S * cpg * VL}, at::TensorOptions().dtype(at::kFloat));
     float* ap = acc.data_ptr<float>();
     for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -914,8 +927,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
   const int64_t nKB = ceil_div(kpg, KB);
   const int64_t CB = gw_wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
   const int64_t nCB = ceil_div(cpg, CB);
-  Stager st(x, sp, OH, OW, /*unit_channel=*/false, dy_floats);
-  PixelMajor pm(d, st.chunk);
+  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_floats);
+  PixelMajor pm(kt, d, st.chunk);
   // accumulators [G][nKB][cpg][R][S][KB]
   const int64_t acc_c = R * S * KB, panel = cpg * acc_c;
   at::Tensor acc = at::empty({G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));

@@ -139,6 +139,10 @@ typedef void (*GroupedGradWeightFn)(const GroupedGradWeightArgs* a, const float*
                                     const float* dy, float* acc, int64_t cv, int64_t r,
                                     int64_t s, int accumulate);
 
+// Channel-major rows to pixel-major: dst[i*C + c] = src[c*sc + i] for c < C, i < W (an NCHW
+// row or plane into NHWC order), in V::N x V::N register transposes.
+typedef void (*TransposeFn)(const float* src, int64_t sc, int64_t C, int64_t W, float* dst);
+
 struct KernelTable {
   const char* name;
   int vec_lanes;      // VL
@@ -161,6 +165,7 @@ struct KernelTable {
   DepthwisePlaneGradWeightFn depthwise_plane_grad_weight;
   GroupedFn grouped;                      // null where VL == 1
   GroupedGradWeightFn grouped_grad_weight;
+  TransposeFn transpose;
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
   // result is also written to *sink so the loop cannot be optimised away).
   double (*fma_loop)(int64_t iters, float* sink);

@@ -29,6 +29,25 @@ struct V {
     else _mm256_storeu_ps(p, v);
   }
   static inline void fence() { _mm_sfence(); }
+  // 8 x 8: 32-bit then 64-bit interleaves within 128-bit lanes, then the lanes swapped.
+  static inline void transpose(const float* src, int64_t sc, float* dst, int64_t dc) {
+    __m256 r[8], t[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + k * sc);
+    for (int k = 0; k < 8; k += 2) {
+      t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+      t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+      r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+      r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+      r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+      r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; ++j) {
+      _mm256_storeu_ps(dst + j * dc, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+      _mm256_storeu_ps(dst + (j + 4) * dc, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+    }
+  }
   static inline void store_n(float* p, reg v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
   typedef __m256i ireg;
   static inline ireg iload(const int* p) { return _mm256_loadu_si256((const __m256i*)p); }

@@ -4,7 +4,8 @@
 // namespace, after that TU defined `struct V` (the vector wrapper) and the tile sizes:
 //   V::N lanes; V::reg; zero(), set1(f), load(p), load_n(p, n), bcast(p), store(p, v),
 //   store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c; stream(p, v): a non-temporal store
-//   where p is vector-aligned (else a normal one), fence(): orders streaming stores.
+//   where p is vector-aligned (else a normal one), fence(): orders streaming stores;
+//   transpose(src, sc, dst, dc): dst[i*dc + c] = src[c*sc + i] for an N x N block.
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
@@ -915,6 +916,23 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
 #endif
 
 // ------------------------------------------------------------------------------------------
+// NCHW rows / planes to pixel-major (see kernel_api.h): full N x N blocks in registers, the
+// channel and pixel tails element by element.
+
+static void transpose_rows(const float* src, int64_t sc, int64_t C, int64_t W, float* dst) {
+  const int64_t C_full = C - C % V::N, W_full = W - W % V::N;
+  for (int64_t c0 = 0; c0 < C_full; c0 += V::N) {
+    for (int64_t i0 = 0; i0 < W_full; i0 += V::N) V::transpose(src + c0 * sc + i0, sc, dst + i0 * C + c0, C);
+    for (int64_t i = W_full; i < W; ++i) {
+      for (int64_t c = c0; c < c0 + V::N; ++c) dst[i * C + c] = src[c * sc + i];
+    }
+  }
+  for (int64_t c = C_full; c < C; ++c) {
+    for (int64_t i = 0; i < W; ++i) dst[i * C + c] = src[c * sc + i];
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // Register-only FMA throughput loop: FMA_CHAINS independent chains, enough to cover the FMA
 // latency on every pipe, few enough that the chains and the two constants stay in registers
 // (16 chains + 2 constants spill on AVX2's 16 registers and halve the measured peak).
@@ -943,6 +961,6 @@ static const KernelTable kTable = {
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &depthwise_plane_grad_weight,
-    TC_GROUPED,
+    TC_GROUPED, &transpose_rows,
     &fma_loop,
 };
