@@ -186,7 +186,7 @@ bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
 void transpose_rows(const KernelTable* kt, const float* src, int64_t sc, int64_t sw, int64_t C,
                     int64_t W, float* dst) {
   if (sw == 1) {
-    kt->transpose(src, sc, C, W, dst);
+    kt->transpose(src, sc, C, W, dst, C);
     return;
   }
   constexpr int64_t B = 16;
@@ -330,7 +330,7 @@ struct PixelMajor {
         for (int64_t t = b; t < e; ++t) {
           const int64_t n = t / nblk, p0 = t % nblk * B;
           kt->transpose(d.p + (n0 + n) * d.sn + p0, d.sc, C, std::min(B, P - p0),
-                        dst + n * dyn + p0 * C);
+                        dst + n * dyn + p0 * C, C);
         }
       });
       return;
@@ -966,6 +966,27 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
         }
       }
     });
+  }
+  // accumulators [c][r][s][KB] of a k-block into the weight: register transposes where the
+  // weight's channels (and taps) are dense
+  const int64_t RS = R * S;
+  if (ws1 == 1 || (ws3 == 1 && ws2 == S && ws1 == RS)) {
+    at::parallel_for(0, G * nKB, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t gr = t / nKB, kb = t % nKB, kvalid = std::min(KB, kpg - kb * KB);
+        const float* src = ap + t * panel;
+        float* dst = gw + (gr * kpg + kb * KB) * ws0;
+        if (ws1 != 1) {  // contiguous: (c, r, s) is one dense index
+          kt->transpose(src, KB, cpg * RS, kvalid, dst, ws0);
+          continue;
+        }
+        for (int64_t tap = 0; tap < RS; ++tap) {
+          kt->transpose(src + tap * KB, RS * KB, cpg, kvalid,
+                        dst + (tap / S) * ws2 + (tap % S) * ws3, ws0);
+        }
+      }
+    });
+    return true;
   }
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(cpg * R * S, 1));
   at::parallel_for(0, g.out_channels, grain, [&](int64_t b, int64_t e) {

@@ -139,9 +139,11 @@ typedef void (*GroupedGradWeightFn)(const GroupedGradWeightArgs* a, const float*
                                     const float* dy, float* acc, int64_t cv, int64_t r,
                                     int64_t s, int accumulate);
 
-// Channel-major rows to pixel-major: dst[i*C + c] = src[c*sc + i] for c < C, i < W (an NCHW
-// row or plane into NHWC order), in V::N x V::N register transposes.
-typedef void (*TransposeFn)(const float* src, int64_t sc, int64_t C, int64_t W, float* dst);
+// Channel-major rows to pixel-major: dst[i*dc + c] = src[c*sc + i] for c < C, i < W (an NCHW
+// row or plane into NHWC order; weight-gradient accumulators into the weight's layout), in
+// V::N x V::N register transposes.
+typedef void (*TransposeFn)(const float* src, int64_t sc, int64_t C, int64_t W, float* dst,
+                            int64_t dc);
 
 struct KernelTable {
   const char* name;

@@ -919,16 +919,18 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
 // NCHW rows / planes to pixel-major (see kernel_api.h): full N x N blocks in registers, the
 // channel and pixel tails element by element.
 
-static void transpose_rows(const float* src, int64_t sc, int64_t C, int64_t W, float* dst) {
+static void transpose_rows(const float* src, int64_t sc, int64_t C, int64_t W, float* dst,
+                           int64_t dc) {
   const int64_t C_full = C - C % V::N, W_full = W - W % V::N;
   for (int64_t c0 = 0; c0 < C_full; c0 += V::N) {
-    for (int64_t i0 = 0; i0 < W_full; i0 += V::N) V::transpose(src + c0 * sc + i0, sc, dst + i0 * C + c0, C);
+    for (int64_t i0 = 0; i0 < W_full; i0 += V::N)
+      V::transpose(src + c0 * sc + i0, sc, dst + i0 * dc + c0, dc);
     for (int64_t i = W_full; i < W; ++i) {
-      for (int64_t c = c0; c < c0 + V::N; ++c) dst[i * C + c] = src[c * sc + i];
+      for (int64_t c = c0; c < c0 + V::N; ++c) dst[i * dc + c] = src[c * sc + i];
     }
   }
   for (int64_t c = C_full; c < C; ++c) {
-    for (int64_t i = 0; i < W; ++i) dst[i * C + c] = src[c * sc + i];
+    for (int64_t i = 0; i < W; ++i) dst[i * dc + c] = src[c * sc + i];
   }
 }
 
