@@ -217,6 +217,7 @@ struct Stager {
   const KernelTable* kt;
   const Act& x;
   bool direct = true;
+  bool kernel_pads = false;  // the kernel bounds-checks windows: a copy holds the input only
   int64_t Hp = 0, Wp = 0, chunk = 1;
   int64_t PT = 0, PL = 0;  // input coordinate (-PT, -PL) is row 0 / column 0 of the copy
   at::Tensor buf;
@@ -240,14 +241,15 @@ struct Stager {
     const bool pad = top > 0 || left > 0 || bottom >= x.H || right >= x.W;
     const bool unit_ok = !unit_channel || x.sc == 1 || x.C == 1;
     direct = unit_ok && (!pad || padding_in_place);
-    Hp = top + bottom + 1;
-    Wp = left + right + 1;
+    kernel_pads = padding_in_place;
+    Hp = padding_in_place ? x.H : top + bottom + 1;
+    Wp = padding_in_place ? x.W : left + right + 1;
     const int64_t per_image = (direct ? 0 : Hp * Wp * x.C) + chunk_extra_floats_per_image;
     chunk = per_image > 0 ? std::clamp<int64_t>(kStageBudget / per_image, 1, x.N) : x.N;
     if (direct) {
       xn = x.sn, xc = x.sc, xh = x.sh, xw = x.sw;
     } else {
-      PT = top, PL = left;
+      PT = padding_in_place ? 0 : top, PL = padding_in_place ? 0 : left;
       xc = 1, xw = x.C, xh = Wp * x.C, xn = Hp * Wp * x.C;
       buf = at::empty({chunk * xn + 64}, at::TensorOptions().dtype(at::kFloat));
     }
@@ -271,6 +273,16 @@ struct Stager {
     float* dst = buf.data_ptr<float>();
     base = dst;
     const int64_t C = x.C, rowlen = Wp * C;
+    if (kernel_pads && x.sw == 1 && x.sh == x.W) {  // dense NCHW planes, no padding rows
+      const int64_t P = x.H * x.W, B = 16 * std::max<int64_t>(1, 1024 / C);
+      const int64_t nblk = ceil_div(P, B);
+      dynamic_for(nb * nblk, 1, [&](int64_t t) {
+        const int64_t n = t / nblk, p0 = t % nblk * B;
+        kt->transpose(x.p + (n0 + n) * x.sn + p0, x.sc, C, std::min(B, P - p0),
+                      dst + n * xn + p0 * C, C);
+      });
+      return;
+    }
     const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(rowlen, 1));
     dynamic_for(nb * Hp, grain, [&](int64_t row) {
@@ -325,7 +337,8 @@ struct PixelMajor {
     origin = dst;
     const int64_t C = d.C;
     if (d.sw == 1 && d.sh == d.W) {  // dense planes: one transpose per block of pixels
-      const int64_t P = d.H * d.W, B = std::max<int64_t>(16, 16384 / C), nblk = ceil_div(P, B);
+      const int64_t P = d.H * d.W, B = 16 * std::max<int64_t>(1, 1024 / C);
+      const int64_t nblk = ceil_div(P, B);
       at::parallel_for(0, nb * nblk, 1, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           const int64_t n = t / nblk, p0 = t % nblk * B;
@@ -655,16 +668,31 @@ void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const at
   isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                        st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp,
                        /*stream=*/stream_output(y.N * y.C * P)};
-  if (st.direct) a.top = sp.pt, a.left = sp.pl, a.H = x.H, a.W = x.W;
+  if (st.kernel_pads) a.top = sp.pt, a.left = sp.pl, a.H = x.H, a.W = x.W;
+  // Dense NCHW output planes: a task's pixels go to per-worker scratch in NHWC order and
+  // leave it by register transposes (instead of one scalar store per output).
+  const bool via_scratch = y.sc != 1 && y.C > 1 && y.sw == 1 && y.sh == y.W;
+  isa::DepthwiseArgs a_scratch = a;
+  a_scratch.yc = 1, a_scratch.yh = OW * x.C, a_scratch.yw = x.C, a_scratch.stream = 0;
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
-    dynamic_for(nb * nPC, 1, [&](int64_t t) {
-      {
-        const int64_t pc = t % nPC, n = t / nPC;
-        kt->depthwise(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
-                      std::min(P, (pc + 1) * PC));
+    const int64_t workers = worker_count(nb * nPC, 1);
+    at::Tensor scratch;
+    if (via_scratch) {
+      scratch = at::empty({workers * PC * x.C}, at::TensorOptions().dtype(at::kFloat));
+    }
+    dynamic_for_workers(nb * nPC, workers, [&](int64_t t, int64_t worker) {
+      const int64_t pc = t % nPC, n = t / nPC, p0 = pc * PC, p1 = std::min(P, p0 + PC);
+      const float* x0 = st.origin(sp.pt, sp.pl) + n * st.xn;
+      float* y0 = y.p + (n0 + n) * y.sn;
+      if (!via_scratch) {
+        kt->depthwise(&a, x0, y0, wpack, bpack, p0, p1);
+        return;
       }
+      float* buf = scratch.data_ptr<float>() + worker * PC * x.C;
+      kt->depthwise(&a_scratch, x0, buf - p0 * x.C, wpack, bpack, p0, p1);
+      kt->transpose(buf, x.C, p1 - p0, x.C, y0 + p0, y.sc);
     });
   }
 }

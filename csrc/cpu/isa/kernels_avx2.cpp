@@ -30,9 +30,13 @@ struct V {
   }
   static inline void fence() { _mm_sfence(); }
   // 8 x 8: 32-bit then 64-bit interleaves within 128-bit lanes, then the lanes swapped.
-  static inline void transpose(const float* src, int64_t sc, float* dst, int64_t dc) {
+  // Blocks with nc < 8 rows or nw < 8 columns load and store through masks.
+  static inline void transpose(const float* src, int64_t sc, float* dst, int64_t dc, int nc,
+                               int nw) {
     __m256 r[8], t[8];
-    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + k * sc);
+    const __m256i in = mask(nw), out = mask(nc);
+    for (int k = 0; k < 8; ++k)
+      r[k] = k < nc ? _mm256_maskload_ps(src + k * sc, in) : _mm256_setzero_ps();
     for (int k = 0; k < 8; k += 2) {
       t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
       t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
@@ -44,8 +48,10 @@ struct V {
       r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
     }
     for (int j = 0; j < 4; ++j) {
-      _mm256_storeu_ps(dst + j * dc, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
-      _mm256_storeu_ps(dst + (j + 4) * dc, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+      if (j < nw)
+        _mm256_maskstore_ps(dst + j * dc, out, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+      if (j + 4 < nw)
+        _mm256_maskstore_ps(dst + (j + 4) * dc, out, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
     }
   }
   static inline void store_n(float* p, reg v, int n) { _mm256_maskstore_ps(p, mask(n), v); }

@@ -5,7 +5,7 @@
 //   V::N lanes; V::reg; zero(), set1(f), load(p), load_n(p, n), bcast(p), store(p, v),
 //   store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c; stream(p, v): a non-temporal store
 //   where p is vector-aligned (else a normal one), fence(): orders streaming stores;
-//   transpose(src, sc, dst, dc): dst[i*dc + c] = src[c*sc + i] for an N x N block.
+//   transpose(src, sc, dst, dc, nc, nw): dst[i*dc + c] = src[c*sc + i], c < nc, i < nw <= N.
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
@@ -916,21 +916,16 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
 #endif
 
 // ------------------------------------------------------------------------------------------
-// NCHW rows / planes to pixel-major (see kernel_api.h): full N x N blocks in registers, the
-// channel and pixel tails element by element.
+// NCHW rows / planes to pixel-major (see kernel_api.h): N x N blocks in registers (masked at
+// the channel and pixel tails).
 
 static void transpose_rows(const float* src, int64_t sc, int64_t C, int64_t W, float* dst,
                            int64_t dc) {
-  const int64_t C_full = C - C % V::N, W_full = W - W % V::N;
-  for (int64_t c0 = 0; c0 < C_full; c0 += V::N) {
-    for (int64_t i0 = 0; i0 < W_full; i0 += V::N)
-      V::transpose(src + c0 * sc + i0, sc, dst + i0 * dc + c0, dc);
-    for (int64_t i = W_full; i < W; ++i) {
-      for (int64_t c = c0; c < c0 + V::N; ++c) dst[i * dc + c] = src[c * sc + i];
+  for (int64_t c0 = 0; c0 < C; c0 += V::N) {
+    const int nc = (int)tc_min(V::N, C - c0);
+    for (int64_t i0 = 0; i0 < W; i0 += V::N) {
+      V::transpose(src + c0 * sc + i0, sc, dst + i0 * dc + c0, dc, nc, (int)tc_min(V::N, W - i0));
     }
-  }
-  for (int64_t c = C_full; c < C; ++c) {
-    for (int64_t i = 0; i < W; ++i) dst[i * dc + c] = src[c * sc + i];
   }
 }
 

@@ -20,7 +20,9 @@ struct V {
   static inline void store(float* p, reg v) { *p = v; }
   static inline void stream(float* p, reg v) { *p = v; }
   static inline void fence() {}
-  static inline void transpose(const float* src, int64_t, float* dst, int64_t) { *dst = *src; }
+  static inline void transpose(const float* src, int64_t, float* dst, int64_t, int, int) {
+    *dst = *src;
+  }
   static inline void store_n(float* p, reg v, int n) {
     if (n > 0) *p = v;
   }
