@@ -45,6 +45,9 @@ static inline void end_block(float* p, V::reg* v, int* started) {
   *v = V::zero();
 }
 
+// Pixels per register chain of the dense weight-gradient tile.
+enum { kGwChain = 32 };
+
 // Output rows of `ow` pixels per weight-gradient block (about TC_BLOCK products per lane).
 static inline int64_t rows_per_block(int64_t ow) {
   return ow >= TC_BLOCK ? 1 : TC_BLOCK / ow;
@@ -464,10 +467,14 @@ static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, fl
                     int64_t kvalid, int64_t r, int64_t s, int accumulate) {
   typedef V::reg reg;
   reg A[NC][NV];
+  // Two levels: chains of about kGwChain pixels in registers, added in order onto the call's
+  // sums T (L1), T added onto acc at the end (the caller passes ~256 pixels per call).
+  float T[NC][NV * V::N];
   TC_UNROLL for (int i = 0; i < NC; ++i) {
-    TC_UNROLL for (int j = 0; j < NV; ++j)
-      A[i][j] = V::zero();  // one call = one block (the caller passes ~256 pixels)
+    TC_UNROLL for (int j = 0; j < NV; ++j) A[i][j] = V::zero();
   }
+  int started = 0;  // T holds sums
+  int64_t pending = 0;  // pixels in A
   const int64_t xc = a->xc, step = a->sw * a->xw, dyp = a->dyp;
   const bool full = kvalid >= NV * V::N;
   for (int64_t n = 0; n < a->nimg; ++n) {
@@ -496,6 +503,21 @@ static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, fl
           xr += step;
           dr += dyp;
         }
+      }
+      pending += a->OW;
+      if (pending >= kGwChain) {
+        TC_UNROLL for (int i = 0; i < NC; ++i) {
+          TC_UNROLL for (int j = 0; j < NV; ++j) end_block(&T[i][j * V::N], &A[i][j], &started);
+        }
+        started = 1, pending = 0;
+      }
+    }
+  }
+  if (started) {  // the last chain onto T, T into A (else A holds the only chain)
+    TC_UNROLL for (int i = 0; i < NC; ++i) {
+      TC_UNROLL for (int j = 0; j < NV; ++j) {
+        if (pending) end_block(&T[i][j * V::N], &A[i][j], &started);
+        A[i][j] = V::load(&T[i][j * V::N]);
       }
     }
   }
