@@ -200,6 +200,17 @@ void transpose_rows(const KernelTable* kt, const float* src, int64_t sc, int64_t
   }
 }
 
+// nb images of dense NCHW planes (P pixels, channel stride sc, image stride sn) into
+// pixel-major images of dn floats: one register transpose per task of a few K floats.
+void planes_to_pixel_major(const KernelTable* kt, const float* src, int64_t sn, int64_t sc,
+                           int64_t C, int64_t P, int64_t nb, float* dst, int64_t dn) {
+  const int64_t B = 16 * std::max<int64_t>(1, 1024 / C), nblk = ceil_div(P, B);
+  dynamic_for(nb * nblk, 1, [&](int64_t t) {
+    const int64_t n = t / nblk, p0 = t % nblk * B;
+    kt->transpose(src + n * sn + p0, sc, C, std::min(B, P - p0), dst + n * dn + p0 * C, C);
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Input staging: in place, or a zero-padded NHWC copy of a chunk of images.
 
@@ -274,13 +285,7 @@ struct Stager {
     base = dst;
     const int64_t C = x.C, rowlen = Wp * C;
     if (kernel_pads && x.sw == 1 && x.sh == x.W) {  // dense NCHW planes, no padding rows
-      const int64_t P = x.H * x.W, B = 16 * std::max<int64_t>(1, 1024 / C);
-      const int64_t nblk = ceil_div(P, B);
-      dynamic_for(nb * nblk, 1, [&](int64_t t) {
-        const int64_t n = t / nblk, p0 = t % nblk * B;
-        kt->transpose(x.p + (n0 + n) * x.sn + p0, x.sc, C, std::min(B, P - p0),
-                      dst + n * xn + p0 * C, C);
-      });
+      planes_to_pixel_major(kt, x.p + n0 * x.sn, x.sn, x.sc, C, x.H * x.W, nb, dst, xn);
       return;
     }
     const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
@@ -336,16 +341,8 @@ struct PixelMajor {
     float* dst = buf.data_ptr<float>();
     origin = dst;
     const int64_t C = d.C;
-    if (d.sw == 1 && d.sh == d.W) {  // dense planes: one transpose per block of pixels
-      const int64_t P = d.H * d.W, B = 16 * std::max<int64_t>(1, 1024 / C);
-      const int64_t nblk = ceil_div(P, B);
-      at::parallel_for(0, nb * nblk, 1, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
-          const int64_t n = t / nblk, p0 = t % nblk * B;
-          kt->transpose(d.p + (n0 + n) * d.sn + p0, d.sc, C, std::min(B, P - p0),
-                        dst + n * dyn + p0 * C, C);
-        }
-      });
+    if (d.sw == 1 && d.sh == d.W) {  // dense planes
+      planes_to_pixel_major(kt, d.p + n0 * d.sn, d.sn, d.sc, C, d.H * d.W, nb, dst, dyn);
       return;
     }
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(d.W * C, 1));
@@ -490,7 +487,7 @@ at::Tensor pack_for_direct(const KernelTable* kt, const Spec& sp, const WSrc& wc
 // in cache anyway, and a normal store that misses first reads its line from memory (measured
 // on an AVX-512 Zen 5: 1x1 layers with MB-sized outputs ran up to twice as fast streamed).
 constexpr int64_t kStreamFloats = int64_t(1) << 19;
-int64_t stream_output(int64_t floats) { return floats >= kStreamFloats; }
+bool stream_output(int64_t floats) { return floats >= kStreamFloats; }
 
 struct DirectJob {
   Spec sp;
