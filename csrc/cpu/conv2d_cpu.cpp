@@ -1,4 +1,4 @@
-// CPU kernels of the torchconv ops: the vectorised float32 paths where they apply
+// CPU kernels of the torchconv ops: the vectorised float32 / float64 paths where they apply
 // (fast_paths.h), the portable kernels (generic_kernels.h) for everything else.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -47,19 +47,20 @@ bool via_float32(at::Tensor& result, F fast_path) {
   return true;
 }
 
-// complex64 on the float32 fast paths, by Gauss's three real products (as PyTorch computes
-// complex convolutions): for a real-bilinear op f and a = ar + i*ai, b = br + i*bi,
+// complex64 / complex128 on the float32 / float64 fast paths, by Gauss's three real products
+// (as PyTorch computes complex convolutions): for a real-bilinear op f and a = ar + i*ai,
+// b = br + i*bi,
 // f(a, b) = f(ar, br) - f(ai, bi) + i*(f(ar + ai, br + bi) - f(ar, br) - f(ai, bi)).
 // real_op(a_part, b_part, out) returns false where no fast path applies.
 template <typename F>
 bool complex_via_real(const at::Tensor& a, const at::Tensor& b, at::Tensor& result,
                       F real_op) {
-  if (result.scalar_type() != at::kComplexFloat) return false;
+  if (!result.is_complex()) return false;
   const at::Tensor ac = a.resolve_conj(), bc = b.resolve_conj();
   const at::Tensor ar = at::real(ac), ai = at::imag(ac), br = at::real(bc), bi = at::imag(bc);
   const auto part = [&] {
     return at::empty_strided(result.sizes(), result.strides(),
-                             result.options().dtype(at::kFloat));
+                             result.options().dtype(c10::toRealValueType(result.scalar_type())));
   };
   at::Tensor k1 = part(), k2 = part(), k3 = part();
   if (!real_op(ar, br, k1)) return false;
@@ -70,12 +71,13 @@ bool complex_via_real(const at::Tensor& a, const at::Tensor& b, at::Tensor& resu
   return true;
 }
 
-// A bilinear op f(a, b) -> result on the float32 fast paths where one applies: float32
-// directly, float16 / bfloat16 widened, complex64 through real products. fast(a, b, out)
+// A bilinear op f(a, b) -> result on the fast paths where one applies: float32 / float64
+// directly, float16 / bfloat16 widened to float32, complex through real products. fast(a, b, out)
 // returns false where no fast path applies (other dtypes, ISA "generic", empty dims).
 template <typename F>
 bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, at::Tensor& result, F fast) {
-  if (result.scalar_type() == at::kFloat) return fast(a, b, result);
+  if (result.scalar_type() == at::kFloat || result.scalar_type() == at::kDouble)
+    return fast(a, b, result);
   if (fast::cpu_isa() == "generic") return false;  // no copies for nothing
   if (via_float32(result, [&](at::Tensor& out) { return fast(widened(a), widened(b), out); }))
     return true;

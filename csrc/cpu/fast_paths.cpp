@@ -1,4 +1,4 @@
-// Torch-facing side of the vectorised float32 CPU kernels: eligibility, layout handling,
+// Torch-facing side of the vectorised float32 / float64 CPU kernels: eligibility, layout handling,
 // weight packing, ISA choice, threading. The arithmetic lives in the per-ISA translation units
 // (isa/kernels_*.cpp, one templated implementation in isa/kernels_impl.h).
 //
@@ -26,7 +26,7 @@
 //    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
 //    channel stride) the input is packed, a bounded chunk of images at a time
-//    (<= kStageBudget floats, at least one image), into a zero-padded NHWC copy so the
+//    (<= kStageBytes, at least one image), into a zero-padded NHWC copy so the
 //    kernels never bounds-check; otherwise the kernels read the input in place through its
 //    strides (NCHW, channels_last or anything else). Outputs are written in place through
 //    their strides (vector stores for channels_last, transposed stores for NCHW).
@@ -46,8 +46,9 @@
 //    others.
 //  Results are bitwise independent of the number of threads: every output element is
 //  computed by one kernel call in a fixed order.
-//  float16 / bfloat16 / complex64 reach these kernels through conv2d_cpu.cpp (widened /
-//  real products); float64 stays on the portable generic kernels.
+//  Every path exists for float32 and float64 (the same code, templated on the element type;
+//  budgets are in bytes). float16 / bfloat16 / complex reach these kernels through
+//  conv2d_cpu.cpp (widened to float32 / real products).
 #include "fast_paths.h"
 
 #include <ATen/Parallel.h>
@@ -67,9 +68,15 @@
 namespace torchconv::cpu::fast {
 namespace {
 
-using isa::KernelTable;
+template <typename T>
+using Table = isa::KernelTableT<T>;
 
-constexpr int64_t kStageBudget = int64_t(4) << 20;  // floats per staged chunk of images
+template <typename T>
+at::TensorOptions options_of() {
+  return at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+}
+
+constexpr int64_t kStageBytes = int64_t(16) << 20;  // per staged chunk of images
 
 bool cpu_supports(const std::string& name) {
   if (name == "avx512") {
@@ -81,11 +88,11 @@ bool cpu_supports(const std::string& name) {
   return name == "scalar" || name == "generic";
 }
 
-const KernelTable* table_of(const std::string& name) {
+isa::IsaKernels kernels_of(const std::string& name) {
   if (name == "avx512") return isa::kernels_avx512();
   if (name == "avx2") return isa::kernels_avx2();
   if (name == "scalar") return isa::kernels_scalar();
-  return nullptr;  // "generic": fast paths off
+  return {nullptr, nullptr};  // "generic": fast paths off
 }
 
 std::string best_isa() {
@@ -98,13 +105,19 @@ std::string best_isa() {
 struct IsaState {
   std::mutex mu;
   std::string name;
-  std::atomic<const KernelTable*> table{nullptr};
+  std::atomic<const Table<float>*> f32{nullptr};
+  std::atomic<const Table<double>*> f64{nullptr};
+  void select(const std::string& isa) {
+    const isa::IsaKernels k = kernels_of(isa);
+    name = isa;
+    f32.store(k.f32, std::memory_order_release);
+    f64.store(k.f64, std::memory_order_release);
+  }
   IsaState() {
     const char* env = std::getenv("TORCHCONV_CPU_ISA");
     std::string want = env && *env ? std::string(env) : best_isa();
     if (!cpu_supports(want)) want = best_isa();  // unknown / unsupported request: best
-    name = want;
-    table.store(table_of(want));
+    select(want);
   }
 };
 
@@ -113,7 +126,14 @@ IsaState& isa_state() {
   return state;
 }
 
-const KernelTable* current() { return isa_state().table.load(std::memory_order_acquire); }
+template <typename T>
+const Table<T>* current() {
+  if constexpr (std::is_same_v<T, float>) {
+    return isa_state().f32.load(std::memory_order_acquire);
+  } else {
+    return isa_state().f64.load(std::memory_order_acquire);
+  }
+}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -155,21 +175,25 @@ void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
 // ---------------------------------------------------------------------------------------------
 // Operands as raw pointer + sizes + strides (elements).
 
+template <typename T>
 struct Act {
-  const float* p;
+  const T* p;
   int64_t N, C, H, W, sn, sc, sh, sw;
 };
+template <typename T>
 struct Out {
-  float* p;
+  T* p;
   int64_t N, C, H, W, sn, sc, sh, sw;
 };
 
-Act act_of(const at::Tensor& t) {
-  return {t.const_data_ptr<float>(), t.size(0), t.size(1), t.size(2), t.size(3),
+template <typename T>
+Act<T> act_of(const at::Tensor& t) {
+  return {t.const_data_ptr<T>(), t.size(0), t.size(1), t.size(2), t.size(3),
           t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
-Out out_of(at::Tensor& t) {
-  return {t.mutable_data_ptr<float>(), t.size(0), t.size(1), t.size(2), t.size(3),
+template <typename T>
+Out<T> out_of(at::Tensor& t) {
+  return {t.mutable_data_ptr<T>(), t.size(0), t.size(1), t.size(2), t.size(3),
           t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
@@ -178,13 +202,12 @@ struct Spec {
   int64_t G, cpg, kpg, R, S, sh, sw, dh, dw, pt, pl;
 };
 
-bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
-
 // dst[i*C + c] = src[c*sc + i*sw] for c < C, i < W: blocks of 16 channels so that every
 // destination write is a contiguous run and every source row is read sequentially.
 // Dense rows (sw == 1) take the ISA's register transposes.
-void transpose_rows(const KernelTable* kt, const float* src, int64_t sc, int64_t sw, int64_t C,
-                    int64_t W, float* dst) {
+template <typename T>
+void transpose_rows(const Table<T>* kt, const T* src, int64_t sc, int64_t sw, int64_t C,
+                    int64_t W, T* dst) {
   if (sw == 1) {
     kt->transpose(src, sc, C, W, dst, C);
     return;
@@ -192,18 +215,19 @@ void transpose_rows(const KernelTable* kt, const float* src, int64_t sc, int64_t
   constexpr int64_t B = 16;
   for (int64_t c0 = 0; c0 < C; c0 += B) {
     const int64_t nc = std::min(B, C - c0);
-    const float* s0 = src + c0 * sc;
+    const T* s0 = src + c0 * sc;
     for (int64_t i = 0; i < W; ++i) {
-      float* dd = dst + i * C + c0;
+      T* dd = dst + i * C + c0;
       for (int64_t c = 0; c < nc; ++c) dd[c] = s0[c * sc + i * sw];
     }
   }
 }
 
 // nb images of dense NCHW planes (P pixels, channel stride sc, image stride sn) into
-// pixel-major images of dn floats: one register transpose per task of a few K floats.
-void planes_to_pixel_major(const KernelTable* kt, const float* src, int64_t sn, int64_t sc,
-                           int64_t C, int64_t P, int64_t nb, float* dst, int64_t dn) {
+// pixel-major images of dn elements: one register transpose per task of a few K elements.
+template <typename T>
+void planes_to_pixel_major(const Table<T>* kt, const T* src, int64_t sn, int64_t sc,
+                           int64_t C, int64_t P, int64_t nb, T* dst, int64_t dn) {
   const int64_t B = 16 * std::max<int64_t>(1, 1024 / C), nblk = ceil_div(P, B);
   dynamic_for(nb * nblk, 1, [&](int64_t t) {
     const int64_t n = t / nblk, p0 = t % nblk * B;
@@ -224,9 +248,10 @@ Need need_of(const Spec& sp, int64_t OH, int64_t OW) {
           (OW - 1) * sp.sw + (sp.S - 1) * sp.dw - sp.pl};
 }
 
+template <typename T>
 struct Stager {
-  const KernelTable* kt;
-  const Act& x;
+  const Table<T>* kt;
+  const Act<T>& x;
   bool direct = true;
   bool kernel_pads = false;  // the kernel bounds-checks windows: a copy holds the input only
   int64_t Hp = 0, Wp = 0, chunk = 1;
@@ -234,15 +259,15 @@ struct Stager {
   at::Tensor buf;
   // strides seen by the kernels
   int64_t xn = 0, xc = 0, xh = 0, xw = 0;
-  const float* base = nullptr;  // input coordinate (-PT, -PL) of image 0 of the chunk
+  const T* base = nullptr;  // input coordinate (-PT, -PL) of image 0 of the chunk
 
   // One or several convolutions over the same input (grad_input phases) share one staged
   // copy covering the union of their windows.
   // unit_channel: the kernel needs channel stride 1. padding_in_place: the kernel
   // bounds-checks windows itself (depthwise), so an input with unit channel stride is never
   // copied.
-  Stager(const KernelTable* kt_, const Act& x_, const std::vector<Need>& needs, bool unit_channel,
-         int64_t chunk_extra_floats_per_image = 0, bool padding_in_place = false)
+  Stager(const Table<T>* kt_, const Act<T>& x_, const std::vector<Need>& needs, bool unit_channel,
+         int64_t chunk_extra_per_image = 0, bool padding_in_place = false)
       : kt(kt_), x(x_) {
     int64_t top = 0, left = 0, bottom = -1, right = -1;
     for (const Need& n : needs) {
@@ -255,24 +280,25 @@ struct Stager {
     kernel_pads = padding_in_place;
     Hp = padding_in_place ? x.H : top + bottom + 1;
     Wp = padding_in_place ? x.W : left + right + 1;
-    const int64_t per_image = (direct ? 0 : Hp * Wp * x.C) + chunk_extra_floats_per_image;
-    chunk = per_image > 0 ? std::clamp<int64_t>(kStageBudget / per_image, 1, x.N) : x.N;
+    const int64_t per_image = (direct ? 0 : Hp * Wp * x.C) + chunk_extra_per_image;
+    const int64_t budget = kStageBytes / int64_t(sizeof(T));
+    chunk = per_image > 0 ? std::clamp<int64_t>(budget / per_image, 1, x.N) : x.N;
     if (direct) {
       xn = x.sn, xc = x.sc, xh = x.sh, xw = x.sw;
     } else {
       PT = padding_in_place ? 0 : top, PL = padding_in_place ? 0 : left;
       xc = 1, xw = x.C, xh = Wp * x.C, xn = Hp * Wp * x.C;
-      buf = at::empty({chunk * xn + 64}, at::TensorOptions().dtype(at::kFloat));
+      buf = at::empty({chunk * xn + 64}, options_of<T>());
     }
   }
-  Stager(const KernelTable* kt_, const Act& x_, const Spec& sp, int64_t OH, int64_t OW,
-         bool unit_channel, int64_t chunk_extra_floats_per_image = 0,
+  Stager(const Table<T>* kt_, const Act<T>& x_, const Spec& sp, int64_t OH, int64_t OW,
+         bool unit_channel, int64_t chunk_extra_per_image = 0,
          bool padding_in_place = false)
       : Stager(kt_, x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
-               chunk_extra_floats_per_image, padding_in_place) {}
+               chunk_extra_per_image, padding_in_place) {}
 
   // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
-  const float* origin(int64_t pt, int64_t pl) const {
+  const T* origin(int64_t pt, int64_t pl) const {
     return base + (PT - pt) * xh + (PL - pl) * xw;
   }
 
@@ -281,7 +307,7 @@ struct Stager {
       base = x.p + n0 * x.sn;
       return;
     }
-    float* dst = buf.data_ptr<float>();
+    T* dst = buf.data_ptr<T>();
     base = dst;
     const int64_t C = x.C, rowlen = Wp * C;
     if (kernel_pads && x.sw == 1 && x.sh == x.W) {  // dense NCHW planes, no padding rows
@@ -293,19 +319,19 @@ struct Stager {
     dynamic_for(nb * Hp, grain, [&](int64_t row) {
       {
         const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - PT;
-        float* d = dst + row * rowlen;
+        T* d = dst + row * rowlen;
         if (ih < 0 || ih >= x.H || hi <= lo) {
-          std::memset(d, 0, sizeof(float) * rowlen);
+          std::memset(d, 0, sizeof(T) * rowlen);
           return;
         }
-        std::memset(d, 0, sizeof(float) * lo * C);
-        std::memset(d + hi * C, 0, sizeof(float) * (Wp - hi) * C);
-        const float* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
+        std::memset(d, 0, sizeof(T) * lo * C);
+        std::memset(d + hi * C, 0, sizeof(T) * (Wp - hi) * C);
+        const T* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
         if (x.sc == 1 && x.sw == C) {
-          std::memcpy(d + lo * C, src, sizeof(float) * (hi - lo) * C);
+          std::memcpy(d + lo * C, src, sizeof(T) * (hi - lo) * C);
         } else if (x.sc == 1) {
           for (int64_t i = 0; i < hi - lo; ++i) {
-            std::memcpy(d + (lo + i) * C, src + i * x.sw, sizeof(float) * C);
+            std::memcpy(d + (lo + i) * C, src + i * x.sw, sizeof(T) * C);
           }
         } else {
           transpose_rows(kt, src, x.sc, x.sw, C, hi - lo, d + lo * C);
@@ -317,20 +343,21 @@ struct Stager {
 
 // A grad_output with unit channel stride and a uniform pixel stride (NHWC), in place or packed
 // a chunk at a time.
+template <typename T>
 struct PixelMajor {
-  const KernelTable* kt;
-  const Act& d;
+  const Table<T>* kt;
+  const Act<T>& d;
   bool direct;
   int64_t dyn = 0, dyp = 0;
   at::Tensor buf;
-  const float* origin = nullptr;
-  PixelMajor(const KernelTable* kt_, const Act& d_, int64_t chunk) : kt(kt_), d(d_) {
+  const T* origin = nullptr;
+  PixelMajor(const Table<T>* kt_, const Act<T>& d_, int64_t chunk) : kt(kt_), d(d_) {
     direct = (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw;
     if (direct) {
       dyn = d.sn, dyp = d.sw;
     } else {
       dyp = d.C, dyn = d.H * d.W * d.C;
-      buf = at::empty({chunk * dyn + 64}, at::TensorOptions().dtype(at::kFloat));
+      buf = at::empty({chunk * dyn + 64}, options_of<T>());
     }
   }
   void prepare(int64_t n0, int64_t nb) {
@@ -338,7 +365,7 @@ struct PixelMajor {
       origin = d.p + n0 * d.sn;
       return;
     }
-    float* dst = buf.data_ptr<float>();
+    T* dst = buf.data_ptr<T>();
     origin = dst;
     const int64_t C = d.C;
     if (d.sw == 1 && d.sh == d.W) {  // dense planes
@@ -349,8 +376,8 @@ struct PixelMajor {
     at::parallel_for(0, nb * d.H, grain, [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
         const int64_t n = row / d.H, h = row % d.H;
-        float* dd = dst + row * d.W * C;
-        const float* src = d.p + (n0 + n) * d.sn + h * d.sh;
+        T* dd = dst + row * d.W * C;
+        const T* src = d.p + (n0 + n) * d.sn + h * d.sh;
         transpose_rows(kt, src, d.sc, d.sw, C, d.W, dd);
       }
     });
@@ -373,14 +400,17 @@ at::Tensor pad_dim(const at::Tensor& t, int64_t dim, int64_t to) {
 
 // A canonical weight read in place through its strides: element (g, k, c, m, ms) is
 // p[g*s0 + k*s1 + c*s2 + rmap[m]*s3 + smap[ms]*s4] (rmap / smap select and order the taps).
+template <typename T>
 struct WSrc {
-  const float* p;
+  const T* p;
   int64_t s0, s1, s2, s3, s4;
   int64_t G, kp, cp, R, S;
   std::vector<int64_t> rmap, smap;
 };
-WSrc wsrc_of(const at::Tensor& wc, std::vector<int64_t> rmap = {}, std::vector<int64_t> smap = {}) {
-  WSrc w{wc.const_data_ptr<float>(), wc.stride(0), wc.stride(1), wc.stride(2), wc.stride(3),
+template <typename T>
+WSrc<T> wsrc_of(const at::Tensor& wc, std::vector<int64_t> rmap = {},
+                std::vector<int64_t> smap = {}) {
+  WSrc<T> w{wc.const_data_ptr<T>(), wc.stride(0), wc.stride(1), wc.stride(2), wc.stride(3),
          wc.stride(4), wc.size(0), wc.size(1), wc.size(2), wc.size(3), wc.size(4),
          std::move(rmap), std::move(smap)};
   if (w.rmap.empty()) for (int64_t r = 0; r < w.R; ++r) w.rmap.push_back(r);
@@ -389,25 +419,26 @@ WSrc wsrc_of(const at::Tensor& wc, std::vector<int64_t> rmap = {}, std::vector<i
   return w;
 }
 
-// Direct kernel panels: [G][nKB][R][S][cpg][KB]. Destination runs of KB floats are written
+// Direct kernel panels: [G][nKB][R][S][cpg][KB]. Destination runs of KB elements are written
 // contiguously; the KB source rows being read stay in L1 while (c, r, s) advance.
-at::Tensor pack_direct(const WSrc& w, int64_t KB) {
+template <typename T>
+at::Tensor pack_direct(const WSrc<T>& w, int64_t KB) {
   const int64_t nKB = ceil_div(w.kp, KB), panel = w.R * w.S * w.cp * KB;
-  at::Tensor buf = at::empty({w.G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
-  float* dst = buf.data_ptr<float>();
+  at::Tensor buf = at::empty({w.G * nKB * panel}, options_of<T>());
+  T* dst = buf.data_ptr<T>();
   at::parallel_for(0, w.G * nKB * w.R, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t m = t % w.R, kb = (t / w.R) % nKB, g = t / (w.R * nKB);
       const int64_t kn = std::min(KB, w.kp - kb * KB);
-      float* d = dst + (g * nKB + kb) * panel;
-      const float* src = w.p + g * w.s0 + kb * KB * w.s1 + w.rmap[m] * w.s3;
+      T* d = dst + (g * nKB + kb) * panel;
+      const T* src = w.p + g * w.s0 + kb * KB * w.s1 + w.rmap[m] * w.s3;
       for (int64_t ms = 0; ms < w.S; ++ms) {
         for (int64_t c = 0; c < w.cp; ++c) {
-          float* dd = d + ((m * w.S + ms) * w.cp + c) * KB;
-          const float* sp = src + c * w.s2 + w.smap[ms] * w.s4;
+          T* dd = d + ((m * w.S + ms) * w.cp + c) * KB;
+          const T* sp = src + c * w.s2 + w.smap[ms] * w.s4;
           int64_t l = 0;
           for (; l < kn; ++l) dd[l] = sp[l * w.s1];
-          for (; l < KB; ++l) dd[l] = 0.f;
+          for (; l < KB; ++l) dd[l] = 0;
         }
       }
     }
@@ -416,10 +447,11 @@ at::Tensor pack_direct(const WSrc& w, int64_t KB) {
 }
 
 // Reduction-vectorised kernel: [G][kpg][R][S][Cp], Cp = cpg rounded up to VL.
-at::Tensor pack_reduce(const WSrc& w, int64_t VL) {
+template <typename T>
+at::Tensor pack_reduce(const WSrc<T>& w, int64_t VL) {
   const int64_t Cp = ceil_div(w.cp, VL) * VL;
-  at::Tensor buf = at::zeros({w.G * w.kp * w.R * w.S * Cp}, at::TensorOptions().dtype(at::kFloat));
-  float* dst = buf.data_ptr<float>();
+  at::Tensor buf = at::zeros({w.G * w.kp * w.R * w.S * Cp}, options_of<T>());
+  T* dst = buf.data_ptr<T>();
   for (int64_t g = 0; g < w.G; ++g)
     for (int64_t k = 0; k < w.kp; ++k)
       for (int64_t m = 0; m < w.R; ++m)
@@ -445,14 +477,9 @@ at::Tensor pack_depthwise(const at::Tensor& wk, int64_t VL) {
 }
 
 at::Tensor pack_bias(const at::Tensor& bias, int64_t G, int64_t kpg, int64_t KB) {
-  const at::Tensor b = bias.contiguous();
-  const float* src = b.const_data_ptr<float>();
-  const int64_t nKB = ceil_div(kpg, KB);
-  at::Tensor buf = at::zeros({G * nKB * KB}, at::TensorOptions().dtype(at::kFloat));
-  float* dst = buf.data_ptr<float>();
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t k = 0; k < kpg; ++k) dst[g * nKB * KB + k] = src[g * kpg + k];
-  return buf;
+  at::Tensor buf = at::zeros({G, ceil_div(kpg, KB) * KB}, bias.options());
+  buf.narrow(1, 0, kpg).copy_(bias.view({G, kpg}));
+  return buf.view({-1});
 }
 
 
@@ -461,59 +488,68 @@ at::Tensor pack_bias(const at::Tensor& bias, int64_t G, int64_t kpg, int64_t KB)
 
 // The wide direct tile (more output channels, fewer pixels) when the group's output channels
 // fill it exactly; the standard one otherwise (less padding waste on small / odd K).
-// Only while its weight panel (R*S*C*KB floats, read whole by every tile) stays within a third
+// Only while its weight panel (R*S*C*KB elements, read whole by every tile) stays within a third
 // of a 1 MB L2: past that the standard tile's twice as many pixels per panel pass win (AVX-512
 // R50 L4 1x1, C = 2048: 0.74x -> 0.83x of native).
-bool use_wide(const KernelTable* kt, const Spec& sp) {
+template <typename T>
+bool use_wide(const Table<T>* kt, const Spec& sp) {
   return kt->wide_kernel_block != kt->kernel_block && sp.kpg % kt->wide_kernel_block == 0 &&
-         sp.R * sp.S * sp.cpg * kt->wide_kernel_block <= (int64_t(72) << 10);
+         sp.R * sp.S * sp.cpg * kt->wide_kernel_block * int64_t(sizeof(T)) <= (int64_t(288) << 10);
 }
-int64_t direct_block(const KernelTable* kt, const Spec& sp) {
+template <typename T>
+int64_t direct_block(const Table<T>* kt, const Spec& sp) {
   return use_wide(kt, sp) ? kt->wide_kernel_block : kt->kernel_block;
 }
 
 // Few output channels per group and a long reduction: the reduction-vectorised kernel.
-bool use_reduce(const KernelTable* kt, const Spec& sp) {
+template <typename T>
+bool use_reduce(const Table<T>* kt, const Spec& sp) {
   return kt->direct_reduce && sp.kpg <= 4 && sp.cpg >= kt->vec_lanes;
 }
 
 // Packs canonical weights (G, kpg, cpg, R, S) for the kernel run_direct_jobs will choose.
-at::Tensor pack_for_direct(const KernelTable* kt, const Spec& sp, const WSrc& wc) {
+template <typename T>
+at::Tensor pack_for_direct(const Table<T>* kt, const Spec& sp, const WSrc<T>& wc) {
   return use_reduce(kt, sp) ? pack_reduce(wc, kt->vec_lanes)
                             : pack_direct(wc, direct_block(kt, sp));
 }
 
-// Outputs of at least this many floats (2 MB) are written with streaming stores: they do not stay
+// Outputs of at least 2 MB are written with streaming stores: they do not stay
 // in cache anyway, and a normal store that misses first reads its line from memory (measured
 // on an AVX-512 Zen 5: 1x1 layers with MB-sized outputs ran up to twice as fast streamed).
-constexpr int64_t kStreamFloats = int64_t(1) << 19;
-bool stream_output(int64_t floats) { return floats >= kStreamFloats; }
+constexpr int64_t kStreamBytes = int64_t(2) << 20;
+template <typename T>
+bool stream_output(int64_t elements) {
+  return elements * int64_t(sizeof(T)) >= kStreamBytes;
+}
 
+template <typename T>
 struct DirectJob {
   Spec sp;
-  const float* wpack;
-  const float* bpack;
-  Out y;
+  const T* wpack;
+  const T* bpack;
+  Out<T> y;
 };
 
 // Runs several direct convolutions over the same input (one job for a forward, one per phase
 // for grad_input) with one staged input and one parallel region per chunk of images.
-void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<DirectJob>& jobs) {
+template <typename T>
+void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<DirectJob<T>>& jobs) {
   struct Plan {
-    isa::DirectFn fn;
+    isa::DirectFn<T> fn;
     int64_t KB, nKB, panel, P, nPC;
     bool panel_outer;
     isa::DirectArgs a;
   };
   std::vector<Need> needs;
   bool unit = false;
-  for (const DirectJob& j : jobs) {
+  for (const DirectJob<T>& j : jobs) {
     needs.push_back(need_of(j.sp, j.y.H, j.y.W));
     unit = unit || use_reduce(kt, j.sp);
   }
   Stager st(kt, x, needs, /*unit_channel=*/unit);
   std::vector<Plan> plans;
-  for (const DirectJob& j : jobs) {
+  for (const DirectJob<T>& j : jobs) {
     const Spec& sp = j.sp;
     const bool wide = use_wide(kt, sp);
     Plan pl;
@@ -537,7 +573,7 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
     pl.panel_outer = pl.P <= 16 * tile_pixels;
     pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw,
-                           /*stream=*/stream_output(j.y.N * sp.G * sp.kpg * pl.P)};
+                           /*stream=*/stream_output<T>(j.y.N * sp.G * sp.kpg * pl.P)};
     plans.push_back(pl);
   }
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -551,7 +587,7 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
       size_t ji = 0;
       {
         while (t >= first[ji + 1]) ++ji;
-        const DirectJob& j = jobs[ji];
+        const DirectJob<T>& j = jobs[ji];
         const Plan& pl = plans[ji];
         const Spec& sp = j.sp;
         const int64_t u = t - first[ji], nPC = pl.nPC, nKB = pl.nKB;
@@ -562,8 +598,8 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
           pc = u % nPC, kb = (u / nPC) % nKB, g = (u / nPC / nKB) % sp.G;
           n = u / (nPC * nKB * sp.G);
         }
-        const float* x0 = st.origin(sp.pt, sp.pl) + n * st.xn + g * sp.cpg * st.xc;
-        float* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
+        const T* x0 = st.origin(sp.pt, sp.pl) + n * st.xn + g * sp.cpg * st.xc;
+        T* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
         pl.fn(&pl.a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
               j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
               std::min(pl.KB, sp.kpg - kb * pl.KB), pl.P * pc / nPC, pl.P * (pc + 1) / nPC);
@@ -572,19 +608,20 @@ void run_direct_jobs(const KernelTable* kt, const Act& x, const std::vector<Dire
   }
 }
 
-void run_direct(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
-                const float* bpack, const Out& y) {
-  run_direct_jobs(kt, x, {DirectJob{sp, wpack, bpack, y}});
+template <typename T>
+void run_direct(const Table<T>* kt, const Act<T>& x, const Spec& sp, const T* wpack,
+                const T* bpack, const Out<T>& y) {
+  run_direct_jobs(kt, x, {DirectJob<T>{sp, wpack, bpack, y}});
 }
 
 // ---- Depthwise on NCHW planes (isa::PlaneArgs): one input plane at a time is staged
 // zero-padded and split into stride_w column phases in per-worker scratch (L1/L2-sized), so
 // NCHW operands are never transposed.
 
-constexpr int64_t kPlaneBudget = int64_t(1) << 20;  // floats per staged plane
+constexpr int64_t kPlaneBytes = int64_t(4) << 20;  // per staged plane
 
 struct PlaneGeom {
-  int64_t Hp, Wq, floats;  // padded rows, columns per phase, floats per staged plane + slack
+  int64_t Hp, Wq, elems;  // padded rows, columns per phase, elements per staged plane + slack
 };
 PlaneGeom plane_geom(const Spec& sp, int64_t OH, int64_t OW, int64_t VL) {
   const int64_t Hp = (OH - 1) * sp.sh + (sp.R - 1) * sp.dh + 1;
@@ -614,44 +651,48 @@ struct PlanePlan {
 
 // The plane kernels fit: rows of input and output are contiguous / not channels_last, the
 // vectors along a row are at least half used, and a staged plane stays small.
-bool use_plane(const KernelTable* kt, const Act& x, int64_t y_sc, int64_t y_C, const Spec& sp,
+template <typename T>
+bool use_plane(const Table<T>* kt, const Act<T>& x, int64_t y_sc, int64_t y_C, const Spec& sp,
                int64_t OH, int64_t OW) {
   const int64_t VL = kt->vec_lanes;
   return x.sw == 1 && (x.sc != 1 || x.C == 1) && (y_sc != 1 || y_C == 1) &&
-         ceil_div(OW, VL) * VL <= 2 * OW && plane_geom(sp, OH, OW, VL).floats <= kPlaneBudget;
+         ceil_div(OW, VL) * VL <= 2 * OW &&
+         plane_geom(sp, OH, OW, VL).elems * int64_t(sizeof(T)) <= kPlaneBytes;
 }
 
-void run_depthwise_planes(const KernelTable* kt, const Act& x, const Spec& sp,
+template <typename T>
+void run_depthwise_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                           const at::Tensor& wk, const std::optional<at::Tensor>& bias,
-                          const Out& y) {
+                          const Out<T>& y) {
   const at::Tensor w = wk.contiguous();
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  const float* wp = w.const_data_ptr<float>();
-  const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  const T* wp = w.const_data_ptr<T>();
+  const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
   PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
-  plan.args.stream = stream_output(y.N * y.C * y.H * y.W);
+  plan.args.stream = stream_output<T>(y.N * y.C * y.H * y.W);
   const PlaneGeom& pg = plan.pg;
   // small planes: several per task (about 2K outputs), so per-task overhead stays small
   const int64_t planes = x.N * x.C;
   const int64_t per_task = std::clamp<int64_t>(2048 / (y.H * y.W), 1, 64);
   const int64_t ntasks = ceil_div(planes, per_task), workers = worker_count(ntasks, 1);
-  at::Tensor scratch = at::empty({workers * pg.floats}, at::TensorOptions().dtype(at::kFloat));
-  float* sc = scratch.data_ptr<float>();
+  at::Tensor scratch = at::empty({workers * pg.elems}, options_of<T>());
+  T* sc = scratch.data_ptr<T>();
   dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
-    float* staged = sc + worker * pg.floats;
+    T* staged = sc + worker * pg.elems;
     for (int64_t i = t * per_task; i < std::min(planes, (t + 1) * per_task); ++i) {
       const int64_t n = i / x.C, c = i % x.C;
       kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
                       pg.Wq, staged);
       kt->depthwise_plane(&plan.args, staged, y.p + n * y.sn + c * y.sc, wp + c * sp.R * sp.S,
-                          bp ? bp[c] : 0.f);
+                          bp ? bp[c] : T(0));
     }
   });
 }
 
 // Depthwise convolution with per-channel taps wk (C, R, S) and an optional bias (C).
-void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const at::Tensor& wk,
-                   const std::optional<at::Tensor>& bias, const Out& y) {
+template <typename T>
+void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at::Tensor& wk,
+                   const std::optional<at::Tensor>& bias, const Out<T>& y) {
   if (use_plane(kt, x, y.sc, y.C, sp, y.H, y.W)) {
     run_depthwise_planes(kt, x, sp, wk, bias, y);
     return;
@@ -659,14 +700,14 @@ void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const at
   const at::Tensor wpacked = pack_depthwise(wk, kt->vec_lanes);
   at::Tensor bpacked;
   if (bias.has_value()) bpacked = pack_bias(*bias, 1, x.C, kt->vec_lanes);
-  const float* wpack = wpacked.const_data_ptr<float>();
-  const float* bpack = bpacked.defined() ? bpacked.const_data_ptr<float>() : nullptr;
+  const T* wpack = wpacked.const_data_ptr<T>();
+  const T* bpack = bpacked.defined() ? bpacked.const_data_ptr<T>() : nullptr;
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
   const int64_t PC = 32, nPC = ceil_div(P, PC);
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
   isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                        st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp,
-                       /*stream=*/stream_output(y.N * y.C * P)};
+                       /*stream=*/stream_output<T>(y.N * y.C * P)};
   if (st.kernel_pads) a.top = sp.pt, a.left = sp.pl, a.H = x.H, a.W = x.W;
   // Dense NCHW output planes: a task's pixels go to per-worker scratch in NHWC order and
   // leave it by register transposes (instead of one scalar store per output).
@@ -679,39 +720,40 @@ void run_depthwise(const KernelTable* kt, const Act& x, const Spec& sp, const at
     const int64_t workers = worker_count(nb * nPC, 1);
     at::Tensor scratch;
     if (via_scratch) {
-      scratch = at::empty({workers * PC * x.C}, at::TensorOptions().dtype(at::kFloat));
+      scratch = at::empty({workers * PC * x.C}, options_of<T>());
     }
     dynamic_for_workers(nb * nPC, workers, [&](int64_t t, int64_t worker) {
       const int64_t pc = t % nPC, n = t / nPC, p0 = pc * PC, p1 = std::min(P, p0 + PC);
-      const float* x0 = st.origin(sp.pt, sp.pl) + n * st.xn;
-      float* y0 = y.p + (n0 + n) * y.sn;
+      const T* x0 = st.origin(sp.pt, sp.pl) + n * st.xn;
+      T* y0 = y.p + (n0 + n) * y.sn;
       if (!via_scratch) {
         kt->depthwise(&a, x0, y0, wpack, bpack, p0, p1);
         return;
       }
-      float* buf = scratch.data_ptr<float>() + worker * PC * x.C;
+      T* buf = scratch.data_ptr<T>() + worker * PC * x.C;
       kt->depthwise(&a_scratch, x0, buf - p0 * x.C, wpack, bpack, p0, p1);
       kt->transpose(buf, x.C, p1 - p0, x.C, y0 + p0, y.sc);
     });
   }
 }
 
-void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const float* wpack,
-                 const float* bpack, const Out& y) {
+template <typename T>
+void run_grouped(const Table<T>* kt, const Act<T>& x, const Spec& sp, const T* wpack,
+                 const T* bpack, const Out<T>& y) {
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
   const int64_t PC = 32, nPC = ceil_div(P, PC);
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true);
   const isa::GroupedArgs a{y.C, x.C, sp.cpg, sp.kpg, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xh, st.xw, y.sc, y.sh, y.sw,
-                           /*stream=*/stream_output(y.N * y.C * P)};
+                           /*stream=*/stream_output<T>(y.N * y.C * P)};
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
     dynamic_for(nb * nPC, 1, [&](int64_t t) {
       {
         const int64_t pc = t % nPC, n = t / nPC;
-        kt->grouped(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack, bpack, pc * PC,
-                    std::min(P, (pc + 1) * PC));
+        kt->grouped(&a, st.origin(sp.pt, sp.pl) + n * st.xn, y.p + (n0 + n) * y.sn, wpack,
+                    bpack, pc * PC, std::min(P, (pc + 1) * PC));
       }
     });
   }
@@ -719,7 +761,8 @@ void run_grouped(const KernelTable* kt, const Act& x, const Spec& sp, const floa
 
 // The grouped kernel applies: a real grouping with few output channels per group that tile
 // the vector, and no more input than output channels per group.
-bool use_grouped(const KernelTable* kt, int64_t G, int64_t cpg, int64_t kpg) {
+template <typename T>
+bool use_grouped(const Table<T>* kt, int64_t G, int64_t cpg, int64_t kpg) {
   return kt->grouped && G > 1 && kpg < kt->vec_lanes && kt->vec_lanes % kpg == 0 &&
          cpg <= kpg && !(cpg == 1 && kpg == 1);
 }
@@ -743,29 +786,29 @@ bool dims_ok(const Geometry& g) {
          g.out_height > 0 && g.out_width > 0 && g.in_height > 0 && g.in_width > 0;
 }
 
-// The kernels to use for an op on these float32 tensors, or null when no fast path applies.
-const KernelTable* eligible(const Geometry& g, std::initializer_list<const at::Tensor*> tensors) {
-  const KernelTable* kt = current();
+// The kernels to use for an op on these tensors (all of element type T), or null when no fast
+// path applies.
+template <typename T>
+const Table<T>* eligible(const Geometry& g, std::initializer_list<const at::Tensor*> tensors) {
+  const Table<T>* kt = current<T>();
   if (!kt || !dims_ok(g)) return nullptr;
   for (const at::Tensor* t : tensors) {
-    if (!is_float(*t)) return nullptr;
+    if (t->scalar_type() != c10::CppTypeToScalarType<T>::value) return nullptr;
   }
   return kt;
 }
 
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------
 
-bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
-                 const std::optional<at::Tensor>& bias, at::Tensor& output) {
-  const KernelTable* kt = eligible(g, {&input, &weight, &output});
-  if (!kt || (bias.has_value() && !is_float(*bias))) return false;
+template <typename T>
+bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
+                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                at::Tensor& output) {
   const Spec sp{g.groups, g.in_channels_per_group(), g.out_channels_per_group(),
                 g.kernel_height, g.kernel_width, g.stride_h, g.stride_w,
                 g.dilation_h, g.dilation_w, g.pad_top, g.pad_left};
-  const Act x = act_of(input);
-  const Out y = out_of(output);
+  const Act<T> x = act_of<T>(input);
+  const Out<T> y = out_of<T>(output);
   const at::Tensor w = weight.reshape({sp.G, sp.kpg, sp.cpg, sp.R, sp.S});
   if (sp.cpg == 1 && sp.kpg == 1) {
     run_depthwise(kt, x, sp, w.reshape({g.out_channels, sp.R, sp.S}), bias, y);
@@ -776,34 +819,33 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
         pack_grouped(w.reshape({g.out_channels, sp.cpg, sp.R, sp.S}), kt->vec_lanes);
     at::Tensor bp;
     if (bias.has_value()) bp = pack_bias(*bias, 1, g.out_channels, kt->vec_lanes);
-    run_grouped(kt, x, sp, wp.const_data_ptr<float>(),
-                bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+    run_grouped(kt, x, sp, wp.const_data_ptr<T>(),
+                bp.defined() ? bp.const_data_ptr<T>() : nullptr, y);
     return true;
   }
   const int64_t kpg = sp.kpg;
-  const at::Tensor wp = pack_for_direct(kt, sp, wsrc_of(w));
+  const at::Tensor wp = pack_for_direct(kt, sp, wsrc_of<T>(w));
   at::Tensor bp;
   if (bias.has_value()) {
     bp = use_reduce(kt, sp) ? bias->contiguous()
                             : pack_bias(*bias, sp.G, kpg, direct_block(kt, sp));
   }
-  run_direct(kt, x, sp, wp.const_data_ptr<float>(),
-             bp.defined() ? bp.const_data_ptr<float>() : nullptr, y);
+  run_direct(kt, x, sp, wp.const_data_ptr<T>(),
+             bp.defined() ? bp.const_data_ptr<T>() : nullptr, y);
   return true;
 }
 
-bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
-                    at::Tensor& grad_input) {
-  const KernelTable* kt = eligible(g, {&grad_output, &weight, &grad_input});
-  if (!kt) return false;
+template <typename T>
+bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad_output,
+                   const at::Tensor& weight, at::Tensor& grad_input) {
   const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
   const bool depthwise = cpg == 1 && kpg == 1;
-  const Act d = act_of(grad_output);
-  const Out o = out_of(grad_input);
+  const Act<T> d = act_of<T>(grad_output);
+  const Out<T> o = out_of<T>(grad_input);
   // (G, cpg, kpg, R, S): the rewritten convolution's output channel c reads input channel k
   const at::Tensor wt = weight.reshape({G, kpg, cpg, g.kernel_height, g.kernel_width})
                             .transpose(1, 2);
-  std::vector<DirectJob> jobs;
+  std::vector<DirectJob<T>> jobs;
   std::vector<at::Tensor> keep;  // packed weights of the jobs
   bool some_phase_empty = false;
   for (int64_t a = 0; a < std::min(g.stride_h, g.in_height); ++a)
@@ -816,7 +858,7 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
       const int64_t Hi = a < g.in_height ? ceil_div(g.in_height - a, g.stride_h) : 0;
       const int64_t Wi = b < g.in_width ? ceil_div(g.in_width - b, g.stride_w) : 0;
       if (Hi == 0 || Wi == 0) continue;
-      const Out oo{o.p + a * o.sh + b * o.sw, o.N, o.C, Hi, Wi, o.sn, o.sc,
+      const Out<T> oo{o.p + a * o.sh + b * o.sw, o.N, o.C, Hi, Wi, o.sn, o.sc,
                    o.sh * g.stride_h, o.sw * g.stride_w};
       const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
       const auto stp = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
@@ -839,11 +881,11 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
       } else if (use_grouped(kt, G, kpg, cpg)) {
         const at::Tensor wp =
             pack_grouped(wc().reshape({g.in_channels, kpg, J, JS}), kt->vec_lanes);
-        run_grouped(kt, d, ps, wp.const_data_ptr<float>(), nullptr, oo);
+        run_grouped(kt, d, ps, wp.const_data_ptr<T>(), static_cast<const T*>(nullptr), oo);
       } else {
-        const at::Tensor wp = pack_for_direct(kt, ps, wsrc_of(wt, rr, sr));
+        const at::Tensor wp = pack_for_direct(kt, ps, wsrc_of<T>(wt, rr, sr));
         keep.push_back(wp);
-        jobs.push_back(DirectJob{ps, wp.const_data_ptr<float>(), nullptr, oo});
+        jobs.push_back(DirectJob<T>{ps, wp.const_data_ptr<T>(), nullptr, oo});
       }
     }
   }
@@ -851,19 +893,18 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
   return true;
 }
 
-bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
-                     at::Tensor& grad_weight) {
-  const KernelTable* kt = eligible(g, {&grad_output, &input, &grad_weight});
-  if (!kt) return false;
+template <typename T>
+bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad_output,
+                    const at::Tensor& input, at::Tensor& grad_weight) {
   const int64_t G = g.groups, cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
   const int64_t R = g.kernel_height, S = g.kernel_width, OH = g.out_height, OW = g.out_width;
   const Spec sp{G, cpg, kpg, R, S, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
                 g.pad_top, g.pad_left};
-  const Act x = act_of(input), d = act_of(grad_output);
-  float* gw = grad_weight.mutable_data_ptr<float>();
+  const Act<T> x = act_of<T>(input), d = act_of<T>(grad_output);
+  T* gw = grad_weight.mutable_data_ptr<T>();
   const int64_t ws0 = grad_weight.stride(0), ws1 = grad_weight.stride(1),
                 ws2 = grad_weight.stride(2), ws3 = grad_weight.stride(3);
-  const int64_t dy_floats = OH * OW * g.out_channels;
+  const int64_t dy_elems = OH * OW * g.out_channels;
 
   if (cpg == 1 && kpg == 1 && d.sw == 1 && use_plane(kt, x, d.sc, d.C, sp, OH, OW)) {
     // NCHW planes: one task per channel sums its images in order, lanes summed at the end
@@ -871,19 +912,19 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
     const PlanePlan plan(sp, OH, OW, VL, d.sh, 1);
     const PlaneGeom& pg = plan.pg;
     const int64_t workers = worker_count(C, 1);
-    at::Tensor scratch = at::empty({workers * (pg.floats + RS * VL)},
-                                   at::TensorOptions().dtype(at::kFloat));
-    float* sc = scratch.data_ptr<float>();
+    at::Tensor scratch = at::empty({workers * (pg.elems + RS * VL)},
+                                   options_of<T>());
+    T* sc = scratch.data_ptr<T>();
     dynamic_for_workers(C, workers, [&](int64_t c, int64_t worker) {
-      float* staged = sc + worker * (pg.floats + RS * VL);
-      float* acc = staged + pg.floats;
+      T* staged = sc + worker * (pg.elems + RS * VL);
+      T* acc = staged + pg.elems;
       for (int64_t n = 0; n < x.N; ++n) {
         kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
                       pg.Wq, staged);
         kt->depthwise_plane_grad_weight(&plan.args, staged, d.p + n * d.sn + c * d.sc, acc, n > 0);
       }
       for (int64_t t = 0; t < RS; ++t) {
-        float sum = 0.f;
+        T sum = 0;
         for (int64_t l = 0; l < VL; ++l) sum += acc[t * VL + l];
         gw[c * ws0 + (t / S) * ws2 + (t % S) * ws3] = sum;
       }
@@ -893,10 +934,10 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
 
   if (cpg == 1 && kpg == 1) {
     const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL);
-    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_elems);
     PixelMajor pm(kt, d, st.chunk);
-    at::Tensor acc = at::empty({nCV * R * S * VL}, at::TensorOptions().dtype(at::kFloat));
-    float* ap = acc.data_ptr<float>();
+    at::Tensor acc = at::empty({nCV * R * S * VL}, options_of<T>());
+    T* ap = acc.data_ptr<T>();
     for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
       const int64_t nb = std::min(st.chunk, x.N - n0);
       st.prepare(n0, nb);
@@ -919,10 +960,10 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
 
   if (use_grouped(kt, G, cpg, kpg)) {
     const int64_t VL = kt->vec_lanes, K = g.out_channels, nCV = ceil_div(K, VL);
-    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_floats);
+    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_elems);
     PixelMajor pm(kt, d, st.chunk);
-    at::Tensor acc = at::empty({nCV * R * S * cpg * VL}, at::TensorOptions().dtype(at::kFloat));
-    float* ap = acc.data_ptr<float>();
+    at::Tensor acc = at::empty({nCV * R * S * cpg * VL}, options_of<T>());
+    T* ap = acc.data_ptr<T>();
     for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
       const int64_t nb = std::min(st.chunk, x.N - n0);
       st.prepare(n0, nb);
@@ -932,8 +973,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
       at::parallel_for(0, nCV * R * S, 1, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           const int64_t s_ = t % S, r = (t / S) % R, cv = t / (R * S);
-          kt->grouped_grad_weight(&a, st.origin(sp.pt, sp.pl), pm.origin, ap + t * cpg * VL, cv, r, s_,
-                                  n0 > 0);
+          kt->grouped_grad_weight(&a, st.origin(sp.pt, sp.pl), pm.origin, ap + t * cpg * VL,
+                                  cv, r, s_, n0 > 0);
         }
       });
     }
@@ -949,17 +990,17 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
   // wide tile (4 vectors of output channels x 6 channels) when the output channels fill it
   const bool gw_wide = kt->gw_wide_kernel_block != kt->kernel_block &&
                        kpg % kt->gw_wide_kernel_block == 0;
-  const isa::GradWeightFn gw_fn = gw_wide ? kt->grad_weight_wide : kt->grad_weight;
+  const isa::GradWeightFn<T> gw_fn = gw_wide ? kt->grad_weight_wide : kt->grad_weight;
   const int64_t KB = gw_wide ? kt->gw_wide_kernel_block : kt->kernel_block;
   const int64_t nKB = ceil_div(kpg, KB);
   const int64_t CB = gw_wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
   const int64_t nCB = ceil_div(cpg, CB);
-  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_floats);
+  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_elems);
   PixelMajor pm(kt, d, st.chunk);
   // accumulators [G][nKB][cpg][R][S][KB]
   const int64_t acc_c = R * S * KB, panel = cpg * acc_c;
-  at::Tensor acc = at::empty({G * nKB * panel}, at::TensorOptions().dtype(at::kFloat));
-  float* ap = acc.data_ptr<float>();
+  at::Tensor acc = at::empty({G * nKB * panel}, options_of<T>());
+  T* ap = acc.data_ptr<T>();
   const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
   const int64_t ntasks = G * nKB * nCB * R * S;
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -976,8 +1017,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
           const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                                       st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, nimg, acc_c};
           const int accumulate = (n0 + n > 0 || rb > 0) ? 1 : 0;
-          const float* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
-          const float* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
+          const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
+          const T* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
           for (int64_t t = b; t < e; ++t) {
             int64_t rest = t;
             const int64_t s = rest % S; rest /= S;
@@ -1001,8 +1042,8 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
     at::parallel_for(0, G * nKB, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t gr = t / nKB, kb = t % nKB, kvalid = std::min(KB, kpg - kb * KB);
-        const float* src = ap + t * panel;
-        float* dst = gw + (gr * kpg + kb * KB) * ws0;
+        const T* src = ap + t * panel;
+        T* dst = gw + (gr * kpg + kb * KB) * ws0;
         if (ws1 != 1) {  // contiguous: (c, r, s) is one dense index
           kt->transpose(src, KB, cpg * RS, kvalid, dst, ws0);
           continue;
@@ -1019,7 +1060,7 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
   at::parallel_for(0, g.out_channels, grain, [&](int64_t b, int64_t e) {
     for (int64_t k = b; k < e; ++k) {
       const int64_t gr = k / kpg, kk = k % kpg, kb = kk / KB, l = kk % KB;
-      const float* src = ap + (gr * nKB + kb) * panel + l;
+      const T* src = ap + (gr * nKB + kb) * panel + l;
       for (int64_t c = 0; c < cpg; ++c)
         for (int64_t r = 0; r < R; ++r)
           for (int64_t s = 0; s < S; ++s)
@@ -1027,6 +1068,41 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
     }
   });
   return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                 const std::optional<at::Tensor>& bias, at::Tensor& output) {
+  const auto bias_ok = [&](at::ScalarType t) {
+    return !bias.has_value() || bias->scalar_type() == t;
+  };
+  if (const auto* kt = eligible<float>(g, {&input, &weight, &output}); kt && bias_ok(at::kFloat))
+    return forward_on(kt, g, input, weight, bias, output);
+  if (const auto* kt = eligible<double>(g, {&input, &weight, &output});
+      kt && bias_ok(at::kDouble))
+    return forward_on(kt, g, input, weight, bias, output);
+  return false;
+}
+
+bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
+                    at::Tensor& grad_input) {
+  if (const auto* kt = eligible<float>(g, {&grad_output, &weight, &grad_input}))
+    return grad_input_on(kt, g, grad_output, weight, grad_input);
+  if (const auto* kt = eligible<double>(g, {&grad_output, &weight, &grad_input}))
+    return grad_input_on(kt, g, grad_output, weight, grad_input);
+  return false;
+}
+
+bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                     at::Tensor& grad_weight) {
+  if (const auto* kt = eligible<float>(g, {&grad_output, &input, &grad_weight}))
+    return grad_weight_on(kt, g, grad_output, input, grad_weight);
+  if (const auto* kt = eligible<double>(g, {&grad_output, &input, &grad_weight}))
+    return grad_weight_on(kt, g, grad_output, input, grad_weight);
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1041,8 +1117,7 @@ void set_cpu_isa(const std::string& name) {
   }
   IsaState& st = isa_state();
   std::lock_guard<std::mutex> lock(st.mu);
-  st.name = name;
-  st.table.store(table_of(name), std::memory_order_release);
+  st.select(name);
 }
 
 std::string cpu_isa() {
@@ -1060,8 +1135,8 @@ std::vector<std::string> available_cpu_isas() {
 }
 
 double fma_peak_gflops(double seconds) {
-  const KernelTable* kt = current();
-  if (!kt) kt = table_of(best_isa());
+  const Table<float>* kt = current<float>();
+  if (!kt) kt = kernels_of(best_isa()).f32;
   float sink = 0.f;
   // calibrate on one thread
   int64_t iters = 1 << 16;

@@ -1,6 +1,6 @@
-// Vectorised float32 fast paths of the CPU backend (runtime ISA dispatch: AVX-512, AVX2+FMA,
-// portable scalar). Each try_* returns false when the case is not handled (the caller then
-// uses the portable generic kernels).
+// Vectorised float32 / float64 fast paths of the CPU backend (runtime ISA dispatch: AVX-512,
+// AVX2+FMA, portable scalar). Each try_* returns false when the case is not handled (the caller
+// then uses the portable generic kernels).
 #pragma once
 
 #include <ATen/ATen.h>

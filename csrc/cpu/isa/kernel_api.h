@@ -4,7 +4,9 @@
 // This header includes only <stdint.h>: the ISA TUs are compiled with special code generation
 // and must not instantiate any inline library function (ODR safety).
 //
-// Conventions (all strides in elements, all float32):
+// Every kernel exists for float32 and float64 (T below): KernelTableT<float> / <double>.
+//
+// Conventions (all strides in elements):
 //  * "x origin": pointer to the input element of channel 0 (of the group) at *padded* input
 //    coordinate (0, 0); the caller guarantees that every window position a kernel reads is
 //    in-bounds (either because no padding is needed or because it packed a zero-padded copy).
@@ -35,15 +37,16 @@ struct DirectArgs {
 };
 
 // Packed weights for one k-block: [R][S][C][KB] (KB = kernel_block lanes, zero padded).
-// bias: KB floats (zero padded) or null. kvalid: how many of the KB output channels exist.
-typedef void (*DirectFn)(const DirectArgs* a, const float* x, float* y, const float* wpanel,
-                         const float* bias, int64_t kvalid, int64_t p0, int64_t p1);
+// bias: KB elements (zero padded) or null. kvalid: how many of the KB output channels exist.
+template <typename T>
+using DirectFn = void (*)(const DirectArgs* a, const T* x, T* y, const T* wpanel, const T* bias,
+                          int64_t kvalid, int64_t p0, int64_t p1);
 
 // Few output channels (kvalid <= 4, e.g. grad_input of an RGB stem): the same DirectFn
 // signature, vectorised over the *reduction* channels instead (input channel stride xc must be
 // 1), one accumulator vector per (pixel, output channel) reduced horizontally at the end.
 // Packed weights per group: [kvalid][R][S][Cp] with Cp = C rounded up to VL (zero padded);
-// bias: kvalid floats or null.
+// bias: kvalid elements or null.
 
 // Depthwise (one input and one output channel per group), channels vectorised: the input must
 // have channel stride 1 (NHWC, possibly a zero-padded packed copy).
@@ -59,8 +62,9 @@ struct DepthwiseArgs {
   int64_t stream;       // as DirectArgs::stream
 };
 // wpack: [ceil(C/VL)][R][S][VL]; bias: padded to a multiple of VL, or null.
-typedef void (*DepthwiseFn)(const DepthwiseArgs* a, const float* x, float* y,
-                            const float* wpack, const float* bias, int64_t p0, int64_t p1);
+template <typename T>
+using DepthwiseFn = void (*)(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
+                             const T* bias, int64_t p0, int64_t p1);
 
 // grad_weight of a dense (grouped) convolution for one (group, k-block, channel block, tap),
 // summed over `nimg` images and all their output pixels in a fixed order.
@@ -72,9 +76,9 @@ struct GradWeightArgs {
   int64_t acc_c;           // accumulator stride between channels (the k lanes are contiguous)
 };
 // acc: accumulators [nc][KB] with channel stride acc_c; `accumulate` = add to what is there.
-typedef void (*GradWeightFn)(const GradWeightArgs* a, const float* x, const float* dy,
-                             float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
-                             int accumulate);
+template <typename T>
+using GradWeightFn = void (*)(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
+                              int64_t nc, int64_t kvalid, int64_t r, int64_t s, int accumulate);
 
 // Depthwise on one NCHW plane, vectorised along output rows (no channel transposes). The
 // input plane is staged zero-padded and split into sw column phases: padded position
@@ -90,18 +94,19 @@ struct PlaneArgs {
   int64_t stream;             // as DirectArgs::stream
 };
 // w: R*S taps of the channel. Per output: bias, then taps in order.
-typedef void (*DepthwisePlaneFn)(const PlaneArgs* a, const float* x, float* y, const float* w,
-                                 float bias);
-// Stages one input plane (rows of W floats, row stride src_row) for the plane kernels: padded
+template <typename T>
+using DepthwisePlaneFn = void (*)(const PlaneArgs* a, const T* x, T* y, const T* w, T bias);
+// Stages one input plane (rows of W elements, row stride src_row) for the plane kernels: padded
 // row i / column j = input row i - pt / column j - pl (zeros outside the input), Hp rows of sw
-// phases of Wq columns. dst needs VL - 1 floats of slack past Hp*sw*Wq.
-typedef void (*StagePlaneFn)(const float* src, int64_t src_row, int64_t H, int64_t W,
-                             int64_t pt, int64_t pl, int64_t Hp, int64_t sw, int64_t Wq,
-                             float* dst);
+// phases of Wq columns. dst needs VL - 1 elements of slack past Hp*sw*Wq.
+template <typename T>
+using StagePlaneFn = void (*)(const T* src, int64_t src_row, int64_t H, int64_t W, int64_t pt,
+                              int64_t pl, int64_t Hp, int64_t sw, int64_t Wq, T* dst);
 // acc[R*S][VL] (+)= lane-wise sums of grad_output * input over the plane (the caller sums the
 // lanes at the end).
-typedef void (*DepthwisePlaneGradWeightFn)(const PlaneArgs* a, const float* x, const float* dy,
-                                           float* acc, int accumulate);
+template <typename T>
+using DepthwisePlaneGradWeightFn = void (*)(const PlaneArgs* a, const T* x, const T* dy, T* acc,
+                                            int accumulate);
 
 // Depthwise grad_weight for one channel vector: acc[R*S][VL] (+)= sum over images and pixels.
 struct DepthwiseGradWeightArgs {
@@ -110,9 +115,9 @@ struct DepthwiseGradWeightArgs {
   int64_t dyn, dyp;        // grad_output strides (channel stride 1)
   int64_t nimg;
 };
-typedef void (*DepthwiseGradWeightFn)(const DepthwiseGradWeightArgs* a, const float* x,
-                                      const float* dy, float* acc, int64_t cvalid,
-                                      int accumulate);
+template <typename T>
+using DepthwiseGradWeightFn = void (*)(const DepthwiseGradWeightArgs* a, const T* x,
+                                       const T* dy, T* acc, int64_t cvalid, int accumulate);
 
 // Grouped convolution with few channels per group (kpg divides VL, cpg <= kpg), channels
 // vectorised like the depthwise kernel: one output vector spans VL/kpg groups, its input
@@ -126,8 +131,9 @@ struct GroupedArgs {
   int64_t stream;          // as DirectArgs::stream
 };
 // wpack: [ceil(K/VL)][R][S][cpg][VL]; bias padded to a multiple of VL, or null.
-typedef void (*GroupedFn)(const GroupedArgs* a, const float* x, float* y, const float* wpack,
-                          const float* bias, int64_t p0, int64_t p1);
+template <typename T>
+using GroupedFn = void (*)(const GroupedArgs* a, const T* x, T* y, const T* wpack, const T* bias,
+                           int64_t p0, int64_t p1);
 
 // Grouped grad_weight for one output-channel vector cv and tap (r, s): acc[cpg][VL]
 // (+)= sum over images and pixels. x, dy: origins of image 0 (channel stride 1).
@@ -135,47 +141,53 @@ struct GroupedGradWeightArgs {
   int64_t K, C, cpg, kpg, OH, OW, sh, sw, dh, dw;
   int64_t xn, xh, xw, dyn, dyp, nimg;
 };
-typedef void (*GroupedGradWeightFn)(const GroupedGradWeightArgs* a, const float* x,
-                                    const float* dy, float* acc, int64_t cv, int64_t r,
-                                    int64_t s, int accumulate);
+template <typename T>
+using GroupedGradWeightFn = void (*)(const GroupedGradWeightArgs* a, const T* x, const T* dy,
+                                     T* acc, int64_t cv, int64_t r, int64_t s, int accumulate);
 
 // Channel-major rows to pixel-major: dst[i*dc + c] = src[c*sc + i] for c < C, i < W (an NCHW
 // row or plane into NHWC order; weight-gradient accumulators into the weight's layout), in
 // V::N x V::N register transposes.
-typedef void (*TransposeFn)(const float* src, int64_t sc, int64_t C, int64_t W, float* dst,
-                            int64_t dc);
+template <typename T>
+using TransposeFn = void (*)(const T* src, int64_t sc, int64_t C, int64_t W, T* dst, int64_t dc);
 
-struct KernelTable {
+template <typename T>
+struct KernelTableT {
   const char* name;
   int vec_lanes;      // VL
   int kernel_block;   // KB of the direct kernels (output channels per register tile)
   int pixel_block;    // pixels per register tile of the direct kernel
   int gw_channel_block;  // input channels per grad_weight register tile
-  DirectFn direct;
+  DirectFn<T> direct;
   int wide_kernel_block;  // KB and pixels of a second direct tile with more output channels
   int wide_pixel_block;   // (fewer pixels, fewer broadcasts per FMA)
-  DirectFn direct_wide;
-  DirectFn direct_reduce;  // null where VL == 1
-  DepthwiseFn depthwise;
-  GradWeightFn grad_weight;          // KB = kernel_block, gw_channel_block channels
+  DirectFn<T> direct_wide;
+  DirectFn<T> direct_reduce;  // null where VL == 1
+  DepthwiseFn<T> depthwise;
+  GradWeightFn<T> grad_weight;          // KB = kernel_block, gw_channel_block channels
   int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)
   int gw_wide_channel_block;
-  GradWeightFn grad_weight_wide;
-  DepthwiseGradWeightFn depthwise_grad_weight;
-  StagePlaneFn stage_plane;
-  DepthwisePlaneFn depthwise_plane;
-  DepthwisePlaneGradWeightFn depthwise_plane_grad_weight;
-  GroupedFn grouped;                      // null where VL == 1
-  GroupedGradWeightFn grouped_grad_weight;
-  TransposeFn transpose;
+  GradWeightFn<T> grad_weight_wide;
+  DepthwiseGradWeightFn<T> depthwise_grad_weight;
+  StagePlaneFn<T> stage_plane;
+  DepthwisePlaneFn<T> depthwise_plane;
+  DepthwisePlaneGradWeightFn<T> depthwise_plane_grad_weight;
+  GroupedFn<T> grouped;                      // null where VL == 1
+  GroupedGradWeightFn<T> grouped_grad_weight;
+  TransposeFn<T> transpose;
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
   // result is also written to *sink so the loop cannot be optimised away).
-  double (*fma_loop)(int64_t iters, float* sink);
+  double (*fma_loop)(int64_t iters, T* sink);
 };
 
-const KernelTable* kernels_avx512();
-const KernelTable* kernels_avx2();
-const KernelTable* kernels_scalar();
+// One ISA's kernels for both element types.
+struct IsaKernels {
+  const KernelTableT<float>* f32;
+  const KernelTableT<double>* f64;
+};
+IsaKernels kernels_avx512();
+IsaKernels kernels_avx2();
+IsaKernels kernels_scalar();
 
 }  // namespace isa
 }  // namespace cpu

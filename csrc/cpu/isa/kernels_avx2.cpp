@@ -11,8 +11,10 @@ namespace torchconv {
 namespace cpu {
 namespace isa {
 namespace avx2 {
+namespace f32 {
 
 struct V {
+  typedef float T;
   static const int N = 8;
   typedef __m256 reg;
   static inline __m256i mask(int n) {
@@ -84,9 +86,79 @@ struct V {
 #define TC_ISA_NAME "avx2"
 #include "kernels_impl.h"
 
+}  // namespace f32
+
+namespace f64 {
+
+// float64: 4 lanes, the same register tiles as float32.
+struct V {
+  typedef double T;
+  static const int N = 4;
+  typedef __m256d reg;
+  static inline __m256i mask(int n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static inline reg zero() { return _mm256_setzero_pd(); }
+  static inline reg set1(double f) { return _mm256_set1_pd(f); }
+  static inline reg load(const double* p) { return _mm256_loadu_pd(p); }
+  static inline reg load_n(const double* p, int n) { return _mm256_maskload_pd(p, mask(n)); }
+  static inline reg bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static inline void store(double* p, reg v) { _mm256_storeu_pd(p, v); }
+  static inline void store_n(double* p, reg v, int n) { _mm256_maskstore_pd(p, mask(n), v); }
+  static inline void stream(double* p, reg v) {
+    if (((uintptr_t)p & 31) == 0) _mm256_stream_pd(p, v);
+    else _mm256_storeu_pd(p, v);
+  }
+  static inline void fence() { _mm_sfence(); }
+  // One gather per destination row: lane c reads src[c*sc + i].
+  static inline void transpose(const double* src, int64_t sc, double* dst, int64_t dc, int nc,
+                               int nw) {
+    const __m256i idx = _mm256_setr_epi64x(0, sc, 2 * sc, 3 * sc);
+    const __m256i m = mask(nc);
+    for (int i = 0; i < nw; ++i) {
+      const reg v = _mm256_mask_i64gather_pd(_mm256_setzero_pd(), src + i, idx,
+                                             _mm256_castsi256_pd(m), 8);
+      _mm256_maskstore_pd(dst + i * dc, m, v);
+    }
+  }
+  // Lane permutations of doubles as pairs of 32-bit lanes: index i -> (2i, 2i + 1).
+  typedef __m256i ireg;
+  static inline ireg iload(const int* p) {
+    const __m256i i = _mm256_cvtepu32_epi64(_mm_loadu_si128((const __m128i*)p));
+    const __m256i lo = _mm256_slli_epi64(i, 1);
+    return _mm256_or_si256(lo, _mm256_slli_epi64(_mm256_add_epi64(lo, _mm256_set1_epi64x(1)), 32));
+  }
+  static inline reg permute(reg v, ireg i) {
+    return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), i));
+  }
+  static inline double hsum(reg v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+  }
+  static inline reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
+  static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
+};
+
+#define DIRECT_NV 2
+#define DIRECT_NP 6
+#define DIRECT_WIDE_NV 2
+#define DIRECT_WIDE_NP 6
+#define REDUCE_NP 3
+#define GW_WIDE_NV 2
+#define GW_WIDE_NC 6
+#define GW_NV 2
+#define GW_NC 6
+#define DW_NP 6
+#define FMA_CHAINS 10
+#define PLANE_NS 8
+#define TC_HAS_PERMUTE 1
+#include "kernels_impl.h"
+
+}  // namespace f64
 }  // namespace avx2
 
-const KernelTable* kernels_avx2() { return &avx2::kTable; }
+IsaKernels kernels_avx2() { return {&avx2::f32::kTable, &avx2::f64::kTable}; }
 
 }  // namespace isa
 }  // namespace cpu

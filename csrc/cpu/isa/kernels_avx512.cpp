@@ -14,8 +14,10 @@ namespace torchconv {
 namespace cpu {
 namespace isa {
 namespace avx512 {
+namespace f32 {
 
 struct V {
+  typedef float T;
   static const int N = 16;
   typedef __m512 reg;
   static inline reg zero() { return _mm512_setzero_ps(); }
@@ -92,9 +94,67 @@ struct V {
 #define TC_ISA_NAME "avx512"
 #include "kernels_impl.h"
 
+}  // namespace f32
+
+namespace f64 {
+
+// float64: 8 lanes, the same register tiles as float32 (same register count).
+struct V {
+  typedef double T;
+  static const int N = 8;
+  typedef __m512d reg;
+  static inline __mmask8 first(int n) { return (__mmask8)((1u << n) - 1u); }
+  static inline reg zero() { return _mm512_setzero_pd(); }
+  static inline reg set1(double f) { return _mm512_set1_pd(f); }
+  static inline reg load(const double* p) { return _mm512_loadu_pd(p); }
+  static inline reg load_n(const double* p, int n) { return _mm512_maskz_loadu_pd(first(n), p); }
+  static inline reg bcast(const double* p) { return _mm512_set1_pd(*p); }
+  static inline void store(double* p, reg v) { _mm512_storeu_pd(p, v); }
+  static inline void store_n(double* p, reg v, int n) { _mm512_mask_storeu_pd(p, first(n), v); }
+  static inline void stream(double* p, reg v) {
+    if (((uintptr_t)p & 63) == 0) _mm512_stream_pd(p, v);
+    else _mm512_storeu_pd(p, v);
+  }
+  static inline void fence() { _mm_sfence(); }
+  // One gather per destination row: lane c reads src[c*sc + i].
+  static inline void transpose(const double* src, int64_t sc, double* dst, int64_t dc, int nc,
+                               int nw) {
+    const __m512i idx = _mm512_mullo_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi64(sc));
+    for (int i = 0; i < nw; ++i) {
+      const reg v = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), first(nc), idx, src + i, 8);
+      _mm512_mask_storeu_pd(dst + i * dc, first(nc), v);
+    }
+  }
+  typedef __m512i ireg;  // 64-bit lane indices, from 8 ints
+  static inline ireg iload(const int* p) {
+    return _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)p));
+  }
+  static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_pd(i, v); }
+  static inline double hsum(reg v) { return _mm512_reduce_add_pd(v); }
+  static inline reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
+  static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
+};
+
+#define DIRECT_NV 2
+#define DIRECT_NP 12
+#define DIRECT_WIDE_NV 4
+#define DIRECT_WIDE_NP 6
+#define REDUCE_NP 6
+#define GW_WIDE_NV 4
+#define GW_WIDE_NC 6
+#define GW_NV 2
+#define GW_NC 12
+#define DW_NP 8
+#define FMA_CHAINS 16
+#define PLANE_NS 8
+#define TC_HAS_PERMUTE 1
+#include "kernels_impl.h"
+
+}  // namespace f64
 }  // namespace avx512
 
-const KernelTable* kernels_avx512() { return &avx512::kTable; }
+IsaKernels kernels_avx512() { return {&avx512::f32::kTable, &avx512::f64::kTable}; }
 
 }  // namespace isa
 }  // namespace cpu

@@ -1,10 +1,12 @@
-// The one templated implementation of every fast CPU kernel, instantiated once per ISA.
+// The one templated implementation of every fast CPU kernel, instantiated once per ISA and
+// element type.
 //
-// Included by kernels_avx512.cpp / kernels_avx2.cpp / kernels_scalar.cpp *inside* a per-ISA
-// namespace, after that TU defined `struct V` (the vector wrapper) and the tile sizes:
-//   V::N lanes; V::reg; zero(), set1(f), load(p), load_n(p, n), bcast(p), store(p, v),
-//   store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c; stream(p, v): a non-temporal store
-//   where p is vector-aligned (else a normal one), fence(): orders streaming stores;
+// Included by kernels_avx512.cpp / kernels_avx2.cpp / kernels_scalar.cpp *inside* a per-ISA,
+// per-type namespace, after that TU defined `struct V` (the vector wrapper) and the tile sizes:
+//   V::T element type (float / double); V::N lanes; V::reg; zero(), set1(f), load(p),
+//   load_n(p, n), bcast(p), store(p, v), store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c;
+//   stream(p, v): a non-temporal store where p is vector-aligned (else a normal one), fence():
+//   orders streaming stores;
 //   transpose(src, sc, dst, dc, nc, nw): dst[i*dc + c] = src[c*sc + i], c < nc, i < nw <= N.
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
@@ -16,11 +18,13 @@
 
 #define TC_UNROLL _Pragma("GCC unroll 32")
 
+typedef V::T T;  // element type: float or double
+
 static inline int64_t tc_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t tc_abs(int64_t a) { return a < 0 ? -a : a; }
 
 // Loads lanes [0, n) of a vector (n may be >= N: full load; <= 0: zeros).
-static inline V::reg load_k(const float* p, int64_t n) {
+static inline V::reg load_k(const T* p, int64_t n) {
   if (n >= V::N) return V::load(p);
   if (n <= 0) return V::zero();
   return V::load_n(p, (int)n);
@@ -40,7 +44,7 @@ static inline V::reg load_k(const float* p, int64_t n) {
 
 // Ends a block of a weight-gradient sum: adds the block's partial sums onto the accumulator
 // in memory (or starts it) and clears them.
-static inline void end_block(float* p, V::reg* v, int* started) {
+static inline void end_block(T* p, V::reg* v, int* started) {
   V::store(p, *started ? V::add(V::load(p), *v) : *v);
   *v = V::zero();
 }
@@ -54,11 +58,11 @@ static inline int64_t rows_per_block(int64_t ow) {
 }
 
 template <int NP, int NV>
-static void direct_tile(const DirectArgs* a, const float* const* xp, float* const* yp,
-                        const float* wpanel, const float* bias, int64_t kvalid) {
+static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
+                        const T* wpanel, const T* bias, int64_t kvalid) {
   typedef V::reg reg;
   reg acc[NP][NV];
-  float tot[NP][NV * V::N];
+  T tot[NP][NV * V::N];
   const int64_t C = a->C, xc = a->xc;
   // a reduction of one block starts from the bias (no block sums to keep)
   const bool one_block = a->R * a->S * C <= TC_BLOCK;
@@ -74,9 +78,9 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
       }
     }
   }
-  const float* w = wpanel;
+  const T* w = wpanel;
   // Channel-contiguous input with dense columns and no column dilation: the S taps x C
-  // channels of a window row are S*C consecutive floats, one loop (few channels, e.g. an RGB
+  // channels of a window row are S*C consecutive elements, one loop (few channels, e.g. an RGB
   // stem, would otherwise pay the tap loop's overhead every C multiply-adds). Same order.
   const bool row_runs = xc == 1 && a->xw == C && a->dw == 1;
   const int64_t S = row_runs ? 1 : a->S, run = row_runs ? a->S * C : C;
@@ -84,7 +88,7 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
   for (int64_t r = 0; r < a->R; ++r) {
     for (int64_t s = 0; s < S; ++s) {
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
-      const float* xq[NP];
+      const T* xq[NP];
       TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
       for (int64_t c0 = 0; c0 < run;) {
         const int64_t c1 = tc_min(run, c0 + (block - pending));
@@ -141,7 +145,7 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
       }
     }
   } else {
-    float buf[NP][NV * V::N];
+    T buf[NP][NV * V::N];
     TC_UNROLL for (int p = 0; p < NP; ++p) {
       TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&buf[p][j * V::N], acc[p][j]);
     }
@@ -154,22 +158,22 @@ static void direct_tile(const DirectArgs* a, const float* const* xp, float* cons
 
 template <int NV, int K>
 struct DirectDispatch {
-  static void run(int np, const DirectArgs* a, const float* const* xp, float* const* yp,
-                  const float* w, const float* b, int64_t kvalid) {
+  static void run(int np, const DirectArgs* a, const T* const* xp, T* const* yp,
+                  const T* w, const T* b, int64_t kvalid) {
     if (np == K) direct_tile<K, NV>(a, xp, yp, w, b, kvalid);
     else DirectDispatch<NV, K - 1>::run(np, a, xp, yp, w, b, kvalid);
   }
 };
 template <int NV>
 struct DirectDispatch<NV, 0> {
-  static void run(int, const DirectArgs*, const float* const*, float* const*, const float*,
-                  const float*, int64_t) {}
+  static void run(int, const DirectArgs*, const T* const*, T* const*, const T*,
+                  const T*, int64_t) {}
 };
 
 // Output pixel (oh, ow) goes to y + oh*yh + ow*yw - yoff.
 template <int NVX, int NPX>
-static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpanel,
-                            const float* bias, int64_t kvalid, int64_t p0, int64_t p1,
+static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpanel,
+                            const T* bias, int64_t kvalid, int64_t p0, int64_t p1,
                             int64_t yoff);
 
 // Output channels strided, pixels dense (NCHW): the tiles' transposed stores go to an L1
@@ -177,10 +181,10 @@ static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const
 // partial cache lines over KB channel planes.
 enum { kRunPixels = 64 };
 template <int NVX, int NPX>
-static void direct_pixels_nchw(const DirectArgs* a, const float* x, float* y,
-                               const float* wpanel, const float* bias, int64_t kvalid,
+static void direct_pixels_nchw(const DirectArgs* a, const T* x, T* y,
+                               const T* wpanel, const T* bias, int64_t kvalid,
                                int64_t p0, int64_t p1) {
-  float buf[NVX * V::N * kRunPixels];
+  T buf[NVX * V::N * kRunPixels];
   for (int64_t q0 = p0; q0 < p1; q0 += kRunPixels) {
     const int64_t n = tc_min(kRunPixels, p1 - q0);
     DirectArgs b = *a;
@@ -188,8 +192,8 @@ static void direct_pixels_nchw(const DirectArgs* a, const float* x, float* y,
     b.stream = 0;
     direct_pixels_t<NVX, NPX>(&b, x, buf, wpanel, bias, kvalid, q0, q0 + n, q0);
     for (int64_t k = 0; k < kvalid; ++k) {
-      const float* src = buf + k * n;
-      float* dst = y + k * a->yk + q0;
+      const T* src = buf + k * n;
+      T* dst = y + k * a->yk + q0;
       int64_t i = 0;
       if (a->stream) {
         for (; i + V::N <= n; i += V::N) V::stream(dst + i, V::load(src + i));
@@ -202,11 +206,11 @@ static void direct_pixels_nchw(const DirectArgs* a, const float* x, float* y,
 }
 
 template <int NVX, int NPX>
-static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpanel,
-                            const float* bias, int64_t kvalid, int64_t p0, int64_t p1,
+static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpanel,
+                            const T* bias, int64_t kvalid, int64_t p0, int64_t p1,
                             int64_t yoff) {
-  const float* xp[NPX];
-  float* yp[NPX];
+  const T* xp[NPX];
+  T* yp[NPX];
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
   // balanced tiles: ceil((p1-p0)/NP) tiles of nearly equal size (no 1-pixel stragglers)
   const int64_t ntiles = (p1 - p0 + NPX - 1) / NPX;
@@ -223,8 +227,8 @@ static void direct_pixels_t(const DirectArgs* a, const float* x, float* y, const
 }
 
 template <int NVX, int NPX>
-static void direct_pixels_any(const DirectArgs* a, const float* x, float* y,
-                              const float* wpanel, const float* bias, int64_t kvalid,
+static void direct_pixels_any(const DirectArgs* a, const T* x, T* y,
+                              const T* wpanel, const T* bias, int64_t kvalid,
                               int64_t p0, int64_t p1) {
   if (a->yk != 1 && a->yw == 1 && a->yh == a->OW) {
     direct_pixels_nchw<NVX, NPX>(a, x, y, wpanel, bias, kvalid, p0, p1);
@@ -233,12 +237,12 @@ static void direct_pixels_any(const DirectArgs* a, const float* x, float* y,
   }
   if (a->stream) V::fence();  // the streamed outputs are visible before the task ends
 }
-static void direct_pixels(const DirectArgs* a, const float* x, float* y, const float* wpanel,
-                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+static void direct_pixels(const DirectArgs* a, const T* x, T* y, const T* wpanel,
+                          const T* bias, int64_t kvalid, int64_t p0, int64_t p1) {
   direct_pixels_any<DIRECT_NV, DIRECT_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
-static void direct_pixels_wide(const DirectArgs* a, const float* x, float* y,
-                               const float* wpanel, const float* bias, int64_t kvalid,
+static void direct_pixels_wide(const DirectArgs* a, const T* x, T* y,
+                               const T* wpanel, const T* bias, int64_t kvalid,
                                int64_t p0, int64_t p1) {
   direct_pixels_any<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
@@ -250,8 +254,8 @@ static void direct_pixels_wide(const DirectArgs* a, const float* x, float* y,
 
 #if TC_HAS_PERMUTE
 template <int NP, int NK>
-static void reduce_tile(const DirectArgs* a, const float* const* xp, float* const* yp,
-                        const float* wpack, const float* bias) {
+static void reduce_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
+                        const T* wpack, const T* bias) {
   typedef V::reg reg;
   reg acc[NP][NK];
   TC_UNROLL for (int p = 0; p < NP; ++p) {
@@ -261,7 +265,7 @@ static void reduce_tile(const DirectArgs* a, const float* const* xp, float* cons
   for (int64_t r = 0; r < a->R; ++r) {
     for (int64_t s = 0; s < a->S; ++s) {
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
-      const float* wt = wpack + (r * a->S + s) * Cp;
+      const T* wt = wpack + (r * a->S + s) * Cp;
       for (int64_t c0 = 0; c0 < C; c0 += V::N) {
         reg xv[NP];
         if (C - c0 >= V::N) {
@@ -279,7 +283,7 @@ static void reduce_tile(const DirectArgs* a, const float* const* xp, float* cons
   }
   TC_UNROLL for (int p = 0; p < NP; ++p) {
     TC_UNROLL for (int k = 0; k < NK; ++k) {
-      const float v = V::hsum(acc[p][k]);
+      const T v = V::hsum(acc[p][k]);
       yp[p][k * a->yk] = bias ? v + bias[k] : v;
     }
   }
@@ -287,23 +291,23 @@ static void reduce_tile(const DirectArgs* a, const float* const* xp, float* cons
 
 template <int NK, int K>
 struct ReduceDispatch {
-  static void run(int np, const DirectArgs* a, const float* const* xp, float* const* yp,
-                  const float* w, const float* b) {
+  static void run(int np, const DirectArgs* a, const T* const* xp, T* const* yp,
+                  const T* w, const T* b) {
     if (np == K) reduce_tile<K, NK>(a, xp, yp, w, b);
     else ReduceDispatch<NK, K - 1>::run(np, a, xp, yp, w, b);
   }
 };
 template <int NK>
 struct ReduceDispatch<NK, 0> {
-  static void run(int, const DirectArgs*, const float* const*, float* const*, const float*,
-                  const float*) {}
+  static void run(int, const DirectArgs*, const T* const*, T* const*, const T*,
+                  const T*) {}
 };
 
 template <int NK>
-static void reduce_pixels_t(const DirectArgs* a, const float* x, float* y, const float* wpack,
-                            const float* bias, int64_t p0, int64_t p1) {
-  const float* xp[REDUCE_NP];
-  float* yp[REDUCE_NP];
+static void reduce_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpack,
+                            const T* bias, int64_t p0, int64_t p1) {
+  const T* xp[REDUCE_NP];
+  T* yp[REDUCE_NP];
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
   for (int64_t p = p0; p < p1;) {
     const int np = (int)tc_min(REDUCE_NP, p1 - p);
@@ -317,8 +321,8 @@ static void reduce_pixels_t(const DirectArgs* a, const float* x, float* y, const
   }
 }
 
-static void direct_reduce(const DirectArgs* a, const float* x, float* y, const float* wpack,
-                          const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+static void direct_reduce(const DirectArgs* a, const T* x, T* y, const T* wpack,
+                          const T* bias, int64_t kvalid, int64_t p0, int64_t p1) {
   switch (kvalid) {
     case 1: reduce_pixels_t<1>(a, x, y, wpack, bias, p0, p1); break;
     case 2: reduce_pixels_t<2>(a, x, y, wpack, bias, p0, p1); break;
@@ -337,8 +341,8 @@ static void direct_reduce(const DirectArgs* a, const float* x, float* y, const f
 
 // Taps [r0, r1) x [s0, s1) are inside the input for every pixel of the tile.
 template <int NP>
-static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const* yp,
-                    const float* wpack, const float* bias, const int64_t* rng) {
+static void dw_tile(const DepthwiseArgs* a, const T* const* xp, T* const* yp,
+                    const T* wpack, const T* bias, const int64_t* rng) {
   const int64_t r0 = rng[0], r1 = rng[1], s0 = rng[2], s1 = rng[3];
   typedef V::reg reg;
   const int64_t C = a->C, RS = a->R * a->S;
@@ -347,7 +351,7 @@ static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const
     reg acc[NP];
     const reg b = bias ? V::load(bias + c0) : V::zero();
     TC_UNROLL for (int p = 0; p < NP; ++p) acc[p] = b;
-    const float* wc = wpack + (c0 / V::N) * RS * V::N;
+    const T* wc = wpack + (c0 / V::N) * RS * V::N;
     // software prefetch two tiles ahead along the row (input streams from DRAM for big
     // batches; the hardware prefetchers alone fall behind on this access pattern)
     const int64_t pfd = 2 * NP * a->sw * a->xw + c0;
@@ -372,7 +376,7 @@ static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const
         else V::store_n(yp[p] + c0, acc[p], (int)cvalid);
       }
     } else {
-      float buf[NP][V::N];
+      T buf[NP][V::N];
       TC_UNROLL for (int p = 0; p < NP; ++p) V::store(buf[p], acc[p]);
       const int64_t n = tc_min(cvalid, V::N);
       for (int64_t k = 0; k < n; ++k) {
@@ -384,16 +388,16 @@ static void dw_tile(const DepthwiseArgs* a, const float* const* xp, float* const
 
 template <int K>
 struct DwDispatch {
-  static void run(int np, const DepthwiseArgs* a, const float* const* xp, float* const* yp,
-                  const float* w, const float* b, const int64_t* rng) {
+  static void run(int np, const DepthwiseArgs* a, const T* const* xp, T* const* yp,
+                  const T* w, const T* b, const int64_t* rng) {
     if (np == K) dw_tile<K>(a, xp, yp, w, b, rng);
     else DwDispatch<K - 1>::run(np, a, xp, yp, w, b, rng);
   }
 };
 template <>
 struct DwDispatch<0> {
-  static void run(int, const DepthwiseArgs*, const float* const*, float* const*, const float*,
-                  const float*, const int64_t*) {}
+  static void run(int, const DepthwiseArgs*, const T* const*, T* const*, const T*,
+                  const T*, const int64_t*) {}
 };
 
 // Valid taps [lo, hi) of a window starting at input position i0 (padded coordinates) with
@@ -411,10 +415,10 @@ static inline void dw_tap_range(int64_t i0, int64_t taps, int64_t d, int64_t beg
 // Row by row: the interior segment of a row (every column tap inside the input) in tiles of
 // DW_NP pixels, the border pixels one at a time with their own valid column taps; rows whose
 // windows cross the top / bottom border use their valid row taps.
-static void depthwise_pixels(const DepthwiseArgs* a, const float* x, float* y,
-                             const float* wpack, const float* bias, int64_t p0, int64_t p1) {
-  const float* xp[DW_NP];
-  float* yp[DW_NP];
+static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
+                             const T* wpack, const T* bias, int64_t p0, int64_t p1) {
+  const T* xp[DW_NP];
+  T* yp[DW_NP];
   const int64_t OW = a->OW, ext_w = (a->S - 1) * a->dw;
   // interior columns: ow*sw >= left and ow*sw + ext_w <= left + W - 1
   const int64_t in_lo = (a->left + a->sw - 1) / a->sw;
@@ -425,8 +429,8 @@ static void depthwise_pixels(const DepthwiseArgs* a, const float* x, float* y,
     const int64_t ih0 = oh * a->sh;
     int64_t rng[4] = {0, a->R, 0, a->S};
     dw_tap_range(ih0, a->R, a->dh, a->top, a->H, &rng[0], &rng[1]);
-    const float* xrow = x + ih0 * a->xh;
-    float* yrow = y + oh * a->yh;
+    const T* xrow = x + ih0 * a->xh;
+    T* yrow = y + oh * a->yh;
     const int64_t lo = tc_min(ow_b, in_lo > ow_a ? in_lo : ow_a);
     const int64_t hi_raw = in_hi < ow_b ? in_hi : ow_b;
     const int64_t hi = hi_raw > lo ? hi_raw : lo;
@@ -463,24 +467,24 @@ static void depthwise_pixels(const DepthwiseArgs* a, const float* x, float* y,
 // vectors for one tap; the reduction runs over images, rows, columns in order.
 
 template <int NC, int NV>
-static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, float* acc,
+static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
                     int64_t kvalid, int64_t r, int64_t s, int accumulate) {
   typedef V::reg reg;
   reg A[NC][NV];
   // Two levels: chains of about kGwChain pixels in registers, added in order onto the call's
-  // sums T (L1), T added onto acc at the end (the caller passes ~256 pixels per call).
-  float T[NC][NV * V::N];
+  // sums (L1), those added onto acc at the end (the caller passes ~256 pixels per call).
+  T sums[NC][NV * V::N];
   TC_UNROLL for (int i = 0; i < NC; ++i) {
     TC_UNROLL for (int j = 0; j < NV; ++j) A[i][j] = V::zero();
   }
-  int started = 0;  // T holds sums
+  int started = 0;  // sums holds chains
   int64_t pending = 0;  // pixels in A
   const int64_t xc = a->xc, step = a->sw * a->xw, dyp = a->dyp;
   const bool full = kvalid >= NV * V::N;
   for (int64_t n = 0; n < a->nimg; ++n) {
     for (int64_t oh = 0; oh < a->OH; ++oh) {
-      const float* xr = x + n * a->xn + (oh * a->sh + r * a->dh) * a->xh + s * a->dw * a->xw;
-      const float* dr = dy + n * a->dyn + oh * a->OW * dyp;
+      const T* xr = x + n * a->xn + (oh * a->sh + r * a->dh) * a->xh + s * a->dw * a->xw;
+      const T* dr = dy + n * a->dyn + oh * a->OW * dyp;
       if (full) {
         for (int64_t ow = 0; ow < a->OW; ++ow) {
           reg dv[NV];
@@ -507,17 +511,17 @@ static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, fl
       pending += a->OW;
       if (pending >= kGwChain) {
         TC_UNROLL for (int i = 0; i < NC; ++i) {
-          TC_UNROLL for (int j = 0; j < NV; ++j) end_block(&T[i][j * V::N], &A[i][j], &started);
+          TC_UNROLL for (int j = 0; j < NV; ++j) end_block(&sums[i][j * V::N], &A[i][j], &started);
         }
         started = 1, pending = 0;
       }
     }
   }
-  if (started) {  // the last chain onto T, T into A (else A holds the only chain)
+  if (started) {  // the last chain onto sums, sums into A (else A holds the only chain)
     TC_UNROLL for (int i = 0; i < NC; ++i) {
       TC_UNROLL for (int j = 0; j < NV; ++j) {
-        if (pending) end_block(&T[i][j * V::N], &A[i][j], &started);
-        A[i][j] = V::load(&T[i][j * V::N]);
+        if (pending) end_block(&sums[i][j * V::N], &A[i][j], &started);
+        A[i][j] = V::load(&sums[i][j * V::N]);
       }
     }
   }
@@ -529,7 +533,7 @@ static void gw_tile(const GradWeightArgs* a, const float* x, const float* dy, fl
 
 template <int NV, int K>
 struct GwDispatch {
-  static void run(int nc, const GradWeightArgs* a, const float* x, const float* dy, float* acc,
+  static void run(int nc, const GradWeightArgs* a, const T* x, const T* dy, T* acc,
                   int64_t kvalid, int64_t r, int64_t s, int accumulate) {
     if (nc == K) gw_tile<K, NV>(a, x, dy, acc, kvalid, r, s, accumulate);
     else GwDispatch<NV, K - 1>::run(nc, a, x, dy, acc, kvalid, r, s, accumulate);
@@ -537,13 +541,13 @@ struct GwDispatch {
 };
 template <int NV>
 struct GwDispatch<NV, 0> {
-  static void run(int, const GradWeightArgs*, const float*, const float*, float*, int64_t,
+  static void run(int, const GradWeightArgs*, const T*, const T*, T*, int64_t,
                   int64_t, int64_t, int) {}
 };
 
 template <int NV, int NC>
-static void grad_weight_block_t(const GradWeightArgs* a, const float* x, const float* dy,
-                                float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+static void grad_weight_block_t(const GradWeightArgs* a, const T* x, const T* dy,
+                                T* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                                 int accumulate) {
   for (int64_t c = 0; c < nc; c += NC) {
     const int n = (int)tc_min(NC, nc - c);
@@ -551,13 +555,13 @@ static void grad_weight_block_t(const GradWeightArgs* a, const float* x, const f
                             accumulate);
   }
 }
-static void grad_weight_block(const GradWeightArgs* a, const float* x, const float* dy,
-                              float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+static void grad_weight_block(const GradWeightArgs* a, const T* x, const T* dy,
+                              T* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                               int accumulate) {
   grad_weight_block_t<GW_NV, GW_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
 }
-static void grad_weight_wide(const GradWeightArgs* a, const float* x, const float* dy,
-                             float* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+static void grad_weight_wide(const GradWeightArgs* a, const T* x, const T* dy,
+                             T* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                              int accumulate) {
   grad_weight_block_t<GW_WIDE_NV, GW_WIDE_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
 }
@@ -566,8 +570,8 @@ static void grad_weight_wide(const GradWeightArgs* a, const float* x, const floa
 // Depthwise grad_weight for one channel vector: acc[t][VL] for taps t = r*S + s.
 
 template <int RS>
-static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const float* x, const float* dy,
-                        float* acc, int64_t cvalid, int accumulate) {
+static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* dy,
+                        T* acc, int64_t cvalid, int accumulate) {
   typedef V::reg reg;
   reg A[RS];
   int64_t toff[RS];
@@ -584,8 +588,8 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const float* x, const 
         TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
         accumulate = 1, rows = 1;
       }
-      const float* xr = x + n * a->xn + oh * a->sh * a->xh;
-      const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
+      const T* xr = x + n * a->xn + oh * a->sh * a->xh;
+      const T* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
       for (int64_t ow = 0; ow < a->OW; ++ow) {
         if (full) {
           const reg d = V::load(dr);
@@ -603,12 +607,12 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const float* x, const 
   TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
 }
 
-static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const float* x, const float* dy,
-                          float* acc, int64_t cvalid, int accumulate) {
+static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const T* x, const T* dy,
+                          T* acc, int64_t cvalid, int accumulate) {
   typedef V::reg reg;
   for (int64_t r = 0; r < a->R; ++r) {
     for (int64_t s = 0; s < a->S; ++s) {
-      float* at = acc + (r * a->S + s) * V::N;
+      T* at = acc + (r * a->S + s) * V::N;
       reg A = V::zero();
       int started = accumulate;
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
@@ -620,8 +624,8 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const float* x, cons
             end_block(at, &A, &started);
             started = 1, rows = 1;
           }
-          const float* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
-          const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
+          const T* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
+          const T* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
           for (int64_t ow = 0; ow < a->OW; ++ow) {
             A = V::fma(load_k(xr, cvalid), load_k(dr, cvalid), A);
             xr += a->sw * a->xw;
@@ -634,8 +638,8 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const float* x, cons
   }
 }
 
-static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const float* x,
-                                  const float* dy, float* acc, int64_t cvalid, int accumulate) {
+static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const T* x,
+                                  const T* dy, T* acc, int64_t cvalid, int accumulate) {
   if (a->R == 3 && a->S == 3) dw_gw_fixed<9>(a, x, dy, acc, cvalid, accumulate);
   else dw_gw_generic(a, x, dy, acc, cvalid, accumulate);
 }
@@ -650,21 +654,21 @@ static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const float*
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
-static void stage_plane(const float* src, int64_t src_row, int64_t H, int64_t W, int64_t pt,
-                        int64_t pl, int64_t Hp, int64_t sw, int64_t Wq, float* dst) {
-  // Full-vector stores may run up to VL-1 floats past a row: into the next row (written after
+static void stage_plane(const T* src, int64_t src_row, int64_t H, int64_t W, int64_t pt,
+                        int64_t pl, int64_t Hp, int64_t sw, int64_t Wq, T* dst) {
+  // Full-vector stores may run up to VL-1 elements past a row: into the next row (written after
   // this one) or the slack.
   const int64_t rowlen = sw * Wq;
   const int64_t lo = pl < 0 ? 0 : (pl > Wq ? Wq : pl);
   const int64_t hi = tc_min(Wq, pl + W) < lo ? lo : tc_min(Wq, pl + W);
   for (int64_t i = 0; i < Hp; ++i) {
-    float* d = dst + i * rowlen;
+    T* d = dst + i * rowlen;
     const int64_t ih = i - pt;
     if (ih < 0 || ih >= H || sw > 1) {
       for (int64_t j = 0; j < rowlen; j += V::N) V::store(d + j, V::zero());
     }
     if (ih < 0 || ih >= H) continue;
-    const float* srow = src + ih * src_row;
+    const T* srow = src + ih * src_row;
     if (sw == 1) {
       for (int64_t j = 0; j < lo; j += V::N) V::store(d + j, V::zero());
       int64_t j = lo;
@@ -673,7 +677,7 @@ static void stage_plane(const float* src, int64_t src_row, int64_t H, int64_t W,
       for (j = hi; j < Wq; j += V::N) V::store(d + j, V::zero());
     } else {
       for (int64_t q = 0; q < sw; ++q) {
-        float* dq = d + q * Wq;
+        T* dq = d + q * Wq;
         for (int64_t j = 0; j < Wq; ++j) {
           const int64_t iw = j * sw + q - pl;
           if (iw >= 0 && iw < W) dq[j] = srow[iw];
@@ -684,8 +688,8 @@ static void stage_plane(const float* src, int64_t src_row, int64_t H, int64_t W,
 }
 
 template <int NS>
-static void plane_tile(const PlaneArgs* a, const float* const* xs, float* const* ys,
-                       const int64_t* valid, const float* w, float bias) {
+static void plane_tile(const PlaneArgs* a, const T* const* xs, T* const* ys,
+                       const int64_t* valid, const T* w, T bias) {
   typedef V::reg reg;
   reg acc[NS];
   const reg b = V::set1(bias);
@@ -705,7 +709,7 @@ static void plane_tile(const PlaneArgs* a, const float* const* xs, float* const*
       else V::store_n(ys[i], acc[i], (int)valid[i]);
     }
   } else {
-    float buf[V::N];
+    T buf[V::N];
     for (int i = 0; i < NS; ++i) {
       V::store(buf, acc[i]);
       for (int64_t l = 0; l < tc_abs(valid[i]); ++l) ys[i][l * a->yw] = buf[l];
@@ -715,22 +719,22 @@ static void plane_tile(const PlaneArgs* a, const float* const* xs, float* const*
 
 template <int K>
 struct PlaneDispatch {
-  static void run(int ns, const PlaneArgs* a, const float* const* xs, float* const* ys,
-                  const int64_t* valid, const float* w, float bias) {
+  static void run(int ns, const PlaneArgs* a, const T* const* xs, T* const* ys,
+                  const int64_t* valid, const T* w, T bias) {
     if (ns == K) plane_tile<K>(a, xs, ys, valid, w, bias);
     else PlaneDispatch<K - 1>::run(ns, a, xs, ys, valid, w, bias);
   }
 };
 template <>
 struct PlaneDispatch<0> {
-  static void run(int, const PlaneArgs*, const float* const*, float* const*, const int64_t*,
-                  const float*, float) {}
+  static void run(int, const PlaneArgs*, const T* const*, T* const*, const int64_t*,
+                  const T*, T) {}
 };
 
-static void depthwise_plane(const PlaneArgs* a, const float* x, float* y, const float* w,
-                            float bias) {
-  const float* xs[PLANE_NS];
-  float* ys[PLANE_NS];
+static void depthwise_plane(const PlaneArgs* a, const T* x, T* y, const T* w,
+                            T bias) {
+  const T* xs[PLANE_NS];
+  T* ys[PLANE_NS];
   int64_t valid[PLANE_NS];
   const int64_t ncol = (a->OW + V::N - 1) / V::N;
   const bool dense_rows = a->yw == 1 && a->yh == a->OW;
@@ -756,7 +760,7 @@ static void depthwise_plane(const PlaneArgs* a, const float* x, float* y, const 
 
 // Taps [t0, t0 + NT) of the plane's grad_weight; lanes past OW multiply zeros.
 template <int NT>
-static void plane_gw_taps(const PlaneArgs* a, const float* x, const float* dy, float* acc,
+static void plane_gw_taps(const PlaneArgs* a, const T* x, const T* dy, T* acc,
                           int64_t t0, int accumulate) {
   typedef V::reg reg;
   reg A[NT];
@@ -773,8 +777,8 @@ static void plane_gw_taps(const PlaneArgs* a, const float* x, const float* dy, f
         end_block(acc + (t0 + t) * V::N, &A[t], &accumulate);
       accumulate = 1;
     }
-    const float* xr = x + oh * a->sh * a->xh;
-    const float* dr = dy + oh * a->yh;
+    const T* xr = x + oh * a->sh * a->xh;
+    const T* dr = dy + oh * a->yh;
     for (int64_t v = 0; v < ncol; ++v) {
       const reg d = load_k(dr + v * V::N, a->OW - v * V::N);
       TC_UNROLL for (int t = 0; t < NT; ++t)
@@ -786,7 +790,7 @@ static void plane_gw_taps(const PlaneArgs* a, const float* x, const float* dy, f
 
 template <int K>
 struct PlaneGwDispatch {
-  static void run(int nt, const PlaneArgs* a, const float* x, const float* dy, float* acc,
+  static void run(int nt, const PlaneArgs* a, const T* x, const T* dy, T* acc,
                   int64_t t0, int accumulate) {
     if (nt == K) plane_gw_taps<K>(a, x, dy, acc, t0, accumulate);
     else PlaneGwDispatch<K - 1>::run(nt, a, x, dy, acc, t0, accumulate);
@@ -794,11 +798,11 @@ struct PlaneGwDispatch {
 };
 template <>
 struct PlaneGwDispatch<0> {
-  static void run(int, const PlaneArgs*, const float*, const float*, float*, int64_t, int) {}
+  static void run(int, const PlaneArgs*, const T*, const T*, T*, int64_t, int) {}
 };
 
-static void depthwise_plane_grad_weight(const PlaneArgs* a, const float* x, const float* dy,
-                                        float* acc, int accumulate) {
+static void depthwise_plane_grad_weight(const PlaneArgs* a, const T* x, const T* dy,
+                                        T* acc, int accumulate) {
   const int64_t RS = a->R * a->S;
   for (int64_t t0 = 0; t0 < RS; t0 += PLANE_NS) {
     PlaneGwDispatch<PLANE_NS>::run((int)tc_min(PLANE_NS, RS - t0), a, x, dy, acc, t0,
@@ -818,8 +822,8 @@ static void grouped_indices(int64_t cpg, int64_t kpg, int idx[][V::N]) {
 }
 
 template <int NP>
-static void grouped_tile(const GroupedArgs* a, const float* const* xp, float* const* yp,
-                         const float* wpack, const float* bias, const int idx[][V::N]) {
+static void grouped_tile(const GroupedArgs* a, const T* const* xp, T* const* yp,
+                         const T* wpack, const T* bias, const int idx[][V::N]) {
   typedef V::reg reg;
   const int64_t cpg = a->cpg, RS = a->R * a->S;
   for (int64_t k0 = 0; k0 < a->K; k0 += V::N) {
@@ -828,7 +832,7 @@ static void grouped_tile(const GroupedArgs* a, const float* const* xp, float* co
     reg acc[NP];
     const reg b = bias ? V::load(bias + k0) : V::zero();
     TC_UNROLL for (int p = 0; p < NP; ++p) acc[p] = b;
-    const float* w = wpack + (k0 / V::N) * RS * cpg * V::N;
+    const T* w = wpack + (k0 / V::N) * RS * cpg * V::N;
     for (int64_t r = 0; r < a->R; ++r) {
       for (int64_t s = 0; s < a->S; ++s) {
         const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw + cin0;
@@ -850,7 +854,7 @@ static void grouped_tile(const GroupedArgs* a, const float* const* xp, float* co
         else V::store_n(yp[p] + k0, acc[p], (int)kvalid);
       }
     } else {
-      float buf[NP][V::N];
+      T buf[NP][V::N];
       TC_UNROLL for (int p = 0; p < NP; ++p) V::store(buf[p], acc[p]);
       const int64_t n = tc_min(kvalid, V::N);
       for (int64_t k = 0; k < n; ++k) {
@@ -862,24 +866,24 @@ static void grouped_tile(const GroupedArgs* a, const float* const* xp, float* co
 
 template <int K>
 struct GroupedDispatch {
-  static void run(int np, const GroupedArgs* a, const float* const* xp, float* const* yp,
-                  const float* w, const float* b, const int idx[][V::N]) {
+  static void run(int np, const GroupedArgs* a, const T* const* xp, T* const* yp,
+                  const T* w, const T* b, const int idx[][V::N]) {
     if (np == K) grouped_tile<K>(a, xp, yp, w, b, idx);
     else GroupedDispatch<K - 1>::run(np, a, xp, yp, w, b, idx);
   }
 };
 template <>
 struct GroupedDispatch<0> {
-  static void run(int, const GroupedArgs*, const float* const*, float* const*, const float*,
-                  const float*, const int[][V::N]) {}
+  static void run(int, const GroupedArgs*, const T* const*, T* const*, const T*,
+                  const T*, const int[][V::N]) {}
 };
 
-static void grouped_pixels(const GroupedArgs* a, const float* x, float* y, const float* wpack,
-                           const float* bias, int64_t p0, int64_t p1) {
+static void grouped_pixels(const GroupedArgs* a, const T* x, T* y, const T* wpack,
+                           const T* bias, int64_t p0, int64_t p1) {
   int idx[V::N][V::N];
   grouped_indices(a->cpg, a->kpg, idx);
-  const float* xp[DW_NP];
-  float* yp[DW_NP];
+  const T* xp[DW_NP];
+  T* yp[DW_NP];
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
   for (int64_t p = p0; p < p1;) {
     const int np = (int)tc_min(DW_NP, p1 - p);
@@ -894,8 +898,8 @@ static void grouped_pixels(const GroupedArgs* a, const float* x, float* y, const
   if (a->stream) V::fence();
 }
 
-static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, const float* dy,
-                                float* acc, int64_t cv, int64_t r, int64_t s, int accumulate) {
+static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, const T* dy,
+                                T* acc, int64_t cv, int64_t r, int64_t s, int accumulate) {
   typedef V::reg reg;
   int idx[V::N][V::N];
   grouped_indices(a->cpg, a->kpg, idx);
@@ -916,8 +920,8 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
         for (int64_t j = 0; j < cpg; ++j) end_block(acc + j * V::N, &A[j], &accumulate);
         accumulate = 1, rows = 1;
       }
-      const float* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
-      const float* dr = dy + n * a->dyn + oh * a->OW * a->dyp + k0;
+      const T* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
+      const T* dr = dy + n * a->dyn + oh * a->OW * a->dyp + k0;
       for (int64_t ow = 0; ow < a->OW; ++ow) {
         const reg d = load_k(dr, kvalid), xv = load_k(xr, cvalid);
         if (cpg == 4) {
@@ -941,7 +945,7 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const float* x, 
 // NCHW rows / planes to pixel-major (see kernel_api.h): N x N blocks in registers (masked at
 // the channel and pixel tails).
 
-static void transpose_rows(const float* src, int64_t sc, int64_t C, int64_t W, float* dst,
+static void transpose_rows(const T* src, int64_t sc, int64_t C, int64_t W, T* dst,
                            int64_t dc) {
   for (int64_t c0 = 0; c0 < C; c0 += V::N) {
     const int nc = (int)tc_min(V::N, C - c0);
@@ -956,18 +960,18 @@ static void transpose_rows(const float* src, int64_t sc, int64_t C, int64_t W, f
 // latency on every pipe, few enough that the chains and the two constants stay in registers
 // (16 chains + 2 constants spill on AVX2's 16 registers and halve the measured peak).
 
-static double fma_loop(int64_t iters, float* sink) {
+static double fma_loop(int64_t iters, T* sink) {
   typedef V::reg reg;
   reg A[FMA_CHAINS];
-  TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) A[i] = V::set1(1.0f + 0.001f * i);
-  const reg m = V::set1(0.9999999f), c = V::set1(1e-7f);
+  TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) A[i] = V::set1(T(1) + T(0.001) * i);
+  const reg m = V::set1(T(0.9999999)), c = V::set1(T(1e-7));
   for (int64_t it = 0; it < iters; ++it) {
     TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) A[i] = V::fma(A[i], m, c);
 #if defined(__GNUC__)
     TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) __asm__ volatile("" : "+x"(A[i]));
 #endif
   }
-  float buf[V::N];
+  T buf[V::N];
   reg s = A[0];
   TC_UNROLL for (int i = 1; i < FMA_CHAINS; ++i) s = V::fma(A[i], m, s);
   V::store(buf, s);
@@ -975,7 +979,7 @@ static double fma_loop(int64_t iters, float* sink) {
   return (double)iters * FMA_CHAINS * V::N * 2.0;
 }
 
-static const KernelTable kTable = {
+static const KernelTableT<T> kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
@@ -983,3 +987,20 @@ static const KernelTable kTable = {
     TC_GROUPED, &transpose_rows,
     &fma_loop,
 };
+
+// The tile sizes and switches are per inclusion (a TU includes this file once per element type).
+#undef TC_REDUCE
+#undef TC_GROUPED
+#undef DIRECT_NV
+#undef DIRECT_NP
+#undef DIRECT_WIDE_NV
+#undef DIRECT_WIDE_NP
+#undef REDUCE_NP
+#undef GW_WIDE_NV
+#undef GW_WIDE_NC
+#undef GW_NV
+#undef GW_NC
+#undef DW_NP
+#undef FMA_CHAINS
+#undef PLANE_NS
+#undef TC_HAS_PERMUTE
