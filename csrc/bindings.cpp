@@ -53,7 +53,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_isa", &torchconv::cpu::fast::cpu_isa, "The CPU kernels in use");
   m.def("available_cpu_isas", &torchconv::cpu::fast::available_cpu_isas);
   m.def("fma_peak_gflops", &torchconv::cpu::fast::fma_peak_gflops, py::arg("seconds") = 0.5,
-        "Peak float32 FMA GFLOP/s of the current ISA (register-only loop, all threads)",
+        py::arg("float64") = false,
+        "Peak float32 (float64=True: float64) FMA GFLOP/s of the current ISA (register-only "
+        "loop, all threads)",
         py::call_guard<py::gil_scoped_release>());
   m.def("cuda_built", [] {
 #ifdef TORCHCONV_WITH_CUDA

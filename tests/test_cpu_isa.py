@@ -373,3 +373,4 @@ def test_isa_control():
 
 def test_fma_peak_positive():
     assert _C.fma_peak_gflops(0.01) > 0
+    assert _C.fma_peak_gflops(0.01, float64=True) > 0

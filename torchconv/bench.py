@@ -7,7 +7,8 @@
 Shape fields: N,C,H,W,K,R,S,stride,pad,dilation,groups. Runs of torchconv and of the native op
 are interleaved and the median of the repeats is reported (shared machines are noisy), with
 GFLOP/s, the speedup per layer (native time / torchconv time) and geometric means. On CPU the
-machine's float32 FMA peak (register-only loop on all threads) is printed first.
+machine's FMA peak for the dtype (float64 for float64, else float32; register-only loop on all
+threads) is printed first.
 """
 
 import argparse
@@ -190,8 +191,10 @@ def main(argv=None):
           f"threads {torch.get_num_threads()}, torchconv ISA {_C.cpu_isa()}")
     peak = None
     if args.device == "cpu":
-        peak = _C.fma_peak_gflops(0.5)
-        print(f"FMA peak (register-only loop, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
+        f64 = dtype == torch.float64
+        peak = _C.fma_peak_gflops(0.5, float64=f64)
+        print(f"{'float64' if f64 else 'float32'} FMA peak (register-only loop, "
+              f"{torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
     print(f"{'layer':<17} {'layout':<6} {'pass':<10} {'torchconv ms':>12} {'native ms':>10} "
           f"{'tc GF/s':>8} {'nat GF/s':>8} {'%peak':>6} {'speedup':>8}")
     results = []

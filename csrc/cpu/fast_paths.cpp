@@ -1134,10 +1134,10 @@ std::vector<std::string> available_cpu_isas() {
   return out;
 }
 
-double fma_peak_gflops(double seconds) {
-  const Table<float>* kt = current<float>();
-  if (!kt) kt = kernels_of(best_isa()).f32;
-  float sink = 0.f;
+namespace {
+template <typename T>
+double peak_of(const Table<T>* kt, double seconds) {
+  T sink = 0;
   // calibrate on one thread
   int64_t iters = 1 << 16;
   for (;;) {
@@ -1152,7 +1152,7 @@ double fma_peak_gflops(double seconds) {
   }
   const int nt = at::get_num_threads();
   std::vector<double> flops(nt, 0.0);
-  std::vector<float> sinks(nt, 0.f);
+  std::vector<T> sinks(nt, T(0));
   const auto t0 = std::chrono::steady_clock::now();
   at::parallel_for(0, nt, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) flops[i] = kt->fma_loop(iters, &sinks[i]);
@@ -1161,6 +1161,13 @@ double fma_peak_gflops(double seconds) {
   double total = 0;
   for (double f : flops) total += f;
   return total / dt * 1e-9;
+}
+}  // namespace
+
+double fma_peak_gflops(double seconds, bool float64) {
+  const isa::IsaKernels best = kernels_of(best_isa());
+  if (float64) return peak_of(current<double>() ? current<double>() : best.f64, seconds);
+  return peak_of(current<float>() ? current<float>() : best.f32, seconds);
 }
 
 }  // namespace torchconv::cpu::fast

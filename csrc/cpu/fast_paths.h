@@ -26,7 +26,8 @@ void set_cpu_isa(const std::string& name);
 std::string cpu_isa();
 std::vector<std::string> available_cpu_isas();
 
-// Peak FMA throughput of the current ISA measured with a register-only loop on all threads.
-double fma_peak_gflops(double seconds);
+// Peak float32 (or float64) FMA throughput of the current ISA measured with a register-only
+// loop on all threads.
+double fma_peak_gflops(double seconds, bool float64 = false);
 
 }  // namespace torchconv::cpu::fast

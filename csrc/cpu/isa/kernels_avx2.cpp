@@ -110,16 +110,18 @@ struct V {
     else _mm256_storeu_pd(p, v);
   }
   static inline void fence() { _mm_sfence(); }
-  // One gather per destination row: lane c reads src[c*sc + i].
+  // 4 x 4: interleave pairs of rows, then combine their 128-bit halves.
   static inline void transpose(const double* src, int64_t sc, double* dst, int64_t dc, int nc,
                                int nw) {
-    const __m256i idx = _mm256_setr_epi64x(0, sc, 2 * sc, 3 * sc);
-    const __m256i m = mask(nc);
-    for (int i = 0; i < nw; ++i) {
-      const reg v = _mm256_mask_i64gather_pd(_mm256_setzero_pd(), src + i, idx,
-                                             _mm256_castsi256_pd(m), 8);
-      _mm256_maskstore_pd(dst + i * dc, m, v);
-    }
+    __m256d r[4];
+    for (int k = 0; k < 4; ++k) r[k] = k < nc ? load_n(src + k * sc, nw) : zero();
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    const __m256d col[4] = {_mm256_permute2f128_pd(t0, t2, 0x20),
+                            _mm256_permute2f128_pd(t1, t3, 0x20),
+                            _mm256_permute2f128_pd(t0, t2, 0x31),
+                            _mm256_permute2f128_pd(t1, t3, 0x31)};
+    for (int i = 0; i < nw; ++i) store_n(dst + i * dc, col[i], nc);
   }
   // Lane permutations of doubles as pairs of 32-bit lanes: index i -> (2i, 2i + 1).
   typedef __m256i ireg;

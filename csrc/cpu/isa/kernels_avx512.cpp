@@ -116,14 +116,26 @@ struct V {
     else _mm512_storeu_pd(p, v);
   }
   static inline void fence() { _mm_sfence(); }
-  // One gather per destination row: lane c reads src[c*sc + i].
+  // 8 x 8: interleave pairs of rows, t[2k + e] holds rows 2k, 2k+1 of columns 2L + e in its
+  // 128-bit blocks L; two rounds of block shuffles gather column 2L + e from the blocks L of
+  // t[e], t[2 + e], t[4 + e], t[6 + e]. Masked as the float32 transpose.
   static inline void transpose(const double* src, int64_t sc, double* dst, int64_t dc, int nc,
                                int nw) {
-    const __m512i idx = _mm512_mullo_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi64(sc));
-    for (int i = 0; i < nw; ++i) {
-      const reg v = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), first(nc), idx, src + i, 8);
-      _mm512_mask_storeu_pd(dst + i * dc, first(nc), v);
+    __m512d r[8], t[8];
+    for (int k = 0; k < 8; ++k) r[k] = k < nc ? load_n(src + k * sc, nw) : zero();
+    for (int k = 0; k < 8; k += 2) {
+      t[k] = _mm512_unpacklo_pd(r[k], r[k + 1]);
+      t[k + 1] = _mm512_unpackhi_pd(r[k], r[k + 1]);
+    }
+    for (int e = 0; e < 2; ++e) {
+      const __m512d u0 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0x88);
+      const __m512d u1 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0xDD);
+      const __m512d v0 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0x88);
+      const __m512d v1 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0xDD);
+      if (e < nw) store_n(dst + e * dc, _mm512_shuffle_f64x2(u0, v0, 0x88), nc);
+      if (2 + e < nw) store_n(dst + (2 + e) * dc, _mm512_shuffle_f64x2(u1, v1, 0x88), nc);
+      if (4 + e < nw) store_n(dst + (4 + e) * dc, _mm512_shuffle_f64x2(u0, v0, 0xDD), nc);
+      if (6 + e < nw) store_n(dst + (6 + e) * dc, _mm512_shuffle_f64x2(u1, v1, 0xDD), nc);
     }
   }
   typedef __m512i ireg;  // 64-bit lane indices, from 8 ints
