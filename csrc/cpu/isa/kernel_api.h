@@ -93,7 +93,7 @@ struct PlaneArgs {
   const int64_t* tap_offset;  // R*S staged offsets of the taps (r, s), filled by the caller
   int64_t stream;             // as DirectArgs::stream
 };
-// w: R*S taps of the channel. Per output: bias, then taps in order.
+// w: R*S taps of the channel. Per output: taps in order, then the bias.
 template <typename T>
 using DepthwisePlaneFn = void (*)(const PlaneArgs* a, const T* x, T* y, const T* w, T bias);
 // Stages one input plane (rows of W elements, row stride src_row) for the plane kernels: padded
