@@ -114,6 +114,7 @@ struct DepthwiseGradWeightArgs {
   int64_t xn, xh, xw;      // input strides (channel stride 1)
   int64_t dyn, dyp;        // grad_output strides (channel stride 1)
   int64_t nimg;
+  int64_t top, left, H, W;  // valid input rows / columns, as in DepthwiseArgs
 };
 template <typename T>
 using DepthwiseGradWeightFn = void (*)(const DepthwiseGradWeightArgs* a, const T* x,

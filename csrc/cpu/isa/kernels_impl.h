@@ -408,12 +408,18 @@ struct DwDispatch<0> {
 
 // Valid taps [lo, hi) of a window starting at input position i0 (padded coordinates) with
 // `taps` taps of dilation d, the input being [begin, begin + size).
+// (Called per border pixel: undilated windows avoid the divisions.)
 static inline void dw_tap_range(int64_t i0, int64_t taps, int64_t d, int64_t begin,
                                 int64_t size, int64_t* lo, int64_t* hi) {
   int64_t l = 0, h = taps;
-  if (i0 < begin) l = (begin - i0 + d - 1) / d;
   const int64_t last = begin + size - 1 - i0;  // largest valid offset
-  h = last < 0 ? 0 : tc_min(taps, last / d + 1);
+  if (d == 1) {
+    if (i0 < begin) l = begin - i0;
+    h = last < 0 ? 0 : tc_min(taps, last + 1);
+  } else {
+    if (i0 < begin) l = (begin - i0 + d - 1) / d;
+    h = last < 0 ? 0 : tc_min(taps, last / d + 1);
+  }
   if (h < l) h = l;
   *lo = l, *hi = h;
 }
@@ -575,17 +581,33 @@ static void grad_weight_wide(const GradWeightArgs* a, const T* x, const T* dy,
 // ------------------------------------------------------------------------------------------
 // Depthwise grad_weight for one channel vector: acc[t][VL] for taps t = r*S + s.
 
+// Window positions outside [top, top + H) x [left, left + W) are padding and skipped. Per row:
+// the interior pixels (every tap inside the input) all taps at once, then tap by tap the pixels
+// of the border columns (or of the whole row, for rows whose windows cross the top / bottom)
+// that this tap reaches. A fixed order per tap, whatever the threads.
 template <int RS>
 static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* dy,
                         T* acc, int64_t cvalid, int accumulate) {
   typedef V::reg reg;
   reg A[RS];
-  int64_t toff[RS];
+  int64_t toff[RS], ow_lo[RS], ow_hi[RS];
+  const int64_t S = a->S;
   TC_UNROLL for (int t = 0; t < RS; ++t) {
     A[t] = V::zero();
-    toff[t] = (t / a->S) * a->dh * a->xh + (t % a->S) * a->dw * a->xw;
+    toff[t] = (t / S) * a->dh * a->xh + (t % S) * a->dw * a->xw;
+    // columns ow with left <= ow*sw + s*dw < left + W
+    const int64_t c0 = a->left - (t % S) * a->dw, c1 = a->left + a->W - (t % S) * a->dw;
+    ow_lo[t] = c0 <= 0 ? 0 : tc_min(a->OW, (c0 + a->sw - 1) / a->sw);
+    ow_hi[t] = c1 <= 0 ? 0 : tc_min(a->OW, (c1 - 1) / a->sw + 1);
   }
+  int64_t in_lo = 0, in_hi = a->OW;  // interior columns: the intersection of the tap ranges
+  TC_UNROLL for (int t = 0; t < RS; ++t) {
+    in_lo = ow_lo[t] > in_lo ? ow_lo[t] : in_lo;
+    in_hi = tc_min(in_hi, ow_hi[t]);
+  }
+  if (in_hi < in_lo) in_hi = in_lo;
   const bool full = cvalid >= V::N;
+  const int64_t xs = a->sw * a->xw, dp = a->dyp;
   const int64_t block_rows = rows_per_block(a->OW);
   int64_t rows = 0;
   for (int64_t n = 0; n < a->nimg; ++n) {
@@ -594,25 +616,46 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* d
         TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
         accumulate = 1, rows = 1;
       }
+      int64_t rl, rh;
+      dw_tap_range(oh * a->sh, a->R, a->dh, a->top, a->H, &rl, &rh);
+      const bool row_full = rl == 0 && rh == a->R;
       const T* xr = x + n * a->xn + oh * a->sh * a->xh;
-      const T* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
-      for (int64_t ow = 0; ow < a->OW; ++ow) {
-        if (full) {
-          const reg d = V::load(dr);
-          TC_UNROLL for (int t = 0; t < RS; ++t) A[t] = V::fma(V::load(xr + toff[t]), d, A[t]);
-        } else {
-          const reg d = V::load_n(dr, (int)cvalid);
-          TC_UNROLL for (int t = 0; t < RS; ++t)
-            A[t] = V::fma(V::load_n(xr + toff[t], (int)cvalid), d, A[t]);
+      const T* dr = dy + n * a->dyn + oh * a->OW * dp;
+      if (row_full) {
+        for (int64_t ow = in_lo; ow < in_hi; ++ow) {
+          const T* xp = xr + ow * xs;
+          if (full) {
+            const reg d = V::load(dr + ow * dp);
+            TC_UNROLL for (int t = 0; t < RS; ++t) A[t] = V::fma(V::load(xp + toff[t]), d, A[t]);
+          } else {
+            const reg d = V::load_n(dr + ow * dp, (int)cvalid);
+            TC_UNROLL for (int t = 0; t < RS; ++t)
+              A[t] = V::fma(V::load_n(xp + toff[t], (int)cvalid), d, A[t]);
+          }
         }
-        xr += a->sw * a->xw;
-        dr += a->dyp;
+      }
+      if (row_full && in_lo == 0 && in_hi == a->OW) continue;  // no border pixels
+      TC_UNROLL for (int t = 0; t < RS; ++t) {
+        const int64_t r = t / S;
+        if (r < rl || r >= rh) continue;
+        // the row's pixels this tap reaches, less the interior ones already summed
+        const int64_t spans[2][2] = {{ow_lo[t], row_full ? tc_min(ow_hi[t], in_lo) : ow_hi[t]},
+                                     {row_full ? (in_hi > ow_lo[t] ? in_hi : ow_lo[t]) : 0,
+                                      row_full ? ow_hi[t] : 0}};
+        for (int k = 0; k < 2; ++k) {
+          for (int64_t ow = spans[k][0]; ow < spans[k][1]; ++ow) {
+            A[t] = V::fma(load_k(xr + ow * xs + toff[t], cvalid), load_k(dr + ow * dp, cvalid),
+                          A[t]);
+          }
+        }
       }
     }
   }
   TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
 }
 
+// Any R x S: one tap at a time over the output pixels whose window position of that tap is
+// inside the input.
 static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const T* x, const T* dy,
                           T* acc, int64_t cvalid, int accumulate) {
   typedef V::reg reg;
@@ -622,6 +665,10 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const T* x, const T*
       reg A = V::zero();
       int started = accumulate;
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      // columns ow with left <= ow*sw + s*dw < left + W
+      const int64_t c0 = a->left - s * a->dw, c1 = a->left + a->W - s * a->dw;  // [c0, c1)
+      const int64_t ow_lo = c0 <= 0 ? 0 : tc_min(a->OW, (c0 + a->sw - 1) / a->sw);
+      const int64_t ow_hi = c1 <= 0 ? 0 : tc_min(a->OW, (c1 - 1) / a->sw + 1);
       const int64_t block_rows = rows_per_block(a->OW);
       int64_t rows = 0;
       for (int64_t n = 0; n < a->nimg; ++n) {
@@ -630,12 +677,13 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const T* x, const T*
             end_block(at, &A, &started);
             started = 1, rows = 1;
           }
+          const int64_t ih = oh * a->sh + r * a->dh;
+          if (ih < a->top || ih >= a->top + a->H) continue;
           const T* xr = x + n * a->xn + oh * a->sh * a->xh + toff;
           const T* dr = dy + n * a->dyn + oh * a->OW * a->dyp;
-          for (int64_t ow = 0; ow < a->OW; ++ow) {
-            A = V::fma(load_k(xr, cvalid), load_k(dr, cvalid), A);
-            xr += a->sw * a->xw;
-            dr += a->dyp;
+          for (int64_t ow = ow_lo; ow < ow_hi; ++ow) {
+            A = V::fma(load_k(xr + ow * a->sw * a->xw, cvalid), load_k(dr + ow * a->dyp, cvalid),
+                       A);
           }
         }
       }
