@@ -104,6 +104,13 @@ CASES = [
     (1, 12, 11, 10, 12, 3, 3, 1, 1, 1, 12),   # depthwise
     (2, 20, 11, 13, 20, 3, 3, 2, 1, 1, 20),   # depthwise stride 2, channel tail
     (1, 40, 9, 9, 40, 5, 5, 1, 4, 2, 40),     # depthwise dilated 5x5
+    # depthwise with >= 16x16 outputs: channels_last weight gradients skip the padding in the
+    # kernel and sum fixed pixel parts (several images per part; two parts per image)
+    (5, 20, 18, 17, 20, 3, 3, 1, 1, 1, 20),
+    (2, 20, 40, 36, 20, 3, 3, 1, 1, 1, 20),
+    (1, 24, 40, 37, 24, 3, 3, 2, 1, 1, 24),   # strided
+    (1, 17, 20, 22, 17, 5, 5, 1, (2, 3), (1, 2), 17),  # 5x5, asymmetric padding / dilation
+    (1, 16, 18, 19, 16, 4, 2, 1, (1, 0), 1, 16),       # even kernel
     (1, 10, 9, 9, 20, 3, 3, 2, 1, 1, 10),     # channel multiplier 2
     (2, 128, 8, 8, 128, 3, 3, 1, 1, 1, 32),   # ResNeXt-like (4 per group)
     (1, 20, 8, 8, 40, 3, 3, 1, 1, 1, 5),      # 4 in / 8 out per group
