@@ -793,9 +793,19 @@ const Table<T>* eligible(const Geometry& g, std::initializer_list<const at::Tens
   const Table<T>* kt = current<T>();
   if (!kt || !dims_ok(g)) return nullptr;
   for (const at::Tensor* t : tensors) {
-    if (t->scalar_type() != c10::CppTypeToScalarType<T>::value) return nullptr;
+    if (t && t->scalar_type() != c10::CppTypeToScalarType<T>::value) return nullptr;
   }
   return kt;
+}
+
+// op(kt) with the kernels of the operands' element type (all float32 or all float64; null
+// entries are absent operands), or false where no fast path applies.
+template <typename Op>
+bool on_kernels(const Geometry& g, std::initializer_list<const at::Tensor*> tensors,
+                const Op& op) {
+  if (const auto* kt = eligible<float>(g, tensors)) return op(kt);
+  if (const auto* kt = eligible<double>(g, tensors)) return op(kt);
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1122,33 +1132,22 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
 
 bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, at::Tensor& output) {
-  const auto bias_ok = [&](at::ScalarType t) {
-    return !bias.has_value() || bias->scalar_type() == t;
-  };
-  if (const auto* kt = eligible<float>(g, {&input, &weight, &output}); kt && bias_ok(at::kFloat))
-    return forward_on(kt, g, input, weight, bias, output);
-  if (const auto* kt = eligible<double>(g, {&input, &weight, &output});
-      kt && bias_ok(at::kDouble))
-    return forward_on(kt, g, input, weight, bias, output);
-  return false;
+  return on_kernels(g, {&input, &weight, &output, bias.has_value() ? &*bias : nullptr},
+                    [&](const auto* kt) { return forward_on(kt, g, input, weight, bias, output); });
 }
 
 bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input) {
-  if (const auto* kt = eligible<float>(g, {&grad_output, &weight, &grad_input}))
+  return on_kernels(g, {&grad_output, &weight, &grad_input}, [&](const auto* kt) {
     return grad_input_on(kt, g, grad_output, weight, grad_input);
-  if (const auto* kt = eligible<double>(g, {&grad_output, &weight, &grad_input}))
-    return grad_input_on(kt, g, grad_output, weight, grad_input);
-  return false;
+  });
 }
 
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                      at::Tensor& grad_weight) {
-  if (const auto* kt = eligible<float>(g, {&grad_output, &input, &grad_weight}))
+  return on_kernels(g, {&grad_output, &input, &grad_weight}, [&](const auto* kt) {
     return grad_weight_on(kt, g, grad_output, input, grad_weight);
-  if (const auto* kt = eligible<double>(g, {&grad_output, &input, &grad_weight}))
-    return grad_weight_on(kt, g, grad_output, input, grad_weight);
-  return false;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1211,9 +1210,13 @@ double peak_of(const Table<T>* kt, double seconds) {
 }  // namespace
 
 double fma_peak_gflops(double seconds, bool float64) {
-  const isa::IsaKernels best = kernels_of(best_isa());
-  if (float64) return peak_of(current<double>() ? current<double>() : best.f64, seconds);
-  return peak_of(current<float>() ? current<float>() : best.f32, seconds);
+  const isa::IsaKernels best = kernels_of(best_isa());  // ISA "generic": the best one's loop
+  if (float64) {
+    const Table<double>* kt = current<double>();
+    return peak_of(kt ? kt : best.f64, seconds);
+  }
+  const Table<float>* kt = current<float>();
+  return peak_of(kt ? kt : best.f32, seconds);
 }
 
 }  // namespace torchconv::cpu::fast

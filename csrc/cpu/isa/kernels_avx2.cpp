@@ -11,6 +11,23 @@ namespace torchconv {
 namespace cpu {
 namespace isa {
 namespace avx2 {
+
+// Tile sizes, for both element types (same register count: the same tiles).
+#define DIRECT_NV 2
+#define DIRECT_NP 6
+#define DIRECT_WIDE_NV 2
+#define DIRECT_WIDE_NP 6
+#define REDUCE_NP 3
+#define GW_WIDE_NV 2
+#define GW_WIDE_NC 6
+#define GW_NV 2
+#define GW_NC 6
+#define DW_NP 6
+#define FMA_CHAINS 10
+#define PLANE_NS 8
+#define TC_HAS_PERMUTE 1
+#define TC_ISA_NAME "avx2"
+
 namespace f32 {
 
 struct V {
@@ -70,20 +87,6 @@ struct V {
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
 };
 
-#define DIRECT_NV 2
-#define DIRECT_NP 6
-#define DIRECT_WIDE_NV 2
-#define DIRECT_WIDE_NP 6
-#define REDUCE_NP 3
-#define GW_WIDE_NV 2
-#define GW_WIDE_NC 6
-#define GW_NV 2
-#define GW_NC 6
-#define DW_NP 6
-#define FMA_CHAINS 10
-#define PLANE_NS 8
-#define TC_HAS_PERMUTE 1
-#define TC_ISA_NAME "avx2"
 #include "kernels_impl.h"
 
 }  // namespace f32
@@ -142,19 +145,6 @@ struct V {
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
 };
 
-#define DIRECT_NV 2
-#define DIRECT_NP 6
-#define DIRECT_WIDE_NV 2
-#define DIRECT_WIDE_NP 6
-#define REDUCE_NP 3
-#define GW_WIDE_NV 2
-#define GW_WIDE_NC 6
-#define GW_NV 2
-#define GW_NC 6
-#define DW_NP 6
-#define FMA_CHAINS 10
-#define PLANE_NS 8
-#define TC_HAS_PERMUTE 1
 #include "kernels_impl.h"
 
 }  // namespace f64

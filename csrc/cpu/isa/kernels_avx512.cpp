@@ -14,6 +14,23 @@ namespace torchconv {
 namespace cpu {
 namespace isa {
 namespace avx512 {
+
+// Tile sizes, for both element types (same register count: the same tiles).
+#define DIRECT_NV 2
+#define DIRECT_NP 12
+#define DIRECT_WIDE_NV 4
+#define DIRECT_WIDE_NP 6
+#define REDUCE_NP 6
+#define GW_WIDE_NV 4
+#define GW_WIDE_NC 6
+#define GW_NV 2
+#define GW_NC 12
+#define DW_NP 8
+#define FMA_CHAINS 16
+#define PLANE_NS 8
+#define TC_HAS_PERMUTE 1
+#define TC_ISA_NAME "avx512"
+
 namespace f32 {
 
 struct V {
@@ -78,20 +95,6 @@ struct V {
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
 };
 
-#define DIRECT_NV 2
-#define DIRECT_NP 12
-#define DIRECT_WIDE_NV 4
-#define DIRECT_WIDE_NP 6
-#define REDUCE_NP 6
-#define GW_WIDE_NV 4
-#define GW_WIDE_NC 6
-#define GW_NV 2
-#define GW_NC 12
-#define DW_NP 8
-#define FMA_CHAINS 16
-#define PLANE_NS 8
-#define TC_HAS_PERMUTE 1
-#define TC_ISA_NAME "avx512"
 #include "kernels_impl.h"
 
 }  // namespace f32
@@ -148,19 +151,6 @@ struct V {
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
 };
 
-#define DIRECT_NV 2
-#define DIRECT_NP 12
-#define DIRECT_WIDE_NV 4
-#define DIRECT_WIDE_NP 6
-#define REDUCE_NP 6
-#define GW_WIDE_NV 4
-#define GW_WIDE_NC 6
-#define GW_NV 2
-#define GW_NC 12
-#define DW_NP 8
-#define FMA_CHAINS 16
-#define PLANE_NS 8
-#define TC_HAS_PERMUTE 1
 #include "kernels_impl.h"
 
 }  // namespace f64

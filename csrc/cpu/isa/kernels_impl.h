@@ -2,7 +2,8 @@
 // element type.
 //
 // Included by kernels_avx512.cpp / kernels_avx2.cpp / kernels_scalar.cpp *inside* a per-ISA,
-// per-type namespace, after that TU defined `struct V` (the vector wrapper) and the tile sizes:
+// per-type namespace, after that TU defined `struct V` (the vector wrapper; one per element
+// type) and the tile sizes (one set per TU):
 //   V::T element type (float / double); V::N lanes; V::reg; zero(), set1(f), load(p),
 //   load_n(p, n), bcast(p), store(p, v), store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c;
 //   stream(p, v): a non-temporal store where p is vector-aligned (else a normal one), fence():
@@ -37,11 +38,11 @@ static inline V::reg load_k(const T* p, int64_t n) {
 // order, in blocks (see TC_BLOCK), the bias added last.
 
 // The reduction is summed in blocks of TC_BLOCK products: each block into fresh accumulators,
-// the block sums added in order (in an L1 array), then the bias. The bias comes last because
-// partial sums that start from it carry its magnitude through every rounding (1x1 layers with
-// short reductions: up to 1.8x the error of adding it at the end). Error grows with the block length
-// plus the number of blocks instead of with the whole reduction (C*R*S can be thousands); the
-// order is fixed, so results stay independent of threads and ISA.
+// the block sums added in order (in an L1 array), then the bias. Error grows with the block
+// length plus the number of blocks instead of with the whole reduction (C*R*S can be
+// thousands); the order is fixed, so results stay independent of threads and ISA. The bias
+// comes last because partial sums that start from it carry its magnitude through every
+// rounding (1x1 layers with short reductions: up to 1.8x the error of adding it at the end).
 #define TC_BLOCK 128
 
 // Ends a block of a weight-gradient sum: adds the block's partial sums onto the accumulator
@@ -581,6 +582,15 @@ static void grad_weight_wide(const GradWeightArgs* a, const T* x, const T* dy,
 // ------------------------------------------------------------------------------------------
 // Depthwise grad_weight for one channel vector: acc[t][VL] for taps t = r*S + s.
 
+// Output columns [lo, hi) whose column tap s is inside the input: left <= ow*sw + s*dw <
+// left + W (lo >= hi: none).
+static inline void dw_gw_columns(const DepthwiseGradWeightArgs* a, int64_t s, int64_t* lo,
+                                 int64_t* hi) {
+  const int64_t c0 = a->left - s * a->dw, c1 = a->left + a->W - s * a->dw;  // [c0, c1)
+  *lo = c0 <= 0 ? 0 : tc_min(a->OW, (c0 + a->sw - 1) / a->sw);
+  *hi = c1 <= 0 ? 0 : tc_min(a->OW, (c1 - 1) / a->sw + 1);
+}
+
 // Window positions outside [top, top + H) x [left, left + W) are padding and skipped. Per row:
 // the interior pixels (every tap inside the input) all taps at once, then tap by tap the pixels
 // of the border columns (or of the whole row, for rows whose windows cross the top / bottom)
@@ -595,10 +605,7 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* d
   TC_UNROLL for (int t = 0; t < RS; ++t) {
     A[t] = V::zero();
     toff[t] = (t / S) * a->dh * a->xh + (t % S) * a->dw * a->xw;
-    // columns ow with left <= ow*sw + s*dw < left + W
-    const int64_t c0 = a->left - (t % S) * a->dw, c1 = a->left + a->W - (t % S) * a->dw;
-    ow_lo[t] = c0 <= 0 ? 0 : tc_min(a->OW, (c0 + a->sw - 1) / a->sw);
-    ow_hi[t] = c1 <= 0 ? 0 : tc_min(a->OW, (c1 - 1) / a->sw + 1);
+    dw_gw_columns(a, t % S, &ow_lo[t], &ow_hi[t]);
   }
   int64_t in_lo = 0, in_hi = a->OW;  // interior columns: the intersection of the tap ranges
   TC_UNROLL for (int t = 0; t < RS; ++t) {
@@ -665,10 +672,8 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const T* x, const T*
       reg A = V::zero();
       int started = accumulate;
       const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
-      // columns ow with left <= ow*sw + s*dw < left + W
-      const int64_t c0 = a->left - s * a->dw, c1 = a->left + a->W - s * a->dw;  // [c0, c1)
-      const int64_t ow_lo = c0 <= 0 ? 0 : tc_min(a->OW, (c0 + a->sw - 1) / a->sw);
-      const int64_t ow_hi = c1 <= 0 ? 0 : tc_min(a->OW, (c1 - 1) / a->sw + 1);
+      int64_t ow_lo, ow_hi;
+      dw_gw_columns(a, s, &ow_lo, &ow_hi);
       const int64_t block_rows = rows_per_block(a->OW);
       int64_t rows = 0;
       for (int64_t n = 0; n < a->nimg; ++n) {
@@ -1047,19 +1052,6 @@ static const KernelTableT<T> kTable = {
     &fma_loop,
 };
 
-// The tile sizes and switches are per inclusion (a TU includes this file once per element type).
+// Defined here, per inclusion (a TU includes this file once per element type).
 #undef TC_REDUCE
 #undef TC_GROUPED
-#undef DIRECT_NV
-#undef DIRECT_NP
-#undef DIRECT_WIDE_NV
-#undef DIRECT_WIDE_NP
-#undef REDUCE_NP
-#undef GW_WIDE_NV
-#undef GW_WIDE_NC
-#undef GW_NV
-#undef GW_NC
-#undef DW_NP
-#undef FMA_CHAINS
-#undef PLANE_NS
-#undef TC_HAS_PERMUTE
