@@ -91,6 +91,33 @@ def test_jvp_and_jacfwd_match_native():
     torch.testing.assert_close(jw, jw_native)
 
 
+def test_dual_tensors_without_requires_grad_carry_tangents():
+    # Eager calls that autograd does not record skip the autograd.Function; tangents of dual
+    # tensors (which need not require grad, even under no_grad) must still propagate.
+    import torch.autograd.forward_ad as fwAD
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    tx, tw = torch.randn_like(x), torch.randn_like(w)
+    with torch.no_grad(), fwAD.dual_level():
+        ours = fwAD.unpack_dual(conv2d(fwAD.make_dual(x, tx), fwAD.make_dual(w, tw), None, 1, 1))
+        native = fwAD.unpack_dual(F.conv2d(fwAD.make_dual(x, tx), fwAD.make_dual(w, tw), None,
+                                           1, 1))
+    assert ours.tangent is not None
+    torch.testing.assert_close(ours.primal, native.primal)
+    torch.testing.assert_close(ours.tangent, native.tangent)
+
+
+def test_graph_recorded_exactly_when_autograd_needs_it():
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3)
+    assert conv2d(x, w).grad_fn is not None
+    assert conv2d(x.detach(), w).grad_fn is None
+    with torch.no_grad():
+        assert not conv2d(x, w).requires_grad
+    with torch.inference_mode():
+        assert not conv2d(x.detach(), w).requires_grad
+
+
 def test_per_sample_gradients_with_vmap():
     N = 5
     x = torch.randn(N, 3, 8, 8)

@@ -14,6 +14,7 @@ real dtypes ``.conj()`` is free.
 """
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 from ._meta import plan_forward
 
@@ -228,6 +229,17 @@ grad_weight_function = _backward_op_function(
 
 
 EAGER = _Ops(Conv2dFunction.apply, grad_input_function, grad_weight_function)
+
+
+def needs_eager_function(*tensors):
+    """Whether an eager call must go through the autograd.Functions above: reverse-mode
+    autograd records it, a forward-mode dual level is open (tensors may carry tangents), or a
+    functorch transform (vmap, grad, jvp) is active."""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    if getattr(forward_ad, "_current_level", 0) >= 0:  # -1: no dual level entered
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 # --------------------------------------------------------------------------------------------

@@ -82,9 +82,8 @@ def make_runner(impl, layer, layout, which, dtype, device):
         gy = gy.contiguous(memory_format=torch.channels_last)
 
     if which == "fwd":
-        if impl == "torchconv":
-            return lambda: ops.conv2d(x, w, b, st, pd, dl, G)
-        return lambda: F.conv2d(x, w, b, st, pd, dl, G)
+        fn = torchconv.functional.conv2d if impl == "torchconv" else F.conv2d
+        return lambda: fn(x, w, b, st, pd, dl, G)
     if which == "bwd_input":
         if impl == "torchconv":
             return lambda: ops.conv2d_grad_input(gy, w, list(x.shape), st, pd, dl, G)

@@ -38,9 +38,10 @@ def conv2d(
     dilation = _as_list(dilation)
     if not isinstance(padding, str):
         padding = _as_list(padding)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not _autograd.needs_eager_function(input, weight, bias):
         # Traced graphs call the op itself: its fake kernel and registered autograd formula
-        # are what torch.compile / torch.export need.
+        # are what torch.compile / torch.export need. Eager calls that record nothing for
+        # autograd call it too (autograd.Function.apply costs tens of microseconds).
         return _autograd.conv2d_op(padding)(input, weight, bias, stride, padding, dilation,
                                             groups)
     return _autograd.Conv2dFunction.apply(input, weight, bias, stride, padding, dilation,
