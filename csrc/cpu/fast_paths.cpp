@@ -1058,21 +1058,35 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   at::Tensor acc = at::empty({G * nKB * panel}, options_of<T>());
   T* ap = acc.data_ptr<T>();
   const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
+  // small images: a pass spans several whole images (about 256 pixels per pass)
+  const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
   const int64_t ntasks = G * nKB * nCB * R * S;
+  // Passes (one kernel call per task each) go onto `mid` in groups of kMidPasses, the groups
+  // onto acc: a batch of 25088 pixels is ~110 passes, too many to add one by one (see
+  // isa::kMidBlocks). Pass q of the whole sequence is the same for every task and thread.
+  int64_t passes = 0;
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    passes += ceil_div(std::min(st.chunk, x.N - n0), NBI) * nRB;
+  }
+  constexpr int64_t kMidPasses = 16;
+  const bool use_mid = passes > kMidPasses;
+  at::Tensor mid;
+  if (use_mid) mid = at::empty({G * nKB * panel}, options_of<T>());
+  int64_t q0 = 0;  // passes of earlier chunks
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
     pm.prepare(n0, nb);
     at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-      // small images: a block spans several whole images (about 256 pixels per pass)
-      const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
+      int64_t q = q0;
       for (int64_t n = 0; n < nb; n += NBI) {
         const int64_t nimg = std::min(NBI, nb - n);
-        for (int64_t rb = 0; rb < nRB; ++rb) {
+        for (int64_t rb = 0; rb < nRB; ++rb, ++q) {
           const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
           const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                                       st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, nimg, acc_c};
-          const int accumulate = (n0 + n > 0 || rb > 0) ? 1 : 0;
+          const int accumulate = (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0;
+          const bool group_ends = use_mid && (q % kMidPasses == kMidPasses - 1 || q == passes - 1);
           const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
           const T* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
           for (int64_t t = b; t < e; ++t) {
@@ -1082,14 +1096,25 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
             const int64_t cb = rest % nCB; rest /= nCB;
             const int64_t kb = rest % nKB; rest /= nKB;
             const int64_t gr = rest;
-            const int64_t c0 = cb * CB, nc = std::min(CB, cpg - c0);
+            const int64_t c0 = cb * CB, nc = std::min(CB, cpg - c0), kvalid = std::min(KB, kpg - kb * KB);
+            const int64_t off = (gr * nKB + kb) * panel + c0 * acc_c + (r * S + s) * KB;
             gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
-                            ap + (gr * nKB + kb) * panel + c0 * acc_c + (r * S + s) * KB, nc,
-                            std::min(KB, kpg - kb * KB), r, s, accumulate);
+                  (use_mid ? mid.data_ptr<T>() : ap) + off, nc, kvalid, r, s, accumulate);
+            if (!group_ends) continue;
+            const T* src = mid.const_data_ptr<T>() + off;
+            T* dst = ap + off;
+            const bool first_group = q < kMidPasses;
+            for (int64_t c = 0; c < nc; ++c) {
+              for (int64_t k = 0; k < kvalid; ++k) {
+                dst[c * acc_c + k] = first_group ? src[c * acc_c + k]
+                                                 : dst[c * acc_c + k] + src[c * acc_c + k];
+              }
+            }
           }
         }
       }
     });
+    q0 += ceil_div(nb, NBI) * nRB;
   }
   // accumulators [c][r][s][KB] of a k-block into the weight: register transposes where the
   // weight's channels (and taps) are dense
