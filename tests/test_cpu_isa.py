@@ -104,8 +104,8 @@ CASES = [
     (1, 12, 11, 10, 12, 3, 3, 1, 1, 1, 12),   # depthwise
     (2, 20, 11, 13, 20, 3, 3, 2, 1, 1, 20),   # depthwise stride 2, channel tail
     (1, 40, 9, 9, 40, 5, 5, 1, 4, 2, 40),     # depthwise dilated 5x5
-    # depthwise with >= 16x16 outputs: channels_last weight gradients skip the padding in the
-    # kernel and sum fixed pixel parts (several images per part; two parts per image)
+    # depthwise with >= 16x16 outputs: weight gradients sum fixed pixel parts (several images
+    # per part; two parts per image); the kernel skips the padding (also on the small ones)
     (5, 20, 18, 17, 20, 3, 3, 1, 1, 1, 20),
     (2, 20, 40, 36, 20, 3, 3, 1, 1, 1, 20),
     (1, 24, 40, 37, 24, 3, 3, 2, 1, 1, 24),   # strided

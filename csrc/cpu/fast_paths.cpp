@@ -946,15 +946,13 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     // Channel vectors x parts of the pixels: a part is a fixed range of rows of one image (or
     // a few whole small images), so there are enough tasks for every thread whatever C; each
     // task sums its part into its own slot, the slots are added in part order (fixed by the
-    // shape and the staging chunk, not by the threads). On images of 16 x 16 output pixels or
-    // more the kernel skips the padding itself (a channels_last input is read in place); on
-    // smaller ones, where border pixels dominate, a zero-padded copy costs less (7x7: 1.3x).
+    // shape and the staging chunk, not by the threads). The kernel skips the padding itself:
+    // a channels_last input is read in place (a zero-padded copy of a 7x7 MBv2 layer, 2.5 MB,
+    // cost more than the kernel's border work: 0.4-0.8x native with it, 0.55-1.05x without).
     const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL), RSV = R * S * VL;
-    const bool pad_in_kernel = OH >= 16 && OW >= 16;
-    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_elems, pad_in_kernel);
+    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_elems, /*padding_in_place=*/true);
     // valid input region in the coordinates of the kernels' x origin
-    const int64_t top = st.kernel_pads ? sp.pt : 0, left = st.kernel_pads ? sp.pl : 0;
-    const int64_t valid_h = st.kernel_pads ? x.H : st.Hp, valid_w = st.kernel_pads ? x.W : st.Wp;
+    const int64_t top = sp.pt, left = sp.pl, valid_h = x.H, valid_w = x.W;
     PixelMajor pm(kt, d, st.chunk);
     constexpr int64_t kPartPixels = 1024;
     const int64_t P = OH * OW;
