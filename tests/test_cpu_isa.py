@@ -124,6 +124,12 @@ CASES = [
     (2, 20, 9, 9, 64, 3, 3, 1, 1, 1, 1),      # wide tiles (64 output channels)
     (1, 16, 7, 7, 128, 3, 3, 2, 1, 1, 2),     # wide tiles, grouped, strided
     (1, 64, 8, 8, 24, 3, 3, 2, 1, 1, 1),      # wide grad_input tile (64 input channels)
+    # long reductions, summed in three levels: grad_weight over 35 passes (groups of 16, 16,
+    # 3), grouped grad_weight over 36 blocks, direct tiles over 42 blocks of products
+    (5, 8, 40, 40, 16, 3, 3, 1, 1, 1, 1),
+    (3, 16, 24, 24, 16, 3, 3, 1, 1, 1, 4),
+    (1, 300, 6, 6, 20, 3, 3, 1, 1, 1, 1),
+    (1, 20, 6, 6, 300, 3, 3, 1, 1, 1, 1),
     # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
     # (forward), then a grad_input of 2.25M floats
     (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),
