@@ -705,10 +705,10 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
   const int64_t PC = 32, nPC = ceil_div(P, PC);
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, 0, /*padding_in_place=*/true);
+  // the kernel skips the padding: valid input region [pt, pt + H) x [pl, pl + W) of the origin
   isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                       st.xh, st.xw, y.sc, y.sh, y.sw, 0, 0, st.Hp, st.Wp,
+                       st.xh, st.xw, y.sc, y.sh, y.sw, sp.pt, sp.pl, x.H, x.W,
                        /*stream=*/stream_output<T>(y.N * y.C * P)};
-  if (st.kernel_pads) a.top = sp.pt, a.left = sp.pl, a.H = x.H, a.W = x.W;
   // Dense NCHW output planes: a task's pixels go to per-worker scratch in NHWC order and
   // leave it by register transposes (instead of one scalar store per output).
   const bool via_scratch = y.sc != 1 && y.C > 1 && y.sw == 1 && y.sh == y.W;
