@@ -52,6 +52,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Select the CPU kernels: 'avx512', 'avx2', 'scalar' or 'generic' (fast paths off)");
   m.def("cpu_isa", &torchconv::cpu::fast::cpu_isa, "The CPU kernels in use");
   m.def("available_cpu_isas", &torchconv::cpu::fast::available_cpu_isas);
+  m.def("set_cpu_winograd", &torchconv::cpu::fast::set_cpu_winograd,
+        "Use Winograd F(2x2, 3x3) for eligible float32 3x3 convolutions (False: direct kernels)");
+  m.def("cpu_winograd", &torchconv::cpu::fast::cpu_winograd);
   m.def("fma_peak_gflops", &torchconv::cpu::fast::fma_peak_gflops, py::arg("seconds") = 0.5,
         py::arg("float64") = false,
         "Peak float32 (float64=True: float64) FMA GFLOP/s of the current ISA (register-only "

@@ -151,6 +151,93 @@ def test_matches_float64_reference(isa, case, layout, dtype):
                dtype=dtype)
 
 
+# Winograd F(2x2, 3x3): float32, stride 1, undilated 3x3, one group, >= 16 channels, >= 64
+# output tiles. (N, C, H, W, K, padding)
+WINOGRAD_CASES = [
+    (2, 16, 16, 16, 16, 1),        # exact vector multiples
+    (3, 17, 15, 13, 33, 1),        # odd output sizes (tiles overhang), channel tails
+    (1, 20, 17, 18, 24, 0),        # no padding
+    (2, 24, 12, 12, 20, 2),        # padding larger than the window's reach
+    (2, 16, 14, 18, 16, (2, 0)),   # different padding per dimension
+    (1, 64, 16, 16, 128, 1),       # wide GEMM tiles (64 output channels)
+    (2, 300, 12, 12, 20, 1),       # GEMM sums over more than one group of blocks
+    (9, 16, 6, 6, 16, 1),          # 9 tiles per image: tasks span images
+]
+
+
+def winograd_off():
+    class Off:
+        def __enter__(self):
+            _C.set_cpu_winograd(False)
+
+        def __exit__(self, *exc):
+            _C.set_cpu_winograd(True)
+    return Off()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl", "strided"])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(c) for c in WINOGRAD_CASES])
+def test_winograd(isa, case, layout):
+    """Forward and input gradient through Winograd: no worse than native float32 against
+    float64 (check_case), and computed differently from the direct kernels (else the case
+    would not exercise it)."""
+    N, C, H, W, K, pd = case
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(N, C, H, W, generator=gen)
+    w = torch.randn(K, C, 3, 3, generator=gen)
+    b = torch.randn(K, generator=gen)
+    if layout == "strided":  # every other column of a wider input, a permuted weight
+        x = torch.randn(N, C, H, 2 * W, generator=gen)[..., ::2]
+        w = torch.randn(C, K, 3, 3, generator=gen).transpose(0, 1)
+    elif layout == "cl":
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+    y64 = F.conv2d(x.double(), w.double(), b.double(), 1, pd)
+    gy = torch.randn(y64.shape, generator=gen)
+    y, gi, _ = run_ops(x, w, b, gy, 1, pd, 1, 1)
+    _, gi64, _ = reference(x, w, b, gy, 1, pd, 1, 1, torch.float64)
+    y32, gi32, _ = reference(x, w, b, gy, 1, pd, 1, 1, torch.float32)
+    for name, ours, r64, nat in (("forward", y, y64, y32), ("grad_input", gi, gi64, gi32)):
+        err = (ours.double() - r64).abs().max().item()
+        err_native = (nat.double() - r64).abs().max().item()
+        assert err <= 1.5 * err_native, (name, err, err_native)
+    with winograd_off():
+        y_direct, gi_direct, _ = run_ops(x, w, b, gy, 1, pd, 1, 1)
+    assert not torch.equal(y, y_direct) and not torch.equal(gi, gi_direct)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_winograd_nan_inf_fall_back_to_direct(isa, layout):
+    """Winograd's transforms spread a NaN / inf over a tile or cancel infinities (inf - inf):
+    such inputs take the direct kernels, so NaN and inf land where F.conv2d puts them."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 20, 20)
+    w = torch.randn(32, 32, 3, 3)
+    x[0, 1, 4, 4] = float("nan")
+    x[1, 6, 10, 10], x[1, 7, 10, 11] = float("inf"), float("-inf")
+    gy = torch.randn(2, 32, 20, 20)
+    gy[0, 3, 5, 5] = float("inf")
+    w_inf = w.clone()
+    w_inf[3, 4, 1, 1] = float("inf")
+    if layout == "cl":
+        x, w, gy, w_inf = (t.contiguous(memory_format=torch.channels_last)
+                           for t in (x, w, gy, w_inf))
+    finite_x = x.nan_to_num(0.0, 0.0, 0.0)
+    pairs = [
+        (ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1), F.conv2d(x, w, None, 1, 1)),
+        (ops.conv2d(finite_x, w_inf, None, [1, 1], [1, 1], [1, 1], 1),
+         F.conv2d(finite_x, w_inf, None, 1, 1)),
+        (ops.conv2d_grad_input(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1),
+         torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False,
+                                             [0, 0], 1, [True, False, False])[0]),
+    ]
+    for ours, ref in pairs:
+        assert torch.equal(ours.isnan(), ref.isnan())
+        assert torch.equal(ours.isinf(), ref.isinf())
+        assert torch.equal(ours[ours.isinf()], ref[ref.isinf()])
+        finite = ref.isfinite()
+        torch.testing.assert_close(ours[finite], ref[finite], rtol=1e-4, atol=1e-4)
+
+
 # Depthwise shapes for the NCHW-plane kernels (rows vectorised, column phases for strides):
 # (N, C, H, W, R, S, stride, padding, dilation)
 PLANE_CASES = [
@@ -221,6 +308,7 @@ def test_autograd_end_to_end(isa):
 @DTYPES
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 def test_threads_bitwise_identical(isa, layout, dtype):
+    # the first one runs through Winograd (float32)
     cases = [(2, 20, 13, 11, 36, 3, 3, 1, 1, 1, 1), (2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16),
              (2, 32, 10, 10, 32, 3, 3, 1, 1, 1, 8), (3, 40, 9, 9, 24, 1, 1, 2, 0, 1, 1)]
     for (N, C, H, W, K, R, S, st, pd, dl, G) in cases:

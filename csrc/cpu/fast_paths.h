@@ -26,6 +26,11 @@ void set_cpu_isa(const std::string& name);
 std::string cpu_isa();
 std::vector<std::string> available_cpu_isas();
 
+// Winograd F(2x2, 3x3) for eligible float32 3x3 convolutions (default on; initial value: env
+// TORCHCONV_CPU_WINOGRAD, 0 = off). Off: the direct kernels.
+void set_cpu_winograd(bool on);
+bool cpu_winograd();
+
 // Peak float32 (or float64) FMA throughput of the current ISA measured with a register-only
 // loop on all threads.
 double fma_peak_gflops(double seconds, bool float64 = false);

@@ -34,6 +34,8 @@ struct DirectArgs {
   // 1: write whole aligned vectors of the output with non-temporal (streaming) stores. For
   // outputs much larger than the caches: a normal store first reads its line from memory.
   int64_t stream;
+  // Products per block of the three-level sums (see TC_BLOCK in kernels_impl.h); 0: TC_BLOCK.
+  int64_t block;
 };
 
 // Packed weights for one k-block: [R][S][C][KB] (KB = kernel_block lanes, zero padded).
@@ -146,6 +148,41 @@ template <typename T>
 using GroupedGradWeightFn = void (*)(const GroupedGradWeightArgs* a, const T* x, const T* dy,
                                      T* acc, int64_t cv, int64_t r, int64_t s, int accumulate);
 
+// Winograd F(2x2, 3x3) transforms, channels vectorised (channel stride 1). A run of nt tiles
+// along one row of tiles: tile t covers output rows 0..1 and columns 2t..2t+1 of the run and
+// reads the 4x4 input window at rows 0..3, columns 2t..2t+3 (x origin: the run's first window,
+// which must lie inside the input or a zero-padded copy). The 16 transformed values of a tile
+// are indexed xi = 4*i + j (row i, column j of the 4x4 transform).
+struct WinogradArgs {
+  int64_t C, K;     // input / output channels
+  int64_t xh, xw;   // input strides (row, column)
+  int64_t vs;       // v: [16][tiles][C], stride between the 16 planes
+  int64_t ms, mt;   // m: [16][tiles][mt], mt >= K, stride between the 16 planes
+  int64_t yh, yw;   // output strides (row, column)
+};
+// v[xi*vs + t*C + c] = (B^T d B)[xi] of channel c of tile t. Returns 0 if a transformed value
+// is NaN or infinite (from such an input, which the transforms would spread over the tile or
+// cancel, e.g. inf - inf, where a direct sum keeps it to its window; or from overflow), else 1.
+template <typename T>
+using WinogradInputFn = int (*)(const WinogradArgs* a, const T* x, int64_t nt, T* v);
+// Output pixel (i, 2t + j) of the run (i < rows, 2t + j < cols; the others are dropped) at
+// y + i*yh + (2t + j)*yw: (A^T m A) of tile t, then the bias (K elements, or null).
+template <typename T>
+using WinogradOutputFn = void (*)(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
+                                  int64_t rows, int64_t cols, T* y);
+
+// Winograd weights U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for one block of
+// KB output channels ("lanes", nl of them valid) and input channels [c0, c1): the 3x3 taps of
+// (lane l, channel c) are 9 contiguous elements at w + l*ls + c*cs (row-major; rotate: read
+// rotated by 180 degrees, for the input gradient). dst[xi*plane + c*KB + l] = U[xi], zero for
+// l >= nl. Returns 0 if a transformed weight is NaN or infinite, else 1.
+struct WinogradWeightArgs {
+  int64_t KB, ls, cs, plane, rotate;
+};
+template <typename T>
+using WinogradWeightFn = int (*)(const WinogradWeightArgs* a, const T* w, int64_t nl,
+                                 int64_t c0, int64_t c1, T* dst);
+
 // Channel-major rows to pixel-major: dst[i*dc + c] = src[c*sc + i] for c < C, i < W (an NCHW
 // row or plane into NHWC order; weight-gradient accumulators into the weight's layout), in
 // V::N x V::N register transposes.
@@ -176,6 +213,9 @@ struct KernelTableT {
   GroupedFn<T> grouped;                      // null where VL == 1
   GroupedGradWeightFn<T> grouped_grad_weight;
   TransposeFn<T> transpose;
+  WinogradInputFn<T> winograd_input;
+  WinogradOutputFn<T> winograd_output;
+  WinogradWeightFn<T> winograd_weights;
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
   // result is also written to *sink so the loop cannot be optimised away).
   double (*fma_loop)(int64_t iters, T* sink);

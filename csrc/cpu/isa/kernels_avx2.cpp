@@ -84,6 +84,7 @@ struct V {
     return _mm_cvtss_f32(s);
   }
   static inline reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static inline reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
 };
 
@@ -142,6 +143,7 @@ struct V {
     return _mm_cvtsd_f64(s);
   }
   static inline reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
+  static inline reg sub(reg a, reg b) { return _mm256_sub_pd(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
 };
 

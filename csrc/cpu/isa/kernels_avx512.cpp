@@ -92,6 +92,7 @@ struct V {
   static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_ps(i, v); }
   static inline float hsum(reg v) { return _mm512_reduce_add_ps(v); }
   static inline reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static inline reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
 };
 
@@ -148,6 +149,7 @@ struct V {
   static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_pd(i, v); }
   static inline double hsum(reg v) { return _mm512_reduce_add_pd(v); }
   static inline reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
+  static inline reg sub(reg a, reg b) { return _mm512_sub_pd(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
 };
 

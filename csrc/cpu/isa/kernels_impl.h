@@ -78,8 +78,9 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
   int mid_started = 0, blocks = 0;
   const int64_t C = a->C, xc = a->xc;
   // a reduction of one block needs no block sums
-  const bool one_block = a->R * a->S * C <= TC_BLOCK;
-  const int64_t block = one_block ? TC_BLOCK + 1 : TC_BLOCK;
+  const int64_t block_len = a->block > 0 ? a->block : TC_BLOCK;
+  const bool one_block = a->R * a->S * C <= block_len;
+  const int64_t block = one_block ? block_len + 1 : block_len;
   TC_UNROLL for (int p = 0; p < NP; ++p) {
     TC_UNROLL for (int j = 0; j < NV; ++j) {
       if (!one_block) V::store(&tot[p][j * V::N], V::zero());
@@ -1089,6 +1090,140 @@ static void transpose_rows(const T* src, int64_t sc, int64_t C, int64_t W, T* ds
 }
 
 // ------------------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) transforms (see kernel_api.h), one channel vector at a time:
+// B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] and A^T m A with
+// A^T = [1 1 1 0; 0 1 -1 -1] (for cross-correlation: y0 = d0 g0 + d1 g1 + d2 g2).
+
+// x - x is 0 for finite x and NaN otherwise: sums of it flag non-finite values.
+static inline int all_zero(V::reg v) {
+  T lanes[V::N];
+  V::store(lanes, v);
+  for (int l = 0; l < V::N; ++l) {
+    if (!(lanes[l] == T(0))) return 0;
+  }
+  return 1;
+}
+
+static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, T* v) {
+  typedef V::reg reg;
+  const int64_t C = a->C, xh = a->xh, xw = a->xw, vs = a->vs;
+  reg finite = V::zero();
+  for (int64_t t = 0; t < nt; ++t) {
+    const T* xt = x + 2 * t * xw;
+    T* vt = v + t * C;
+    for (int64_t c = 0; c < C; c += V::N) {
+      const int64_t n = C - c;
+      reg d[4][4], e[4][4];
+      TC_UNROLL for (int i = 0; i < 4; ++i) {
+        TC_UNROLL for (int j = 0; j < 4; ++j) d[i][j] = load_k(xt + i * xh + j * xw + c, n);
+      }
+      TC_UNROLL for (int j = 0; j < 4; ++j) {  // B^T d: combinations of rows
+        e[0][j] = V::sub(d[0][j], d[2][j]);
+        e[1][j] = V::add(d[1][j], d[2][j]);
+        e[2][j] = V::sub(d[2][j], d[1][j]);
+        e[3][j] = V::sub(d[1][j], d[3][j]);
+      }
+      TC_UNROLL for (int i = 0; i < 4; ++i) {  // (B^T d) B: combinations of columns
+        d[i][0] = V::sub(e[i][0], e[i][2]);
+        d[i][1] = V::add(e[i][1], e[i][2]);
+        d[i][2] = V::sub(e[i][2], e[i][1]);
+        d[i][3] = V::sub(e[i][1], e[i][3]);
+      }
+      TC_UNROLL for (int i = 0; i < 4; ++i) {
+        TC_UNROLL for (int j = 0; j < 4; ++j) {
+          T* dst = vt + (4 * i + j) * vs + c;
+          finite = V::add(finite, V::sub(d[i][j], d[i][j]));
+          if (n >= V::N) V::store(dst, d[i][j]);
+          else V::store_n(dst, d[i][j], (int)n);
+        }
+      }
+    }
+  }
+  return all_zero(finite);
+}
+
+static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
+                            int64_t rows, int64_t cols, T* y) {
+  typedef V::reg reg;
+  const int64_t K = a->K, ms = a->ms, mt = a->mt, yh = a->yh, yw = a->yw;
+  for (int64_t t = 0; t < nt; ++t) {
+    const T* mp = m + t * mt;
+    T* yt = y + 2 * t * yw;
+    const int64_t tcols = tc_min(2, cols - 2 * t);
+    for (int64_t k = 0; k < K; k += V::N) {
+      const int64_t n = K - k;
+      reg o[2][4];
+      TC_UNROLL for (int j = 0; j < 4; ++j) {  // A^T m: combinations of rows
+        const reg m0 = load_k(mp + j * ms + k, n), m1 = load_k(mp + (4 + j) * ms + k, n);
+        const reg m2 = load_k(mp + (8 + j) * ms + k, n), m3 = load_k(mp + (12 + j) * ms + k, n);
+        o[0][j] = V::add(V::add(m0, m1), m2);
+        o[1][j] = V::sub(V::sub(m1, m2), m3);
+      }
+      const reg b = bias ? load_k(bias + k, n) : V::zero();
+      TC_UNROLL for (int i = 0; i < 2; ++i) {  // (A^T m) A: combinations of columns, + bias
+        if (i >= rows) break;
+        const reg y0 = V::add(V::add(V::add(o[i][0], o[i][1]), o[i][2]), b);
+        const reg y1 = V::add(V::sub(V::sub(o[i][1], o[i][2]), o[i][3]), b);
+        T* yr = yt + i * yh + k;
+        if (n >= V::N) {
+          V::store(yr, y0);
+          if (tcols > 1) V::store(yr + yw, y1);
+        } else {
+          V::store_n(yr, y0, (int)n);
+          if (tcols > 1) V::store_n(yr + yw, y1, (int)n);
+        }
+      }
+    }
+  }
+}
+
+static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
+                            int64_t c1, T* dst) {
+  typedef V::reg reg;
+  const int64_t KB = a->KB, plane = a->plane;
+  reg finite = V::zero();
+  const reg half = V::set1(T(0.5));
+  T taps[9 * V::N];  // taps[t*N + l]: tap t of lane l0 + l
+  for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t l0 = 0; l0 < KB; l0 += V::N) {
+      const int64_t n = nl - l0;
+      reg g[9];
+      if (n > 0) {
+        const int nc = (int)tc_min(V::N, n);
+        for (int t0 = 0; t0 < 9; t0 += V::N) {
+          V::transpose(w + l0 * a->ls + c * a->cs + t0, a->ls, taps + t0 * V::N, V::N, nc,
+                       (int)tc_min(V::N, 9 - t0));
+        }
+        TC_UNROLL for (int t = 0; t < 9; ++t) {
+          g[t] = load_k(taps + (a->rotate ? 8 - t : t) * V::N, n);
+        }
+      } else {
+        TC_UNROLL for (int t = 0; t < 9; ++t) g[t] = V::zero();
+      }
+      reg u[4][3];
+      TC_UNROLL for (int q = 0; q < 3; ++q) {  // G g (x * 1/2 is exact: fma with zero)
+        u[0][q] = g[q];
+        u[1][q] = V::fma(V::add(V::add(g[q], g[3 + q]), g[6 + q]), half, V::zero());
+        u[2][q] = V::fma(V::add(V::sub(g[q], g[3 + q]), g[6 + q]), half, V::zero());
+        u[3][q] = g[6 + q];
+      }
+      T* d = dst + c * KB + l0;
+      TC_UNROLL for (int i = 0; i < 4; ++i) {  // (G g) G^T
+        const reg r[4] = {u[i][0],
+                          V::fma(V::add(V::add(u[i][0], u[i][1]), u[i][2]), half, V::zero()),
+                          V::fma(V::add(V::sub(u[i][0], u[i][1]), u[i][2]), half, V::zero()),
+                          u[i][2]};
+        TC_UNROLL for (int j = 0; j < 4; ++j) {
+          finite = V::add(finite, V::sub(r[j], r[j]));
+          V::store(d + (4 * i + j) * plane, r[j]);
+        }
+      }
+    }
+  }
+  return all_zero(finite);
+}
+
+// ------------------------------------------------------------------------------------------
 // Register-only FMA throughput loop: FMA_CHAINS independent chains, enough to cover the FMA
 // latency on every pipe, few enough that the chains and the two constants stay in registers
 // (16 chains + 2 constants spill on AVX2's 16 registers and halve the measured peak).
@@ -1117,7 +1252,7 @@ static const KernelTableT<T> kTable = {
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &depthwise_plane_grad_weight,
-    TC_GROUPED, &transpose_rows,
+    TC_GROUPED, &transpose_rows, &winograd_input, &winograd_output, &winograd_weights,
     &fma_loop,
 };
 

@@ -49,6 +49,7 @@ struct Lane {
     if (n > 0) *p = v;
   }
   static inline reg add(reg a, reg b) { return a + b; }
+  static inline reg sub(reg a, reg b) { return a - b; }
   static inline reg fma(reg a, reg b, reg c) { return a * b + c; }
 };
 
