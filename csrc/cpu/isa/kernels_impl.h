@@ -1094,7 +1094,7 @@ static void transpose_rows(const T* src, int64_t sc, int64_t C, int64_t W, T* ds
 // B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] and A^T m A with
 // A^T = [1 1 1 0; 0 1 -1 -1] (for cross-correlation: y0 = d0 g0 + d1 g1 + d2 g2).
 
-// x - x is 0 for finite x and NaN otherwise: sums of it flag non-finite values.
+// Non-finite values are flagged by sums of x * 0 (0 for finite x, else NaN).
 static inline int all_zero(V::reg v) {
   T lanes[V::N];
   V::store(lanes, v);
@@ -1104,13 +1104,29 @@ static inline int all_zero(V::reg v) {
   return 1;
 }
 
+// Tiles ahead whose window columns the input transform prefetches (the staged input is far
+// larger than L2).
+#ifndef TC_WINOGRAD_PREFETCH
+#define TC_WINOGRAD_PREFETCH 4
+#endif
+
 static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, T* v) {
   typedef V::reg reg;
   const int64_t C = a->C, xh = a->xh, xw = a->xw, vs = a->vs;
-  reg finite = V::zero();
+  const reg zero = V::zero();
+  reg finite[4] = {zero, zero, zero, zero};
   for (int64_t t = 0; t < nt; ++t) {
     const T* xt = x + 2 * t * xw;
     T* vt = v + t * C;
+    if (TC_WINOGRAD_PREFETCH > 0 && t + TC_WINOGRAD_PREFETCH < nt) {
+      // the two columns a later tile adds to its predecessor's window
+      const char* p = (const char*)(xt + (2 * TC_WINOGRAD_PREFETCH + 2) * xw);
+      for (int i = 0; i < 4; ++i) {
+        for (int64_t b = 0; b < int64_t(sizeof(T)) * (xw + C); b += 64) {
+          __builtin_prefetch(p + i * xh * int64_t(sizeof(T)) + b, 0, 3);
+        }
+      }
+    }
     for (int64_t c = 0; c < C; c += V::N) {
       const int64_t n = C - c;
       reg d[4][4], e[4][4];
@@ -1132,14 +1148,17 @@ static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, T* v) {
       TC_UNROLL for (int i = 0; i < 4; ++i) {
         TC_UNROLL for (int j = 0; j < 4; ++j) {
           T* dst = vt + (4 * i + j) * vs + c;
-          finite = V::add(finite, V::sub(d[i][j], d[i][j]));
           if (n >= V::N) V::store(dst, d[i][j]);
           else V::store_n(dst, d[i][j], (int)n);
         }
+        // x * 0 is NaN for NaN / inf (a sum that overflows only sends finite inputs to the
+        // direct kernels); one short dependency chain per row
+        const reg row = V::add(V::add(d[i][0], d[i][1]), V::add(d[i][2], d[i][3]));
+        finite[i] = V::fma(row, zero, finite[i]);
       }
     }
   }
-  return all_zero(finite);
+  return all_zero(V::add(V::add(finite[0], finite[1]), V::add(finite[2], finite[3])));
 }
 
 static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
@@ -1213,10 +1232,9 @@ static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl,
                           V::fma(V::add(V::add(u[i][0], u[i][1]), u[i][2]), half, V::zero()),
                           V::fma(V::add(V::sub(u[i][0], u[i][1]), u[i][2]), half, V::zero()),
                           u[i][2]};
-        TC_UNROLL for (int j = 0; j < 4; ++j) {
-          finite = V::add(finite, V::sub(r[j], r[j]));
-          V::store(d + (4 * i + j) * plane, r[j]);
-        }
+        TC_UNROLL for (int j = 0; j < 4; ++j) V::store(d + (4 * i + j) * plane, r[j]);
+        const reg row = V::add(V::add(r[0], r[1]), V::add(r[2], r[3]));
+        finite = V::fma(row, V::zero(), finite);  // as in winograd_input
       }
     }
   }
