@@ -151,17 +151,20 @@ def test_matches_float64_reference(isa, case, layout, dtype):
                dtype=dtype)
 
 
-# Winograd F(2x2, 3x3): float32, stride 1, undilated 3x3, one group, >= 16 channels, >= 64
-# output tiles. (N, C, H, W, K, padding)
+# Winograd F(2x2, 3x3): float32, stride 1, 3x3, one group, >= 16 channels, >= 64 output
+# tiles. (N, C, H, W, K, padding, dilation)
 WINOGRAD_CASES = [
-    (2, 16, 16, 16, 16, 1),        # exact vector multiples
-    (3, 17, 15, 13, 33, 1),        # odd output sizes (tiles overhang), channel tails
-    (1, 20, 17, 18, 24, 0),        # no padding
-    (2, 24, 12, 12, 20, 2),        # padding larger than the window's reach
-    (2, 16, 14, 18, 16, (2, 0)),   # different padding per dimension
-    (1, 64, 16, 16, 128, 1),       # wide GEMM tiles (64 output channels)
-    (2, 300, 12, 12, 20, 1),       # GEMM sums over more than one group of blocks
-    (9, 16, 6, 6, 16, 1),          # 9 tiles per image: tasks span images
+    (2, 16, 16, 16, 16, 1, 1),        # exact vector multiples
+    (3, 17, 15, 13, 33, 1, 1),        # odd output sizes (tiles overhang), channel tails
+    (1, 20, 17, 18, 24, 0, 1),        # no padding
+    (2, 24, 12, 12, 20, 2, 1),        # padding larger than the window's reach
+    (2, 16, 14, 18, 16, (2, 0), 1),   # different padding per dimension
+    (1, 64, 16, 16, 128, 1, 1),       # wide GEMM tiles (64 output channels)
+    (2, 300, 12, 12, 20, 1, 1),       # GEMM sums over more than one group of blocks
+    (9, 16, 6, 6, 16, 1, 1),          # 9 tiles per image: tasks span images
+    (2, 16, 20, 22, 16, 2, 2),        # dilated (DeepLab-like): 2 x 2 phases
+    (2, 16, 13, 15, 24, 1, 2),        # dilated, phases of different sizes
+    (1, 24, 25, 19, 20, (3, 1), (3, 2)),  # dilation and padding differ per dimension
 ]
 
 
@@ -178,10 +181,11 @@ def winograd_off():
 @pytest.mark.parametrize("layout", ["nchw", "cl", "strided"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(c) for c in WINOGRAD_CASES])
 def test_winograd(isa, case, layout):
-    """Forward and input gradient through Winograd: no worse than native float32 against
-    float64 (check_case), and computed differently from the direct kernels (else the case
-    would not exercise it)."""
-    N, C, H, W, K, pd = case
+    """Forward and input gradient through Winograd: max error against float64 within 1.5x of
+    native float32's (a small-tensor maximum is noisy; the suite-level comparison is in the
+    README), and computed differently from the direct kernels (else the case would not
+    exercise it)."""
+    N, C, H, W, K, pd, dl = case
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(N, C, H, W, generator=gen)
     w = torch.randn(K, C, 3, 3, generator=gen)
@@ -191,17 +195,19 @@ def test_winograd(isa, case, layout):
         w = torch.randn(C, K, 3, 3, generator=gen).transpose(0, 1)
     elif layout == "cl":
         x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
-    y64 = F.conv2d(x.double(), w.double(), b.double(), 1, pd)
+    y64 = F.conv2d(x.double(), w.double(), b.double(), 1, pd, dl)
     gy = torch.randn(y64.shape, generator=gen)
-    y, gi, _ = run_ops(x, w, b, gy, 1, pd, 1, 1)
-    _, gi64, _ = reference(x, w, b, gy, 1, pd, 1, 1, torch.float64)
-    y32, gi32, _ = reference(x, w, b, gy, 1, pd, 1, 1, torch.float32)
+    y, gi, _ = run_ops(x, w, b, gy, 1, pd, dl, 1)
+    _, gi64, _ = reference(x, w, b, gy, 1, pd, dl, 1, torch.float64)
+    y32, gi32, _ = reference(x, w, b, gy, 1, pd, dl, 1, torch.float32)
+    # the portable scalar path has no FMA (each product rounded before it is added)
+    slack = 2.0 if isa == "scalar" else 1.5
     for name, ours, r64, nat in (("forward", y, y64, y32), ("grad_input", gi, gi64, gi32)):
         err = (ours.double() - r64).abs().max().item()
         err_native = (nat.double() - r64).abs().max().item()
-        assert err <= 1.5 * err_native, (name, err, err_native)
+        assert err <= slack * err_native, (name, err, err_native)
     with winograd_off():
-        y_direct, gi_direct, _ = run_ops(x, w, b, gy, 1, pd, 1, 1)
+        y_direct, gi_direct, _ = run_ops(x, w, b, gy, 1, pd, dl, 1)
     assert not torch.equal(y, y_direct) and not torch.equal(gi, gi_direct)
 
 

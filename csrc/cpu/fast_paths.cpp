@@ -17,11 +17,12 @@
 //  * few output channels per group and a long reduction (kpg <= 4, cpg >= VL; e.g. grad_input
 //    of an RGB stem): vectorised over the reduction channels, horizontal sum at the end
 //    (use_reduce).
-//  * float32 3x3, stride 1, undilated, one group, >= 16 input and output channels and >= 64
-//    output tiles of 2x2 (use_winograd; forward and grad_input): Winograd F(2x2, 3x3), 16
-//    products per tile instead of 36, as 16 GEMMs on the direct kernel (tiles as pixels, sums
-//    in blocks of 16 products); inputs or weights with NaN / inf fall back to the direct
-//    kernel. TORCHCONV_CPU_WINOGRAD=0 (or _C.set_cpu_winograd(False)) turns it off.
+//  * float32 3x3, stride 1, one group, >= 16 input and output channels and >= 64 output tiles
+//    of 2x2 (use_winograd; forward and grad_input): Winograd F(2x2, 3x3), 16 products per
+//    tile instead of 36, as 16 GEMMs on the direct kernel (tiles as pixels, sums in blocks of
+//    16 products); dilated ones as dilation phases of undilated ones; inputs or weights with
+//    NaN / inf fall back to the direct kernel. TORCHCONV_CPU_WINOGRAD=0 (or
+//    _C.set_cpu_winograd(False)) turns it off.
 //  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
 //    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
 //    scalars broadcast, weights packed per call into [group][k-block][r][s][c][KB] panels.
@@ -791,13 +792,13 @@ void run_grouped(const Table<T>* kt, const Act<T>& x, const Spec& sp, const T* w
 
 // The grouped kernel applies: a real grouping with few output channels per group that tile
 // the vector, and no more input than output channels per group.
-// ---- Winograd F(2x2, 3x3): stride 1, undilated 3x3, one group. Per 2x2 output tile the 4x4
-// input window is transformed (B^T d B, 16 values per channel), the 16 transform positions are
-// multiplied with the transformed weights U = G g G^T as 16 GEMMs (tiles x C times C x K, on
-// the direct kernel as R = S = 1 convolutions with tiles as pixels) and the products are
-// transformed back (A^T m A). 16 products per tile instead of 36. A task is a run of tiles
-// of a chunk of images (a multiple of the register tile's pixels) with per-worker scratch for
-// its transformed inputs and products, so the GEMMs run on L2-resident operands.
+// ---- Winograd F(2x2, 3x3): stride 1, 3x3 (dilated: per phase), one group. Per 2x2 output
+// tile the 4x4 input window is transformed (B^T d B, 16 values per channel), the 16 transform
+// positions are multiplied with the transformed weights U = G g G^T as 16 GEMMs (tiles x C
+// times C x K, on the direct kernel as R = S = 1 convolutions with tiles as pixels) and the
+// products are transformed back (A^T m A). 16 products per tile instead of 36. A task is a
+// run of tiles of a chunk of images with per-worker scratch for its transformed inputs and
+// products, so the GEMMs run on L2-resident operands.
 
 // Products per block of the GEMM sums. The Winograd products carry larger terms than the
 // direct sums (transformed inputs and weights), so shorter blocks keep the error at or below
@@ -825,8 +826,8 @@ constexpr int64_t kWinogradMinTiles = 64;
 template <typename T>
 bool use_winograd(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
   return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
-         sp.G == 1 && sp.R == 3 && sp.S == 3 && sp.sh == 1 && sp.sw == 1 && sp.dh == 1 &&
-         sp.dw == 1 && sp.cpg >= 16 && sp.kpg >= 16 && OH >= 2 && OW >= 2 &&
+         sp.G == 1 && sp.R == 3 && sp.S == 3 && sp.sh == 1 && sp.sw == 1 && sp.cpg >= 16 &&
+         sp.kpg >= 16 && OH >= 2 * sp.dh && OW >= 2 * sp.dw &&
          N * ceil_div(OH, 2) * ceil_div(OW, 2) >= kWinogradMinTiles;
 }
 
@@ -873,14 +874,22 @@ at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, int64_t 
   return finite.load() ? buf : at::Tensor();
 }
 
+// A dilated convolution is dh x dw undilated ones ("phases"): output pixels (a + dh*i,
+// b + dw*j) read padded input rows a + dh*(i + r) and columns b + dw*(j + s), every dh-th row
+// and dw-th column from (a, b).
+struct WinogradPhase {
+  int64_t x_off, y_off;  // element offsets of the phase's input origin and first output
+  int64_t OH, OW, TW;    // the phase's output size and tiles per row of tiles
+  int64_t first;         // tiles of an image's earlier phases
+};
+
 // y = the convolution sp (use_winograd) of x with weights ww, plus the bias (K elements, or
 // null). Returns false, with y partly written, where a transformed weight or input is not
 // finite: the caller then runs the direct kernels, which keep NaN / inf where F.conv2d has them.
 template <typename T>
 bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const WinogradWeights& ww,
                   const T* bias, const Out<T>& y) {
-  const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W;
-  const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), per_image = TH * TW;
+  const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W, dh = sp.dh, dw = sp.dw;
   const Spec gemm_sp{16, C, K, 1, 1, 1, 1, 1, 1, 0, 0};
   const bool wide = use_wide(kt, gemm_sp);
   const isa::DirectFn<T> gemm = wide ? kt->direct_wide : kt->direct;
@@ -890,8 +899,19 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   if (!U.defined()) return false;
   const T* up = data_of<T>(U);
   const int64_t uplane = winograd_plane(nKB * C * KB);
-  // tiles overhanging an odd output size read zeros past the input
-  Stager st(kt, x, {need_of(sp, 2 * TH, 2 * TW)}, /*unit_channel=*/true);
+  // tiles overhanging an odd (phase) output size read zeros past the input
+  Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true);
+  std::vector<WinogradPhase> phases;
+  int64_t per_image = 0, max_tw = 0;
+  for (int64_t a = 0; a < std::min(dh, OH); ++a) {
+    for (int64_t b = 0; b < std::min(dw, OW); ++b) {
+      const int64_t ph = ceil_div(OH - a, dh), pw = ceil_div(OW - b, dw);
+      phases.push_back({a * st.xh + b * st.xw, a * y.sh + b * y.sw, ph, pw, ceil_div(pw, 2),
+                        per_image});
+      per_image += ceil_div(ph, 2) * ceil_div(pw, 2);
+      max_tw = std::max(max_tw, ceil_div(pw, 2));
+    }
+  }
   const int64_t per_tile = 16 * (C + Kp) * int64_t(sizeof(T));
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
   // evenly. Every task reads all of U: past kWinogradBigWeights (it comes from L3 or memory)
@@ -907,14 +927,14 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   if (chunk_tiles >= threads * NP) chunk_tasks = ceil_div(chunk_tasks, threads) * threads;
   const int64_t Tt = ceil_div(chunk_tiles, chunk_tasks);
   const bool nhwc_out = y.sc == 1;
-  const bool dense_rows = y.sw == 1;
-  const int64_t row_tiles = std::min(Tt, TW);  // tiles of a run (within one row of tiles)
+  const bool dense_rows = y.sw * dw == 1;
+  const int64_t row_tiles = std::min(Tt, max_tw);  // tiles of a run (within one row of tiles)
   const int64_t ybuf = nhwc_out ? 0 : 2 * 2 * row_tiles * Kp;  // NCHW: a run in NHWC order
   const int64_t vs = winograd_plane(Tt * C), ms = winograd_plane(Tt * Kp);
   const int64_t scratch = 16 * (vs + ms) + ybuf;
   const isa::DirectArgs ga{C, 1, 1, /*OW=*/Tt, 1, 1, 1, 1, /*xc=*/1, /*xh=*/0, /*xw=*/C,
                            /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, kWinogradBlock};
-  isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, ms, Kp, y.sh, y.sw};
+  const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, ms, Kp, dh * y.sh, dw * y.sw};
   isa::WinogradArgs wb = wa;  // NCHW: the output transform writes the run's NHWC buffer
   wb.yh = 2 * row_tiles * Kp, wb.yw = Kp;
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -930,21 +950,26 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
       T* m = v + 16 * vs;
       T* yb = m + 16 * ms;
       const int64_t t0 = task * Tt, t1 = std::min(tiles, t0 + Tt);
-      // runs of tiles within one row of tiles: f(first tile of the run, image, tile row,
-      // tile column, tiles)
+      // runs of tiles within one row of tiles: f(first tile of the run in the task, image,
+      // phase, tile row, tile column, tiles)
       const auto for_runs = [&](const auto& f) {
         for (int64_t q = t0; q < t1;) {
-          const int64_t n = q / per_image, th = q % per_image / TW, tw = q % TW;
-          const int64_t run = std::min(t1 - q, TW - tw);
-          f(q - t0, n, th, tw, run);
+          const int64_t n = q / per_image, r = q % per_image;
+          size_t p = phases.size() - 1;
+          while (phases[p].first > r) --p;
+          const WinogradPhase& ph = phases[p];
+          const int64_t th = (r - ph.first) / ph.TW, tw = (r - ph.first) % ph.TW;
+          const int64_t run = std::min(t1 - q, ph.TW - tw);
+          f(q - t0, n, ph, th, tw, run);
           q += run;
         }
       };
       if (!finite.load(std::memory_order_relaxed)) return;
       bool ok = true;
-      for_runs([&](int64_t i, int64_t n, int64_t th, int64_t tw, int64_t run) {
-        ok &= kt->winograd_input(&wa, x0 + n * st.xn + 2 * th * st.xh + 2 * tw * st.xw, run,
-                                 v + i * C) != 0;
+      for_runs([&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th, int64_t tw,
+                   int64_t run) {
+        const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
+        ok &= kt->winograd_input(&wa, xr, run, v + i * C) != 0;
       });
       if (!ok) {
         finite.store(false, std::memory_order_relaxed);
@@ -956,10 +981,11 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
                nullptr, std::min(KB, K - kb * KB), 0, t1 - t0);
         }
       }
-      for_runs([&](int64_t i, int64_t n, int64_t th, int64_t tw, int64_t run) {
-        const int64_t rows = std::min<int64_t>(2, OH - 2 * th);
-        const int64_t cols = std::min(2 * run, OW - 2 * tw);
-        T* yo = y.p + (n0 + n) * y.sn + 2 * th * y.sh + 2 * tw * y.sw;
+      for_runs([&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th, int64_t tw,
+                   int64_t run) {
+        const int64_t rows = std::min<int64_t>(2, ph.OH - 2 * th);
+        const int64_t cols = std::min(2 * run, ph.OW - 2 * tw);
+        T* yo = y.p + (n0 + n) * y.sn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
         if (nhwc_out) {
           kt->winograd_output(&wa, m + i * Kp, run, bias, rows, cols, yo);
           return;
@@ -967,12 +993,13 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
         kt->winograd_output(&wb, m + i * Kp, run, bias, rows, cols, yb);
         for (int64_t r = 0; r < rows; ++r) {
           const T* src = yb + r * wb.yh;
+          T* dst = yo + r * wa.yh;
           if (dense_rows) {
-            kt->transpose(src, Kp, cols, K, yo + r * y.sh, y.sc);
+            kt->transpose(src, Kp, cols, K, dst, y.sc);
             continue;
           }
           for (int64_t k = 0; k < K; ++k) {
-            for (int64_t p = 0; p < cols; ++p) yo[r * y.sh + k * y.sc + p * y.sw] = src[p * Kp + k];
+            for (int64_t p = 0; p < cols; ++p) dst[k * y.sc + p * wa.yw] = src[p * Kp + k];
           }
         }
       });
