@@ -165,7 +165,12 @@ WINOGRAD_CASES = [
     (2, 16, 20, 22, 16, 2, 2),        # dilated (DeepLab-like): 2 x 2 phases
     (2, 16, 13, 15, 24, 1, 2),        # dilated, phases of different sizes
     (1, 24, 25, 19, 20, (3, 1), (3, 2)),  # dilation and padding differ per dimension
+    # >= 256 tiles: the weight gradient too (a pass of 256 tiles per kernel call)
+    (2, 24, 34, 30, 40, 1, 1),        # two passes, the second short
+    (1, 16, 40, 36, 20, 2, 2),        # dilated
+    (5, 16, 64, 64, 32, 1, 1),        # 20 passes: three-level sums (groups of 16 passes)
 ]
+WINOGRAD_GW_MIN_TILES = 256
 
 
 def winograd_off():
@@ -181,7 +186,7 @@ def winograd_off():
 @pytest.mark.parametrize("layout", ["nchw", "cl", "strided"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(c) for c in WINOGRAD_CASES])
 def test_winograd(isa, case, layout):
-    """Forward and input gradient through Winograd: max error against float64 within 1.5x of
+    """Forward and both gradients through Winograd: max error against float64 within 1.5x of
     native float32's (a small-tensor maximum is noisy; the suite-level comparison is in the
     README), and computed differently from the direct kernels (else the case would not
     exercise it)."""
@@ -197,18 +202,25 @@ def test_winograd(isa, case, layout):
         x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
     y64 = F.conv2d(x.double(), w.double(), b.double(), 1, pd, dl)
     gy = torch.randn(y64.shape, generator=gen)
-    y, gi, _ = run_ops(x, w, b, gy, 1, pd, dl, 1)
-    _, gi64, _ = reference(x, w, b, gy, 1, pd, dl, 1, torch.float64)
-    y32, gi32, _ = reference(x, w, b, gy, 1, pd, dl, 1, torch.float32)
+    y, gi, gw = run_ops(x, w, b, gy, 1, pd, dl, 1)
+    _, gi64, gw64 = reference(x, w, b, gy, 1, pd, dl, 1, torch.float64)
+    y32, gi32, gw32 = reference(x, w, b, gy, 1, pd, dl, 1, torch.float32)
     # the portable scalar path has no FMA (each product rounded before it is added)
     slack = 2.0 if isa == "scalar" else 1.5
-    for name, ours, r64, nat in (("forward", y, y64, y32), ("grad_input", gi, gi64, gi32)):
+    for name, ours, r64, nat in (("forward", y, y64, y32), ("grad_input", gi, gi64, gi32),
+                                 ("grad_weight", gw, gw64, gw32)):
         err = (ours.double() - r64).abs().max().item()
         err_native = (nat.double() - r64).abs().max().item()
         assert err <= slack * err_native, (name, err, err_native)
     with winograd_off():
-        y_direct, gi_direct, _ = run_ops(x, w, b, gy, 1, pd, dl, 1)
-    assert not torch.equal(y, y_direct) and not torch.equal(gi, gi_direct)
+        direct = run_ops(x, w, b, gy, 1, pd, dl, 1)
+    tiles = N * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)
+    for ours, other in zip((y, gi, gw), direct):
+        assert ours.stride() == other.stride()
+        if ours is gw and tiles < WINOGRAD_GW_MIN_TILES:
+            assert torch.equal(ours, other)  # direct
+        else:
+            assert not torch.equal(ours, other)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
@@ -216,11 +228,11 @@ def test_winograd_nan_inf_fall_back_to_direct(isa, layout):
     """Winograd's transforms spread a NaN / inf over a tile or cancel infinities (inf - inf):
     such inputs take the direct kernels, so NaN and inf land where F.conv2d puts them."""
     torch.manual_seed(0)
-    x = torch.randn(2, 32, 20, 20)
+    x = torch.randn(2, 32, 24, 24)  # 288 tiles: the weight gradient too
     w = torch.randn(32, 32, 3, 3)
     x[0, 1, 4, 4] = float("nan")
     x[1, 6, 10, 10], x[1, 7, 10, 11] = float("inf"), float("-inf")
-    gy = torch.randn(2, 32, 20, 20)
+    gy = torch.randn(2, 32, 24, 24)
     gy[0, 3, 5, 5] = float("inf")
     w_inf = w.clone()
     w_inf[3, 4, 1, 1] = float("inf")
@@ -235,6 +247,14 @@ def test_winograd_nan_inf_fall_back_to_direct(isa, layout):
         (ops.conv2d_grad_input(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1),
          torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False,
                                              [0, 0], 1, [True, False, False])[0]),
+        (ops.conv2d_grad_weight(gy, finite_x, list(w.shape), [1, 1], [1, 1], [1, 1], 1),
+         torch.ops.aten.convolution_backward(gy, finite_x, w, None, [1, 1], [1, 1], [1, 1],
+                                             False, [0, 0], 1, [False, True, False])[1]),
+        (ops.conv2d_grad_weight(gy.nan_to_num(0.0, 0.0, 0.0), x, list(w.shape), [1, 1], [1, 1],
+                                [1, 1], 1),
+         torch.ops.aten.convolution_backward(gy.nan_to_num(0.0, 0.0, 0.0), x, w, None, [1, 1],
+                                             [1, 1], [1, 1], False, [0, 0], 1,
+                                             [False, True, False])[1]),
     ]
     for ours, ref in pairs:
         assert torch.equal(ours.isnan(), ref.isnan())

@@ -883,6 +883,40 @@ struct WinogradPhase {
   int64_t first;         // tiles of an image's earlier phases
 };
 
+// The 2x2 output tiles of every phase of an image; x / y: strides of the input rows / columns
+// and of the output (or grad_output) rows / columns.
+struct WinogradTiling {
+  std::vector<WinogradPhase> phases;
+  int64_t per_image = 0, max_tw = 0;
+  WinogradTiling(int64_t OH, int64_t OW, int64_t dh, int64_t dw, int64_t xh, int64_t xw,
+                 int64_t yh, int64_t yw) {
+    for (int64_t a = 0; a < std::min(dh, OH); ++a) {
+      for (int64_t b = 0; b < std::min(dw, OW); ++b) {
+        const int64_t ph = ceil_div(OH - a, dh), pw = ceil_div(OW - b, dw);
+        phases.push_back({a * xh + b * xw, a * yh + b * yw, ph, pw, ceil_div(pw, 2),
+                          per_image});
+        per_image += ceil_div(ph, 2) * ceil_div(pw, 2);
+        max_tw = std::max(max_tw, ceil_div(pw, 2));
+      }
+    }
+  }
+  // Tiles [t0, t1) (numbered image by image) in runs along one row of tiles: f(index of the
+  // run's first tile from t0, image, phase, tile row, tile column, tiles).
+  template <typename F>
+  void for_runs(int64_t t0, int64_t t1, const F& f) const {
+    for (int64_t q = t0; q < t1;) {
+      const int64_t n = q / per_image, r = q % per_image;
+      size_t p = phases.size() - 1;
+      while (phases[p].first > r) --p;
+      const WinogradPhase& ph = phases[p];
+      const int64_t th = (r - ph.first) / ph.TW, tw = (r - ph.first) % ph.TW;
+      const int64_t run = std::min(t1 - q, ph.TW - tw);
+      f(q - t0, n, ph, th, tw, run);
+      q += run;
+    }
+  }
+};
+
 // y = the convolution sp (use_winograd) of x with weights ww, plus the bias (K elements, or
 // null). Returns false, with y partly written, where a transformed weight or input is not
 // finite: the caller then runs the direct kernels, which keep NaN / inf where F.conv2d has them.
@@ -901,17 +935,8 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   const int64_t uplane = winograd_plane(nKB * C * KB);
   // tiles overhanging an odd (phase) output size read zeros past the input
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true);
-  std::vector<WinogradPhase> phases;
-  int64_t per_image = 0, max_tw = 0;
-  for (int64_t a = 0; a < std::min(dh, OH); ++a) {
-    for (int64_t b = 0; b < std::min(dw, OW); ++b) {
-      const int64_t ph = ceil_div(OH - a, dh), pw = ceil_div(OW - b, dw);
-      phases.push_back({a * st.xh + b * st.xw, a * y.sh + b * y.sw, ph, pw, ceil_div(pw, 2),
-                        per_image});
-      per_image += ceil_div(ph, 2) * ceil_div(pw, 2);
-      max_tw = std::max(max_tw, ceil_div(pw, 2));
-    }
-  }
+  const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw);
+  const int64_t per_image = tl.per_image;
   const int64_t per_tile = 16 * (C + Kp) * int64_t(sizeof(T));
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
   // evenly. Every task reads all of U: past kWinogradBigWeights (it comes from L3 or memory)
@@ -928,7 +953,7 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   const int64_t Tt = ceil_div(chunk_tiles, chunk_tasks);
   const bool nhwc_out = y.sc == 1;
   const bool dense_rows = y.sw * dw == 1;
-  const int64_t row_tiles = std::min(Tt, max_tw);  // tiles of a run (within one row of tiles)
+  const int64_t row_tiles = std::min(Tt, tl.max_tw);  // tiles of a run (one row of tiles)
   const int64_t ybuf = nhwc_out ? 0 : 2 * 2 * row_tiles * Kp;  // NCHW: a run in NHWC order
   const int64_t vs = winograd_plane(Tt * C), ms = winograd_plane(Tt * Kp);
   const int64_t scratch = 16 * (vs + ms) + ybuf;
@@ -950,24 +975,10 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
       T* m = v + 16 * vs;
       T* yb = m + 16 * ms;
       const int64_t t0 = task * Tt, t1 = std::min(tiles, t0 + Tt);
-      // runs of tiles within one row of tiles: f(first tile of the run in the task, image,
-      // phase, tile row, tile column, tiles)
-      const auto for_runs = [&](const auto& f) {
-        for (int64_t q = t0; q < t1;) {
-          const int64_t n = q / per_image, r = q % per_image;
-          size_t p = phases.size() - 1;
-          while (phases[p].first > r) --p;
-          const WinogradPhase& ph = phases[p];
-          const int64_t th = (r - ph.first) / ph.TW, tw = (r - ph.first) % ph.TW;
-          const int64_t run = std::min(t1 - q, ph.TW - tw);
-          f(q - t0, n, ph, th, tw, run);
-          q += run;
-        }
-      };
       if (!finite.load(std::memory_order_relaxed)) return;
       bool ok = true;
-      for_runs([&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th, int64_t tw,
-                   int64_t run) {
+      tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
+                              int64_t tw, int64_t run) {
         const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
         ok &= kt->winograd_input(&wa, xr, run, v + i * C) != 0;
       });
@@ -981,8 +992,8 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
                nullptr, std::min(KB, K - kb * KB), 0, t1 - t0);
         }
       }
-      for_runs([&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th, int64_t tw,
-                   int64_t run) {
+      tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
+                              int64_t tw, int64_t run) {
         const int64_t rows = std::min<int64_t>(2, ph.OH - 2 * th);
         const int64_t cols = std::min(2 * run, ph.OW - 2 * tw);
         T* yo = y.p + (n0 + n) * y.sn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
@@ -1006,6 +1017,129 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
     });
     if (!finite.load()) return false;
   }
+  return true;
+}
+
+// Weight gradient of the convolution sp (use_winograd) into grad_weight (K, C, 3, 3):
+// dL/dU[xi] = sum over tiles of (A dy A^T)[xi] (x) (B^T d B)[xi] as 16 GEMMs that sum over the
+// tiles (on the dense weight-gradient kernel, tiles as pixels, in passes of kPass tiles with
+// the same three-level sums as the direct weight gradient), then dL/dg = G^T (dL/dU) G.
+// Blocks of tiles are transformed first (one parallel region), then every task (transform
+// position, k-block, channel block) sums the block into its own accumulators (a second one):
+// no cross-thread reduction, the same order for any number of threads. Returns false where a
+// transformed value is not finite (the caller runs the direct kernel).
+constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed operands per block
+// Short sums over few tiles have little rounding error of their own, and the transforms' then
+// show: below a pass of tiles the weight gradient stays direct (R50 L4 3x3, 128 tiles:
+// 0.9-1.1x native's max error channels_last through Winograd, 0.6x direct; 2 x 16 x 16 x 16:
+// 2x vs 0.5x; from 392 tiles (R50 L3) on, Winograd stays at 0.1-0.8x).
+constexpr int64_t kWinogradGwMinTiles = 256;
+template <typename T>
+bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
+                              const Spec& sp, at::Tensor& grad_weight) {
+  const int64_t C = sp.cpg, K = sp.kpg, OH = d.H, OW = d.W, dh = sp.dh, dw = sp.dw;
+  const bool wide = kt->gw_wide_kernel_block != kt->kernel_block &&
+                    K % kt->gw_wide_kernel_block == 0;
+  const isa::GradWeightFn<T> gw_fn = wide ? kt->grad_weight_wide : kt->grad_weight;
+  const int64_t KB = wide ? kt->gw_wide_kernel_block : kt->kernel_block;
+  const int64_t nKB = ceil_div(K, KB), Kp = nKB * KB;
+  const int64_t CB = wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
+  const int64_t nCB = ceil_div(C, CB);
+  Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K);
+  PixelMajor pm(kt, d, st.chunk);
+  const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, OW * pm.dyp, pm.dyp);
+  constexpr int64_t kPass = 256;  // tiles per kernel call (as the direct weight gradient)
+  const int64_t per_tile = 16 * (C + Kp) * int64_t(sizeof(T));
+  const int64_t chunk_tiles = std::min(st.chunk, x.N) * tl.per_image;
+  const int64_t Tb = std::min(std::max<int64_t>(1, kWinogradGwBlockBytes / per_tile / kPass) * kPass,
+                              chunk_tiles);
+  const int64_t vs = winograd_plane(Tb * C), zs = winograd_plane(Tb * Kp);
+  const at::Tensor ops = workspace<T>(Workspace::winograd_scratch, 16 * (vs + zs));
+  T* v = data_of<T>(ops);
+  T* z = v + 16 * vs;
+  // accumulators [16][nKB][C][KB] (and their middle level), planes `plane` apart
+  const int64_t plane = winograd_plane(nKB * C * KB);
+  int64_t passes = 0;
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t tiles = std::min(st.chunk, x.N - n0) * tl.per_image;
+    for (int64_t b0 = 0; b0 < tiles; b0 += Tb) passes += ceil_div(std::min(Tb, tiles - b0), kPass);
+  }
+  constexpr int64_t kMidPasses = 16;  // as in grad_weight_on
+  const bool use_mid = passes > kMidPasses;
+  at::Tensor acc = at::empty({16 * plane}, options_of<T>());
+  at::Tensor mid;
+  if (use_mid) mid = at::empty({16 * plane}, options_of<T>());
+  T* ap = acc.data_ptr<T>();
+  T* mp = use_mid ? mid.data_ptr<T>() : nullptr;
+  const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, zs, Kp, dh * OW * pm.dyp,
+                             dw * pm.dyp};
+  const int64_t ntasks = 16 * nKB * nCB;
+  int64_t q0 = 0;  // passes before the current block
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0), tiles = nb * tl.per_image;
+    st.prepare(n0, nb);
+    pm.prepare(n0, nb);
+    const T* x0 = st.origin(sp.pt, sp.pl);
+    for (int64_t b0 = 0; b0 < tiles; b0 += Tb) {
+      const int64_t bt = std::min(Tb, tiles - b0);
+      std::atomic<bool> finite{true};
+      constexpr int64_t kTransformTiles = 64;  // per task
+      dynamic_for(ceil_div(bt, kTransformTiles), 1, [&](int64_t task) {
+        const int64_t t0 = b0 + task * kTransformTiles, t1 = std::min(b0 + bt, t0 + kTransformTiles);
+        bool ok = true;
+        tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
+                                int64_t tw, int64_t run) {
+          const int64_t b = t0 - b0 + i;  // tile within the block
+          const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
+          const T* dr = pm.origin + n * pm.dyn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
+          ok &= kt->winograd_input(&wa, xr, run, v + b * C) != 0;
+          ok &= kt->winograd_grad_output(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
+                                         std::min(2 * run, ph.OW - 2 * tw), z + b * Kp) != 0;
+        });
+        if (!ok) finite.store(false, std::memory_order_relaxed);
+      });
+      if (!finite.load()) return false;
+      const int64_t npass = ceil_div(bt, kPass);
+      at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t cb = t % nCB, kb = t / nCB % nKB, xi = t / (nCB * nKB);
+          const int64_t c0 = cb * CB, nc = std::min(CB, C - c0), kvalid = std::min(KB, K - kb * KB);
+          const int64_t off = xi * plane + (kb * C + c0) * KB;
+          for (int64_t p = 0; p < npass; ++p) {
+            const int64_t q = q0 + p, p0 = p * kPass, np = std::min(kPass, bt - p0);
+            const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, KB};
+            const int accumulate = (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0;
+            gw_fn(&ga, v + xi * vs + p0 * C + c0, z + xi * zs + p0 * Kp + kb * KB,
+                  (use_mid ? mp : ap) + off, nc, kvalid, 0, 0, accumulate);
+            if (!use_mid || !(q % kMidPasses == kMidPasses - 1 || q == passes - 1)) continue;
+            const bool first_group = q < kMidPasses;  // the group onto the accumulators
+            for (int64_t c = 0; c < nc; ++c) {
+              for (int64_t k = 0; k < kvalid; ++k) {
+                const int64_t o = off + c * KB + k;
+                ap[o] = first_group ? mp[o] : ap[o] + mp[o];
+              }
+            }
+          }
+        }
+      });
+      q0 += npass;
+    }
+  }
+  // G^T (dL/dU) G into the weight (taps contiguous, else through a contiguous copy)
+  const bool taps_dense = grad_weight.stride(3) == 1 && grad_weight.stride(2) == 3;
+  at::Tensor out = taps_dense ? grad_weight : at::empty({K, C, 3, 3}, options_of<T>());
+  T* gw = out.mutable_data_ptr<T>();
+  const isa::WinogradWeightArgs wg{KB, out.stride(0), out.stride(1), plane, 0};
+  constexpr int64_t kChannels = 64;
+  const int64_t ncc = ceil_div(C, kChannels);
+  at::parallel_for(0, nKB * ncc, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t kb = t / ncc, c0 = t % ncc * kChannels;
+      kt->winograd_weight_grad(&wg, ap + kb * C * KB, std::min(KB, K - kb * KB), c0,
+                               std::min(C, c0 + kChannels), gw + kb * KB * wg.ls);
+    }
+  });
+  if (!taps_dense) grad_weight.copy_(out);
   return true;
 }
 
@@ -1298,6 +1432,12 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           for (int64_t s = 0; s < S; ++s)
             gw[k * ws0 + j * ws1 + r * ws2 + s * ws3] =
                 ap[((((k / VL) * R + r) * S + s) * cpg + j) * VL + k % VL];
+    return true;
+  }
+
+  if (G == 1 && use_winograd<T>(sp, x.N, OH, OW) &&
+      x.N * ceil_div(OH, 2) * ceil_div(OW, 2) >= kWinogradGwMinTiles &&
+      run_winograd_grad_weight(kt, x, d, sp, grad_weight)) {
     return true;
   }
 

@@ -183,6 +183,21 @@ template <typename T>
 using WinogradWeightFn = int (*)(const WinogradWeightArgs* a, const T* w, int64_t nl,
                                  int64_t c0, int64_t c1, T* dst);
 
+// Weight gradient through Winograd: dL/dU = sum over tiles of (A dy A^T) . (B^T d B), then
+// dL/dg = G^T (dL/dU) G.
+// z[xi*ms + t*mt + k] = (A dy A^T)[xi] of the 2x2 grad_output tile t of a run (rows i < rows,
+// columns 2t + j < cols of it; zeros beyond), read at dy + i*yh + (2t + j)*yw (channel
+// stride 1; K channels). Returns 0 if a value is NaN or infinite, else 1.
+template <typename T>
+using WinogradGradOutputFn = int (*)(const WinogradArgs* a, const T* dy, int64_t nt,
+                                     int64_t rows, int64_t cols, T* z);
+// The weight gradient G^T m G of lanes (output channels) l < nl and input channels [c0, c1)
+// of one block of KB lanes, from m[xi*plane + c*KB + l]; tap (r, s) goes to
+// dst[l*ls + c*cs + 3*r + s] (a's rotate unused).
+template <typename T>
+using WinogradWeightGradFn = void (*)(const WinogradWeightArgs* a, const T* m, int64_t nl,
+                                      int64_t c0, int64_t c1, T* dst);
+
 // Channel-major rows to pixel-major: dst[i*dc + c] = src[c*sc + i] for c < C, i < W (an NCHW
 // row or plane into NHWC order; weight-gradient accumulators into the weight's layout), in
 // V::N x V::N register transposes.
@@ -216,6 +231,8 @@ struct KernelTableT {
   WinogradInputFn<T> winograd_input;
   WinogradOutputFn<T> winograd_output;
   WinogradWeightFn<T> winograd_weights;
+  WinogradGradOutputFn<T> winograd_grad_output;
+  WinogradWeightGradFn<T> winograd_weight_grad;
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
   // result is also written to *sink so the loop cannot be optimised away).
   double (*fma_loop)(int64_t iters, T* sink);

@@ -1241,6 +1241,82 @@ static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl,
   return all_zero(finite);
 }
 
+// A = [1 0; 1 1; 1 -1; 0 -1] (A^T of the output transform, transposed).
+static int winograd_grad_output(const WinogradArgs* a, const T* dy, int64_t nt, int64_t rows,
+                                int64_t cols, T* z) {
+  typedef V::reg reg;
+  const int64_t K = a->K, yh = a->yh, yw = a->yw, ms = a->ms, mt = a->mt;
+  const reg zero = V::zero();
+  reg finite[2] = {zero, zero};
+  for (int64_t t = 0; t < nt; ++t) {
+    const T* dt = dy + 2 * t * yw;
+    const int64_t tcols = tc_min(2, cols - 2 * t);
+    T* zt = z + t * mt;
+    for (int64_t k = 0; k < K; k += V::N) {
+      const int64_t n = K - k;
+      reg g[2][2];
+      TC_UNROLL for (int i = 0; i < 2; ++i) {
+        TC_UNROLL for (int j = 0; j < 2; ++j) {
+          g[i][j] = i < rows && j < tcols ? load_k(dt + i * yh + j * yw + k, n) : zero;
+        }
+      }
+      reg p[4][2];  // A g: combinations of rows
+      TC_UNROLL for (int j = 0; j < 2; ++j) {
+        p[0][j] = g[0][j];
+        p[1][j] = V::add(g[0][j], g[1][j]);
+        p[2][j] = V::sub(g[0][j], g[1][j]);
+        p[3][j] = V::sub(zero, g[1][j]);
+      }
+      TC_UNROLL for (int i = 0; i < 4; ++i) {  // (A g) A^T: combinations of columns
+        const reg r[4] = {p[i][0], V::add(p[i][0], p[i][1]), V::sub(p[i][0], p[i][1]),
+                          V::sub(zero, p[i][1])};
+        TC_UNROLL for (int j = 0; j < 4; ++j) {
+          if (n >= V::N) V::store(zt + (4 * i + j) * ms + k, r[j]);
+          else V::store_n(zt + (4 * i + j) * ms + k, r[j], (int)n);
+        }
+      }
+      // as in winograd_input: every value enters the combinations of row 1 or 2 of p
+      finite[0] = V::fma(V::add(p[1][0], p[1][1]), zero, finite[0]);
+      finite[1] = V::fma(V::add(p[2][0], p[2][1]), zero, finite[1]);
+    }
+  }
+  return all_zero(V::add(finite[0], finite[1]));
+}
+
+// G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1].
+static void winograd_weight_grad(const WinogradWeightArgs* a, const T* m, int64_t nl,
+                                 int64_t c0, int64_t c1, T* dst) {
+  typedef V::reg reg;
+  const int64_t KB = a->KB, plane = a->plane;
+  const reg half = V::set1(T(0.5));
+  T taps[9 * V::N];  // taps[t*N + l]: tap t of lane l0 + l
+  for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t l0 = 0; l0 < nl; l0 += V::N) {
+      const T* mc = m + c * KB + l0;
+      reg p[3][4];  // G^T m: combinations of rows (x * 1/2 exact, as in winograd_weights)
+      TC_UNROLL for (int j = 0; j < 4; ++j) {
+        const reg m0 = V::load(mc + j * plane), m1 = V::load(mc + (4 + j) * plane);
+        const reg m2 = V::load(mc + (8 + j) * plane), m3 = V::load(mc + (12 + j) * plane);
+        const reg h = V::fma(V::add(m1, m2), half, V::zero());
+        p[0][j] = V::add(m0, h);
+        p[1][j] = V::fma(V::sub(m1, m2), half, V::zero());
+        p[2][j] = V::add(h, m3);
+      }
+      TC_UNROLL for (int i = 0; i < 3; ++i) {  // (G^T m) G: combinations of columns
+        const reg h = V::fma(V::add(p[i][1], p[i][2]), half, V::zero());
+        V::store(taps + (3 * i) * V::N, V::add(p[i][0], h));
+        V::store(taps + (3 * i + 1) * V::N, V::fma(V::sub(p[i][1], p[i][2]), half, V::zero()));
+        V::store(taps + (3 * i + 2) * V::N, V::add(h, p[i][3]));
+      }
+      const int nw = (int)tc_min(V::N, nl - l0);
+      for (int t0 = 0; t0 < 9; t0 += V::N) {
+        V::transpose(taps + t0 * V::N, V::N, dst + l0 * a->ls + c * a->cs + t0, a->ls,
+                     (int)tc_min(V::N, 9 - t0), nw);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Register-only FMA throughput loop: FMA_CHAINS independent chains, enough to cover the FMA
 // latency on every pipe, few enough that the chains and the two constants stay in registers
@@ -1271,6 +1347,7 @@ static const KernelTableT<T> kTable = {
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &depthwise_plane_grad_weight,
     TC_GROUPED, &transpose_rows, &winograd_input, &winograd_output, &winograd_weights,
+    &winograd_grad_output, &winograd_weight_grad,
     &fma_loop,
 };
 
