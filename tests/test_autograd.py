@@ -118,6 +118,29 @@ def test_graph_recorded_exactly_when_autograd_needs_it():
         assert not conv2d(x.detach(), w).requires_grad
 
 
+def test_eager_calls_without_autograd_keep_autocast_and_dispatch_modes():
+    # They call the op below the autograd key; autocast and Python dispatch modes (above it)
+    # must still see the call.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    with Seen() as seen:
+        y = conv2d(x, w, None, 1, 1)
+    assert any("torchconv.conv2d" in op for op in seen.ops), seen.ops
+    torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv2d(x, w).dtype == F.conv2d(x, w).dtype == torch.bfloat16
+
+
 def test_per_sample_gradients_with_vmap():
     N = 5
     x = torch.randn(N, 3, 8, 8)
