@@ -62,6 +62,28 @@ def _raw_conv2d(input, weight, bias, stride, padding, dilation, groups):
 RAW = _Ops(_raw_conv2d, ops.conv2d_grad_input.default, ops.conv2d_grad_weight.default)
 
 
+def _below_autograd(op):
+    def call(*args):
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+    return call
+
+
+# The ops below the autograd key, for eager calls that record nothing: their Python autograd
+# kernel (and an autograd.Function around them) cost 7-30 us per call. Autocast and dispatch
+# modes sit above autograd and still apply.
+BELOW = _Ops(_below_autograd(_raw_conv2d), _below_autograd(ops.conv2d_grad_input.default),
+             _below_autograd(ops.conv2d_grad_weight.default))
+
+
+def _plain(impl):
+    """impl, or BELOW where nothing is recorded or transformed: eager, grad mode off (a
+    backward without create_graph), no forward-mode dual level, no functorch transform."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or needs_eager_function():
+        return impl
+    return BELOW
+
+
 # --------------------------------------------------------------------------------------------
 # conv2d (both overloads)
 
@@ -74,6 +96,7 @@ def setup_conv2d(ctx, inputs, output):
 
 
 def conv2d_backward(ctx, grad, impl=RAW):
+    impl = _plain(impl)
     input, weight = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
@@ -98,6 +121,7 @@ def setup_grad_input(ctx, inputs, output):
 
 
 def grad_input_backward(ctx, v, impl=RAW):
+    impl = _plain(impl)
     grad_output, weight = ctx.saved_tensors
     input_size, stride, padding, dilation, groups = ctx.params
     d_grad_output = d_weight = None
@@ -120,6 +144,7 @@ def setup_grad_weight(ctx, inputs, output):
 
 
 def grad_weight_backward(ctx, v, impl=RAW):
+    impl = _plain(impl)
     grad_output, input = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.params
     d_grad_output = d_input = None
@@ -231,14 +256,17 @@ grad_weight_function = _backward_op_function(
 EAGER = _Ops(Conv2dFunction.apply, grad_input_function, grad_weight_function)
 
 
-def needs_eager_function(*tensors):
-    """Whether an eager call must go through the autograd.Functions above: reverse-mode
-    autograd records it, a forward-mode dual level is open (tensors may carry tangents), or a
-    functorch transform (vmap, grad, jvp) is active."""
+def needs_eager_function():
+    """Whether an eager call must go through the autograd.Functions above (the ops' registered
+    formulas have no forward mode): a forward-mode dual level is open (tensors may carry
+    tangents) or a functorch transform (vmap, grad, jvp) is active."""
     if torch._C._are_functorch_transforms_active():
         return True
-    if getattr(forward_ad, "_current_level", 0) >= 0:  # -1: no dual level entered
-        return True
+    return getattr(forward_ad, "_current_level", 0) >= 0  # -1: no dual level entered
+
+
+def records_autograd(*tensors):
+    """Whether reverse-mode autograd records a call on these tensors."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 

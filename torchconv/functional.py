@@ -39,18 +39,21 @@ def conv2d(
     if not isinstance(padding, str):
         padding = _as_list(padding)
     op = _autograd.conv2d_op(padding)
+    args = (input, weight, bias, stride, padding, dilation, groups)
     if torch.compiler.is_compiling():
         # Traced graphs call the op itself: its fake kernel and registered autograd formula
         # are what torch.compile / torch.export need.
-        return op(input, weight, bias, stride, padding, dilation, groups)
-    if not _autograd.needs_eager_function(input, weight, bias):
-        # Eager calls that record nothing for autograd skip both autograd.Function.apply (tens
-        # of microseconds) and the op's Python autograd kernel (about 6 us); autocast and
-        # dispatch modes sit above autograd and still apply.
-        with torch._C._AutoDispatchBelowAutograd():
-            return op(input, weight, bias, stride, padding, dilation, groups)
-    return _autograd.Conv2dFunction.apply(input, weight, bias, stride, padding, dilation,
-                                          groups)
+        return op(*args)
+    if _autograd.needs_eager_function():
+        # forward-mode AD / functorch: the autograd.Function with jvp
+        return _autograd.Conv2dFunction.apply(*args)
+    if _autograd.records_autograd(input, weight, bias):
+        # reverse mode only: the op's registered formula (autograd.Function.apply costs about
+        # 80 us more per forward and backward)
+        return op(*args)
+    # nothing recorded: below the autograd key (its Python kernel costs about 6 us); autocast
+    # and dispatch modes sit above autograd and still apply
+    return _autograd.BELOW.conv2d(*args)
 
 
 __all__ = ["conv2d"]
