@@ -128,6 +128,7 @@ CASES = [
     # 3), grouped grad_weight over 36 blocks, direct tiles over 42 blocks of products
     (5, 8, 40, 40, 16, 3, 3, 1, 1, 1, 1),
     (3, 16, 24, 24, 16, 3, 3, 1, 1, 1, 4),
+    (4, 16, 40, 40, 16, 3, 3, 1, 1, 1, 4),    # grouped grad_weight over 28 passes of rows
     (1, 300, 6, 6, 20, 3, 3, 1, 1, 1, 1),
     (1, 20, 6, 6, 300, 3, 3, 1, 1, 1, 1),
     # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
