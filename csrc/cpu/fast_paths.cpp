@@ -720,6 +720,9 @@ void run_depthwise_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   });
 }
 
+// Input images above this size are prefetched by the channel-vectorised depthwise kernel.
+constexpr int64_t kDwPrefetchBytes = int64_t(1) << 20;
+
 // Depthwise convolution with per-channel taps wk (C, R, S) and an optional bias (C).
 template <typename T>
 void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at::Tensor& wk,
@@ -739,7 +742,8 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at
   // the kernel skips the padding: valid input region [pt, pt + H) x [pl, pl + W) of the origin
   isa::DepthwiseArgs a{x.C, sp.R, sp.S, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                        st.xh, st.xw, y.sc, y.sh, y.sw, sp.pt, sp.pl, x.H, x.W,
-                       /*stream=*/stream_output<T>(y.N * y.C * P)};
+                       /*stream=*/stream_output<T>(y.N * y.C * P),
+                       /*prefetch=*/x.H * x.W * x.C * int64_t(sizeof(T)) > kDwPrefetchBytes};
   // Dense NCHW output planes: a task's pixels go to per-worker scratch in NHWC order and
   // leave it by register transposes (instead of one scalar store per output).
   const bool via_scratch = y.sc != 1 && y.C > 1 && y.sw == 1 && y.sh == y.W;

@@ -62,6 +62,7 @@ struct DepthwiseArgs {
   // unpadded channels_last input in place.
   int64_t top, left, H, W;
   int64_t stream;       // as DirectArgs::stream
+  int64_t prefetch;     // 1: prefetch the input ahead (images much larger than L2)
 };
 // wpack: [ceil(C/VL)][R][S][VL]; bias: padded to a multiple of VL, or null.
 template <typename T>
