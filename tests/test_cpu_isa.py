@@ -170,6 +170,7 @@ WINOGRAD_CASES = [
     (2, 24, 34, 30, 40, 1, 1),        # two passes, the second short
     (1, 16, 40, 36, 20, 2, 2),        # dilated
     (5, 16, 64, 64, 32, 1, 1),        # 20 passes: three-level sums (groups of 16 passes)
+    (40, 64, 40, 40, 16, 1, 1),       # staged in two chunks of images (16 MB each at most)
 ]
 WINOGRAD_GW_MIN_TILES = 256
 

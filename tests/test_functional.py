@@ -180,6 +180,29 @@ def test_concurrent_calls_from_many_threads():
         assert torch.equal(o, expected)
 
 
+def test_concurrent_winograd_calls_with_backward():
+    # float32 3x3 with 288 tiles: forward, input and weight gradients through Winograd, whose
+    # workspaces are kept per calling thread
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 16, 24, 24), torch.randn(16, 16, 3, 3)
+    g = torch.randn(2, 16, 24, 24)
+
+    def run(_):
+        xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+        out = conv2d(xr, wr, padding=1)
+        out.backward(g)
+        return out.detach(), xr.grad, wr.grad
+
+    expected = run(None)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(run, range(24)))
+    for r in results:
+        for a, b in zip(r, expected):
+            assert torch.equal(a, b)
+
+
 def test_wide_planes_are_processed_in_row_blocks():
     # a 5000-wide plane is accumulated a few rows at a time: block edges must not show
     x = torch.randn(1, 2, 11, 5000, dtype=torch.float64, requires_grad=True)
