@@ -1482,14 +1482,22 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const int64_t nCB = ceil_div(cpg, CB);
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_elems);
   PixelMajor pm(kt, d, st.chunk);
+  // Few channels (an RGB stem): with channel-contiguous rows and undilated columns, the S taps
+  // x cpg channels of a window row are S*cpg consecutive elements, taken as the tile's
+  // channels with one tap per row (3 channels filled a quarter of a 12-channel tile).
+  // Accumulators then [nKB][R][S][cpg][KB], reordered at the end.
+  const bool row_runs = G == 1 && S > 1 && cpg < CB && st.xc == 1 && st.xw == cpg &&
+                        sp.dw == 1;
+  const int64_t CE = row_runs ? S * cpg : cpg, SE = row_runs ? 1 : S;  // the tasks' view
+  const int64_t nCE = row_runs ? ceil_div(CE, CB) : nCB;
   // accumulators [G][nKB][cpg][R][S][KB]
-  const int64_t acc_c = R * S * KB, panel = cpg * acc_c;
+  const int64_t acc_c = row_runs ? KB : R * S * KB, panel = cpg * R * S * KB;
   at::Tensor acc = at::empty({G * nKB * panel}, options_of<T>());
   T* ap = acc.data_ptr<T>();
   const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
   // small images: a pass spans several whole images (about 256 pixels per pass)
   const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
-  const int64_t ntasks = G * nKB * nCB * R * S;
+  const int64_t ntasks = G * nKB * nCE * R * SE;
   // Passes (one kernel call per task each) go onto `mid` in groups of kMidPasses, the groups
   // onto acc: a batch of 25088 pixels is ~110 passes, too many to add one by one (see
   // isa::kMidBlocks). Pass q of the whole sequence is the same for every task and thread.
@@ -1520,13 +1528,14 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           const T* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
           for (int64_t t = b; t < e; ++t) {
             int64_t rest = t;
-            const int64_t s = rest % S; rest /= S;
+            const int64_t s = rest % SE; rest /= SE;
             const int64_t r = rest % R; rest /= R;
-            const int64_t cb = rest % nCB; rest /= nCB;
+            const int64_t cb = rest % nCE; rest /= nCE;
             const int64_t kb = rest % nKB; rest /= nKB;
             const int64_t gr = rest;
-            const int64_t c0 = cb * CB, nc = std::min(CB, cpg - c0), kvalid = std::min(KB, kpg - kb * KB);
-            const int64_t off = (gr * nKB + kb) * panel + c0 * acc_c + (r * S + s) * KB;
+            const int64_t c0 = cb * CB, nc = std::min(CB, CE - c0), kvalid = std::min(KB, kpg - kb * KB);
+            const int64_t off = (gr * nKB + kb) * panel +
+                                (row_runs ? (r * CE + c0) * KB : c0 * acc_c + (r * S + s) * KB);
             gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
                   (use_mid ? mid.data_ptr<T>() : ap) + off, nc, kvalid, r, s, accumulate);
             if (!group_ends) continue;
@@ -1544,6 +1553,20 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
       }
     });
     q0 += ceil_div(nb, NBI) * nRB;
+  }
+  if (row_runs) {  // [r][s][c][KB] -> [c][r][s][KB] per k-block
+    const at::Tensor runs = acc.clone();
+    const T* src = runs.const_data_ptr<T>();
+    for (int64_t kb = 0; kb < nKB; ++kb) {
+      for (int64_t r = 0; r < R; ++r) {
+        for (int64_t s_ = 0; s_ < S; ++s_) {
+          for (int64_t c = 0; c < cpg; ++c) {
+            std::memcpy(ap + kb * panel + (c * R * S + r * S + s_) * KB,
+                        src + kb * panel + ((r * S + s_) * cpg + c) * KB, sizeof(T) * KB);
+          }
+        }
+      }
+    }
   }
   // accumulators [c][r][s][KB] of a k-block into the weight: register transposes where the
   // weight's channels (and taps) are dense
@@ -1574,7 +1597,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
       for (int64_t c = 0; c < cpg; ++c)
         for (int64_t r = 0; r < R; ++r)
           for (int64_t s = 0; s < S; ++s)
-            gw[k * ws0 + c * ws1 + r * ws2 + s * ws3] = src[c * acc_c + (r * S + s) * KB];
+            gw[k * ws0 + c * ws1 + r * ws2 + s * ws3] = src[c * R * S * KB + (r * S + s) * KB];
     }
   });
   return true;
