@@ -1104,12 +1104,14 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
       });
       if (!finite.load()) return false;
       const int64_t npass = ceil_div(bt, kPass);
+      // passes outside: a thread's tasks all use one pass of the block (L2) before the next
       at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
-          const int64_t cb = t % nCB, kb = t / nCB % nKB, xi = t / (nCB * nKB);
-          const int64_t c0 = cb * CB, nc = std::min(CB, C - c0), kvalid = std::min(KB, K - kb * KB);
-          const int64_t off = xi * plane + (kb * C + c0) * KB;
-          for (int64_t p = 0; p < npass; ++p) {
+        for (int64_t p = 0; p < npass; ++p) {
+          for (int64_t t = b; t < e; ++t) {
+            const int64_t cb = t % nCB, kb = t / nCB % nKB, xi = t / (nCB * nKB);
+            const int64_t c0 = cb * CB, nc = std::min(CB, C - c0);
+            const int64_t kvalid = std::min(KB, K - kb * KB);
+            const int64_t off = xi * plane + (kb * C + c0) * KB;
             const int64_t q = q0 + p, p0 = p * kPass, np = std::min(kPass, bt - p0);
             const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, KB};
             const int accumulate = (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0;
