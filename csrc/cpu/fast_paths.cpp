@@ -794,8 +794,43 @@ void run_grouped(const Table<T>* kt, const Act<T>& x, const Spec& sp, const T* w
   }
 }
 
-// The grouped kernel applies: a real grouping with few output channels per group that tile
-// the vector, and no more input than output channels per group.
+// Passes of a weight-gradient sum (one kernel call per task each; pass q of the sequence is
+// the same for every task and thread) go onto a middle buffer in groups of kMidPasses, the
+// groups onto the accumulators: a batch of 25088 pixels is ~110 passes, too many to add one by
+// one (see isa::kMidBlocks). Used by the dense, grouped and Winograd weight gradients.
+template <typename T>
+struct PassSums {
+  static constexpr int64_t kMidPasses = 16;
+  int64_t passes;
+  bool use_mid;
+  at::Tensor acc, mid;
+  T* ap = nullptr;  // the accumulators (the final sums)
+  T* mp = nullptr;  // the middle level, or null
+  PassSums(int64_t passes_, int64_t elements)
+      : passes(passes_), use_mid(passes_ > kMidPasses),
+        acc(at::empty({elements}, options_of<T>())) {
+    ap = acc.data_ptr<T>();
+    if (use_mid) {
+      mid = at::empty({elements}, options_of<T>());
+      mp = mid.data_ptr<T>();
+    }
+  }
+  // Where pass q's kernel call sums, and whether it adds to what is there.
+  T* target() const { return use_mid ? mp : ap; }
+  int accumulate(int64_t q) const { return (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0; }
+  // After a task's pass q: its group (rows x cols from off, row stride `stride`) onto the
+  // accumulators where the group ends.
+  void end_pass(int64_t q, int64_t off, int64_t rows, int64_t stride, int64_t cols) const {
+    if (!use_mid || !(q % kMidPasses == kMidPasses - 1 || q == passes - 1)) return;
+    const bool first_group = q < kMidPasses;
+    for (int64_t r = 0; r < rows; ++r) {
+      T* a = ap + off + r * stride;
+      const T* m = mp + off + r * stride;
+      for (int64_t c = 0; c < cols; ++c) a[c] = first_group ? m[c] : a[c] + m[c];
+    }
+  }
+};
+
 // ---- Winograd F(2x2, 3x3): stride 1, 3x3 (dilated: per phase), one group. Per 2x2 output
 // tile the 4x4 input window is transformed (B^T d B, 16 values per channel), the 16 transform
 // positions are multiplied with the transformed weights U = G g G^T as 16 GEMMs (tiles x C
@@ -827,17 +862,20 @@ std::atomic<bool>& winograd_switch() {
 // Zen 5, 512 x 512 channels on 8 x 7 x 7 images (128 tiles) ran 1.1-1.3x faster than the
 // direct kernel, 256 x 256 on 1 x 14 x 14 (49 tiles) 0.95x).
 constexpr int64_t kWinogradMinTiles = 64;
+int64_t winograd_tiles(int64_t N, int64_t OH, int64_t OW) {
+  return N * ceil_div(OH, 2) * ceil_div(OW, 2);
+}
 template <typename T>
 bool use_winograd(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
   return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
          sp.G == 1 && sp.R == 3 && sp.S == 3 && sp.sh == 1 && sp.sw == 1 && sp.cpg >= 16 &&
          sp.kpg >= 16 && OH >= 2 * sp.dh && OW >= 2 * sp.dw &&
-         N * ceil_div(OH, 2) * ceil_div(OW, 2) >= kWinogradMinTiles;
+         winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
 }
 
 // The 16 planes of the transformed inputs, products and weights lie a multiple of 4 KiB plus
 // one cache line apart: planes a power of two apart map to the same cache sets, and the
-// transforms touch all 16 at once (packing 512 x 512 weights: 10 ms -> ? ms).
+// transforms touch all 16 at once (packing 512 x 512 weights: 10-11 ms -> 5-7 ms).
 int64_t winograd_plane(int64_t elements) { return ceil_div(elements, 1024) * 1024 + 16; }
 
 // The transformed weights U = G g G^T of the spec's convolution, packed as the GEMMs' panels
@@ -855,6 +893,20 @@ struct WinogradWeights {
     return {&w, w.stride(1), w.stride(0), true};
   }
 };
+// f(k-block, c0, c1) for every k-block and run [c0, c1) of up to 64 input channels, in
+// parallel: the Winograd transforms of the weights and of the weight gradient.
+template <typename F>
+void for_weight_blocks(int64_t nKB, int64_t C, const F& f) {
+  constexpr int64_t kChannels = 64;
+  const int64_t ncb = ceil_div(C, kChannels);
+  at::parallel_for(0, nKB * ncb, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t kb = t / ncb, c0 = t % ncb * kChannels;
+      f(kb, c0, std::min(C, c0 + kChannels));
+    }
+  });
+}
+
 template <typename T>
 at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, int64_t K, int64_t C,
                          int64_t KB) {
@@ -863,16 +915,11 @@ at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, int64_t 
   T* dst = data_of<T>(buf);
   const T* w = ww.w->const_data_ptr<T>();
   const isa::WinogradWeightArgs a{KB, ww.ls, ww.cs, plane, ww.rotate};
-  constexpr int64_t kChannels = 64;  // per task, with one k-block
-  const int64_t ncb = ceil_div(C, kChannels);
   std::atomic<bool> finite{true};
-  at::parallel_for(0, nKB * ncb, 1, [&](int64_t b, int64_t e) {
-    for (int64_t task = b; task < e; ++task) {
-      const int64_t kb = task / ncb, c0 = task % ncb * kChannels;
-      if (!kt->winograd_weights(&a, w + kb * KB * ww.ls, std::min(KB, K - kb * KB), c0,
-                                std::min(C, c0 + kChannels), dst + kb * C * KB)) {
-        finite.store(false, std::memory_order_relaxed);
-      }
+  for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
+    if (!kt->winograd_weights(&a, w + kb * KB * ww.ls, std::min(KB, K - kb * KB), c0, c1,
+                              dst + kb * C * KB)) {
+      finite.store(false, std::memory_order_relaxed);
     }
   });
   return finite.load() ? buf : at::Tensor();
@@ -1068,13 +1115,7 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
     const int64_t tiles = std::min(st.chunk, x.N - n0) * tl.per_image;
     for (int64_t b0 = 0; b0 < tiles; b0 += Tb) passes += ceil_div(std::min(Tb, tiles - b0), kPass);
   }
-  constexpr int64_t kMidPasses = 16;  // as in grad_weight_on
-  const bool use_mid = passes > kMidPasses;
-  at::Tensor acc = at::empty({16 * plane}, options_of<T>());
-  at::Tensor mid;
-  if (use_mid) mid = at::empty({16 * plane}, options_of<T>());
-  T* ap = acc.data_ptr<T>();
-  T* mp = use_mid ? mid.data_ptr<T>() : nullptr;
+  const PassSums<T> sums(passes, 16 * plane);
   const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, zs, Kp, dh * OW * pm.dyp,
                              dw * pm.dyp};
   const int64_t ntasks = 16 * nKB * nCB;
@@ -1114,17 +1155,9 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
             const int64_t off = xi * plane + (kb * C + c0) * KB;
             const int64_t q = q0 + p, p0 = p * kPass, np = std::min(kPass, bt - p0);
             const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, KB};
-            const int accumulate = (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0;
             gw_fn(&ga, v + xi * vs + p0 * C + c0, z + xi * zs + p0 * Kp + kb * KB,
-                  (use_mid ? mp : ap) + off, nc, kvalid, 0, 0, accumulate);
-            if (!use_mid || !(q % kMidPasses == kMidPasses - 1 || q == passes - 1)) continue;
-            const bool first_group = q < kMidPasses;  // the group onto the accumulators
-            for (int64_t c = 0; c < nc; ++c) {
-              for (int64_t k = 0; k < kvalid; ++k) {
-                const int64_t o = off + c * KB + k;
-                ap[o] = first_group ? mp[o] : ap[o] + mp[o];
-              }
-            }
+                  sums.target() + off, nc, kvalid, 0, 0, sums.accumulate(q));
+            sums.end_pass(q, off, nc, KB, kvalid);
           }
         }
       });
@@ -1136,19 +1169,16 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
   at::Tensor out = taps_dense ? grad_weight : at::empty({K, C, 3, 3}, options_of<T>());
   T* gw = out.mutable_data_ptr<T>();
   const isa::WinogradWeightArgs wg{KB, out.stride(0), out.stride(1), plane, 0};
-  constexpr int64_t kChannels = 64;
-  const int64_t ncc = ceil_div(C, kChannels);
-  at::parallel_for(0, nKB * ncc, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t kb = t / ncc, c0 = t % ncc * kChannels;
-      kt->winograd_weight_grad(&wg, ap + kb * C * KB, std::min(KB, K - kb * KB), c0,
-                               std::min(C, c0 + kChannels), gw + kb * KB * wg.ls);
-    }
+  for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
+    kt->winograd_weight_grad(&wg, sums.ap + kb * C * KB, std::min(KB, K - kb * KB), c0, c1,
+                             gw + kb * KB * wg.ls);
   });
   if (!taps_dense) grad_weight.copy_(out);
   return true;
 }
 
+// The grouped kernel applies: a real grouping with few output channels per group that tile
+// the vector, and no more input than output channels per group.
 template <typename T>
 bool use_grouped(const Table<T>* kt, int64_t G, int64_t cpg, int64_t kpg) {
   return kt->grouped && G > 1 && kpg < kt->vec_lanes && kt->vec_lanes % kpg == 0 &&
@@ -1417,18 +1447,12 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_elems);
     PixelMajor pm(kt, d, st.chunk);
     const int64_t per_task = cpg * VL, ntasks = nCV * R * S;
-    at::Tensor acc = at::empty({ntasks * per_task}, options_of<T>());
-    T* ap = acc.data_ptr<T>();
     // Passes of rows (about 256 pixels): a thread's tasks all pass over one before the next,
     // so its input and grad_output rows stay in L2 (a task streaming whole images ran at 4%
-    // of the FMA peak); passes go onto `mid` in groups of kMidPasses, as in the dense case.
+    // of the FMA peak).
     const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
-    const int64_t passes = x.N * nRB;
-    constexpr int64_t kMidPasses = 16;
-    const bool use_mid = passes > kMidPasses;
-    at::Tensor mid;
-    if (use_mid) mid = at::empty({ntasks * per_task}, options_of<T>());
-    T* mp = use_mid ? mid.data_ptr<T>() : nullptr;
+    const PassSums<T> sums(x.N * nRB, ntasks * per_task);
+    T* ap = sums.ap;
     for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
       const int64_t nb = std::min(st.chunk, x.N - n0);
       st.prepare(n0, nb);
@@ -1443,17 +1467,11 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
                                                pm.dyp, 1};
             const T* xr = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
             const T* dr = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
-            const int accumulate = (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0;
-            const bool group_ends =
-                use_mid && (q % kMidPasses == kMidPasses - 1 || q == passes - 1);
             for (int64_t t = b; t < e; ++t) {
               const int64_t s_ = t % S, r = (t / S) % R, cv = t / (R * S);
-              kt->grouped_grad_weight(&a, xr, dr, (use_mid ? mp : ap) + t * per_task, cv, r,
-                                      s_, accumulate);
-              if (!group_ends) continue;
-              for (int64_t i = t * per_task; i < (t + 1) * per_task; ++i) {
-                ap[i] = q < kMidPasses ? mp[i] : ap[i] + mp[i];
-              }
+              kt->grouped_grad_weight(&a, xr, dr, sums.target() + t * per_task, cv, r, s_,
+                                      sums.accumulate(q));
+              sums.end_pass(q, t * per_task, 1, 0, per_task);
             }
           }
         }
@@ -1469,7 +1487,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   }
 
   if (G == 1 && use_winograd<T>(sp, x.N, OH, OW) &&
-      x.N * ceil_div(OH, 2) * ceil_div(OW, 2) >= kWinogradGwMinTiles &&
+      winograd_tiles(x.N, OH, OW) >= kWinogradGwMinTiles &&
       run_winograd_grad_weight(kt, x, d, sp, grad_weight)) {
     return true;
   }
@@ -1494,23 +1512,16 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const int64_t nCE = row_runs ? ceil_div(CE, CB) : nCB;
   // accumulators [G][nKB][cpg][R][S][KB]
   const int64_t acc_c = row_runs ? KB : R * S * KB, panel = cpg * R * S * KB;
-  at::Tensor acc = at::empty({G * nKB * panel}, options_of<T>());
-  T* ap = acc.data_ptr<T>();
   const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
   // small images: a pass spans several whole images (about 256 pixels per pass)
   const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
   const int64_t ntasks = G * nKB * nCE * R * SE;
-  // Passes (one kernel call per task each) go onto `mid` in groups of kMidPasses, the groups
-  // onto acc: a batch of 25088 pixels is ~110 passes, too many to add one by one (see
-  // isa::kMidBlocks). Pass q of the whole sequence is the same for every task and thread.
   int64_t passes = 0;
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     passes += ceil_div(std::min(st.chunk, x.N - n0), NBI) * nRB;
   }
-  constexpr int64_t kMidPasses = 16;
-  const bool use_mid = passes > kMidPasses;
-  at::Tensor mid;
-  if (use_mid) mid = at::empty({G * nKB * panel}, options_of<T>());
+  const PassSums<T> sums(passes, G * nKB * panel);
+  T* ap = sums.ap;
   int64_t q0 = 0;  // passes of earlier chunks
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
@@ -1524,8 +1535,6 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
           const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
                                       st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, nimg, acc_c};
-          const int accumulate = (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0;
-          const bool group_ends = use_mid && (q % kMidPasses == kMidPasses - 1 || q == passes - 1);
           const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
           const T* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
           for (int64_t t = b; t < e; ++t) {
@@ -1539,17 +1548,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
             const int64_t off = (gr * nKB + kb) * panel +
                                 (row_runs ? (r * CE + c0) * KB : c0 * acc_c + (r * S + s) * KB);
             gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
-                  (use_mid ? mid.data_ptr<T>() : ap) + off, nc, kvalid, r, s, accumulate);
-            if (!group_ends) continue;
-            const T* src = mid.const_data_ptr<T>() + off;
-            T* dst = ap + off;
-            const bool first_group = q < kMidPasses;
-            for (int64_t c = 0; c < nc; ++c) {
-              for (int64_t k = 0; k < kvalid; ++k) {
-                dst[c * acc_c + k] = first_group ? src[c * acc_c + k]
-                                                 : dst[c * acc_c + k] + src[c * acc_c + k];
-              }
-            }
+                  sums.target() + off, nc, kvalid, r, s, sums.accumulate(q));
+            sums.end_pass(q, off, nc, acc_c, kvalid);
           }
         }
       }
@@ -1557,7 +1557,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     q0 += ceil_div(nb, NBI) * nRB;
   }
   if (row_runs) {  // [r][s][c][KB] -> [c][r][s][KB] per k-block
-    const at::Tensor runs = acc.clone();
+    const at::Tensor runs = sums.acc.clone();
     const T* src = runs.const_data_ptr<T>();
     for (int64_t kb = 0; kb < nKB; ++kb) {
       for (int64_t r = 0; r < R; ++r) {
