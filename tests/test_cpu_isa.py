@@ -131,6 +131,12 @@ CASES = [
     (4, 16, 40, 40, 16, 3, 3, 1, 1, 1, 4),    # grouped grad_weight over 28 passes of rows
     (1, 300, 6, 6, 20, 3, 3, 1, 1, 1, 1),
     (1, 20, 6, 6, 300, 3, 3, 1, 1, 1, 1),
+    # 1x1 over NCHW input: tasks pack their pixels into pixel-major panels and run every
+    # k-block on them (chunks of >= 256 pixels start 64-aligned); grouped; strided; long sums
+    (2, 40, 37, 29, 70, 1, 1, 1, 0, 1, 1),
+    (2, 48, 30, 30, 96, 1, 1, 1, 0, 1, 3),
+    (1, 100, 41, 40, 24, 1, 1, 2, 0, 1, 1),
+    (1, 520, 20, 20, 20, 1, 1, 1, 0, 1, 1),
     # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
     # (forward), then a grad_input of 2.25M floats
     (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),

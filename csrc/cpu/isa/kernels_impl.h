@@ -175,8 +175,19 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
       TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&buf[p][j * V::N], acc[p][j]);
     }
     const int64_t yk = a->yk;
-    for (int64_t k = 0; k < kvalid; ++k) {
-      TC_UNROLL for (int p = 0; p < NP; ++p) yp[p][k * yk] = buf[p][k];
+    if (a->yw == 1 && a->yh == a->OW) {
+      // consecutive pixels (dense rows): register transposes of up to N pixels x N channels
+      for (int j = 0; j < NV && j * V::N < kvalid; ++j) {
+        const int nk = (int)tc_min(V::N, kvalid - j * V::N);
+        for (int p = 0; p < NP; p += V::N) {
+          V::transpose(&buf[p][j * V::N], NV * V::N, yp[0] + j * V::N * yk + p, yk,
+                       (int)tc_min(V::N, NP - p), nk);
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < kvalid; ++k) {
+        TC_UNROLL for (int p = 0; p < NP; ++p) yp[p][k * yk] = buf[p][k];
+      }
     }
   }
 }
