@@ -395,6 +395,12 @@ def test_non_contiguous_operands(isa, dtype):
     _, gi_ref, gw_ref = reference(x, w.contiguous(), None, gy, 1, 1, 1, 1, torch.float64)
     torch.testing.assert_close(gi.double(), gi_ref, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(gw.double(), gw_ref, rtol=1e-5, atol=1e-3)
+    # 1x1 over NCHW rows with a row stride past their width (pixel panels: runs per row)
+    x1 = torch.randn(2, 40, 37, 40, dtype=dtype)[..., :29]
+    w1 = torch.randn(70, 40, 1, 1, dtype=dtype)
+    y1 = ops.conv2d(x1, w1, None, [1, 1], [0, 0], [1, 1], 1)
+    torch.testing.assert_close(y1.double(), F.conv2d(x1.double(), w1.double()),
+                               rtol=1e-5, atol=1e-4)
 
 
 @DTYPES

@@ -630,12 +630,13 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
                            st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw,
                            /*stream=*/stream_output<T>(j.y.N * sp.G * sp.kpg * pl.P)};
     // (output pixels are renumbered from the task's first one: dense output rows needed)
+    const int64_t chunk_max = ceil_div(pl.P, pl.nPC) + 64;  // chunk_begin rounds down < 64
     pl.pixel_panel = st.direct && j.y.sh == j.y.W * j.y.sw &&
-                     use_pixel_panel<T>(sp, st.xc, st.xw, ceil_div(pl.P, pl.nPC) + 64);
+                     use_pixel_panel<T>(sp, st.xc, st.xw, chunk_max);
     if (pl.pixel_panel) {
       // the panel: pixel q of the task at q * cpg (the stride is applied by the packing)
       pl.a.xc = 1, pl.a.xw = sp.cpg, pl.a.xh = j.y.W * sp.cpg, pl.a.sh = pl.a.sw = 1;
-      panel_elems = std::max(panel_elems, sp.cpg * (ceil_div(pl.P, pl.nPC) + 64));
+      panel_elems = std::max(panel_elems, sp.cpg * chunk_max);
     }
     plans.push_back(pl);
   }
@@ -649,7 +650,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     }
     const int64_t workers = worker_count(first.back(), 1);
     const at::Tensor panels =
-        panel_elems > 0 ? workspace<T>(Workspace::pixel_panel, workers * (panel_elems + 64))
+        panel_elems > 0 ? workspace<T>(Workspace::pixel_panel, workers * panel_elems)
                         : at::Tensor();
     dynamic_for_workers(first.back(), workers, [&](int64_t t, int64_t worker) {
       size_t ji = 0;
@@ -663,16 +664,16 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
           const int64_t pc = u % nPC, n = (u / nPC) % nb, g = u / (nPC * nb);
           const int64_t p0 = chunk_begin(pl, pc), p1 = chunk_begin(pl, pc + 1), OW = j.y.W;
           const T* x0 = st.origin(0, 0) + n * st.xn + g * sp.cpg * st.xc;
-          T* panel = data_of<T>(panels) + worker * (panel_elems + 64);
-          if (sp.sh == 1 && sp.sw == 1) {  // 1x1, stride 1, no padding: pixels are contiguous
-            kt->transpose(x0 + p0, st.xc, sp.cpg, p1 - p0, panel, sp.cpg);
-          } else {
-            for (int64_t p = p0; p < p1;) {  // one run per output row
-              const int64_t oh = p / OW, ow = p % OW, len = std::min(p1 - p, OW - ow);
-              transpose_rows(kt, x0 + oh * sp.sh * st.xh + ow * sp.sw * st.xw, st.xc, sp.sw,
-                             sp.cpg, len, panel + (p - p0) * sp.cpg);
-              p += len;
-            }
+          T* panel = data_of<T>(panels) + worker * panel_elems;
+          // one run per output row, or one for the task where stride 1 and dense input rows
+          // make its pixels contiguous
+          const bool one_run = sp.sh == 1 && sp.sw == 1 && st.xh == OW;
+          for (int64_t p = p0; p < p1;) {
+            const int64_t oh = p / OW, ow = p % OW;
+            const int64_t len = one_run ? p1 - p : std::min(p1 - p, OW - ow);
+            transpose_rows(kt, x0 + oh * sp.sh * st.xh + ow * sp.sw * st.xw, st.xc, sp.sw,
+                           sp.cpg, len, panel + (p - p0) * sp.cpg);
+            p += len;
           }
           T* y0 = j.y.p + (n0 + n) * j.y.sn + g * sp.kpg * j.y.sc + p0 * j.y.sw;
           for (int64_t kb = 0; kb < nKB; ++kb) {
