@@ -137,6 +137,14 @@ CASES = [
     (2, 48, 30, 30, 96, 1, 1, 1, 0, 1, 3),
     (1, 100, 41, 40, 24, 1, 1, 2, 0, 1, 1),
     (1, 520, 20, 20, 20, 1, 1, 1, 0, 1, 1),
+    # the weight gradient of those (>= 128 pixels per image) is vectorised along the pixels:
+    # tails of the register tile and of the task blocks (70 = 64 + 6 input, 13 = 8 + 5
+    # output channels), images of 143 pixels (7 per pass, each with a masked vector), 24
+    # passes of part images (three-level sums), grouped
+    (2, 70, 13, 11, 13, 1, 1, 1, 0, 1, 1),
+    (7, 9, 13, 11, 5, 1, 1, 1, 0, 1, 1),
+    (4, 20, 64, 70, 24, 1, 1, 1, 0, 1, 1),
+    (2, 36, 16, 9, 30, 1, 1, 1, 0, 1, 6),
     # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
     # (forward), then a grad_input of 2.25M floats
     (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),
@@ -344,7 +352,8 @@ def test_autograd_end_to_end(isa):
 def test_threads_bitwise_identical(isa, layout, dtype):
     # the first one runs through Winograd (float32)
     cases = [(2, 20, 13, 11, 36, 3, 3, 1, 1, 1, 1), (2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16),
-             (2, 32, 10, 10, 32, 3, 3, 1, 1, 1, 8), (3, 40, 9, 9, 24, 1, 1, 2, 0, 1, 1)]
+             (2, 32, 10, 10, 32, 3, 3, 1, 1, 1, 8), (3, 40, 9, 9, 24, 1, 1, 2, 0, 1, 1),
+             (3, 70, 40, 40, 20, 1, 1, 1, 0, 1, 1)]
     for (N, C, H, W, K, R, S, st, pd, dl, G) in cases:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
@@ -401,6 +410,16 @@ def test_non_contiguous_operands(isa, dtype):
     y1 = ops.conv2d(x1, w1, None, [1, 1], [0, 0], [1, 1], 1)
     torch.testing.assert_close(y1.double(), F.conv2d(x1.double(), w1.double()),
                                rtol=1e-5, atol=1e-4)
+    # its weight gradient: planes that are not dense take the channel-vectorised kernel, and
+    # a grad_output with row-strided planes too
+    gy1 = torch.randn(2, 70, 37, 40, dtype=dtype)[..., :29]
+    for g in (gy1, gy1.contiguous()):
+        gw1 = ops.conv2d_grad_weight(g, x1, list(w1.shape), [1, 1], [0, 0], [1, 1], 1)
+        _, _, gw1_ref = reference(x1, w1, None, g, 1, 0, 1, 1, torch.float64)
+        torch.testing.assert_close(gw1.double(), gw1_ref, rtol=1e-5, atol=1e-3)
+    gw1 = ops.conv2d_grad_weight(gy1, x1.contiguous(), list(w1.shape), [1, 1], [0, 0], [1, 1], 1)
+    _, _, gw1_ref = reference(x1.contiguous(), w1, None, gy1, 1, 0, 1, 1, torch.float64)
+    torch.testing.assert_close(gw1.double(), gw1_ref, rtol=1e-5, atol=1e-3)
 
 
 @DTYPES

@@ -83,6 +83,21 @@ template <typename T>
 using GradWeightFn = void (*)(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
                               int64_t nc, int64_t kvalid, int64_t r, int64_t s, int accumulate);
 
+// grad_weight of a 1x1 stride-1 convolution over NCHW planes (the pixels of every channel
+// contiguous in both operands), vectorised along the pixels, the reduction dimension: no
+// transposes of either operand. acc[k*acc_k + c] (+)= sum over the pass of dy[k][p] * x[c][p]
+// for k < nk, c < nc: each lane sums its pixels of the pass in order, the lanes are then summed
+// in a fixed tree. A pass is `nimg` images of P consecutive pixels (image strides xn / dyn).
+struct PlanesGradWeightArgs {
+  int64_t P, nimg;
+  int64_t xn, xc;    // input strides (image, channel); pixel stride 1
+  int64_t dyn, dyk;  // grad_output strides (image, output channel); pixel stride 1
+  int64_t acc_k;     // accumulator stride between output channels (channels contiguous)
+};
+template <typename T>
+using PlanesGradWeightFn = void (*)(const PlanesGradWeightArgs* a, const T* x, const T* dy,
+                                    T* acc, int64_t nk, int64_t nc, int accumulate);
+
 // Depthwise on one NCHW plane, vectorised along output rows (no channel transposes). The
 // input plane is staged zero-padded and split into sw column phases: padded position
 // (row i, column j) lives at x[i*xh + (j % sw)*Wq + j / sw], so every tap of a vector of
@@ -222,6 +237,7 @@ struct KernelTableT {
   int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)
   int gw_wide_channel_block;
   GradWeightFn<T> grad_weight_wide;
+  PlanesGradWeightFn<T> grad_weight_planes;
   DepthwiseGradWeightFn<T> depthwise_grad_weight;
   StagePlaneFn<T> stage_plane;
   DepthwisePlaneFn<T> depthwise_plane;

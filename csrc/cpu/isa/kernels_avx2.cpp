@@ -22,6 +22,8 @@ namespace avx2 {
 #define GW_WIDE_NC 6
 #define GW_NV 2
 #define GW_NC 6
+#define PG_NK 2
+#define PG_NC 4
 #define DW_NP 6
 #define FMA_CHAINS 10
 #define PLANE_NS 8
@@ -83,6 +85,16 @@ struct V {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
+  // Lane i = the sum of the lanes of v[i], for 8 vectors: the 128-bit halves of pairs added,
+  // two rounds of pairwise adds (lane t of half h then holds v[2t + h]), one permute.
+  static inline reg hsums(const reg* v) {
+    reg w[4];
+    for (int i = 0; i < 4; ++i)
+      w[i] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
+                           _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
+    const reg z = _mm256_hadd_ps(_mm256_hadd_ps(w[0], w[1]), _mm256_hadd_ps(w[2], w[3]));
+    return _mm256_permutevar8x32_ps(z, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  }
   static inline reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static inline reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
@@ -141,6 +153,13 @@ struct V {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
     return _mm_cvtsd_f64(s);
+  }
+  // Lane i = the sum of the lanes of v[i], for 4 vectors: pairwise adds, then the 128-bit
+  // halves added.
+  static inline reg hsums(const reg* v) {
+    const reg h0 = _mm256_hadd_pd(v[0], v[1]), h1 = _mm256_hadd_pd(v[2], v[3]);
+    return _mm256_add_pd(_mm256_permute2f128_pd(h0, h1, 0x20),
+                         _mm256_permute2f128_pd(h0, h1, 0x31));
   }
   static inline reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
   static inline reg sub(reg a, reg b) { return _mm256_sub_pd(a, b); }

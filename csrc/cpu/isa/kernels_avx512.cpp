@@ -25,6 +25,8 @@ namespace avx512 {
 #define GW_WIDE_NC 6
 #define GW_NV 2
 #define GW_NC 12
+#define PG_NK 4
+#define PG_NC 4
 #define DW_NP 8
 #define FMA_CHAINS 16
 #define PLANE_NS 8
@@ -91,6 +93,24 @@ struct V {
   static inline ireg iload(const int* p) { return _mm512_loadu_si512(p); }
   static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_ps(i, v); }
   static inline float hsum(reg v) { return _mm512_reduce_add_ps(v); }
+  // Lane i = the sum of the lanes of v[i], for 16 vectors: four rounds that each add pairs of
+  // halves (256-, 128-, 64-, 32-bit), leaving lane 4j + m with v[4m + j], then one permute.
+  static inline reg hsums(const reg* v) {
+    reg w[8], x[4], y[2];
+    for (int i = 0; i < 8; ++i)
+      w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                           _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; ++i)
+      x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
+                           _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; ++i)
+      y[i] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0x44),
+                           _mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0xEE));
+    const reg z = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88),
+                                _mm512_shuffle_ps(y[0], y[1], 0xDD));
+    return _mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), z);
+  }
   static inline reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   static inline reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
@@ -148,6 +168,20 @@ struct V {
   }
   static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_pd(i, v); }
   static inline double hsum(reg v) { return _mm512_reduce_add_pd(v); }
+  // Lane i = the sum of the lanes of v[i], for 8 vectors: three rounds that each add pairs of
+  // halves (256-, 128-, 64-bit), leaving lane 2j + m with v[4m + j], then one permute.
+  static inline reg hsums(const reg* v) {
+    reg w[4], x[2];
+    for (int i = 0; i < 4; ++i)
+      w[i] = _mm512_add_pd(_mm512_shuffle_f64x2(v[2 * i], v[2 * i + 1], 0x44),
+                           _mm512_shuffle_f64x2(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 2; ++i)
+      x[i] = _mm512_add_pd(_mm512_shuffle_f64x2(w[2 * i], w[2 * i + 1], 0x88),
+                           _mm512_shuffle_f64x2(w[2 * i], w[2 * i + 1], 0xDD));
+    const reg z = _mm512_add_pd(_mm512_shuffle_pd(x[0], x[1], 0x00),
+                                _mm512_shuffle_pd(x[0], x[1], 0xFF));
+    return _mm512_permutexvar_pd(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), z);
+  }
   static inline reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
   static inline reg sub(reg a, reg b) { return _mm512_sub_pd(a, b); }
   static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }

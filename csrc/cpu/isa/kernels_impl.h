@@ -12,6 +12,8 @@
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
+//   PG_NK, PG_NC          : output x input channels of the NCHW 1x1 grad_weight tile
+//                           (PG_NK * PG_NC a multiple of the lanes; one vector each)
 //   DW_NP                 : pixels per depthwise tile
 //   PLANE_NS              : row vectors per tile of the NCHW-plane depthwise kernels
 //   FMA_CHAINS            : independent chains of the FMA peak loop
@@ -646,6 +648,66 @@ static void grad_weight_wide(const GradWeightArgs* a, const T* x, const T* dy,
                              T* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                              int accumulate) {
   grad_weight_block_t<GW_WIDE_NV, GW_WIDE_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
+}
+
+// ------------------------------------------------------------------------------------------
+// grad_weight of 1x1 stride-1 convolutions over NCHW planes (PlanesGradWeightArgs): a register
+// tile of NK output channels x NC input channels, one accumulator vector each, every step one
+// vector of pixels of NK grad_output rows and NC input rows. The lanes are summed at the end
+// of the pass (V::hsums: one vector of sums per V::N accumulators).
+
+template <int NK, int NC>
+static void planes_gw_tile(const PlanesGradWeightArgs* a, const T* const* xr,
+                           const T* const* dr, T* sums) {
+  typedef V::reg reg;
+  enum { NA = NK * NC };
+  static_assert(NA % V::N == 0, "the tile must fill whole vectors of lane sums");
+  reg A[NA];
+  TC_UNROLL for (int i = 0; i < NA; ++i) A[i] = V::zero();
+  const int64_t full = a->P / V::N * V::N, rest = a->P - full;
+  for (int64_t n = 0; n < a->nimg; ++n) {
+    const int64_t xo = n * a->xn, dof = n * a->dyn;
+    for (int64_t p = 0; p < full; p += V::N) {
+      reg d[NK];
+      TC_UNROLL for (int k = 0; k < NK; ++k) d[k] = V::load(dr[k] + dof + p);
+      TC_UNROLL for (int c = 0; c < NC; ++c) {
+        const reg xv = V::load(xr[c] + xo + p);
+        TC_UNROLL for (int k = 0; k < NK; ++k) A[k * NC + c] = V::fma(xv, d[k], A[k * NC + c]);
+      }
+    }
+    if (rest) {  // the image's last pixels: lanes past them load zeros
+      reg d[NK];
+      TC_UNROLL for (int k = 0; k < NK; ++k) d[k] = V::load_n(dr[k] + dof + full, (int)rest);
+      TC_UNROLL for (int c = 0; c < NC; ++c) {
+        const reg xv = V::load_n(xr[c] + xo + full, (int)rest);
+        TC_UNROLL for (int k = 0; k < NK; ++k) A[k * NC + c] = V::fma(xv, d[k], A[k * NC + c]);
+      }
+    }
+  }
+  TC_UNROLL for (int i = 0; i < NA; i += V::N) V::store(sums + i, V::hsums(A + i));
+}
+
+static void grad_weight_planes(const PlanesGradWeightArgs* a, const T* x, const T* dy, T* acc,
+                               int64_t nk, int64_t nc, int accumulate) {
+  const T* dr[PG_NK];
+  const T* xr[PG_NC];
+  T sums[PG_NK * PG_NC];
+  // output channels outer: the tile's grad_output rows stay in L1 while the input rows pass
+  for (int64_t k0 = 0; k0 < nk; k0 += PG_NK) {
+    const int64_t kn = tc_min(PG_NK, nk - k0);
+    // rows past the end repeat the last one; their sums are dropped
+    for (int k = 0; k < PG_NK; ++k) dr[k] = dy + (k0 + tc_min(k, kn - 1)) * a->dyk;
+    for (int64_t c0 = 0; c0 < nc; c0 += PG_NC) {
+      const int64_t cn = tc_min(PG_NC, nc - c0);
+      for (int c = 0; c < PG_NC; ++c) xr[c] = x + (c0 + tc_min(c, cn - 1)) * a->xc;
+      planes_gw_tile<PG_NK, PG_NC>(a, xr, dr, sums);
+      for (int64_t k = 0; k < kn; ++k) {
+        T* row = acc + (k0 + k) * a->acc_k + c0;
+        for (int64_t c = 0; c < cn; ++c)
+          row[c] = accumulate ? row[c] + sums[k * PG_NC + c] : sums[k * PG_NC + c];
+      }
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1356,7 +1418,7 @@ static double fma_loop(int64_t iters, T* sink) {
 static const KernelTableT<T> kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
-    &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide,
+    &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, &grad_weight_planes,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &depthwise_plane_grad_weight,
     TC_GROUPED, &transpose_rows, &winograd_input, &winograd_output, &winograd_weights,
     &winograd_grad_output, &winograd_weight_grad,

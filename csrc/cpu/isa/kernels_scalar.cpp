@@ -22,6 +22,8 @@ namespace scalar {
 #define GW_WIDE_NC 4
 #define GW_NV 4
 #define GW_NC 4
+#define PG_NK 4
+#define PG_NC 4
 #define DW_NP 4
 #define FMA_CHAINS 8
 #define PLANE_NS 4
@@ -48,6 +50,7 @@ struct Lane {
   static inline void store_n(E* p, reg v, int n) {
     if (n > 0) *p = v;
   }
+  static inline reg hsums(const reg* v) { return v[0]; }
   static inline reg add(reg a, reg b) { return a + b; }
   static inline reg sub(reg a, reg b) { return a - b; }
   static inline reg fma(reg a, reg b, reg c) { return a * b + c; }
