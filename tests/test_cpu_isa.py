@@ -451,6 +451,29 @@ def test_nan_inf_propagate(isa, layout, groups, dtype):
     assert torch.equal(torch.isnan(gi), torch.isnan(gi_ref))
 
 
+@DTYPES
+@pytest.mark.parametrize("width", [7, 12, 24])
+def test_depthwise_grad_weight_nan_inf_positions(isa, width, dtype):
+    """Depthwise weight gradient over NCHW planes: the row-vectorised kernel's lanes past the
+    output row multiply a zero grad_output by staged inputs, real ones where the right padding
+    is narrower than the window (the last input column here): an infinite one must not turn
+    the sums of taps that never reach it into NaN, as F.conv2d has no such product."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 9, width, dtype=dtype)
+    x[0, 3, 4, width - 1] = float("inf")
+    x[1, 5, 0, width - 1] = float("nan")
+    x[1, 6, 8, 0] = float("-inf")
+    w = torch.randn(20, 1, 3, 3, dtype=dtype)
+    gy = torch.randn(2, 20, 9, width, dtype=dtype)
+    gw = ops.conv2d_grad_weight(gy, x, list(w.shape), [1, 1], [1, 1], [1, 1], 20)
+    gw_ref = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False,
+                                                 [0, 0], 20, [False, True, False])[1]
+    assert torch.equal(gw.isnan(), gw_ref.isnan())
+    assert torch.equal(gw.isinf(), gw_ref.isinf())
+    finite = gw_ref.isfinite()
+    torch.testing.assert_close(gw[finite], gw_ref[finite], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("case", [(2, 12, 9, 11, 20, 3, 3, 2, 1, 1, 1),

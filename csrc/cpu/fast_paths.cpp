@@ -65,6 +65,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -1315,6 +1316,35 @@ void run_planes_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d
   });
 }
 
+// Depthwise weight gradient of channel c, one product per valid window position in order.
+// For the NCHW plane kernel's channels whose vectorised sums are not finite: its lanes past
+// the output row multiply a zero grad_output by staged inputs (real ones where the right
+// padding is narrower than the window), NaN where such an input is infinite, where F.conv2d
+// has no product at all.
+template <typename T>
+void depthwise_grad_weight_exact(const Act<T>& x, const Act<T>& d, const Spec& sp, int64_t c,
+                                 at::Tensor& grad_weight) {
+  T* gw = grad_weight.mutable_data_ptr<T>();
+  for (int64_t r = 0; r < sp.R; ++r) {
+    for (int64_t s = 0; s < sp.S; ++s) {
+      T sum = 0;
+      for (int64_t n = 0; n < x.N; ++n) {
+        for (int64_t oh = 0; oh < d.H; ++oh) {
+          const int64_t ih = oh * sp.sh - sp.pt + r * sp.dh;
+          if (ih < 0 || ih >= x.H) continue;
+          for (int64_t ow = 0; ow < d.W; ++ow) {
+            const int64_t iw = ow * sp.sw - sp.pl + s * sp.dw;
+            if (iw < 0 || iw >= x.W) continue;
+            sum += d.p[n * d.sn + c * d.sc + oh * d.sh + ow * d.sw] *
+                   x.p[n * x.sn + c * x.sc + ih * x.sh + iw * x.sw];
+          }
+        }
+      }
+      gw[c * grad_weight.stride(0) + r * grad_weight.stride(2) + s * grad_weight.stride(3)] = sum;
+    }
+  }
+}
+
 // Taps r in [0, R) that reach input rows of phase a (ih = a + i*stride): (a + pad - r*dil)
 // divisible by stride.
 std::vector<int64_t> phase_taps(int64_t a, int64_t pad, int64_t R, int64_t dil,
@@ -1492,11 +1522,14 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
                       pg.Wq, staged);
         kt->depthwise_plane_grad_weight(&plan.args, staged, d.p + n * d.sn + c * d.sc, acc, n > 0);
       }
+      bool finite = true;
       for (int64_t t = 0; t < RS; ++t) {
         T sum = 0;
         for (int64_t l = 0; l < VL; ++l) sum += acc[t * VL + l];
+        finite = finite && std::isfinite(sum);
         gw[c * ws0 + (t / S) * ws2 + (t % S) * ws3] = sum;
       }
+      if (!finite) depthwise_grad_weight_exact(x, d, sp, c, grad_weight);
     });
     return true;
   }
