@@ -145,6 +145,11 @@ CASES = [
     (7, 9, 13, 11, 5, 1, 1, 1, 0, 1, 1),
     (4, 20, 64, 70, 24, 1, 1, 1, 0, 1, 1),
     (2, 36, 16, 9, 30, 1, 1, 1, 0, 1, 6),
+    # strided 1x1 weight gradients stay on the channel-vectorised kernel (gathering each
+    # pass's input pixels into a dense panel for the pixel-vectorised one measured no faster)
+    (3, 40, 30, 34, 20, 1, 1, (2, 3), 0, 1, 1),
+    (2, 70, 64, 64, 13, 1, 1, 2, 0, 1, 1),
+    (2, 36, 32, 20, 30, 1, 1, 2, 0, 1, 6),
     # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
     # (forward), then a grad_input of 2.25M floats
     (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),
