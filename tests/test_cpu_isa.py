@@ -137,6 +137,10 @@ CASES = [
     (2, 48, 30, 30, 96, 1, 1, 1, 0, 1, 3),
     (1, 100, 41, 40, 24, 1, 1, 2, 0, 1, 1),
     (1, 520, 20, 20, 20, 1, 1, 1, 0, 1, 1),
+    # ... and with at most 64 input channels and >= 512 pixels per image, vectorised along
+    # the pixels instead (two chunks with a masked tail above; here 64 channels, output
+    # channel tails in forward and input gradient)
+    (3, 64, 24, 24, 50, 1, 1, 1, 0, 1, 1),
     # the weight gradient of those (>= 128 pixels per image) is vectorised along the pixels:
     # tails of the register tile and of the task blocks (70 = 64 + 6 input, 13 = 8 + 5
     # output channels), images of 143 pixels (7 per pass, each with a masked vector), 24
@@ -358,7 +362,7 @@ def test_threads_bitwise_identical(isa, layout, dtype):
     # the first one runs through Winograd (float32)
     cases = [(2, 20, 13, 11, 36, 3, 3, 1, 1, 1, 1), (2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16),
              (2, 32, 10, 10, 32, 3, 3, 1, 1, 1, 8), (3, 40, 9, 9, 24, 1, 1, 2, 0, 1, 1),
-             (3, 70, 40, 40, 20, 1, 1, 1, 0, 1, 1)]
+             (3, 70, 40, 40, 20, 1, 1, 1, 0, 1, 1), (2, 24, 40, 40, 36, 1, 1, 1, 0, 1, 1)]
     for (N, C, H, W, K, R, S, st, pd, dl, G) in cases:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)

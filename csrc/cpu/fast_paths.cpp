@@ -30,7 +30,8 @@
 //    when kpg is a multiple of 4 vectors and the panel stays L2-sized (use_wide). 1x1
 //    convolutions are the R = S = 1 case; they read a channels_last input in place, and an
 //    NCHW one through per-task pixel-major panels (a task's pixels, all channels;
-//    use_pixel_panel).
+//    use_pixel_panel), or, with at most 64 input channels over large images, vectorised
+//    along the pixels (use_direct_planes: rows of NCHW planes in and out, no transposes).
 //    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
 //    channel stride) the input is packed, a bounded chunk of images at a time
@@ -571,6 +572,30 @@ bool use_pixel_panel(const Spec& sp, int64_t xc, int64_t xw, int64_t task_pixels
          sp.cpg > 1 && sp.cpg * task_pixels * int64_t(sizeof(T)) <= kPixelPanelBytes;
 }
 
+// A 1x1 stride-1 convolution without padding whose input is read in place and whose input and
+// output both have dense NCHW planes: the pixel-vectorised kernel (isa direct_planes), no
+// pixel panels and no transposing stores. Tasks are (group, image, chunk of pixels) with every
+// k-block inside; a chunk's input stays within kPlanesChunkBytes (L2) while the k-blocks pass
+// over it. Only for short reductions over large images: a pixel tile's input rows then stay
+// in L1 while every k-tile passes over them, and few of its lanes are masked. Measured in
+// alternating processes, 2 threads (ms, panels -> planes): 64 -> 256 over 56x56 7.2-7.4 ->
+// 5.3-5.8 (its input gradient 7.4-7.6 -> 5.9-6.3), MBv2 pointwise 24 -> 144 1.9-2.0 ->
+// 1.5-1.7; 256 -> 64 over 56x56 and 128 -> 512 over 28x28 equal; 512 -> 128 over 28x28
+// 5.2-5.7 -> 5.9-6.2, 256 -> 1024 over 14x14 5.0-6.3 -> 8.6-9.5.
+constexpr int64_t kPlanesChunkBytes = int64_t(256) << 10;
+constexpr int64_t kPlanesChunkPixels = 1024;
+constexpr int64_t kPlanesDirectMaxChannels = 64;  // also the kernel's limit (one block of sums)
+constexpr int64_t kPlanesDirectMinPixels = 512;
+template <typename T>
+bool use_direct_planes(const Table<T>* kt, const Spec& sp, int64_t xc, int64_t xh, int64_t xw,
+                       int64_t W, const Out<T>& y) {
+  return sp.R == 1 && sp.S == 1 && sp.sh == 1 && sp.sw == 1 && sp.pt == 0 && sp.pl == 0 &&
+         sp.cpg <= kPlanesDirectMaxChannels && y.H * y.W >= kPlanesDirectMinPixels &&
+         !use_reduce(kt, sp) && direct_block(kt, sp) % kt->planes_kernel_block == 0 &&
+         xw == 1 && xh == W && (xc != 1 || sp.cpg == 1) &&
+         y.sw == 1 && y.sh == y.W && (y.sc != 1 || sp.kpg == 1);
+}
+
 template <typename T>
 struct DirectJob {
   Spec sp;
@@ -588,6 +613,8 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     int64_t KB, nKB, panel, P, nPC;
     bool panel_outer;
     bool pixel_panel;  // use_pixel_panel: tasks are (group, image, pixel chunk), k-blocks inside
+    bool planes;       // use_direct_planes: the same tasks
+    int64_t chunk;     // planes: pixels per chunk
     isa::DirectArgs a;
   };
   std::vector<Need> needs;
@@ -634,7 +661,14 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
                            /*stream=*/stream_output<T>(j.y.N * sp.G * sp.kpg * pl.P)};
     // (output pixels are renumbered from the task's first one: dense output rows needed)
     const int64_t chunk_max = ceil_div(pl.P, pl.nPC) + 64;  // chunk_begin rounds down < 64
-    pl.pixel_panel = st.direct && j.y.sh == j.y.W * j.y.sw &&
+    pl.planes = st.direct && use_direct_planes(kt, sp, st.xc, st.xh, st.xw, x.W, j.y);
+    if (pl.planes) {  // chunks of whole pixel tiles: NCHW rows keep their alignment
+      const int64_t tile = kt->planes_pixel_block;
+      pl.chunk = std::clamp<int64_t>(kPlanesChunkBytes / (sp.cpg * int64_t(sizeof(T))) / tile,
+                                     1, kPlanesChunkPixels / tile) * tile;
+      pl.nPC = ceil_div(pl.P, pl.chunk);
+    }
+    pl.pixel_panel = !pl.planes && st.direct && j.y.sh == j.y.W * j.y.sw &&
                      use_pixel_panel<T>(sp, st.xc, st.xw, chunk_max);
     if (pl.pixel_panel) {
       // the panel: pixel q of the task at q * cpg (the stride is applied by the packing)
@@ -648,8 +682,8 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     st.prepare(n0, nb);
     std::vector<int64_t> first(jobs.size() + 1, 0);
     for (size_t i = 0; i < jobs.size(); ++i) {
-      first[i + 1] = first[i] + nb * jobs[i].sp.G * (plans[i].pixel_panel ? 1 : plans[i].nKB) *
-                                    plans[i].nPC;
+      const bool inner_kb = plans[i].pixel_panel || plans[i].planes;
+      first[i + 1] = first[i] + nb * jobs[i].sp.G * (inner_kb ? 1 : plans[i].nKB) * plans[i].nPC;
     }
     const int64_t workers = worker_count(first.back(), 1);
     const at::Tensor panels =
@@ -663,6 +697,19 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         const Plan& pl = plans[ji];
         const Spec& sp = j.sp;
         const int64_t u = t - first[ji], nPC = pl.nPC, nKB = pl.nKB;
+        if (pl.planes) {
+          const int64_t pc = u % nPC, n = (u / nPC) % nb, g = u / (nPC * nb);
+          const int64_t p0 = pc * pl.chunk, np = std::min(pl.chunk, pl.P - p0);
+          const isa::PlanesDirectArgs a{sp.cpg, st.xc, j.y.sc, pl.KB, pl.a.stream};
+          const T* x0 = st.origin(0, 0) + n * st.xn + g * sp.cpg * st.xc + p0;
+          T* y0 = j.y.p + (n0 + n) * j.y.sn + g * sp.kpg * j.y.sc + p0;
+          for (int64_t kb = 0; kb < nKB; ++kb) {
+            kt->direct_planes(&a, x0, y0 + kb * pl.KB * j.y.sc, j.wpack + (g * nKB + kb) * pl.panel,
+                              j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
+                              std::min(pl.KB, sp.kpg - kb * pl.KB), np);
+          }
+          return;
+        }
         if (pl.pixel_panel) {
           const int64_t pc = u % nPC, n = (u / nPC) % nb, g = u / (nPC * nb);
           const int64_t p0 = chunk_begin(pl, pc), p1 = chunk_begin(pl, pc + 1), OW = j.y.W;

@@ -44,6 +44,23 @@ template <typename T>
 using DirectFn = void (*)(const DirectArgs* a, const T* x, T* y, const T* wpanel, const T* bias,
                           int64_t kvalid, int64_t p0, int64_t p1);
 
+// A 1x1 stride-1 convolution over NCHW planes (the pixels of every channel contiguous in the
+// input and the output), vectorised along the pixels: no transposes of either operand. Reads
+// the direct kernel's packed weights of one k-block (wpanel[c*KB + k], R = S = 1) and bias;
+// y[k*yk + p] = sum over c of wpanel[c*KB + k] * x[c*xc + p], then the bias, for k < kvalid
+// and p < np (x, y: pixel 0 of input channel 0 / of the block's output channel 0). Same
+// summation order as the direct kernel on a reduction of one block (channels in order, then
+// the bias).
+struct PlanesDirectArgs {
+  int64_t C;       // input channels of the group, at most TC_BLOCK (64; one block of sums)
+  int64_t xc, yk;  // input / output channel strides
+  int64_t KB;      // lanes of the packed weight block
+  int64_t stream;  // as DirectArgs::stream
+};
+template <typename T>
+using PlanesDirectFn = void (*)(const PlanesDirectArgs* a, const T* x, T* y, const T* wpanel,
+                                const T* bias, int64_t kvalid, int64_t np);
+
 // Few output channels (kvalid <= 4, e.g. grad_input of an RGB stem): the same DirectFn
 // signature, vectorised over the *reduction* channels instead (input channel stride xc must be
 // 1), one accumulator vector per (pixel, output channel) reduced horizontally at the end.
@@ -232,6 +249,9 @@ struct KernelTableT {
   int wide_pixel_block;   // (fewer pixels, fewer broadcasts per FMA)
   DirectFn<T> direct_wide;
   DirectFn<T> direct_reduce;  // null where VL == 1
+  int planes_kernel_block;    // output channels per tile of direct_planes (divides both KBs)
+  int planes_pixel_block;     // pixels per tile of direct_planes
+  PlanesDirectFn<T> direct_planes;
   DepthwiseFn<T> depthwise;
   GradWeightFn<T> grad_weight;          // KB = kernel_block, gw_channel_block channels
   int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)

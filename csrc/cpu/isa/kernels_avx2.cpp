@@ -22,6 +22,8 @@ namespace avx2 {
 #define GW_WIDE_NC 6
 #define GW_NV 2
 #define GW_NC 6
+#define PD_NK 4
+#define PD_NV 2
 #define PG_NK 2
 #define PG_NC 4
 #define DW_NP 6

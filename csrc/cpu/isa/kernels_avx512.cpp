@@ -25,6 +25,8 @@ namespace avx512 {
 #define GW_WIDE_NC 6
 #define GW_NV 2
 #define GW_NC 12
+#define PD_NK 8
+#define PD_NV 3
 #define PG_NK 4
 #define PG_NC 4
 #define DW_NP 8

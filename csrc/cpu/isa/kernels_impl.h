@@ -12,6 +12,8 @@
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
+//   PD_NK, PD_NV          : output channels x pixel vectors of the NCHW 1x1 direct tile
+//                           (PD_NK divides both direct kernel blocks)
 //   PG_NK, PG_NC          : output x input channels of the NCHW 1x1 grad_weight tile
 //                           (PG_NK * PG_NC a multiple of the lanes; one vector each)
 //   DW_NP                 : pixels per depthwise tile
@@ -190,6 +192,69 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
       for (int64_t k = 0; k < kvalid; ++k) {
         TC_UNROLL for (int p = 0; p < NP; ++p) yp[p][k * yk] = buf[p][k];
       }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// 1x1 stride-1 convolution over NCHW planes (PlanesDirectArgs): register tile of NK output
+// channels x NV vectors of pixels, input vectors loaded from the planes, weights broadcast,
+// outputs stored as rows of their planes. The reduction is one block (C <= TC_BLOCK: the
+// direct kernel's order, channels in order, then the bias).
+
+template <int NK, int NV>
+static void planes_direct_tile(const PlanesDirectArgs* a, const T* x, T* y, const T* w,
+                               const T* bias, int64_t kn, int64_t np) {
+  typedef V::reg reg;
+  reg acc[NK][NV];
+  const int64_t C = a->C, xc = a->xc, KB = a->KB;
+  TC_UNROLL for (int i = 0; i < NK; ++i) {
+    TC_UNROLL for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
+  }
+  // (two loops: with the choice inside, GCC keeps the accumulators in memory)
+  if (np >= NV * V::N) {
+    for (int64_t c = 0; c < C; ++c) {
+      reg xv[NV];
+      TC_UNROLL for (int j = 0; j < NV; ++j) xv[j] = V::load(x + c * xc + j * V::N);
+      TC_UNROLL for (int i = 0; i < NK; ++i) {
+        const reg b = V::bcast(w + c * KB + i);
+        TC_UNROLL for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(b, xv[j], acc[i][j]);
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      reg xv[NV];
+      TC_UNROLL for (int j = 0; j < NV; ++j) xv[j] = load_k(x + c * xc + j * V::N, np - j * V::N);
+      TC_UNROLL for (int i = 0; i < NK; ++i) {
+        const reg b = V::bcast(w + c * KB + i);
+        TC_UNROLL for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(b, xv[j], acc[i][j]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < kn; ++i) {
+    T* yr = y + i * a->yk;
+    const reg b = bias ? V::set1(bias[i]) : V::zero();
+    TC_UNROLL for (int j = 0; j < NV; ++j) {
+      const reg v = bias ? V::add(acc[i][j], b) : acc[i][j];
+      const int64_t n = np - j * V::N;
+      if (n >= V::N && a->stream) V::stream(yr + j * V::N, v);
+      else if (n >= V::N) V::store(yr + j * V::N, v);
+      else if (n > 0) V::store_n(yr + j * V::N, v, (int)n);
+    }
+  }
+}
+
+// Pixel tiles outer: a tile's input (C x PD_NV vectors) is reused by every k-tile of the block.
+// Output channels past kvalid read the panel's zero padding (PD_NK divides KB) and are not
+// stored.
+static void direct_planes(const PlanesDirectArgs* a, const T* x, T* y, const T* wpanel,
+                          const T* bias, int64_t kvalid, int64_t np) {
+  const int64_t tile = PD_NV * V::N;
+  for (int64_t p0 = 0; p0 < np; p0 += tile) {
+    for (int64_t k0 = 0; k0 < kvalid; k0 += PD_NK) {
+      planes_direct_tile<PD_NK, PD_NV>(a, x + p0, y + k0 * a->yk + p0, wpanel + k0,
+                                       bias ? bias + k0 : nullptr, tc_min(PD_NK, kvalid - k0),
+                                       tc_min(tile, np - p0));
     }
   }
 }
@@ -1417,7 +1482,8 @@ static double fma_loop(int64_t iters, T* sink) {
 
 static const KernelTableT<T> kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
-    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, &depthwise_pixels,
+    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, PD_NK,
+    PD_NV * V::N, &direct_planes, &depthwise_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, &grad_weight_planes,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &depthwise_plane_grad_weight,
     TC_GROUPED, &transpose_rows, &winograd_input, &winograd_output, &winograd_weights,

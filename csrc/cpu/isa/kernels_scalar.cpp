@@ -22,6 +22,8 @@ namespace scalar {
 #define GW_WIDE_NC 4
 #define GW_NV 4
 #define GW_NC 4
+#define PD_NK 4
+#define PD_NV 4
 #define PG_NK 4
 #define PG_NC 4
 #define DW_NP 4
