@@ -175,7 +175,7 @@ def test_matches_float64_reference(isa, case, layout, dtype):
                dtype=dtype)
 
 
-# Winograd F(2x2, 3x3): float32, stride 1, 3x3, one group, >= 16 channels, >= 64 output
+# Winograd F(2x2, 3x3): float32, stride 1, 3x3, one group, >= 16 channels, >= 32 output
 # tiles. (N, C, H, W, K, padding, dilation)
 WINOGRAD_CASES = [
     (2, 16, 16, 16, 16, 1, 1),        # exact vector multiples
@@ -186,6 +186,7 @@ WINOGRAD_CASES = [
     (1, 64, 16, 16, 128, 1, 1),       # wide GEMM tiles (64 output channels)
     (2, 300, 12, 12, 20, 1, 1),       # GEMM sums over more than one group of blocks
     (9, 16, 6, 6, 16, 1, 1),          # 9 tiles per image: tasks span images
+    (1, 32, 12, 11, 24, 1, 1),        # 36 tiles, one image (N=1 latency-like)
     (2, 16, 20, 22, 16, 2, 2),        # dilated (DeepLab-like): 2 x 2 phases
     (2, 16, 13, 15, 24, 1, 2),        # dilated, phases of different sizes
     (1, 24, 25, 19, 20, (3, 1), (3, 2)),  # dilation and padding differ per dimension
@@ -246,6 +247,18 @@ def test_winograd(isa, case, layout):
             assert torch.equal(ours, other)  # direct
         else:
             assert not torch.equal(ours, other)
+
+
+def test_winograd_needs_32_tiles(isa):
+    """Below 32 output tiles the weight transform does not pay: the direct kernels run."""
+    gen = torch.Generator().manual_seed(5)
+    for H, uses_winograd in ((10, False), (11, True)):  # 25 / 36 tiles
+        x = torch.randn(1, 32, H, H, generator=gen)
+        w = torch.randn(24, 32, 3, 3, generator=gen)
+        y = ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+        with winograd_off():
+            direct = ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+        assert torch.equal(y, direct) != uses_winograd
 
 
 @pytest.mark.parametrize("layout", ["nchw", "cl"])

@@ -17,7 +17,7 @@
 //  * few output channels per group and a long reduction (kpg <= 4, cpg >= VL; e.g. grad_input
 //    of an RGB stem): vectorised over the reduction channels, horizontal sum at the end
 //    (use_reduce).
-//  * float32 3x3, stride 1, one group, >= 16 input and output channels and >= 64 output tiles
+//  * float32 3x3, stride 1, one group, >= 16 input and output channels and >= 32 output tiles
 //    of 2x2 (use_winograd; forward and grad_input): Winograd F(2x2, 3x3), 16 products per
 //    tile instead of 36, as 16 GEMMs on the direct kernel (tiles as pixels, sums in blocks of
 //    16 products); dilated ones as dilation phases of undilated ones; inputs or weights with
@@ -971,8 +971,10 @@ std::atomic<bool>& winograd_switch() {
 // enough channels that the 16 GEMMs dominate the input / output transforms, and enough tiles
 // that they pay for transforming the weights (16 / 9 of the weight written per call: on
 // Zen 5, 512 x 512 channels on 8 x 7 x 7 images (128 tiles) ran 1.1-1.3x faster than the
-// direct kernel, 256 x 256 on 1 x 14 x 14 (49 tiles) 0.95x).
-constexpr int64_t kWinogradMinTiles = 64;
+// direct kernel; 256 x 256 on 1 x 14 x 14 (49 tiles) measured 0.95x at the time, 1.3-1.9x
+// after later work on the transforms and the kernels, and 1 x 12 x 12 (36 tiles) 1.3-1.9x:
+// in alternating processes, 2 threads, NCHW and channels_last).
+constexpr int64_t kWinogradMinTiles = 32;
 int64_t winograd_tiles(int64_t N, int64_t OH, int64_t OW) {
   return N * ceil_div(OH, 2) * ceil_div(OW, 2);
 }
