@@ -1357,12 +1357,7 @@ void run_planes_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d
       }
     }
   });
-  T* gw = grad_weight.mutable_data_ptr<T>();
-  const int64_t ws0 = grad_weight.stride(0), ws1 = grad_weight.stride(1);
-  at::parallel_for(0, G * kpg, 64, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k)
-      for (int64_t c = 0; c < cpg; ++c) gw[k * ws0 + c * ws1] = sums.ap[k * cpg + c];
-  });
+  grad_weight.copy_(sums.acc.view(grad_weight.sizes()));  // [K][cpg] into the weight's strides
 }
 
 // Depthwise weight gradient of channel c, one product per valid window position in order.
