@@ -1,7 +1,13 @@
 #include "conv2d_checks.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <sstream>
 
@@ -15,13 +21,181 @@ bool is_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-// F.conv2d returns channels_last when either operand is channels_last, except float64 on CUDA
-// (cuDNN has no channels_last double kernels, and native falls back to contiguous).
+// Whether F.conv2d returns channels_last for operands `a`, `b` (input and weight, or grad_output
+// and the other operand in the backward ops) when their layouts alone decide: channels_last when
+// either one is, except float64 on CUDA (cuDNN has no channels_last double kernels, and native
+// falls back to contiguous).
 bool result_is_channels_last(const at::Tensor& a, const at::Tensor& b) {
   if (a.is_cuda() && c10::toRealValueType(a.scalar_type()) == at::kDouble) {
     return false;
   }
   return is_channels_last(a) || is_channels_last(b);
+}
+
+// --- F.conv2d's result layout on CPU for strides that do not decide it ------------------------
+// A tensor with size-1 dimensions can look channels_last and contiguous at once; native's result
+// then depends on the backend it picks. oneDNN follows the rule above. Its fallback (float64,
+// float16/bfloat16 without oneDNN support, some small float32 calls) first makes both operands
+// dense in the format the rule above chose, and a grouped call then runs each group on a dense
+// copy of its slice and concatenates the results: a slice can stop looking channels_last (an
+// N x 1 x 1 x 1 one does), and the result follows the slices. Complex calls combine three real
+// convolutions (Gauss) with elementwise ops, whose layout is TensorIterator's. These rules are
+// replayed on data-less meta twins of the operands, so PyTorch's own stride logic answers.
+
+at::MemoryFormat format_of(bool channels_last) {
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// False when a size or stride of `t` is symbolic (then the plain rule holds).
+bool has_concrete_layout(const at::Tensor& t) {
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (!t.sym_size(d).maybe_as_int() || !t.sym_stride(d).maybe_as_int()) return false;
+  }
+  return true;
+}
+
+// The dense copy `t.contiguous(format)` would give (or `t` itself when it already is dense).
+at::Tensor dense_as(const at::Tensor& t, at::MemoryFormat format) {
+  return t.is_contiguous(format) ? t : at::empty(t.sizes(), t.options().memory_format(format));
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// AVX-VNNI-INT8 with AVX-NE-CONVERT: the AVX2 level at which oneDNN runs bfloat16/float16.
+bool cpu_has_avx2_vnni_2() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
+  return (edx & (1u << 4)) && (edx & (1u << 5)) && __builtin_cpu_supports("avx2");
+}
+bool cpu_has_avx512_core() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+// PyTorch's oneDNN device checks for reduced-precision convolutions.
+bool cpu_has_onednn_bf16() {
+  static const bool has = cpu_has_avx512_core() || cpu_has_avx2_vnni_2();
+  return has;
+}
+bool cpu_has_onednn_fp16() {
+  static const bool has = (cpu_has_avx512_core() && __builtin_cpu_supports("avx512fp16")) ||
+                          cpu_has_avx2_vnni_2();
+  return has;
+}
+#else
+bool cpu_has_onednn_bf16() { return false; }
+bool cpu_has_onednn_fp16() { return false; }
+#endif
+
+// PyTorch's CPU backend choice for a real convolution of `x` (ConvParams::use_mkldnn).
+bool native_cpu_uses_onednn(const at::Tensor& x, const at::Tensor& w, bool strided, bool dilated,
+                            int64_t groups) {
+  if (!at::globalContext().userEnabledMkldnn()) return false;
+  switch (x.scalar_type()) {
+    case at::kBFloat16: return cpu_has_onednn_bf16();
+    case at::kHalf: return cpu_has_onednn_fp16();
+    case at::kFloat: break;
+    default: return false;
+  }
+  const int64_t batch = x.size(0);
+  const bool one_by_one = w.size(2) == 1 && w.size(3) == 1;
+  return (strided || dilated || batch >= 16 || !one_by_one || at::get_num_threads() > 1) &&
+         (groups > 1 || (w.size(2) > 3 && w.size(3) > 3) || batch > 1 || x.numel() > 20480);
+}
+
+// Layout of a real CPU convolution of meta twins `x` (after any 'same' padding copy) and `w`.
+bool native_cpu_real_channels_last(const at::Tensor& x, const at::Tensor& w,
+                                   at::IntArrayRef out_size, bool strided, bool dilated,
+                                   int64_t groups) {
+  const bool by_operands = is_channels_last(x) || is_channels_last(w);
+  if (native_cpu_uses_onednn(x, w, strided, dilated, groups)) return by_operands;
+  at::Tensor xd = dense_as(x, format_of(by_operands));
+  at::Tensor wd = dense_as(w, format_of(by_operands));
+  if (groups == 1) return is_channels_last(xd) || is_channels_last(wd);
+  const at::Tensor x_group = dense_as(xd.narrow(1, 0, xd.size(1) / groups),
+                                      xd.suggest_memory_format());
+  const at::Tensor w_group = dense_as(wd.narrow(0, 0, wd.size(0) / groups),
+                                      wd.suggest_memory_format());
+  const bool group_channels_last = is_channels_last(x_group) || is_channels_last(w_group);
+  std::vector<int64_t> group_size(out_size.begin(), out_size.end());
+  group_size[1] /= groups;
+  const at::Tensor group_result = at::empty(
+      group_size, x.options().memory_format(format_of(group_channels_last)));
+  return is_channels_last(group_result);  // at::cat keeps the format its pieces suggest
+}
+
+// Result layout of F.conv2d on CPU for concrete 4-D `input`, `weight`; `padded_size` is the
+// size of the zero-padded copy an asymmetric 'same' makes of the input (empty when none).
+bool native_cpu_result_channels_last(const at::Tensor& input, const at::Tensor& weight,
+                                     at::IntArrayRef padded_size, at::IntArrayRef out_size,
+                                     bool strided, bool dilated, int64_t groups) {
+  // The replay must not reach FakeTensorMode or functionalization when tracing.
+  c10::impl::ExcludeDispatchKeyGuard plain_dispatch(
+      c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
+                           c10::DispatchKey::Functionalize}));
+  const auto twin = [](const at::Tensor& t) {
+    at::Tensor m = at::empty_strided(t.sizes(), t.strides(),
+                                     at::TensorOptions().device(at::kMeta).dtype(t.dtype()));
+    return t.is_conj() ? at::empty_like(m) : m;  // resolve_conj() makes a copy
+  };
+  at::Tensor x = twin(input);
+  const at::Tensor w = twin(weight);
+  if (!padded_size.empty()) {
+    x = at::empty(padded_size, x.options().memory_format(x.suggest_memory_format()));
+  }
+  if (!x.is_complex()) {
+    return native_cpu_real_channels_last(x, w, out_size, strided, dilated, groups);
+  }
+  const auto parts = [](const at::Tensor& t) {
+    const at::Tensor pairs = at::view_as_real(t);
+    return std::make_pair(pairs.select(-1, 0), pairs.select(-1, 1));
+  };
+  const auto [x_re, x_im] = parts(x);
+  const auto [w_re, w_im] = parts(w);
+  const auto real_result = [&](const at::Tensor& a, const at::Tensor& b) {
+    const bool cl = native_cpu_real_channels_last(a, b, out_size, strided, dilated, groups);
+    return at::empty(out_size, a.options().memory_format(format_of(cl)));
+  };
+  const at::Tensor re_re = real_result(x_re, w_re);
+  const at::Tensor im_im = real_result(x_im, w_im);
+  const at::Tensor sums = real_result(x_re + x_im, w_re + w_im);
+  const at::Tensor result =
+      re_re - im_im + c10::Scalar(c10::complex<double>(0, 1)) * (sums - re_re - im_im);
+  return result.is_contiguous(at::MemoryFormat::ChannelsLast) && !result.is_contiguous();
+}
+
+// plan_forward's layout on CPU: the replay above when every size is known, else `plain`.
+bool cpu_result_is_channels_last(const at::Tensor& input, const at::Tensor& weight,
+                                 const ConvPlan& plan, const std::vector<SymInt>& pad_lead,
+                                 const std::vector<SymInt>& pad_trail, bool plain) {
+  const auto& g = plan.geometry;
+  const auto groups = g.groups.maybe_as_int();
+  const auto out_h = g.out_height.maybe_as_int(), out_w = g.out_width.maybe_as_int();
+  if (!has_concrete_layout(input) || !has_concrete_layout(weight) ||
+      !groups || !out_h || !out_w || input.numel() == 0) {
+    return plain;
+  }
+  std::vector<int64_t> padded_size;
+  bool strided = false, dilated = false;
+  const SymInt* dilation[2] = {&g.dilation_h, &g.dilation_w};
+  const SymInt* stride[2] = {&g.stride_h, &g.stride_w};
+  for (int d = 0; d < 2; ++d) {
+    const auto lead = pad_lead[d].maybe_as_int(), trail = pad_trail[d].maybe_as_int();
+    const auto s = stride[d]->maybe_as_int(), dil = dilation[d]->maybe_as_int();
+    if (!lead || !trail || !s || !dil) return plain;
+    strided = strided || *s != 1;
+    dilated = dilated || *dil != 1;
+    if (*lead != *trail) padded_size = input.sizes().vec();  // asymmetric 'same'
+  }
+  if (!padded_size.empty()) {
+    for (int d = 0; d < 2; ++d) {
+      padded_size[d + 2] += (pad_trail[d] - pad_lead[d]).expect_int();
+    }
+  }
+  if (padded_size.empty() && native_cpu_uses_onednn(input, weight, strided, dilated, *groups)) {
+    return plain;  // the common case needs no replay
+  }
+  const std::vector<int64_t> out_size{input.size(0), weight.size(0), *out_h, *out_w};
+  return native_cpu_result_channels_last(input, weight, padded_size, out_size, strided, dilated,
+                                         *groups);
 }
 
 // F.conv2d accepts one value (broadcast) or one per spatial dimension.
@@ -230,6 +404,10 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
                      stride[0] + 1;
   g.out_width = (g.in_width + pad_lead[1] + pad_trail[1] - dilation[1] * (w[3] - 1) - 1) /
                     stride[1] + 1;
+  if (input.device().is_cpu()) {
+    plan.channels_last = cpu_result_is_channels_last(input, weight, plan, pad_lead, pad_trail,
+                                                     plan.channels_last);
+  }
   return plan;
 }
 
