@@ -5,6 +5,7 @@ Each test selects an ISA through torchconv._C.set_cpu_isa and restores the previ
 thread count) afterwards. "generic" (fast paths off) runs only the cheap tests.
 """
 
+import os
 import random
 
 import pytest
@@ -557,6 +558,99 @@ def test_complex_on_real_kernels(isa, layout, case, dtype):
             continue
         err_native = (n.to(torch.complex128) - r).abs().max().item() / scale
         assert err <= max(4 * err_native, 2e-6), (err, err_native)
+
+
+# Packed weights are kept between calls (WeightCache in csrc/cpu/fast_paths.cpp): a result must
+# follow every change of the weights, and equal, bit for bit, what packing afresh gives.
+# (kind, weight size, stride): Winograd (3x3 over >= 32 tiles), direct 5x5, a stride-2 input
+# gradient (per-phase packs), float64 direct.
+PACK_CASES = [("winograd", 3, 1, torch.float32), ("direct", 5, 1, torch.float32),
+              ("phases", 3, 2, torch.float32), ("float64", 3, 1, torch.float64)]
+
+
+def _packed_results(x, w, gy, R, stride):
+    pad = [R // 2, R // 2]
+    y = ops.conv2d(x, w, None, [stride, stride], pad, [1, 1], 1)
+    gi = ops.conv2d_grad_input(gy, w, list(x.shape), [stride, stride], pad, [1, 1], 1)
+    return y, gi
+
+
+def _check_packed(x, w, gy, R, stride):
+    y, gi = _packed_results(x, w, gy, R, stride)
+    xr, wr = x.double().requires_grad_(), w.double()
+    y64 = F.conv2d(xr, wr, None, stride, R // 2)
+    (gi64,) = torch.autograd.grad(y64, xr, gy.double())
+    tol = dict(rtol=1e-4, atol=1e-4) if x.dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y.double(), y64.detach(), **tol)
+    torch.testing.assert_close(gi.double(), gi64, **tol)
+    return y, gi
+
+
+@pytest.mark.parametrize("kind,R,stride,dtype", PACK_CASES, ids=[c[0] for c in PACK_CASES])
+def test_packed_weights_follow_the_weights(isa, kind, R, stride, dtype):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 16, 14, 14, generator=gen, dtype=dtype)
+    w = torch.randn(16, 16, R, R, generator=gen, dtype=dtype)
+    y_shape = F.conv2d(x, w, None, stride, R // 2).shape
+    gy = torch.randn(y_shape, generator=gen, dtype=dtype)
+    first = _check_packed(x, w, gy, R, stride)
+    again = _packed_results(x, w, gy, R, stride)  # served from the kept packing
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        w.mul_(-0.5)  # in place: the version counter moves
+    _check_packed(x, w, gy, R, stride)
+    w.data.add_(0.25)  # through .data: the version counter does not move, the values do
+    _check_packed(x, w, gy, R, stride)
+    w2 = w.detach().clone().contiguous(memory_format=torch.channels_last)  # same values, new
+    for a, b in zip(_packed_results(x, w, gy, R, stride), _packed_results(x, w2, gy, R, stride)):
+        assert torch.equal(a, b)
+    # two views of one storage at different offsets
+    both = torch.randn(32, 16, R, R, generator=gen, dtype=dtype)
+    _check_packed(x, both[:16], gy, R, stride)
+    _check_packed(x, both[16:], gy, R, stride)
+    # freed weights: a new tensor may get the same memory, never the old packing
+    for _ in range(3):
+        _check_packed(x, torch.randn(16, 16, R, R, generator=gen, dtype=dtype), gy, R, stride)
+
+
+def test_packed_weights_without_the_cache_are_identical(tmp_path):
+    """TORCHCONV_CPU_WEIGHT_CACHE_MB=0 (no kept packings) gives bitwise the same results."""
+    import subprocess
+    import sys
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(1, 32, 12, 12, generator=gen)
+    w = torch.randn(32, 32, 3, 3, generator=gen)
+    torch.save((x, w), tmp_path / "in.pt")
+    script = (
+        "import sys, torch, torchconv\n"
+        "x, w = torch.load(sys.argv[1])\n"
+        "ys = [torch.ops.torchconv.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)"
+        " for _ in range(2)]\n"
+        "torch.save(ys, sys.argv[2])\n")
+    for mb in ("0", "256"):
+        env = dict(os.environ, TORCHCONV_CPU_WEIGHT_CACHE_MB=mb)
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "in.pt"),
+                        str(tmp_path / f"out{mb}.pt")], check=True, env=env)
+    uncached, cached = torch.load(tmp_path / "out0.pt"), torch.load(tmp_path / "out256.pt")
+    for a, b in zip(uncached + cached, uncached[:1] * 4):
+        assert torch.equal(a, b)
+
+
+def test_packed_weights_from_many_threads(isa):
+    """Calls from several threads at once, each with its own weights (and shared ones), find
+    their own packings."""
+    from concurrent.futures import ThreadPoolExecutor
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(1, 16, 12, 12, generator=gen)
+    weights = [torch.randn(16, 16, 3, 3, generator=gen) for _ in range(6)]
+    expected = [ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1) for w in weights]
+
+    def run(i):
+        return [torch.equal(ops.conv2d(x, weights[(i + j) % 6], None, [1, 1], [1, 1], [1, 1], 1),
+                            expected[(i + j) % 6]) for j in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        assert all(all(r) for r in pool.map(run, range(8)))
 
 
 def test_isa_control():

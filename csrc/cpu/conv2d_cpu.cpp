@@ -79,6 +79,7 @@ bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, at::Tensor& result,
   if (result.scalar_type() == at::kFloat || result.scalar_type() == at::kDouble)
     return fast(a, b, result);
   if (fast::cpu_isa() == "generic") return false;  // no copies for nothing
+  const fast::WeightCacheBypass operands_are_copies;
   if (via_float32(result, [&](at::Tensor& out) { return fast(widened(a), widened(b), out); }))
     return true;
   return complex_via_real(a, b, result, fast);

@@ -19,6 +19,20 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                      at::Tensor& grad_weight);
 
+// While one lives on a thread, the fast paths do not keep packed weights between calls (see
+// WeightCache in fast_paths.cpp): for weights that are fresh copies every call (float16 widened
+// to float32, sums of complex parts), where a kept entry would never be found again.
+class WeightCacheBypass {
+ public:
+  WeightCacheBypass();
+  ~WeightCacheBypass();
+  WeightCacheBypass(const WeightCacheBypass&) = delete;
+  WeightCacheBypass& operator=(const WeightCacheBypass&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // ISA control: "avx512" | "avx2" | "scalar" | "generic" (fast paths off). set_cpu_isa throws
 // for an unknown name or an ISA this CPU lacks. Initial value: env TORCHCONV_CPU_ISA, else the
 // best the CPU supports.
