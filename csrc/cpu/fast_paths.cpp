@@ -11,6 +11,9 @@
 //    - otherwise channel-vectorised (DW_NP pixels x one channel vector per register tile),
 //      padding handled in the kernel (row-wise interior segments + per-pixel border taps), so
 //      a channels_last input is never copied.
+//  * grouped with at most 16 channels per group in and out, NCHW-like input and output
+//    (use_grouped_planes): as the depthwise plane path, a group's cpg input planes staged per
+//    task, its output channels 4 at a time over them (grouped_plane), no transposes;
 //  * grouped with few channels per group (kpg < VL, VL % kpg == 0, cpg <= kpg, e.g. ResNeXt
 //    4/4): one output vector spans VL/kpg groups; its input channels are loaded as one vector
 //    and spread to their lanes with one permutation per input channel (use_grouped).
@@ -1004,6 +1007,57 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at
   }
 }
 
+// ---- Grouped with few channels per group on NCHW planes (isa grouped_plane): a task stages
+// the cpg input planes of one group of one image (as for depthwise) and runs the group's output
+// channels 4 at a time over them, so NCHW operands are never transposed (ResNeXt 4 -> 4 over
+// 56 x 56 spent most of its time in the NHWC staging copy and the transposing stores).
+constexpr int64_t kGroupedPlaneMaxChannels = 16;  // per group, in and out
+
+template <typename T>
+bool use_grouped_planes(const Table<T>* kt, const Act<T>& x, const Out<T>& y, const Spec& sp) {
+  const int64_t VL = kt->vec_lanes;
+  return sp.G > 1 && !(sp.cpg == 1 && sp.kpg == 1) && sp.cpg <= kGroupedPlaneMaxChannels &&
+         sp.kpg <= kGroupedPlaneMaxChannels && use_plane(kt, x, y.sc, y.C, sp, y.H, y.W) &&
+         sp.cpg * plane_geom(sp, y.H, y.W, VL).elems * int64_t(sizeof(T)) <= kPlaneBytes;
+}
+
+// wk: (G, kpg, cpg, R, S), any strides; bias: G * kpg values or none.
+template <typename T>
+void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
+                        const at::Tensor& wk, const std::optional<at::Tensor>& bias,
+                        const Out<T>& y) {
+  const int64_t RS = sp.R * sp.S, nKB = ceil_div(sp.kpg, 4);
+  // [G][k-block][tap][cpg][4], zero past kpg
+  const at::Tensor w = pad_dim(wk.reshape({sp.G, sp.kpg, sp.cpg, RS}), 1, nKB * 4)
+                           .view({sp.G, nKB, 4, sp.cpg, RS})
+                           .permute({0, 1, 4, 3, 2})
+                           .contiguous();
+  const at::Tensor b =
+      bias.has_value() ? pad_dim(bias->reshape({sp.G, sp.kpg}), 1, nKB * 4).contiguous()
+                       : at::Tensor();
+  const T* wp = w.const_data_ptr<T>();
+  const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
+  PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
+  plan.args.stream = stream_output<T>(y.N * y.C * y.H * y.W);
+  const int64_t elems = plan.pg.elems, ntasks = x.N * sp.G;
+  const int64_t workers = worker_count(ntasks, 1);
+  at::Tensor scratch = at::empty({workers * sp.cpg * elems}, options_of<T>());
+  dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
+    const int64_t n = t / sp.G, g = t % sp.G;
+    T* staged = scratch.data_ptr<T>() + worker * sp.cpg * elems;
+    for (int64_t j = 0; j < sp.cpg; ++j) {
+      kt->stage_plane(x.p + n * x.sn + (g * sp.cpg + j) * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl,
+                      plan.pg.Hp, sp.sw, plan.pg.Wq, staged + j * elems);
+    }
+    for (int64_t kb = 0; kb < nKB; ++kb) {
+      const int64_t k0 = g * sp.kpg + kb * 4;
+      kt->grouped_plane(&plan.args, staged, elems, sp.cpg, y.p + n * y.sn + k0 * y.sc, y.sc,
+                        std::min<int64_t>(4, sp.kpg - kb * 4), wp + (g * nKB + kb) * RS * sp.cpg * 4,
+                        bp ? bp + (g * nKB + kb) * 4 : nullptr);
+    }
+  });
+}
+
 template <typename T>
 void run_grouped(const Table<T>* kt, const Act<T>& x, const Spec& sp, const T* wpack,
                  const T* bpack, const Out<T>& y) {
@@ -1566,6 +1620,10 @@ bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
     run_depthwise(kt, x, sp, w.reshape({g.out_channels, sp.R, sp.S}), bias, y);
     return true;
   }
+  if (use_grouped_planes(kt, x, y, sp)) {
+    run_grouped_planes(kt, x, sp, w, bias, y);
+    return true;
+  }
   if (use_grouped(kt, sp.G, sp.cpg, sp.kpg)) {
     const at::Tensor wp =
         pack_grouped(w.reshape({g.out_channels, sp.cpg, sp.R, sp.S}), kt->vec_lanes);
@@ -1639,6 +1697,8 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
       };
       if (depthwise) {
         run_depthwise(kt, d, ps, wc().reshape({g.in_channels, J, JS}), std::nullopt, oo);
+      } else if (use_grouped_planes(kt, d, oo, ps)) {
+        run_grouped_planes(kt, d, ps, wc(), std::nullopt, oo);
       } else if (use_grouped(kt, G, kpg, cpg)) {
         const at::Tensor wp =
             pack_grouped(wc().reshape({g.in_channels, kpg, J, JS}), kt->vec_lanes);

@@ -137,6 +137,14 @@ using DepthwisePlaneFn = void (*)(const PlaneArgs* a, const T* x, T* y, const T*
 template <typename T>
 using StagePlaneFn = void (*)(const T* src, int64_t src_row, int64_t H, int64_t W, int64_t pt,
                               int64_t pl, int64_t Hp, int64_t sw, int64_t Wq, T* dst);
+// Grouped convolution on NCHW planes, one group and up to 4 of its output channels: x holds
+// the group's cpg input planes staged as for depthwise_plane, xplane elements apart; y is the
+// first output plane, the others yk apart, kn <= 4 of them stored. w: [R*S][cpg][4] (output
+// channels past kn zero), bias: 4 values or null. Per output: taps in order, input channels in
+// order, then the bias (the order of the channel-vectorised grouped kernel).
+template <typename T>
+using GroupedPlaneFn = void (*)(const PlaneArgs* a, const T* x, int64_t xplane, int64_t cpg,
+                                T* y, int64_t yk, int64_t kn, const T* w, const T* bias);
 // acc[R*S][VL] (+)= lane-wise sums of grad_output * input over the plane (the caller sums the
 // lanes at the end).
 template <typename T>
@@ -261,6 +269,7 @@ struct KernelTableT {
   DepthwiseGradWeightFn<T> depthwise_grad_weight;
   StagePlaneFn<T> stage_plane;
   DepthwisePlaneFn<T> depthwise_plane;
+  GroupedPlaneFn<T> grouped_plane;
   DepthwisePlaneGradWeightFn<T> depthwise_plane_grad_weight;
   GroupedFn<T> grouped;                      // null where VL == 1
   GroupedGradWeightFn<T> grouped_grad_weight;

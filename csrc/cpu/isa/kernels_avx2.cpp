@@ -29,6 +29,7 @@ namespace avx2 {
 #define DW_NP 6
 #define FMA_CHAINS 10
 #define PLANE_NS 8
+#define GP_NS 2
 #define TC_HAS_PERMUTE 1
 #define TC_ISA_NAME "avx2"
 

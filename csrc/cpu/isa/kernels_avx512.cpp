@@ -32,6 +32,7 @@ namespace avx512 {
 #define DW_NP 8
 #define FMA_CHAINS 16
 #define PLANE_NS 8
+#define GP_NS 4
 #define TC_HAS_PERMUTE 1
 #define TC_ISA_NAME "avx512"
 

@@ -18,6 +18,7 @@
 //                           (PG_NK * PG_NC a multiple of the lanes; one vector each)
 //   DW_NP                 : pixels per depthwise tile
 //   PLANE_NS              : row vectors per tile of the NCHW-plane depthwise kernels
+//   GP_NS                 : row vectors per tile of the NCHW-plane grouped kernel (x 4 outputs)
 //   FMA_CHAINS            : independent chains of the FMA peak loop
 // No includes here (see kernel_api.h for why).
 
@@ -1014,6 +1015,90 @@ static void depthwise_plane(const PlaneArgs* a, const T* x, T* y, const T* w,
   if (a->stream) V::fence();
 }
 
+// Grouped on NCHW planes (see GroupedPlaneFn): register tile of 4 output channels x NS row
+// vectors; each input vector loaded once per (tap, channel) serves the 4 outputs.
+template <int NS>
+static void grouped_plane_tile(const PlaneArgs* a, const T* const* xs, T* const* ys,
+                               const int64_t* valid, int64_t xplane, int64_t cpg, int64_t yk,
+                               int64_t kn, const T* w, const T* bias) {
+  typedef V::reg reg;
+  reg acc[4][NS];
+  TC_UNROLL for (int k = 0; k < 4; ++k) {
+    TC_UNROLL for (int i = 0; i < NS; ++i) acc[k][i] = V::zero();
+  }
+  const int64_t RS = a->R * a->S;
+  for (int64_t t = 0; t < RS; ++t) {
+    const int64_t off = a->tap_offset[t];
+    const T* wt = w + t * cpg * 4;
+    for (int64_t j = 0; j < cpg; ++j) {
+      reg xv[NS];
+      TC_UNROLL for (int i = 0; i < NS; ++i) xv[i] = V::load(xs[i] + j * xplane + off);
+      TC_UNROLL for (int k = 0; k < 4; ++k) {
+        const reg wv = V::bcast(wt + j * 4 + k);
+        TC_UNROLL for (int i = 0; i < NS; ++i) acc[k][i] = V::fma(xv[i], wv, acc[k][i]);
+      }
+    }
+  }
+  for (int64_t k = 0; k < kn; ++k) {
+    const reg b = bias ? V::set1(bias[k]) : V::zero();
+    for (int i = 0; i < NS; ++i) {
+      const reg v = bias ? V::add(acc[k][i], b) : acc[k][i];
+      T* yo = ys[i] + k * yk;
+      if (a->yw == 1) {
+        // valid < 0: a full store may spill into the next row (see plane_tile)
+        if (valid[i] >= V::N && a->stream) V::stream(yo, v);
+        else if (valid[i] >= V::N || valid[i] < 0) V::store(yo, v);
+        else V::store_n(yo, v, (int)valid[i]);
+      } else {
+        T buf[V::N];
+        V::store(buf, v);
+        for (int64_t l = 0; l < tc_abs(valid[i]); ++l) yo[l * a->yw] = buf[l];
+      }
+    }
+  }
+}
+
+template <int K>
+struct GroupedPlaneDispatch {
+  static void run(int ns, const PlaneArgs* a, const T* const* xs, T* const* ys,
+                  const int64_t* valid, int64_t xplane, int64_t cpg, int64_t yk, int64_t kn,
+                  const T* w, const T* bias) {
+    if (ns == K) grouped_plane_tile<K>(a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
+    else GroupedPlaneDispatch<K - 1>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
+  }
+};
+template <>
+struct GroupedPlaneDispatch<0> {
+  static void run(int, const PlaneArgs*, const T* const*, T* const*, const int64_t*, int64_t,
+                  int64_t, int64_t, int64_t, const T*, const T*) {}
+};
+
+static void grouped_plane(const PlaneArgs* a, const T* x, int64_t xplane, int64_t cpg, T* y,
+                          int64_t yk, int64_t kn, const T* w, const T* bias) {
+  const T* xs[GP_NS];
+  T* ys[GP_NS];
+  int64_t valid[GP_NS];
+  const int64_t ncol = (a->OW + V::N - 1) / V::N;
+  const bool dense_rows = a->yw == 1 && a->yh == a->OW;
+  int ns = 0;
+  for (int64_t oh = 0; oh < a->OH; ++oh) {
+    for (int64_t v = 0; v < ncol; ++v) {
+      const int64_t ow = v * V::N;
+      xs[ns] = x + oh * a->sh * a->xh + ow;
+      ys[ns] = y + oh * a->yh + ow * a->yw;
+      valid[ns] = tc_min(V::N, a->OW - ow);
+      if (dense_rows && valid[ns] < V::N && (oh * a->OW + ow + V::N) <= a->OH * a->OW)
+        valid[ns] = -valid[ns];
+      if (++ns == GP_NS) {
+        GroupedPlaneDispatch<GP_NS>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
+        ns = 0;
+      }
+    }
+  }
+  if (ns) GroupedPlaneDispatch<GP_NS>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
+  if (a->stream) V::fence();
+}
+
 // Taps [t0, t0 + NT) of the plane's grad_weight; lanes past OW multiply zeros.
 template <int NT>
 static void plane_gw_taps(const PlaneArgs* a, const T* x, const T* dy, T* acc,
@@ -1485,7 +1570,8 @@ static const KernelTableT<T> kTable = {
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, PD_NK,
     PD_NV * V::N, &direct_planes, &depthwise_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, &grad_weight_planes,
-    &depthwise_grad_weight, &stage_plane, &depthwise_plane, &depthwise_plane_grad_weight,
+    &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,
+    &depthwise_plane_grad_weight,
     TC_GROUPED, &transpose_rows, &winograd_input, &winograd_output, &winograd_weights,
     &winograd_grad_output, &winograd_weight_grad,
     &fma_loop,

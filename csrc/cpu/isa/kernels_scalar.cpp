@@ -29,6 +29,7 @@ namespace scalar {
 #define DW_NP 4
 #define FMA_CHAINS 8
 #define PLANE_NS 4
+#define GP_NS 1
 #define TC_HAS_PERMUTE 0
 #define TC_ISA_NAME "scalar"
 
