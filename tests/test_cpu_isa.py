@@ -324,9 +324,9 @@ def test_depthwise_nchw_planes(isa, case, dtype):
                dtype=dtype)
 
 
-# Grouped with at most 16 channels per group on NCHW planes (no NHWC copies): strides and
-# dilation (grad_input phases), 'same' with an even kernel, output-channel tails (kpg not a
-# multiple of 4), 16 -> 16.
+# Grouped with at most 16 channels per group on planes (NCHW read in place, channels_last
+# through transposes): strides and dilation (grad_input phases), 'same' with an even kernel,
+# output-channel tails (kpg not a multiple of 4), 16 -> 16.
 GROUPED_PLANE_CASES = [
     (2, 32, 13, 11, 32, 3, 3, 1, 1, 1, 8),       # 4 -> 4
     (1, 24, 15, 17, 36, 3, 3, 2, 1, 1, 6),       # 4 -> 6, stride 2
@@ -336,26 +336,28 @@ GROUPED_PLANE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", GROUPED_PLANE_CASES, ids=[str(c) for c in GROUPED_PLANE_CASES])
-def test_grouped_nchw_planes(isa, case, dtype):
-    check_case(*case, layout="nchw", dtype=dtype)
-    check_case(*case, layout="nchw", bias=False, seed=1, dtype=dtype)
+def test_grouped_planes(isa, case, dtype, layout):
+    check_case(*case, layout=layout, dtype=dtype)
+    check_case(*case, layout=layout, bias=False, seed=1, dtype=dtype)
 
 
-def test_grouped_nchw_planes_match_channels_last(isa):
-    """4 -> 4 per group: NCHW runs the plane kernel, channels_last the channel-vectorised one,
-    in the same summation order (taps, then channels, then the bias): equal bit for bit."""
+def test_grouped_planes_match_the_channel_kernel(isa):
+    """4 -> 4 per group, stride 2: NCHW runs the plane kernel, channels_last (stride_w > 1) the
+    channel-vectorised one, in the same summation order (taps, then channels, then the bias):
+    equal bit for bit."""
     if isa == "scalar":
         pytest.skip("the scalar ISA has no channel-vectorised grouped kernel to compare with")
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 32, 12, 19, generator=gen)
+    x = torch.randn(2, 32, 24, 37, generator=gen)
     w = torch.randn(32, 4, 3, 3, generator=gen)
     b = torch.randn(32, generator=gen)
     gy = torch.randn(2, 32, 12, 19, generator=gen)
     cl = [t.contiguous(memory_format=torch.channels_last) for t in (x, gy)]
-    nchw = run_ops(x, w, b, gy, 1, 1, 1, 8)
-    channels_last = run_ops(cl[0], w, b, cl[1], 1, 1, 1, 8)
+    nchw = run_ops(x, w, b, gy, 2, 1, 1, 8)
+    channels_last = run_ops(cl[0], w, b, cl[1], 2, 1, 1, 8)
     for a, c in zip(nchw[:2], channels_last[:2]):
         assert torch.equal(a, c)
 

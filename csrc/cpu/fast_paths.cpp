@@ -11,9 +11,10 @@
 //    - otherwise channel-vectorised (DW_NP pixels x one channel vector per register tile),
 //      padding handled in the kernel (row-wise interior segments + per-pixel border taps), so
 //      a channels_last input is never copied.
-//  * grouped with at most 16 channels per group in and out, NCHW-like input and output
-//    (use_grouped_planes): as the depthwise plane path, a group's cpg input planes staged per
-//    task, its output channels 4 at a time over them (grouped_plane), no transposes;
+//  * grouped with at most 16 channels per group in and out (use_grouped_planes): as the
+//    depthwise plane path, a group's cpg input planes staged per task, its output channels 4
+//    at a time over them (grouped_plane); NCHW rows are read in place, channels_last ones
+//    (stride_w 1) staged and written back through transposes of about a vector of channels;
 //  * grouped with few channels per group (kpg < VL, VL % kpg == 0, cpg <= kpg, e.g. ResNeXt
 //    4/4): one output vector spans VL/kpg groups; its input channels are loaded as one vector
 //    and spread to their lanes with one permutation per input channel (use_grouped).
@@ -1007,18 +1008,48 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at
   }
 }
 
-// ---- Grouped with few channels per group on NCHW planes (isa grouped_plane): a task stages
-// the cpg input planes of one group of one image (as for depthwise) and runs the group's output
+// ---- Grouped with few channels per group on planes (isa grouped_plane): a task stages the
+// cpg input planes of one group of one image (as for depthwise) and runs the group's output
 // channels 4 at a time over them, so NCHW operands are never transposed (ResNeXt 4 -> 4 over
-// 56 x 56 spent most of its time in the NHWC staging copy and the transposing stores).
+// 56 x 56 spent most of its time in the NHWC staging copy and the transposing stores), and
+// channels_last ones are, a vector of channels at a time (one group of 4 channels per task
+// took longer than the channel-vectorised kernel; about 16 channels per task beat it).
 constexpr int64_t kGroupedPlaneMaxChannels = 16;  // per group, in and out
 
 template <typename T>
 bool use_grouped_planes(const Table<T>* kt, const Act<T>& x, const Out<T>& y, const Spec& sp) {
   const int64_t VL = kt->vec_lanes;
+  const bool rows_in = x.sw == 1 && (x.sc != 1 || x.C == 1);
+  const bool channels_last_in = x.sc == 1 && sp.sw == 1;  // staged through transposes
   return sp.G > 1 && !(sp.cpg == 1 && sp.kpg == 1) && sp.cpg <= kGroupedPlaneMaxChannels &&
-         sp.kpg <= kGroupedPlaneMaxChannels && use_plane(kt, x, y.sc, y.C, sp, y.H, y.W) &&
-         sp.cpg * plane_geom(sp, y.H, y.W, VL).elems * int64_t(sizeof(T)) <= kPlaneBytes;
+         sp.kpg <= kGroupedPlaneMaxChannels && (rows_in || channels_last_in) &&
+         ceil_div(y.W, VL) * VL <= 2 * y.W &&
+         std::max(VL, sp.cpg) * plane_geom(sp, y.H, y.W, VL).elems * int64_t(sizeof(T)) <=
+             kPlaneBytes;  // the planes one task stages (run_grouped_planes)
+}
+
+// Stages input channels [c0, c0 + n) of image `image` as planes `elems` apart (see
+// StagePlaneFn); a channels_last input (unit channel stride, stride_w 1: one column phase)
+// through transposes of its rows.
+template <typename T>
+void stage_planes(const Table<T>* kt, const Act<T>& x, int64_t image, int64_t c0, int64_t n,
+                  const Spec& sp, const PlaneGeom& pg, int64_t elems, T* dst) {
+  const T* src = x.p + image * x.sn + c0 * x.sc;
+  if (x.sw == 1) {
+    for (int64_t j = 0; j < n; ++j) {
+      kt->stage_plane(src + j * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw, pg.Wq,
+                      dst + j * elems);
+    }
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) std::memset(dst + j * elems, 0, sizeof(T) * elems);
+  const int64_t col0 = std::max<int64_t>(0, -sp.pl), col1 = std::min(x.W, pg.Wq - sp.pl);
+  for (int64_t ih = std::max<int64_t>(0, -sp.pt); ih < std::min(x.H, pg.Hp - sp.pt); ++ih) {
+    if (col1 > col0) {
+      kt->transpose(src + ih * x.sh + col0 * x.sw, x.sw, col1 - col0, n,
+                    dst + (ih + sp.pt) * pg.Wq + col0 + sp.pl, elems);
+    }
+  }
 }
 
 // wk: (G, kpg, cpg, R, S), any strides; bias: G * kpg values or none.
@@ -1037,23 +1068,40 @@ void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                        : at::Tensor();
   const T* wp = w.const_data_ptr<T>();
   const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
-  PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
-  plan.args.stream = stream_output<T>(y.N * y.C * y.H * y.W);
-  const int64_t elems = plan.pg.elems, ntasks = x.N * sp.G;
-  const int64_t workers = worker_count(ntasks, 1);
-  at::Tensor scratch = at::empty({workers * sp.cpg * elems}, options_of<T>());
+  // Channels_last operands: a task takes about a vector of channels (several groups), so that
+  // the transposes that stage its input and (through per-worker scratch planes) write its
+  // output move whole vectors.
+  const bool channels_last_in = x.sw != 1, via_scratch = y.sw != 1 && y.sc == 1;
+  const int64_t VL = kt->vec_lanes, P = y.H * y.W;
+  const int64_t per_task =
+      channels_last_in || via_scratch ? std::max<int64_t>(1, VL / std::max(sp.cpg, sp.kpg)) : 1;
+  PlanePlan plan(sp, y.H, y.W, VL, via_scratch ? y.W : y.sh, via_scratch ? 1 : y.sw);
+  plan.args.stream = via_scratch ? 0 : stream_output<T>(y.N * y.C * P);
+  const int64_t elems = plan.pg.elems, tasks_per_image = ceil_div(sp.G, per_task);
+  const int64_t scratch_elems = per_task * (sp.cpg * elems + (via_scratch ? sp.kpg * P : 0));
+  const int64_t ntasks = x.N * tasks_per_image, workers = worker_count(ntasks, 1);
+  at::Tensor scratch = at::empty({workers * scratch_elems}, options_of<T>());
   dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
-    const int64_t n = t / sp.G, g = t % sp.G;
-    T* staged = scratch.data_ptr<T>() + worker * sp.cpg * elems;
-    for (int64_t j = 0; j < sp.cpg; ++j) {
-      kt->stage_plane(x.p + n * x.sn + (g * sp.cpg + j) * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl,
-                      plan.pg.Hp, sp.sw, plan.pg.Wq, staged + j * elems);
+    const int64_t n = t / tasks_per_image, g0 = t % tasks_per_image * per_task;
+    const int64_t ng = std::min(per_task, sp.G - g0);
+    T* staged = scratch.data_ptr<T>() + worker * scratch_elems;
+    T* out = staged + per_task * sp.cpg * elems;  // via_scratch: [channel][pixel]
+    stage_planes(kt, x, n, g0 * sp.cpg, ng * sp.cpg, sp, plan.pg, elems, staged);
+    for (int64_t g = g0; g < g0 + ng; ++g) {
+      for (int64_t kb = 0; kb < nKB; ++kb) {
+        const int64_t k0 = g * sp.kpg + kb * 4;
+        kt->grouped_plane(&plan.args, staged + (g - g0) * sp.cpg * elems, elems, sp.cpg,
+                          via_scratch ? out + (k0 - g0 * sp.kpg) * P : y.p + n * y.sn + k0 * y.sc,
+                          via_scratch ? P : y.sc, std::min<int64_t>(4, sp.kpg - kb * 4),
+                          wp + (g * nKB + kb) * RS * sp.cpg * 4,
+                          bp ? bp + (g * nKB + kb) * 4 : nullptr);
+      }
     }
-    for (int64_t kb = 0; kb < nKB; ++kb) {
-      const int64_t k0 = g * sp.kpg + kb * 4;
-      kt->grouped_plane(&plan.args, staged, elems, sp.cpg, y.p + n * y.sn + k0 * y.sc, y.sc,
-                        std::min<int64_t>(4, sp.kpg - kb * 4), wp + (g * nKB + kb) * RS * sp.cpg * 4,
-                        bp ? bp + (g * nKB + kb) * 4 : nullptr);
+    if (via_scratch) {
+      T* y0 = y.p + n * y.sn + g0 * sp.kpg * y.sc;
+      for (int64_t oh = 0; oh < y.H; ++oh) {
+        kt->transpose(out + oh * y.W, P, ng * sp.kpg, y.W, y0 + oh * y.sh, y.sw);
+      }
     }
   });
 }
