@@ -1268,7 +1268,7 @@ int64_t winograd_plane(int64_t elements) { return ceil_div(elements, 1024) * 102
 // input channel c of the spec read the 3x3 taps at w + k*ls + c*cs (rotated: grad_input).
 struct WinogradWeights {
   const at::Tensor* weight;  // the op's weight (K0, C0, 3, 3)
-  bool rotate;               // grad_input: the spec's output channel k is the weight's input channel
+  bool rotate;  // grad_input: the spec's output channel k is the weight's input channel
   static WinogradWeights forward(const at::Tensor& w) { return {&w, false}; }
   static WinogradWeights grad_input(const at::Tensor& w) { return {&w, true}; }
 };

@@ -903,7 +903,7 @@ static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const T* x,
 
 // ------------------------------------------------------------------------------------------
 // Depthwise on NCHW planes (see PlaneArgs): slots of one vector of consecutive output columns
-// of one row, PLANE_NS slots per register tile (rows wrap, so narrow planes still fill it).
+// of one row, PLANE_NS slots per register tile (for_plane_slots).
 
 // Rows are short: library memset / memcpy calls (which GCC would substitute for these loops)
 // cost more than the copies themselves.
@@ -943,6 +943,51 @@ static void stage_plane(const T* src, int64_t src_row, int64_t H, int64_t W, int
   }
 }
 
+// Stores one output vector of a plane kernel: `valid` lanes, or all of them where valid < 0
+// (a full store that may spill into the next row, which a later slot of this plane overwrites:
+// masked stores are slow on some CPUs); through the column stride where it is not 1.
+static inline void store_plane_vector(const PlaneArgs* a, T* y, V::reg v, int64_t valid) {
+  if (a->yw == 1) {
+    if (valid >= V::N && a->stream) V::stream(y, v);
+    else if (valid >= V::N || valid < 0) V::store(y, v);
+    else V::store_n(y, v, (int)valid);
+  } else {
+    T buf[V::N];
+    V::store(buf, v);
+    for (int64_t l = 0; l < tc_abs(valid); ++l) y[l * a->yw] = buf[l];
+  }
+}
+
+// Walks the plane's output vectors (rows wrap, so narrow planes still fill a tile) and calls
+// tile(ns, xs, ys, valid) for every NS of them (fewer at the end): their input origins, outputs
+// and valid lanes (negative: see store_plane_vector).
+template <int NS, typename Tile>
+static void for_plane_slots(const PlaneArgs* a, const T* x, T* y, const Tile& tile) {
+  const T* xs[NS];
+  T* ys[NS];
+  int64_t valid[NS];
+  const int64_t ncol = (a->OW + V::N - 1) / V::N;
+  const bool dense_rows = a->yw == 1 && a->yh == a->OW;
+  int ns = 0;
+  for (int64_t oh = 0; oh < a->OH; ++oh) {
+    for (int64_t v = 0; v < ncol; ++v) {
+      const int64_t ow = v * V::N;
+      xs[ns] = x + oh * a->sh * a->xh + ow;
+      ys[ns] = y + oh * a->yh + ow * a->yw;
+      valid[ns] = tc_min(V::N, a->OW - ow);
+      // a row tail of dense rows may be stored in full when the spill stays in this plane
+      if (dense_rows && valid[ns] < V::N && (oh * a->OW + ow + V::N) <= a->OH * a->OW)
+        valid[ns] = -valid[ns];
+      if (++ns == NS) {
+        tile(ns, xs, ys, valid);
+        ns = 0;
+      }
+    }
+  }
+  if (ns) tile(ns, xs, ys, valid);
+  if (a->stream) V::fence();
+}
+
 template <int NS>
 static void plane_tile(const PlaneArgs* a, const T* const* xs, T* const* ys,
                        const int64_t* valid, const T* w, T bias) {
@@ -956,21 +1001,8 @@ static void plane_tile(const PlaneArgs* a, const T* const* xs, T* const* ys,
     TC_UNROLL for (int i = 0; i < NS; ++i) acc[i] = V::fma(V::load(xs[i] + off), wv, acc[i]);
   }
   const reg b = V::set1(bias);
-  TC_UNROLL for (int i = 0; i < NS; ++i) acc[i] = V::add(acc[i], b);
-  if (a->yw == 1) {
-    // valid < 0: a full store may spill into the next row, which a later slot of this plane
-    // overwrites (masked stores are slow on some CPUs)
-    TC_UNROLL for (int i = 0; i < NS; ++i) {
-      if (valid[i] >= V::N && a->stream) V::stream(ys[i], acc[i]);
-      else if (valid[i] >= V::N || valid[i] < 0) V::store(ys[i], acc[i]);
-      else V::store_n(ys[i], acc[i], (int)valid[i]);
-    }
-  } else {
-    T buf[V::N];
-    for (int i = 0; i < NS; ++i) {
-      V::store(buf, acc[i]);
-      for (int64_t l = 0; l < tc_abs(valid[i]); ++l) ys[i][l * a->yw] = buf[l];
-    }
+  TC_UNROLL for (int i = 0; i < NS; ++i) {
+    store_plane_vector(a, ys[i], V::add(acc[i], b), valid[i]);
   }
 }
 
@@ -990,29 +1022,10 @@ struct PlaneDispatch<0> {
 
 static void depthwise_plane(const PlaneArgs* a, const T* x, T* y, const T* w,
                             T bias) {
-  const T* xs[PLANE_NS];
-  T* ys[PLANE_NS];
-  int64_t valid[PLANE_NS];
-  const int64_t ncol = (a->OW + V::N - 1) / V::N;
-  const bool dense_rows = a->yw == 1 && a->yh == a->OW;
-  int ns = 0;
-  for (int64_t oh = 0; oh < a->OH; ++oh) {
-    for (int64_t v = 0; v < ncol; ++v) {
-      const int64_t ow = v * V::N;
-      xs[ns] = x + oh * a->sh * a->xh + ow;
-      ys[ns] = y + oh * a->yh + ow * a->yw;
-      valid[ns] = tc_min(V::N, a->OW - ow);
-      // a row tail of dense rows may be stored in full when the spill stays in this plane
-      if (dense_rows && valid[ns] < V::N && (oh * a->OW + ow + V::N) <= a->OH * a->OW)
-        valid[ns] = -valid[ns];
-      if (++ns == PLANE_NS) {
-        PlaneDispatch<PLANE_NS>::run(ns, a, xs, ys, valid, w, bias);
-        ns = 0;
-      }
-    }
-  }
-  if (ns) PlaneDispatch<PLANE_NS>::run(ns, a, xs, ys, valid, w, bias);
-  if (a->stream) V::fence();
+  for_plane_slots<PLANE_NS>(a, x, y, [&](int ns, const T* const* xs, T* const* ys,
+                                         const int64_t* valid) {
+    PlaneDispatch<PLANE_NS>::run(ns, a, xs, ys, valid, w, bias);
+  });
 }
 
 // Grouped on NCHW planes (see GroupedPlaneFn): register tile of 4 output channels x NS row
@@ -1042,18 +1055,7 @@ static void grouped_plane_tile(const PlaneArgs* a, const T* const* xs, T* const*
   for (int64_t k = 0; k < kn; ++k) {
     const reg b = bias ? V::set1(bias[k]) : V::zero();
     for (int i = 0; i < NS; ++i) {
-      const reg v = bias ? V::add(acc[k][i], b) : acc[k][i];
-      T* yo = ys[i] + k * yk;
-      if (a->yw == 1) {
-        // valid < 0: a full store may spill into the next row (see plane_tile)
-        if (valid[i] >= V::N && a->stream) V::stream(yo, v);
-        else if (valid[i] >= V::N || valid[i] < 0) V::store(yo, v);
-        else V::store_n(yo, v, (int)valid[i]);
-      } else {
-        T buf[V::N];
-        V::store(buf, v);
-        for (int64_t l = 0; l < tc_abs(valid[i]); ++l) yo[l * a->yw] = buf[l];
-      }
+      store_plane_vector(a, ys[i] + k * yk, bias ? V::add(acc[k][i], b) : acc[k][i], valid[i]);
     }
   }
 }
@@ -1075,28 +1077,10 @@ struct GroupedPlaneDispatch<0> {
 
 static void grouped_plane(const PlaneArgs* a, const T* x, int64_t xplane, int64_t cpg, T* y,
                           int64_t yk, int64_t kn, const T* w, const T* bias) {
-  const T* xs[GP_NS];
-  T* ys[GP_NS];
-  int64_t valid[GP_NS];
-  const int64_t ncol = (a->OW + V::N - 1) / V::N;
-  const bool dense_rows = a->yw == 1 && a->yh == a->OW;
-  int ns = 0;
-  for (int64_t oh = 0; oh < a->OH; ++oh) {
-    for (int64_t v = 0; v < ncol; ++v) {
-      const int64_t ow = v * V::N;
-      xs[ns] = x + oh * a->sh * a->xh + ow;
-      ys[ns] = y + oh * a->yh + ow * a->yw;
-      valid[ns] = tc_min(V::N, a->OW - ow);
-      if (dense_rows && valid[ns] < V::N && (oh * a->OW + ow + V::N) <= a->OH * a->OW)
-        valid[ns] = -valid[ns];
-      if (++ns == GP_NS) {
-        GroupedPlaneDispatch<GP_NS>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
-        ns = 0;
-      }
-    }
-  }
-  if (ns) GroupedPlaneDispatch<GP_NS>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
-  if (a->stream) V::fence();
+  for_plane_slots<GP_NS>(a, x, y, [&](int ns, const T* const* xs, T* const* ys,
+                                      const int64_t* valid) {
+    GroupedPlaneDispatch<GP_NS>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
+  });
 }
 
 // Taps [t0, t0 + NT) of the plane's grad_weight; lanes past OW multiply zeros.
