@@ -274,6 +274,9 @@ struct DirectDispatch<NV, 0> {
                   const T*, int64_t) {}
 };
 
+// Elements per 64-byte cache line (software prefetches).
+static constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
+
 // Output pixel (oh, ow) goes to y + oh*yh + ow*yw - yoff.
 template <int NVX, int NPX>
 static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpanel,
@@ -318,12 +321,21 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
   // balanced tiles: ceil((p1-p0)/NP) tiles of nearly equal size (no 1-pixel stragglers)
   const int64_t ntiles = (p1 - p0 + NPX - 1) / NPX;
+  const bool prefetch = a->prefetch && a->R * a->S == 1 && a->xc == 1;
   for (int64_t t = 0, p = p0; p < p1; ++t) {
     const int np = (int)((p1 - p0) * (t + 1) / ntiles - (p1 - p0) * t / ntiles);
     for (int i = 0; i < np; ++i) {
       xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
       yp[i] = y + oh * a->yh + ow * a->yw - yoff;
       if (++ow == a->OW) { ow = 0; ++oh; }
+    }
+    if (prefetch) {  // the channels of the next tile's pixels (up to NPX of them)
+      int64_t qh = oh, qw = ow;
+      for (int64_t q = p + np; q < tc_min(p1, p + np + NPX); ++q) {
+        const T* xq = x + qh * a->sh * a->xh + qw * a->sw * a->xw;
+        for (int64_t c = 0; c < a->C; c += kLineElems) __builtin_prefetch(xq + c, 0, 3);
+        if (++qw == a->OW) { qw = 0; ++qh; }
+      }
     }
     DirectDispatch<NVX, NPX>::run(np, a, xp, yp, wpanel, bias, kvalid);
     p += np;
