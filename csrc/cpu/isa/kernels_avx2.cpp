@@ -47,6 +47,7 @@ struct V {
   static inline reg load(const float* p) { return _mm256_loadu_ps(p); }
   static inline reg load_n(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
   static inline reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static inline reg fma_bcast(const float* p, reg b, reg c) { return fma(bcast(p), b, c); }
   static inline void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
   static inline void stream(float* p, reg v) {
     if (((uintptr_t)p & 31) == 0) _mm256_stream_ps(p, v);
@@ -122,6 +123,7 @@ struct V {
   static inline reg load(const double* p) { return _mm256_loadu_pd(p); }
   static inline reg load_n(const double* p, int n) { return _mm256_maskload_pd(p, mask(n)); }
   static inline reg bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static inline reg fma_bcast(const double* p, reg b, reg c) { return fma(bcast(p), b, c); }
   static inline void store(double* p, reg v) { _mm256_storeu_pd(p, v); }
   static inline void store_n(double* p, reg v, int n) { _mm256_maskstore_pd(p, mask(n), v); }
   static inline void stream(double* p, reg v) {

@@ -49,6 +49,14 @@ struct V {
     return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
   }
   static inline reg bcast(const float* p) { return _mm512_set1_ps(*p); }
+  // c + (*p broadcast) * b with the broadcast embedded in the multiply-add's memory operand
+  // (no separate broadcast instruction; compilers keep one broadcast register per scalar when
+  // it feeds several multiply-adds, hence the asm). GoogLeNet 5x5 (192 -> 32, channels_last):
+  // 2-3% faster in every one of 3 alternating rounds.
+  static inline reg fma_bcast(const float* p, reg b, reg c) {
+    __asm__("vfmadd231ps %[x]%{1to16%}, %[b], %[c]" : [c] "+v"(c) : [b] "v"(b), [x] "m"(*p));
+    return c;
+  }
   static inline void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static inline void stream(float* p, reg v) {
     if (((uintptr_t)p & 63) == 0) _mm512_stream_ps(p, v);
@@ -136,6 +144,10 @@ struct V {
   static inline reg load(const double* p) { return _mm512_loadu_pd(p); }
   static inline reg load_n(const double* p, int n) { return _mm512_maskz_loadu_pd(first(n), p); }
   static inline reg bcast(const double* p) { return _mm512_set1_pd(*p); }
+  static inline reg fma_bcast(const double* p, reg b, reg c) {
+    __asm__("vfmadd231pd %[x]%{1to8%}, %[b], %[c]" : [c] "+v"(c) : [b] "v"(b), [x] "m"(*p));
+    return c;
+  }
   static inline void store(double* p, reg v) { _mm512_storeu_pd(p, v); }
   static inline void store_n(double* p, reg v, int n) { _mm512_mask_storeu_pd(p, first(n), v); }
   static inline void stream(double* p, reg v) {

@@ -5,7 +5,8 @@
 // per-type namespace, after that TU defined `struct V` (the vector wrapper; one per element
 // type) and the tile sizes (one set per TU):
 //   V::T element type (float / double); V::N lanes; V::reg; zero(), set1(f), load(p),
-//   load_n(p, n), bcast(p), store(p, v), store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c;
+//   load_n(p, n), bcast(p), store(p, v), store_n(p, v, n), add(a, b), fma(a, b, c) = a*b + c,
+//   fma_bcast(p, b, c) = fma(bcast(p), b, c);
 //   stream(p, v): a non-temporal store where p is vector-aligned (else a normal one), fence():
 //   orders streaming stores;
 //   transpose(src, sc, dst, dc, nc, nw): dst[i*dc + c] = src[c*sc + i], c < nc, i < nw <= N.
@@ -111,8 +112,9 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
             reg wv[NV];
             TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
             TC_UNROLL for (int p = 0; p < NP; ++p) {
-              const reg bx = V::bcast(xq[p] + c);
-              TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+              TC_UNROLL for (int j = 0; j < NV; ++j) {
+                acc[p][j] = V::fma_bcast(xq[p] + c, wv[j], acc[p][j]);
+              }
             }
             w += NV * V::N;
           }
@@ -650,8 +652,9 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
             reg dv[NV];
             TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = V::load(dr + j * V::N);
             TC_UNROLL for (int i = 0; i < NC; ++i) {
-              const reg b = V::bcast(xr + i * xc);
-              TC_UNROLL for (int j = 0; j < NV; ++j) A[i][j] = V::fma(b, dv[j], A[i][j]);
+              TC_UNROLL for (int j = 0; j < NV; ++j) {
+                A[i][j] = V::fma_bcast(xr + i * xc, dv[j], A[i][j]);
+              }
             }
             xr += step;
             dr += dyp;

@@ -44,6 +44,7 @@ struct Lane {
   static inline reg load(const E* p) { return *p; }
   static inline reg load_n(const E* p, int n) { return n > 0 ? *p : E(0); }
   static inline reg bcast(const E* p) { return *p; }
+  static inline reg fma_bcast(const E* p, reg b, reg c) { return fma(bcast(p), b, c); }
   static inline void store(E* p, reg v) { *p = v; }
   static inline void stream(E* p, reg v) { *p = v; }
   static inline void fence() {}
