@@ -112,8 +112,13 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
             reg wv[NV];
             TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
             TC_UNROLL for (int p = 0; p < NP; ++p) {
-              TC_UNROLL for (int j = 0; j < NV; ++j) {
-                acc[p][j] = V::fma_bcast(xq[p] + c, wv[j], acc[p][j]);
+              if (NV <= 2) {
+                TC_UNROLL for (int j = 0; j < NV; ++j) {
+                  acc[p][j] = V::fma_bcast(xq[p] + c, wv[j], acc[p][j]);
+                }
+              } else {
+                const reg bx = V::bcast(xq[p] + c);
+                TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
               }
             }
             w += NV * V::N;
@@ -652,8 +657,13 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
             reg dv[NV];
             TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = V::load(dr + j * V::N);
             TC_UNROLL for (int i = 0; i < NC; ++i) {
-              TC_UNROLL for (int j = 0; j < NV; ++j) {
-                A[i][j] = V::fma_bcast(xr + i * xc, dv[j], A[i][j]);
+              if (NV <= 2) {
+                TC_UNROLL for (int j = 0; j < NV; ++j) {
+                  A[i][j] = V::fma_bcast(xr + i * xc, dv[j], A[i][j]);
+                }
+              } else {
+                const reg b = V::bcast(xr + i * xc);
+                TC_UNROLL for (int j = 0; j < NV; ++j) A[i][j] = V::fma(b, dv[j], A[i][j]);
               }
             }
             xr += step;
