@@ -324,6 +324,20 @@ def test_depthwise_nchw_planes(isa, case, dtype):
                dtype=dtype)
 
 
+# Depthwise over rows narrower than half a vector (not the plane kernels): channel-vectorised,
+# NCHW output through per-worker scratch in whole-image chunks, a single image split into
+# blocks of channel vectors (with a partial last vector).
+@DTYPES
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("case", [(1, 40, 6, 6, 3, 1, 1), (3, 37, 7, 5, 3, 2, 1),
+                                  (1, 100, 4, 4, 5, 1, 2)])
+def test_depthwise_small_nchw_images(isa, case, threads, dtype):
+    N, C, H, W, R, st, pd = case
+    torch.set_num_threads(threads)
+    for layout in ("nchw", "cl"):
+        check_case(N, C, H, W, C, R, R, st, pd, 1, C, layout=layout, dtype=dtype)
+
+
 # Grouped with at most 16 channels per group on planes (NCHW read in place, channels_last
 # through transposes): strides and dilation (grad_input phases), 'same' with an even kernel,
 # output-channel tails (kpg not a multiple of 4), 16 -> 16.
@@ -414,7 +428,10 @@ def test_threads_bitwise_identical(isa, layout, dtype):
     # the first one runs through Winograd (float32)
     cases = [(2, 20, 13, 11, 36, 3, 3, 1, 1, 1, 1), (2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16),
              (2, 32, 10, 10, 32, 3, 3, 1, 1, 1, 8), (3, 40, 9, 9, 24, 1, 1, 2, 0, 1, 1),
-             (3, 70, 40, 40, 20, 1, 1, 1, 0, 1, 1), (2, 24, 40, 40, 36, 1, 1, 1, 0, 1, 1)]
+             (3, 70, 40, 40, 20, 1, 1, 1, 0, 1, 1), (2, 24, 40, 40, 36, 1, 1, 1, 0, 1, 1),
+             # depthwise over rows narrower than half a vector, one image: NCHW splits it
+             # into blocks of channel vectors that depend on the thread count
+             (1, 40, 6, 6, 40, 3, 3, 1, 1, 1, 40)]
     for (N, C, H, W, K, R, S, st, pd, dl, G) in cases:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
