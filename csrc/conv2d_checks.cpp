@@ -11,6 +11,8 @@
 
 #include <sstream>
 
+#include "cpu/fast_paths.h"
+
 namespace torchconv {
 namespace {
 
@@ -66,18 +68,15 @@ bool cpu_has_avx2_vnni_2() {
   if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
   return (edx & (1u << 4)) && (edx & (1u << 5)) && __builtin_cpu_supports("avx2");
 }
-bool cpu_has_avx512_core() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-}
 // PyTorch's oneDNN device checks for reduced-precision convolutions.
 bool cpu_has_onednn_bf16() {
-  static const bool has = cpu_has_avx512_core() || cpu_has_avx2_vnni_2();
+  static const bool has = cpu::fast::cpu_has_avx512_core() || cpu_has_avx2_vnni_2();
   return has;
 }
 bool cpu_has_onednn_fp16() {
-  static const bool has = (cpu_has_avx512_core() && __builtin_cpu_supports("avx512fp16")) ||
-                          cpu_has_avx2_vnni_2();
+  static const bool has =
+      (cpu::fast::cpu_has_avx512_core() && __builtin_cpu_supports("avx512fp16")) ||
+      cpu_has_avx2_vnni_2();
   return has;
 }
 #else

@@ -86,6 +86,12 @@
 #include "isa/kernel_api.h"
 
 namespace torchconv::cpu::fast {
+
+bool cpu_has_avx512_core() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
 namespace {
 
 template <typename T>
@@ -100,9 +106,8 @@ constexpr int64_t kStageBytes = int64_t(16) << 20;  // per staged chunk of image
 
 bool cpu_supports(const std::string& name) {
   if (name == "avx512") {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2");
+    return cpu_has_avx512_core() && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("avx2");
   }
   if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return name == "scalar" || name == "generic";
@@ -789,11 +794,6 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw,
                            /*stream=*/stream_output<T>(j.y.N * sp.G * sp.kpg * pl.P)};
-    // A 1x1 with one k-block reads each input pixel once, from memory where the input is
-    // large (MBv2 pointwise input gradient 144 -> 24 over 56 x 56, channels_last, 2 threads:
-    // 0.95x -> 1.07x of native; with more k-blocks it only cost: 256 -> 1024 over 14 x 14).
-    pl.a.prefetch = sp.R * sp.S == 1 && pl.nKB == 1 &&
-                    x.H * x.W * sp.cpg * int64_t(sizeof(T)) > kDirectPrefetchBytes;
     // (output pixels are renumbered from the task's first one: dense output rows needed)
     const int64_t chunk_max = ceil_div(pl.P, pl.nPC) + 64;  // chunk_begin rounds down < 64
     pl.planes = st.direct && use_direct_planes(kt, sp, st.xc, st.xh, st.xw, x.W, j.y);
@@ -810,6 +810,12 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
       pl.a.xc = 1, pl.a.xw = sp.cpg, pl.a.xh = j.y.W * sp.cpg, pl.a.sh = pl.a.sw = 1;
       panel_elems = std::max(panel_elems, sp.cpg * chunk_max);
     }
+    // A 1x1 with one k-block reads each input pixel once, from memory where the input is
+    // large (MBv2 pointwise input gradient 144 -> 24 over 56 x 56, channels_last, 2 threads:
+    // 0.95x -> 1.07x of native; with more k-blocks it only cost: 256 -> 1024 over 14 x 14).
+    // Not a pixel panel: the task has just written it.
+    pl.a.prefetch = sp.R * sp.S == 1 && pl.nKB == 1 && pl.a.xc == 1 && !pl.pixel_panel &&
+                    x.H * x.W * sp.cpg * int64_t(sizeof(T)) > kDirectPrefetchBytes;
     plans.push_back(pl);
   }
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {

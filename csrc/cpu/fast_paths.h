@@ -33,6 +33,10 @@ class WeightCacheBypass {
   bool previous_;
 };
 
+// AVX-512 F/BW/VL/DQ: part of the "avx512" path's requirement, and oneDNN's "avx512_core" (the
+// native CPU backend's choice that conv2d_checks.cpp replays).
+bool cpu_has_avx512_core();
+
 // ISA control: "avx512" | "avx2" | "scalar" | "generic" (fast paths off). set_cpu_isa throws
 // for an unknown name or an ISA this CPU lacks. Initial value: env TORCHCONV_CPU_ISA, else the
 // best the CPU supports.

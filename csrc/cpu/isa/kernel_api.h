@@ -36,8 +36,8 @@ struct DirectArgs {
   int64_t stream;
   // Products per block of the three-level sums (see TC_BLOCK in kernels_impl.h); 0: TC_BLOCK.
   int64_t block;
-  // 1: prefetch the next tile's input pixels (1x1, channel stride 1): for inputs read once
-  // from memory, where the tile would otherwise wait on its broadcasts' loads.
+  // 1: prefetch the next tile's input pixels (only for R = S = 1 and xc = 1): for inputs read
+  // once from memory, where the tile would otherwise wait on its broadcasts' loads.
   int64_t prefetch;
 };
 

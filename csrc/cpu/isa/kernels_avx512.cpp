@@ -51,9 +51,8 @@ struct V {
   static inline reg bcast(const float* p) { return _mm512_set1_ps(*p); }
   // c + (*p broadcast) * b with the broadcast embedded in the multiply-add's memory operand
   // (no separate broadcast instruction; compilers keep one broadcast register per scalar when
-  // it feeds several multiply-adds, hence the asm). The scalar is loaded once per multiply-add:
-  // the tiles use it for 2 vectors (GoogLeNet 5x5, 192 -> 32, channels_last: 2-4% faster in
-  // alternating rounds), not for 4 (the wide tiles: R50 stem 12.0 -> 13.5-14.0 ms).
+  // it feeds several multiply-adds, hence the asm). Loads the scalar once per multiply-add:
+  // see fma_scalar in kernels_impl.h for where that pays.
   static inline reg fma_bcast(const float* p, reg b, reg c) {
     __asm__("vfmadd231ps %[x]%{1to16%}, %[b], %[c]" : [c] "+v"(c) : [b] "v"(b), [x] "m"(*p));
     return c;
