@@ -112,6 +112,10 @@ CASES = [
     (1, 24, 40, 37, 24, 3, 3, 2, 1, 1, 24),   # strided
     (1, 17, 20, 22, 17, 5, 5, 1, (2, 3), (1, 2), 17),  # 5x5, asymmetric padding / dilation
     (1, 16, 18, 19, 16, 4, 2, 1, (1, 0), 1, 16),       # even kernel
+    # 3x3 depthwise weight gradients take every border pixel's taps at once: windows past
+    # the whole input (padding wider than the kernel reach), strides and dilations per axis
+    (2, 20, 5, 6, 20, 3, 3, 1, (3, 4), (2, 1), 20),
+    (1, 18, 9, 8, 18, 3, 3, (2, 3), (2, 1), (1, 2), 18),
     (1, 10, 9, 9, 20, 3, 3, 2, 1, 1, 10),     # channel multiplier 2
     (2, 128, 8, 8, 128, 3, 3, 1, 1, 1, 32),   # ResNeXt-like (4 per group)
     (1, 20, 8, 8, 40, 3, 3, 1, 1, 1, 5),      # 4 in / 8 out per group
