@@ -116,6 +116,9 @@ CASES = [
     # the whole input (padding wider than the kernel reach), strides and dilations per axis
     (2, 20, 5, 6, 20, 3, 3, 1, (3, 4), (2, 1), 20),
     (1, 18, 9, 8, 18, 3, 3, (2, 3), (2, 1), (1, 2), 18),
+    # ... and 5- / 7-wide kernels, one tap row per pass
+    (2, 20, 13, 15, 20, 7, 7, 2, 3, 1, 20),
+    (1, 24, 9, 11, 24, 3, 5, 1, (1, 2), (1, 2), 24),
     (1, 10, 9, 9, 20, 3, 3, 2, 1, 1, 10),     # channel multiplier 2
     (2, 128, 8, 8, 128, 3, 3, 1, 1, 1, 32),   # ResNeXt-like (4 per group)
     (1, 20, 8, 8, 40, 3, 3, 1, 1, 1, 5),      # 4 in / 8 out per group

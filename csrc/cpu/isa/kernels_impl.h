@@ -808,24 +808,25 @@ static inline void dw_gw_columns(const DepthwiseGradWeightArgs* a, int64_t s, in
   *hi = c1 <= 0 ? 0 : tc_min(a->OW, (c1 - 1) / a->sw + 1);
 }
 
-// Window positions outside [top, top + H) x [left, left + W) are padding and skipped. Every
-// output pixel takes all its taps at once (one grad_output load, one independent accumulator
-// per tap): pixels whose window is inside the input without checks, border pixels (left /
-// right columns, and whole rows whose windows cross the top / bottom) with their tap ranges.
-// Per tap the pixels are summed in row order, whatever the threads. (Border pixels tap by tap
-// made dependent chains and spent more on loop set-up than on products: MBv2 7 x 7 x 960
-// ran at 0.6-0.7x native.)
-template <int R, int S>
-static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* dy,
-                        T* acc, int64_t cvalid, int accumulate) {
+// Tap rows [r0, r0 + RG) x all S tap columns, one accumulator per tap. Window positions
+// outside [top, top + H) x [left, left + W) are padding and skipped. Every output pixel takes
+// all its taps at once (one grad_output load, independent accumulators): pixels whose window
+// is inside the input without checks, border pixels (left / right columns, and whole rows whose
+// windows cross the top / bottom) with their tap ranges. Per tap the pixels are summed in row
+// order, whatever the threads. (Border pixels tap by tap made dependent chains and spent more
+// on loop set-up than on products: MBv2 7 x 7 x 960 ran at 0.6-0.7x native.)
+template <int RG, int S>
+static void dw_gw_taps(const DepthwiseGradWeightArgs* a, const T* x, const T* dy, T* acc,
+                       int64_t cvalid, int accumulate, int64_t r0) {
   typedef V::reg reg;
-  constexpr int RS = R * S;
-  reg A[RS];
-  int64_t toff[RS];
-  TC_UNROLL for (int t = 0; t < RS; ++t) {
+  constexpr int NT = RG * S;
+  reg A[NT];
+  int64_t toff[NT];
+  TC_UNROLL for (int t = 0; t < NT; ++t) {
     A[t] = V::zero();
-    toff[t] = (t / S) * a->dh * a->xh + (t % S) * a->dw * a->xw;
+    toff[t] = (r0 + t / S) * a->dh * a->xh + (t % S) * a->dw * a->xw;
   }
+  T* const acc0 = acc + r0 * S * V::N;
   // interior columns: every column tap inside the input
   int64_t in_lo = 0, in_hi = a->OW;
   TC_UNROLL for (int s = 0; s < S; ++s) {
@@ -837,11 +838,11 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* d
   if (in_hi < in_lo) in_hi = in_lo;
   const bool full = cvalid >= V::N;
   const int64_t xs = a->sw * a->xw, dp = a->dyp;
-  // taps [rl, rh) x [sl, sh) of one pixel
+  // taps of rows [rl, rh) (relative to r0) x columns [sl, sh) of one pixel
   const auto some_taps = [&](const T* xp, const T* dq, int64_t rl, int64_t rh, int64_t sl,
                              int64_t sh) {
     const reg d = load_k(dq, cvalid);
-    TC_UNROLL for (int t = 0; t < RS; ++t) {
+    TC_UNROLL for (int t = 0; t < NT; ++t) {
       const int r = t / S, s = t % S;
       if (r >= rl && r < rh && s >= sl && s < sh)
         A[t] = V::fma(load_k(xp + toff[t], cvalid), d, A[t]);
@@ -856,15 +857,16 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* d
   for (int64_t n = 0; n < a->nimg; ++n) {
     for (int64_t oh = 0; oh < a->OH; ++oh) {
       if (rows++ == block_rows) {
-        TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
+        TC_UNROLL for (int t = 0; t < NT; ++t) end_block(acc0 + t * V::N, &A[t], &accumulate);
         accumulate = 1, rows = 1;
       }
       int64_t rl, rh, sl, sh;
-      dw_tap_range(oh * a->sh, R, a->dh, a->top, a->H, &rl, &rh);
+      dw_tap_range(oh * a->sh, a->R, a->dh, a->top, a->H, &rl, &rh);
+      rl = rl > r0 ? rl - r0 : 0, rh = tc_min(rh - r0, int64_t(RG));
       const T* xr = x + n * a->xn + oh * a->sh * a->xh;
       const T* dr = dy + n * a->dyn + oh * a->OW * dp;
-      if (rl != 0 || rh != R) {  // the windows cross the top or bottom
-        if (rl == rh) continue;
+      if (rl != 0 || rh != RG) {  // the windows cross the top or bottom
+        if (rl >= rh) continue;
         for (int64_t ow = 0; ow < a->OW; ++ow) {
           column_taps(ow, &sl, &sh);
           some_taps(xr + ow * xs, dr + ow * dp, rl, rh, sl, sh);
@@ -873,33 +875,46 @@ static void dw_gw_fixed(const DepthwiseGradWeightArgs* a, const T* x, const T* d
       }
       for (int64_t ow = 0; ow < in_lo; ++ow) {
         column_taps(ow, &sl, &sh);
-        some_taps(xr + ow * xs, dr + ow * dp, 0, R, sl, sh);
+        some_taps(xr + ow * xs, dr + ow * dp, 0, RG, sl, sh);
       }
       for (int64_t ow = in_lo; ow < in_hi; ++ow) {
         const T* xp = xr + ow * xs;
         if (full) {
           const reg d = V::load(dr + ow * dp);
-          TC_UNROLL for (int t = 0; t < RS; ++t) A[t] = V::fma(V::load(xp + toff[t]), d, A[t]);
+          TC_UNROLL for (int t = 0; t < NT; ++t) A[t] = V::fma(V::load(xp + toff[t]), d, A[t]);
         } else {
           const reg d = V::load_n(dr + ow * dp, (int)cvalid);
-          TC_UNROLL for (int t = 0; t < RS; ++t)
+          TC_UNROLL for (int t = 0; t < NT; ++t)
             A[t] = V::fma(V::load_n(xp + toff[t], (int)cvalid), d, A[t]);
         }
       }
       for (int64_t ow = in_hi; ow < a->OW; ++ow) {
         column_taps(ow, &sl, &sh);
-        some_taps(xr + ow * xs, dr + ow * dp, 0, R, sl, sh);
+        some_taps(xr + ow * xs, dr + ow * dp, 0, RG, sl, sh);
       }
     }
   }
-  TC_UNROLL for (int t = 0; t < RS; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
+  TC_UNROLL for (int t = 0; t < NT; ++t) end_block(acc0 + t * V::N, &A[t], &accumulate);
 }
 
-// Any R x S: one tap at a time over the output pixels whose window position of that tap is
-// inside the input.
-static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const T* x, const T* dy,
-                          T* acc, int64_t cvalid, int accumulate) {
+// acc[t][VL] for taps t = r*S + s. 3 x 3: all nine taps in one pass over the pixels; 5- and
+// 7-wide kernels: one tap row per pass (5 / 7 accumulators: AVX2 has 16 registers).
+// Any other width: one tap at a time over the output pixels whose window position of that
+// tap is inside the input.
+static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const T* x,
+                                  const T* dy, T* acc, int64_t cvalid, int accumulate) {
   typedef V::reg reg;
+  if (a->R == 3 && a->S == 3) {
+    dw_gw_taps<3, 3>(a, x, dy, acc, cvalid, accumulate, 0);
+    return;
+  }
+  if (a->S == 5 || a->S == 7) {
+    for (int64_t r0 = 0; r0 < a->R; ++r0) {
+      if (a->S == 5) dw_gw_taps<1, 5>(a, x, dy, acc, cvalid, accumulate, r0);
+      else dw_gw_taps<1, 7>(a, x, dy, acc, cvalid, accumulate, r0);
+    }
+    return;
+  }
   for (int64_t r = 0; r < a->R; ++r) {
     for (int64_t s = 0; s < a->S; ++s) {
       T* at = acc + (r * a->S + s) * V::N;
@@ -929,12 +944,6 @@ static void dw_gw_generic(const DepthwiseGradWeightArgs* a, const T* x, const T*
       end_block(at, &A, &started);
     }
   }
-}
-
-static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const T* x,
-                                  const T* dy, T* acc, int64_t cvalid, int accumulate) {
-  if (a->R == 3 && a->S == 3) dw_gw_fixed<3, 3>(a, x, dy, acc, cvalid, accumulate);
-  else dw_gw_generic(a, x, dy, acc, cvalid, accumulate);
 }
 
 
