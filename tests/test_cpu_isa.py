@@ -676,6 +676,25 @@ def test_packed_weights_follow_the_weights(isa, kind, R, stride, dtype):
         _check_packed(x, torch.randn(16, 16, R, R, generator=gen, dtype=dtype), gy, R, stride)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_packed_weights_see_partial_data_updates(isa, layout):
+    """Updates through `.data` (no version bump) of a few channels or one tap are seen."""
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(1, 64, 8, 8, generator=gen)
+    w = torch.randn(128, 64, 3, 3, generator=gen)
+    if layout == "cl":
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+    updates = [lambda d: d[1::2].zero_(),          # every other output channel
+               lambda d: d[:, 37].mul_(3.0),        # one input channel
+               lambda d: d[:, :, 2, 0].add_(1.0),   # one tap
+               lambda d: d[101].neg_()]             # one output channel
+    torchconv.functional.conv2d(x, w, None, 1, 1)  # packs and keeps the weights
+    for update in updates:
+        update(w.data)
+        ours = torchconv.functional.conv2d(x, w, None, 1, 1)
+        torch.testing.assert_close(ours, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-3)
+
+
 def test_packed_weights_without_the_cache_are_identical(tmp_path):
     """TORCHCONV_CPU_WEIGHT_CACHE_MB=0 (no kept packings) gives bitwise the same results."""
     import subprocess

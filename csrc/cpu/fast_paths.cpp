@@ -229,7 +229,8 @@ T* data_of(const at::Tensor& workspace_buffer) {
 // for the same storage (held weakly: a freed storage never matches, even when its address
 // comes back), the same version counter (in-place updates such as optimizer steps bump it),
 // the same view of it (offset, sizes, strides, dtype), the same sample of values (updates
-// through `.data` bypass the version counter, not the values) and the same packing (`what`).
+// through `.data` bypass the version counter, not the values; see sample_of) and the same
+// packing (`what`).
 // Entries of freed weights are dropped at the next call that packs weights; at most
 // TORCHCONV_CPU_WEIGHT_CACHE_MB (default 256; 0 turns the cache off) stay allocated, least
 // recently used out first. Calls on one weight from several threads at once may each pack it.
@@ -306,20 +307,41 @@ class WeightCache {
     for (int64_t d = 0; d < w.dim(); ++d) key.push_back(w.size(d)), key.push_back(w.stride(d));
   }
 
-  // A hash of up to 64 evenly spread elements (their bits).
+  // A hash of the bits of kSamples elements (all of them in smaller weights). Dense weights
+  // (contiguous or channels_last: their elements fill [data, data + numel)) are sampled at
+  // memory positions j * golden ratio (mod numel), a low-discrepancy sequence that lines up
+  // with no channel or tap structure: an update through `.data` of one output channel, one
+  // input channel or one tap of a weight with up to ~500 of them changes sampled elements.
+  // (Evenly spaced samples took one per output channel: zeroing every other channel of a
+  // 128-channel weight left all 64 samples unchanged.) Other views: evenly spread indices.
+  static constexpr int64_t kSamples = 1024;
   static uint64_t sample_of(const at::Tensor& w) {
     const int64_t n = w.numel(), item = w.element_size();
     const char* base = static_cast<const char*>(w.const_data_ptr());
     uint64_t h = 1469598103934665603ull;
-    for (int64_t j = 0; j < std::min<int64_t>(n, 64); ++j) {
-      int64_t flat = j * n / std::min<int64_t>(n, 64), offset = 0;
+    const auto mix = [&](int64_t offset) {
+      uint64_t bits = 0;
+      std::memcpy(&bits, base + offset * item, std::min<int64_t>(item, 8));
+      h = (h ^ bits) * 1099511628211ull;
+    };
+    if (w.is_non_overlapping_and_dense()) {
+      if (n <= kSamples) {
+        for (int64_t i = 0; i < n; ++i) mix(i);
+        return h;
+      }
+      uint64_t frac = 0;  // j * golden ratio as a 64-bit fraction, scaled to [0, n)
+      for (int64_t j = 0; j < kSamples; ++j, frac += 0x9E3779B97F4A7C15ull)
+        mix(static_cast<int64_t>((static_cast<unsigned __int128>(frac) * uint64_t(n)) >> 64));
+      return h;
+    }
+    const int64_t m = std::min<int64_t>(n, 64);  // index arithmetic per sample: fewer
+    for (int64_t j = 0; j < m; ++j) {
+      int64_t flat = j * n / m, offset = 0;
       for (int64_t d = w.dim() - 1; d >= 0; --d) {
         offset += flat % w.size(d) * w.stride(d);
         flat /= w.size(d);
       }
-      uint64_t bits = 0;
-      std::memcpy(&bits, base + offset * item, std::min<int64_t>(item, 8));
-      h = (h ^ bits) * 1099511628211ull;
+      mix(offset);
     }
     return h;
   }
