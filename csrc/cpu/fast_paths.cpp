@@ -2068,8 +2068,13 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const int64_t nKB = ceil_div(kpg, KB);
   const int64_t CB = gw_wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
   const int64_t nCB = ceil_div(cpg, CB);
-  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_elems);
-  PixelMajor pm(kt, d, st.chunk);
+  // NCHW grad_output (dense planes): every thread transposes the rows of each pass that its
+  // tasks need (their output channels) into its own pixel-major buffer, which stays in cache
+  // for the pass; a pixel-major copy of whole images went to memory and was read back.
+  const bool dy_per_pass = d.sc != 1 && d.C > 1 && d.sw == 1 && d.sh == d.W;
+  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_per_pass ? 0 : dy_elems);
+  std::optional<PixelMajor<T>> pm_whole;
+  if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
   // Few channels (an RGB stem): with channel-contiguous rows and undilated columns, the S taps
   // x cpg channels of a window row are S*cpg consecutive elements, taken as the tile's
   // channels with one tap per row (3 channels filled a quarter of a 12-channel tile).
@@ -2094,17 +2099,40 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
-    pm.prepare(n0, nb);
+    if (pm_whole) pm_whole->prepare(n0, nb);
     at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+      // output channels [k_lo, k_hi) of this thread's tasks (ordered group, k-block, ...)
+      const int64_t per_kb = nCE * R * SE;
+      const int64_t gk_b = b / per_kb, gk_e = (e - 1) / per_kb;
+      const int64_t k_lo = gk_b / nKB * kpg + gk_b % nKB * KB;
+      const int64_t k_hi = gk_e / nKB * kpg + std::min(kpg, gk_e % nKB * KB + KB);
+      const int64_t k_base = dy_per_pass ? k_lo : 0;
+      at::Tensor pass_buf;
+      if (dy_per_pass) {
+        pass_buf = workspace<T>(Workspace::grad_output, NBI * RB * OW * (k_hi - k_lo));
+      }
       int64_t q = q0;
       for (int64_t n = 0; n < nb; n += NBI) {
         const int64_t nimg = std::min(NBI, nb - n);
         for (int64_t rb = 0; rb < nRB; ++rb, ++q) {
           const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
+          int64_t dyn, dyp;
+          const T* drow;  // pixel-major grad_output at row oh0 of image n, channel k_base
+          if (dy_per_pass) {
+            T* buf = data_of<T>(pass_buf);
+            dyp = k_hi - k_lo, dyn = rows * OW * dyp;
+            for (int64_t i = 0; i < nimg; ++i) {
+              kt->transpose(d.p + (n0 + n + i) * d.sn + k_lo * d.sc + oh0 * OW, d.sc,
+                            k_hi - k_lo, rows * OW, buf + i * dyn, dyp);
+            }
+            drow = buf;
+          } else {
+            dyn = pm_whole->dyn, dyp = pm_whole->dyp;
+            drow = pm_whole->origin + n * dyn + oh0 * OW * dyp;
+          }
           const isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                                      st.xn, st.xc, st.xh, st.xw, pm.dyn, pm.dyp, nimg, acc_c};
+                                      st.xn, st.xc, st.xh, st.xw, dyn, dyp, nimg, acc_c};
           const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
-          const T* drow = pm.origin + n * pm.dyn + oh0 * OW * pm.dyp;
           for (int64_t t = b; t < e; ++t) {
             int64_t rest = t;
             const int64_t s = rest % SE; rest /= SE;
@@ -2115,7 +2143,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
             const int64_t c0 = cb * CB, nc = std::min(CB, CE - c0), kvalid = std::min(KB, kpg - kb * KB);
             const int64_t off = (gr * nKB + kb) * panel +
                                 (row_runs ? (r * CE + c0) * KB : c0 * acc_c + (r * S + s) * KB);
-            gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB,
+            gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, drow + gr * kpg + kb * KB - k_base,
                   sums.target() + off, nc, kvalid, r, s, sums.accumulate(q));
             sums.end_pass(q, off, nc, acc_c, kvalid);
           }
