@@ -162,6 +162,9 @@ CASES = [
     (3, 40, 30, 34, 20, 1, 1, (2, 3), 0, 1, 1),
     (2, 70, 64, 64, 13, 1, 1, 2, 0, 1, 1),
     (2, 36, 32, 20, 30, 1, 1, 2, 0, 1, 6),
+    # direct convolutions stage cache-sized chunks of padded images where each chunk keeps
+    # enough tasks: here float32 one image (1.1 MB) per chunk, three chunks
+    (3, 64, 64, 64, 200, 3, 3, 2, 1, 1, 1),
     # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
     # (forward), then a grad_input of 2.25M floats
     (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),
