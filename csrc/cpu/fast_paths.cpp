@@ -2094,7 +2094,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // tasks need (their output channels) into its own pixel-major buffer, which stays in cache
   // for the pass; a pixel-major copy of whole images went to memory and was read back.
   const bool dy_per_pass = d.sc != 1 && d.C > 1 && d.sw == 1 && d.sh == d.W;
-  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_per_pass ? 0 : dy_elems);
+  // Cache-sized staging chunks: the tasks are weight blocks that pass over the chunk's images,
+  // so smaller chunks leave no thread idle.
+  Stager st(kt, x, {need_of(sp, OH, OW)}, /*unit_channel=*/false, dy_per_pass ? 0 : dy_elems,
+            /*padding_in_place=*/false, /*cache_min_images=*/1);
   std::optional<PixelMajor<T>> pm_whole;
   if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
   // Few channels (an RGB stem): with channel-contiguous rows and undilated columns, the S taps
