@@ -554,8 +554,10 @@ struct PixelMajor {
   int64_t dyn = 0, dyp = 0;
   at::Tensor buf;
   const T* origin = nullptr;
+  // grad_output that is read in place (pixel-major already: channel stride 1, dense rows)
+  static bool in_place(const Act<T>& d) { return (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw; }
   PixelMajor(const Table<T>* kt_, const Act<T>& d_, int64_t chunk) : kt(kt_), d(d_) {
-    direct = (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw;
+    direct = in_place(d);
     if (direct) {
       dyn = d.sn, dyp = d.sw;
     } else {
@@ -2096,7 +2098,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const bool dy_per_pass = d.sc != 1 && d.C > 1 && d.sw == 1 && d.sh == d.W;
   // Cache-sized staging chunks: the tasks are weight blocks that pass over the chunk's images,
   // so smaller chunks leave no thread idle.
-  Stager st(kt, x, {need_of(sp, OH, OW)}, /*unit_channel=*/false, dy_per_pass ? 0 : dy_elems,
+  const bool dy_copied = !dy_per_pass && !PixelMajor<T>::in_place(d);
+  Stager st(kt, x, {need_of(sp, OH, OW)}, /*unit_channel=*/false, dy_copied ? dy_elems : 0,
             /*padding_in_place=*/false, /*cache_min_images=*/1);
   std::optional<PixelMajor<T>> pm_whole;
   if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
