@@ -103,6 +103,9 @@ at::TensorOptions options_of() {
 }
 
 constexpr int64_t kStageBytes = int64_t(16) << 20;  // per staged chunk of images
+// Pixel tiles per task of the direct kernels (smaller tasks cost measurably more in scheduling
+// and setup on short reductions).
+constexpr int64_t kDirectTilesPerTask = 32;
 // Staged chunks of the direct kernels where enough tasks remain: a copy that fits the caches
 // is read back from them (R50 3x3 stride 2, 8 x 1.7 MB padded images, one 13.8 MB chunk:
 // 0.89-0.91x native forward; image by image: 0.95-0.97x).
@@ -496,9 +499,9 @@ struct Stager {
   }
   Stager(const Table<T>* kt_, const Act<T>& x_, const Spec& sp, int64_t OH, int64_t OW,
          bool unit_channel, int64_t chunk_extra_per_image = 0,
-         bool padding_in_place = false)
+         bool padding_in_place = false, int64_t cache_min_images = 0)
       : Stager(kt_, x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
-               chunk_extra_per_image, padding_in_place) {}
+               chunk_extra_per_image, padding_in_place, cache_min_images) {}
 
   // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
   const T* origin(int64_t pt, int64_t pl) const {
@@ -556,6 +559,8 @@ struct PixelMajor {
   const T* origin = nullptr;
   // grad_output that is read in place (pixel-major already: channel stride 1, dense rows)
   static bool in_place(const Act<T>& d) { return (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw; }
+  // NCHW-like: each channel's plane is H * W consecutive elements
+  static bool dense_planes(const Act<T>& d) { return d.sw == 1 && d.sh == d.W; }
   PixelMajor(const Table<T>* kt_, const Act<T>& d_, int64_t chunk) : kt(kt_), d(d_) {
     direct = in_place(d);
     if (direct) {
@@ -573,7 +578,7 @@ struct PixelMajor {
     T* dst = data_of<T>(buf);
     origin = dst;
     const int64_t C = d.C;
-    if (d.sw == 1 && d.sh == d.W) {  // dense planes
+    if (dense_planes(d)) {
       planes_to_pixel_major(kt, d.p + n0 * d.sn, d.sn, d.sc, C, d.H * d.W, nb, dst, dyn);
       return;
     }
@@ -800,7 +805,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
   for (const DirectJob<T>& j : jobs) {
     const int64_t tile = use_wide(kt, j.sp) ? kt->wide_pixel_block : kt->pixel_block;
     tasks_per_image += j.sp.G * ceil_div(j.sp.kpg, direct_block(kt, j.sp)) *
-                       ceil_div(j.y.H * j.y.W, tile * 32);
+                       ceil_div(j.y.H * j.y.W, tile * kDirectTilesPerTask);
   }
   Stager st(kt, x, needs, /*unit_channel=*/unit, 0, false,
             /*cache_min_images=*/ceil_div(4 * at::get_num_threads(),
@@ -829,10 +834,9 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
       pl.panel = sp.kpg * sp.R * sp.S * ceil_div(sp.cpg, kt->vec_lanes) * kt->vec_lanes;
     }
     pl.P = j.y.H * j.y.W;
-    // Pixel chunks of 32 tiles per task (smaller tasks cost measurably more in scheduling and
-    // setup on short reductions).
+    // pixel chunks of kDirectTilesPerTask tiles per task
     const int64_t tile_pixels = wide ? kt->wide_pixel_block : kt->pixel_block;
-    pl.nPC = ceil_div(pl.P, tile_pixels * 32);
+    pl.nPC = ceil_div(pl.P, tile_pixels * kDirectTilesPerTask);
     // Task order: small images (<= 16 tiles) loop images inside k-blocks so that a weight
     // panel serves the whole chunk of images; large images keep the image outside (its input
     // stays in cache while the k-blocks pass over it).
@@ -2095,11 +2099,11 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // NCHW grad_output (dense planes): every thread transposes the rows of each pass that its
   // tasks need (their output channels) into its own pixel-major buffer, which stays in cache
   // for the pass; a pixel-major copy of whole images went to memory and was read back.
-  const bool dy_per_pass = d.sc != 1 && d.C > 1 && d.sw == 1 && d.sh == d.W;
+  const bool dy_per_pass = !PixelMajor<T>::in_place(d) && PixelMajor<T>::dense_planes(d);
+  const bool dy_copied = !dy_per_pass && !PixelMajor<T>::in_place(d);
   // Cache-sized staging chunks: the tasks are weight blocks that pass over the chunk's images,
   // so smaller chunks leave no thread idle.
-  const bool dy_copied = !dy_per_pass && !PixelMajor<T>::in_place(d);
-  Stager st(kt, x, {need_of(sp, OH, OW)}, /*unit_channel=*/false, dy_copied ? dy_elems : 0,
+  Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_copied ? dy_elems : 0,
             /*padding_in_place=*/false, /*cache_min_images=*/1);
   std::optional<PixelMajor<T>> pm_whole;
   if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
