@@ -100,6 +100,48 @@ struct V {
   static inline void store_n(float* p, reg v, int n) {
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
   }
+  // dst[i*C + c] = src[c*sc + i] for c < C, i < W, where 2 <= C <= 4 (the NCHW rows of an RGB
+  // image into pixel-major order): per 16 pixels, C row loads and C output vectors of C
+  // permutes each (lane l of output vector v takes pixel (16v + l) / C of row (16v + l) % C),
+  // where the 16 x 16 register transpose spends 64 shuffles and 16 masked stores of C
+  // elements. Returns false for other C (the caller transposes).
+  template <int NC>
+  static inline void interleave_rows_n(const float* src, int64_t sc, int64_t W, float* dst) {
+    __m512i pixel[NC];
+    __mmask16 row[NC][NC];
+    for (int v = 0; v < NC; ++v) {
+      alignas(64) int p[16];
+      unsigned bits[NC] = {};
+      for (int l = 0; l < 16; ++l) {
+        p[l] = (16 * v + l) / NC;
+        bits[(16 * v + l) % NC] |= 1u << l;
+      }
+      pixel[v] = _mm512_load_si512(p);
+      for (int k = 0; k < NC; ++k) row[v][k] = (__mmask16)bits[k];
+    }
+    int64_t i0 = 0;
+    for (; i0 + 16 <= W; i0 += 16) {
+      __m512 r[NC];
+      for (int k = 0; k < NC; ++k) r[k] = _mm512_loadu_ps(src + k * sc + i0);
+      for (int v = 0; v < NC; ++v) {
+        __m512 o = _mm512_permutexvar_ps(pixel[v], r[0]);
+        for (int k = 1; k < NC; ++k) o = _mm512_mask_permutexvar_ps(o, row[v][k], pixel[v], r[k]);
+        _mm512_storeu_ps(dst + i0 * NC + 16 * v, o);
+      }
+    }
+    for (; i0 < W; ++i0) {
+      for (int k = 0; k < NC; ++k) dst[i0 * NC + k] = src[k * sc + i0];
+    }
+  }
+  static inline bool interleave_rows(const float* src, int64_t sc, int64_t C, int64_t W,
+                                     float* dst) {
+    switch (C) {
+      case 2: interleave_rows_n<2>(src, sc, W, dst); return true;
+      case 3: interleave_rows_n<3>(src, sc, W, dst); return true;
+      case 4: interleave_rows_n<4>(src, sc, W, dst); return true;
+      default: return false;
+    }
+  }
   typedef __m512i ireg;
   static inline ireg iload(const int* p) { return _mm512_loadu_si512(p); }
   static inline reg permute(reg v, ireg i) { return _mm512_permutexvar_ps(i, v); }

@@ -9,7 +9,8 @@
 //   fma_bcast(p, b, c) = fma(bcast(p), b, c);
 //   stream(p, v): a non-temporal store where p is vector-aligned (else a normal one), fence():
 //   orders streaming stores;
-//   transpose(src, sc, dst, dc, nc, nw): dst[i*dc + c] = src[c*sc + i], c < nc, i < nw <= N.
+//   transpose(src, sc, dst, dc, nc, nw): dst[i*dc + c] = src[c*sc + i], c < nc, i < nw <= N;
+//   optionally interleave_rows(src, sc, C, W, dst) (see HasInterleaveRows).
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
@@ -1333,8 +1334,25 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, cons
 // NCHW rows / planes to pixel-major (see kernel_api.h): N x N blocks in registers (masked at
 // the channel and pixel tails).
 
+// V::interleave_rows(src, sc, C, W, dst), where a V has it: rows of a few channels into
+// dense pixel-major order without the N x N transposes (returns false where it does not apply).
+template <typename W, typename = void>
+struct HasInterleaveRows {
+  static constexpr bool value = false;
+};
+template <typename W>
+struct HasInterleaveRows<W, decltype((void)&W::interleave_rows, void())> {
+  static constexpr bool value = true;
+};
+template <typename W>
+static bool interleave_rows(const T* src, int64_t sc, int64_t C, int64_t n, T* dst) {
+  if constexpr (HasInterleaveRows<W>::value) return W::interleave_rows(src, sc, C, n, dst);
+  return false;
+}
+
 static void transpose_rows(const T* src, int64_t sc, int64_t C, int64_t W, T* dst,
                            int64_t dc) {
+  if (dc == C && interleave_rows<V>(src, sc, C, W, dst)) return;
   for (int64_t c0 = 0; c0 < C; c0 += V::N) {
     const int nc = (int)tc_min(V::N, C - c0);
     for (int64_t i0 = 0; i0 < W; i0 += V::N) {
