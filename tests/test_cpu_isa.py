@@ -698,6 +698,39 @@ def test_packed_weights_see_partial_data_updates(isa, layout):
         torch.testing.assert_close(ours, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kept_float32_copies_of_half_weights_see_updates(isa, dtype):
+    """float16 / bfloat16 weights are widened once and kept (with the packings made from the
+    copy): in-place updates (version bump) and `.data` updates are seen, in the forward and the
+    input gradient (Winograd and direct packings)."""
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(2, 32, 9, 9, generator=gen).to(dtype)
+    gy = torch.randn(2, 48, 9, 9, generator=gen).to(dtype)
+    w = (torch.randn(48, 32, 3, 3, generator=gen) / 17).to(dtype)
+    updates = [lambda t: t.mul_(2.0),                          # through no_grad: version bump
+               lambda t: t.data[1::2].zero_(),                 # .data: no version bump
+               lambda t: t.data[:, :, 2, 0].add_(0.5)]
+    winograd_was = _C.cpu_winograd()
+    for step in range(len(updates) + 1):
+        for winograd in (True, False):
+            _C.set_cpu_winograd(winograd)
+            try:
+                ours = torchconv.functional.conv2d(x, w, None, 1, 1)
+                ours_gi = torch.ops.torchconv.conv2d_grad_input(gy, w, list(x.shape), [1, 1],
+                                                                [1, 1], [1, 1], 1)
+            finally:
+                _C.set_cpu_winograd(winograd_was)
+            ref = F.conv2d(x.double(), w.double(), None, 1, 1)
+            ref_gi = torch.nn.grad.conv2d_input(x.shape, w.double(), gy.double(), 1, 1)
+            for got, want in ((ours, ref), (ours_gi, ref_gi)):
+                assert got.dtype == dtype
+                scale = want.abs().max().item()
+                assert (got.double() - want).abs().max().item() <= 1e-2 * scale
+        if step < len(updates):
+            with torch.no_grad():
+                updates[step](w)
+
+
 def test_packed_weights_without_the_cache_are_identical(tmp_path):
     """TORCHCONV_CPU_WEIGHT_CACHE_MB=0 (no kept packings) gives bitwise the same results."""
     import subprocess

@@ -30,7 +30,8 @@ void write_dense(at::Tensor& result, F compute) {
 
 // float16 / bfloat16 run on the float32 fast paths: operands are widened exactly, the kernels
 // accumulate in float32 and the result is rounded once (as the portable kernels and PyTorch
-// do). Costs one float32 copy of each operand; returns false where no fast path applies.
+// do). Costs one float32 copy of each operand (of weights: kept between calls, see
+// fast::kept_float32_copy); returns false where no fast path applies.
 bool is_half(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
 }
@@ -74,14 +75,20 @@ bool complex_via_real(const at::Tensor& a, const at::Tensor& b, at::Tensor& resu
 // A bilinear op f(a, b) -> result on the fast paths where one applies: float32 / float64
 // directly, float16 / bfloat16 widened to float32, complex through real products. fast(a, b, out)
 // returns false where no fast path applies (other dtypes, ISA "generic", empty dims).
+// b_is: whether b is the convolution's weight, whose float32 copy is kept between calls (from a
+// fresh copy every call, the packings, e.g. Winograd's transformed weights, were made anew).
+enum class Operand { weight, activation };
 template <typename F>
-bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, at::Tensor& result, F fast) {
+bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, Operand b_is, at::Tensor& result,
+                   F fast) {
   if (result.scalar_type() == at::kFloat || result.scalar_type() == at::kDouble)
     return fast(a, b, result);
   if (fast::cpu_isa() == "generic") return false;  // no copies for nothing
+  if (is_half(result)) {
+    const at::Tensor b32 = b_is == Operand::weight ? fast::kept_float32_copy(b) : widened(b);
+    return via_float32(result, [&](at::Tensor& out) { return fast(widened(a), b32, out); });
+  }
   const fast::WeightCacheBypass operands_are_copies;
-  if (via_float32(result, [&](at::Tensor& out) { return fast(widened(a), widened(b), out); }))
-    return true;
   return complex_via_real(a, b, result, fast);
 }
 
@@ -97,7 +104,7 @@ struct CpuBackend {
       if (bias.has_value() && !complex) b = is_half(*bias) ? widened(*bias) : *bias;
       return fast::try_forward(g, x, w, b, out);
     };
-    if (on_fast_paths(input, weight, output, fast)) {
+    if (on_fast_paths(input, weight, Operand::weight, output, fast)) {
       if (complex && bias.has_value()) output.add_(bias->resolve_conj().view({1, -1, 1, 1}));
       return;
     }
@@ -114,7 +121,7 @@ struct CpuBackend {
 
   static void grad_input(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
-    if (on_fast_paths(grad_output, weight, grad_input,
+    if (on_fast_paths(grad_output, weight, Operand::weight, grad_input,
                       [&](const at::Tensor& dy, const at::Tensor& w, at::Tensor& out) {
                         return fast::try_grad_input(g, dy, w, out);
                       })) {
@@ -132,7 +139,7 @@ struct CpuBackend {
 
   static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
-    if (on_fast_paths(grad_output, input, grad_weight,
+    if (on_fast_paths(grad_output, input, Operand::activation, grad_weight,
                       [&](const at::Tensor& dy, const at::Tensor& x, at::Tensor& out) {
                         return fast::try_grad_weight(g, dy, x, out);
                       })) {

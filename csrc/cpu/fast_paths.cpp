@@ -358,7 +358,7 @@ class WeightCache {
 };
 
 // What a cached packing is (the first entry of `what`).
-enum : int64_t { kPackDirect = 1, kPackDirectGradInput, kPackWinograd };
+enum : int64_t { kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy };
 // The kernel table (ISA and element type) a packing was made for.
 template <typename T>
 int64_t table_id(const Table<T>* kt) {
@@ -2270,6 +2270,11 @@ void set_cpu_isa(const std::string& name) {
   IsaState& st = isa_state();
   std::lock_guard<std::mutex> lock(st.mu);
   st.select(name);
+}
+
+at::Tensor kept_float32_copy(const at::Tensor& weight) {
+  return weight_cache().get(weight, {kFloat32Copy},
+                            [&](bool) { return weight.to(at::kFloat); });  // keeps the layout
 }
 
 WeightCacheBypass::WeightCacheBypass() : previous_(weight_cache_bypassed) {

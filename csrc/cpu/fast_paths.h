@@ -19,9 +19,14 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                      at::Tensor& grad_weight);
 
+// A float32 copy of float16 / bfloat16 weights, kept between calls with the packed weights
+// (see WeightCache in fast_paths.cpp: found again for the same, unchanged weights). The same
+// copy comes back call after call, so the packings made from it are found again too.
+at::Tensor kept_float32_copy(const at::Tensor& weight);
+
 // While one lives on a thread, the fast paths do not keep packed weights between calls (see
-// WeightCache in fast_paths.cpp): for weights that are fresh copies every call (float16 widened
-// to float32, sums of complex parts), where a kept entry would never be found again.
+// WeightCache in fast_paths.cpp): for weights that are fresh copies every call (sums of complex
+// parts), where a kept entry would never be found again.
 class WeightCacheBypass {
  public:
   WeightCacheBypass();
