@@ -5,6 +5,7 @@ Each test selects an ISA through torchconv._C.set_cpu_isa and restores the previ
 thread count) afterwards. "generic" (fast paths off) runs only the cheap tests.
 """
 
+import math
 import os
 import random
 
@@ -587,6 +588,43 @@ def test_half_types_on_float32_kernels(isa, dtype, layout, case):
         assert ((o.double() - r).abs() <= bound).all()
     expected = F.conv2d(x, w, b, st, pd, dl, G)
     assert ours[0].stride() == expected.stride()
+
+
+BF16_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation
+    (2, 3, 23, 21, 20, 7, 7, 2, 3, 1),      # RGB stem: odd channels (a zero pair element)
+    (2, 16, 9, 9, 50, 1, 1, 1, 0, 1),       # 1x1, channels_last read in place, k-block tail
+    (1, 600, 6, 5, 33, 3, 3, 1, 1, 1),      # 2700 pairs: blocks, groups of blocks
+    (2, 10, 12, 11, 40, 3, 2, (2, 1), (1, 0), (2, 1)),  # asymmetric everything
+    (1, 7, 9, 8, 9, 4, 4, 1, "same", 1),    # even kernel 'same' (more padding bottom/right)
+    (3, 32, 5, 7, 64, 3, 3, 3, 0, 1),       # stride > output, no padding
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", BF16_CASES)
+def test_bfloat16_forward(isa, layout, case):
+    """bfloat16 forward (AVX-512 BF16 dot products where the CPU has them, else the float32
+    kernels): float32 sums rounded once, NaN / inf propagated, native's output layout."""
+    N, C, H, W, K, R, S, st, pd, dl = case
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(N, C, H, W, generator=gen).bfloat16()
+    w = (torch.randn(K, C, R, S, generator=gen) / math.sqrt(C * R * S)).bfloat16()
+    b = torch.randn(K, generator=gen).bfloat16()
+    if layout == "cl":
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+    for bias in (b, None):
+        ours = torchconv.functional.conv2d(x, w, bias, st, pd, dl)
+        ref = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), st, pd, dl)
+        assert ours.dtype == torch.bfloat16
+        assert ours.stride() == F.conv2d(x, w, bias, st, pd, dl).stride()
+        bound = 2.0**-8 * ref.abs() + 1e-5 * (ref.abs().max().item() + 1)
+        assert ((ours.double() - ref).abs() <= bound).all()
+    x[0, C - 1, H // 2, W // 2] = float("nan")
+    x[-1, 0, 0, 0] = float("inf")
+    ours = torchconv.functional.conv2d(x, w, b, st, pd, dl)
+    ref = F.conv2d(x.double(), w.double(), b.double(), st, pd, dl)
+    assert torch.equal(ours.isnan(), ref.isnan())
+    assert torch.equal(ours.isinf(), ref.isinf())
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128],

@@ -98,6 +98,7 @@ bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, Operand b_is, at::T
 struct CpuBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
+    if (fast::try_forward_bf16(g, input, weight, bias, output)) return;
     const bool complex = output.is_complex();  // bias added after the real products
     const auto fast = [&](const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
       std::optional<at::Tensor> b;

@@ -358,7 +358,7 @@ class WeightCache {
 };
 
 // What a cached packing is (the first entry of `what`).
-enum : int64_t { kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy };
+enum : int64_t { kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy, kPackBf16 };
 // The kernel table (ISA and element type) a packing was made for.
 template <typename T>
 int64_t table_id(const Table<T>* kt) {
@@ -2233,9 +2233,90 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   return true;
 }
 
+// bfloat16 forward on AVX-512 BF16 dot products (isa::Bf16DirectFn), one group: the weights
+// packed into k-blocks of channel pairs (kept between calls), the input staged a chunk of images
+// at a time into a zero-padded NHWC copy with an even channel count, the output written in
+// place through its strides.
+bool bf16_forward_on(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                     const std::optional<at::Tensor>& bias, at::Tensor& output) {
+  const int64_t C = g.in_channels, K = g.out_channels, R = g.kernel_height, S = g.kernel_width;
+  const int64_t C2 = ceil_div(C, 2), KB = isa::kBf16KernelBlock, nKB = ceil_div(K, KB);
+  const at::Tensor wp = weight_cache().get(weight, {kPackBf16, C2, nKB}, [&](bool) {
+    const at::Tensor padded = at::constant_pad_nd(weight, {0, 0, 0, 0, 0, 2 * C2 - C, 0, nKB * KB - K});
+    // [kb][r][s][c2][lane][pair element]
+    return padded.reshape({nKB, KB, C2, 2, R, S}).permute({0, 4, 5, 2, 1, 3}).contiguous();
+  });
+  at::Tensor bp;
+  if (bias.has_value()) {
+    bp = at::zeros({nKB * KB}, input.options().dtype(at::kFloat));
+    bp.narrow(0, 0, K).copy_(*bias);
+  }
+  const int64_t OH = g.out_height, OW = g.out_width, P = OH * OW, H = g.in_height, W = g.in_width;
+  const int64_t Hp = (OH - 1) * g.stride_h + (R - 1) * g.dilation_h + 1;
+  const int64_t Wp = (OW - 1) * g.stride_w + (S - 1) * g.dilation_w + 1;
+  const bool pads = g.pad_top > 0 || g.pad_left > 0 || Hp > H || Wp > W;
+  // channels_last input with an even channel count and no padding: read in place (pairs of
+  // channels are 4-byte words)
+  const bool in_place = !pads && C % 2 == 0 && input.stride(1) == 1 && input.stride(3) == C &&
+                        input.stride(2) % 2 == 0 && input.stride(0) % 2 == 0 &&
+                        reinterpret_cast<uintptr_t>(input.const_data_ptr()) % 4 == 0;
+  const int64_t rows = std::min(H, Hp - g.pad_top), cols = std::min(W, Wp - g.pad_left);
+  const int64_t image = Hp * Wp * C2 * 2;  // bfloat16 elements of a staged image
+  const int64_t chunk = in_place ? g.batch : std::clamp<int64_t>(kStageBytes / 2 / image, 1, g.batch);
+  const at::Tensor buf = in_place ? at::Tensor() : workspace<int16_t>(Workspace::stage, chunk * image);
+  const int64_t xn = in_place ? input.stride(0) / 2 : Hp * Wp * C2;  // in pairs
+  const int64_t xh = in_place ? input.stride(2) / 2 : Wp * C2;
+  const int64_t tile_pixels = 12, nPC = ceil_div(P, tile_pixels * kDirectTilesPerTask);
+  const isa::Bf16DirectFn fn = isa::bf16_direct_avx512();
+  const isa::Bf16DirectArgs a{C2, R, S, OW, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
+                              xh, C2, output.stride(1), output.stride(2), output.stride(3)};
+  for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
+    const int64_t nb = std::min(chunk, g.batch - n0);
+    const uint32_t* x0;
+    if (in_place) {
+      x0 = static_cast<const uint32_t*>(input.const_data_ptr()) + n0 * xn;
+    } else {
+      const at::Tensor staged = at::from_blob(buf.data_ptr(), {nb, 2 * C2, Hp, Wp},
+                                              {Hp * Wp * 2 * C2, 1, Wp * 2 * C2, 2 * C2},
+                                              input.options());
+      if (pads || C % 2 == 1) staged.zero_();
+      if (rows > 0 && cols > 0) {
+        staged.narrow(1, 0, C).narrow(2, g.pad_top, rows).narrow(3, g.pad_left, cols)
+            .copy_(input.narrow(0, n0, nb).narrow(2, 0, rows).narrow(3, 0, cols));
+      }
+      x0 = static_cast<const uint32_t*>(buf.data_ptr());
+    }
+    uint16_t* y0 = static_cast<uint16_t*>(output.data_ptr()) + n0 * output.stride(0);
+    dynamic_for(nb * nKB * nPC, 1, [&](int64_t t) {
+      const int64_t pc = t % nPC, kb = (t / nPC) % nKB, n = t / (nPC * nKB);
+      fn(&a, x0 + n * xn, y0 + n * output.stride(0) + kb * KB * output.stride(1),
+         static_cast<const uint32_t*>(wp.const_data_ptr()) + kb * R * S * C2 * KB,
+         bp.defined() ? bp.const_data_ptr<float>() + kb * KB : nullptr,
+         std::min(KB, K - kb * KB), P * pc / nPC, P * (pc + 1) / nPC);
+    });
+  }
+  return true;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
+
+bool cpu_has_avx512_bf16() {
+  return cpu_supports("avx512") && __builtin_cpu_supports("avx512bf16");
+}
+
+bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, at::Tensor& output) {
+  static const bool available = cpu_has_avx512_bf16();
+  if (!available || current<float>() != isa::kernels_avx512().f32 || !dims_ok(g) ||
+      g.groups != 1 || input.scalar_type() != at::kBFloat16 ||
+      weight.scalar_type() != at::kBFloat16 || output.scalar_type() != at::kBFloat16 ||
+      (bias.has_value() && bias->scalar_type() != at::kBFloat16)) {
+    return false;
+  }
+  return bf16_forward_on(g, input, weight, bias, output);
+}
 
 bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, at::Tensor& output) {

@@ -14,6 +14,10 @@ namespace torchconv::cpu::fast {
 
 bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, at::Tensor& output);
+// bfloat16 forward of one group on AVX-512 BF16 dot products (ISA avx512 selected and the CPU
+// has AVX512_BF16), else false.
+bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, at::Tensor& output);
 bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input);
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,

@@ -287,6 +287,25 @@ struct KernelTableT {
   double (*fma_loop)(int64_t iters, T* sink);
 };
 
+// bfloat16 direct convolution on AVX-512 BF16 dot products (forward, one group): per float32
+// lane, vdpbf16ps adds the two products of a pair of adjacent input channels to the sum (input
+// denormals read as zero, as oneDNN's bfloat16 kernels do); blocks of 64 products as TC_BLOCK,
+// the bias added in float32 after the products, the result rounded once to bfloat16 (nearest
+// even). x: a zero-padded NHWC copy holding pairs of channels (uint32, C2 per pixel; x origin as
+// for DirectArgs); wpanel: one k-block [R][S][C2][kBf16KernelBlock] of channel pairs; bias:
+// kBf16KernelBlock floats (zero padded) or null; y: bfloat16 bits through yk / yh / yw.
+constexpr int64_t kBf16KernelBlock = 32;
+struct Bf16DirectArgs {
+  int64_t C2;          // pairs of input channels
+  int64_t R, S, OW, sh, sw, dh, dw;
+  int64_t xh, xw;      // input strides in pairs (row, column)
+  int64_t yk, yh, yw;  // output strides (output channel, row, column)
+};
+using Bf16DirectFn = void (*)(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y,
+                              const uint32_t* wpanel, const float* bias, int64_t kvalid,
+                              int64_t p0, int64_t p1);
+Bf16DirectFn bf16_direct_avx512();
+
 // One ISA's kernels for both element types.
 struct IsaKernels {
   const KernelTableT<float>* f32;

@@ -1,0 +1,154 @@
+// AVX-512 BF16 kernel: the direct convolution of bfloat16 operands (see Bf16DirectArgs in
+// kernel_api.h). Code generation as in kernels_avx512.cpp (pragma, C-level headers only).
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "kernel_api.h"
+
+namespace torchconv {
+namespace cpu {
+namespace isa {
+namespace {
+
+// (every loop over the tile fully unrolled, or GCC keeps the sums in memory)
+#define TC_UNROLL _Pragma("GCC unroll 32")
+
+// Register tile: 12 pixels x 2 vectors of 16 output channels (24 sums, 2 weight registers).
+enum { kNP = 12, kNV = 2 };
+// Pairs per block of the three-level sums (64 products per lane, as TC_BLOCK), blocks per group.
+enum { kBlockPairs = 32, kMidBlocks = 16 };
+static_assert(kNV * 16 == kBf16KernelBlock, "tile width = packed k-block");
+
+// acc + (the pair at x, broadcast) . w, pair by pair, with the broadcast embedded in vdpbf16ps.
+static inline __m512 dot_pairs(const uint32_t* x, __m512i w, __m512 acc) {
+  __asm__("vdpbf16ps %[x]%{1to16%}, %[w], %[a]" : [a] "+v"(acc) : [w] "v"(w), [x] "m"(*x));
+  return acc;
+}
+
+template <int NP>
+void tile(const Bf16DirectArgs* a, const uint32_t* const* xp, uint16_t* const* yp,
+          const uint32_t* wpanel, const float* bias, int64_t kvalid) {
+  __m512 acc[NP][kNV];
+  alignas(64) float tot[NP][kNV * 16];  // sums of the blocks of the current group
+  alignas(64) float mid[NP][kNV * 16];  // sums of the groups
+  bool mid_started = false;
+  int blocks = 0;
+  const int64_t C2 = a->C2;
+  const bool one_block = a->R * a->S * C2 <= kBlockPairs;
+  const int64_t block = one_block ? a->R * a->S * C2 + 1 : kBlockPairs;
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int j = 0; j < kNV; ++j) {
+      acc[p][j] = _mm512_setzero_ps();
+      if (!one_block) _mm512_store_ps(&tot[p][j * 16], _mm512_setzero_ps());
+    }
+  }
+  const uint32_t* w = wpanel;
+  // Dense columns without dilation: the S taps x C2 pairs of a window row are consecutive, one
+  // loop (the pairs of an RGB stem would otherwise pay the tap loop every 2 steps). Same order.
+  const bool row_runs = a->xw == C2 && a->dw == 1;
+  const int64_t S = row_runs ? 1 : a->S, run = row_runs ? a->S * C2 : C2;
+  int64_t pending = 0;  // pairs in acc since the last block
+  for (int64_t r = 0; r < a->R; ++r) {
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      const uint32_t* xq[NP];
+      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
+      for (int64_t c0 = 0; c0 < run;) {
+        const int64_t c1 = run < c0 + (block - pending) ? run : c0 + (block - pending);
+        for (int64_t c = c0; c < c1; ++c) {
+          const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 16);
+          TC_UNROLL for (int p = 0; p < NP; ++p) {
+            acc[p][0] = dot_pairs(xq[p] + c, w0, acc[p][0]);
+            acc[p][1] = dot_pairs(xq[p] + c, w1, acc[p][1]);
+          }
+          w += kBf16KernelBlock;
+        }
+        pending += c1 - c0;
+        c0 = c1;
+        if (pending == block) {
+          const bool group_ends = ++blocks == kMidBlocks;
+          TC_UNROLL for (int p = 0; p < NP; ++p) {
+            TC_UNROLL for (int j = 0; j < kNV; ++j) {
+              const __m512 t = _mm512_add_ps(_mm512_load_ps(&tot[p][j * 16]), acc[p][j]);
+              acc[p][j] = _mm512_setzero_ps();
+              if (!group_ends) {
+                _mm512_store_ps(&tot[p][j * 16], t);
+                continue;
+              }
+              _mm512_store_ps(&mid[p][j * 16],
+                              mid_started ? _mm512_add_ps(_mm512_load_ps(&mid[p][j * 16]), t) : t);
+              _mm512_store_ps(&tot[p][j * 16], _mm512_setzero_ps());
+            }
+          }
+          if (group_ends) mid_started = true, blocks = 0;
+          pending = 0;
+        }
+      }
+    }
+  }
+  TC_UNROLL for (int j = 0; j < kNV; ++j) {
+    const int64_t n = kvalid - j * 16;
+    if (n <= 0) break;
+    const __m512 b = bias ? _mm512_loadu_ps(bias + j * 16) : _mm512_setzero_ps();
+    const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    TC_UNROLL for (int p = 0; p < NP; ++p) {
+      __m512 v = acc[p][j];
+      if (!one_block) {
+        v = _mm512_add_ps(_mm512_load_ps(&tot[p][j * 16]), v);
+        if (mid_started) v = _mm512_add_ps(_mm512_load_ps(&mid[p][j * 16]), v);
+      }
+      const __m256i bits = (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(v, b));
+      uint16_t* dst = yp[p] + j * 16 * a->yk;
+      if (a->yk == 1) {
+        _mm256_mask_storeu_epi16(dst, m, bits);
+      } else {
+        alignas(32) uint16_t out[16];
+        _mm256_store_si256((__m256i*)out, bits);
+        for (int64_t k = 0; k < (n < 16 ? n : 16); ++k) dst[k * a->yk] = out[k];
+      }
+    }
+  }
+}
+
+template <int K>
+struct Dispatch {
+  static void run(int np, const Bf16DirectArgs* a, const uint32_t* const* xp,
+                  uint16_t* const* yp, const uint32_t* w, const float* b, int64_t kvalid) {
+    if (np == K) tile<K>(a, xp, yp, w, b, kvalid);
+    else Dispatch<K - 1>::run(np, a, xp, yp, w, b, kvalid);
+  }
+};
+template <>
+struct Dispatch<0> {
+  static void run(int, const Bf16DirectArgs*, const uint32_t* const*, uint16_t* const*,
+                  const uint32_t*, const float*, int64_t) {}
+};
+
+// Output pixels [p0, p1) (p = oh * OW + ow) in tiles of nearly equal size.
+void direct(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32_t* wpanel,
+            const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  const uint32_t* xp[kNP];
+  uint16_t* yp[kNP];
+  int64_t oh = p0 / a->OW, ow = p0 % a->OW;
+  const int64_t ntiles = (p1 - p0 + kNP - 1) / kNP;
+  for (int64_t t = 0, p = p0; p < p1; ++t) {
+    const int np = (int)((p1 - p0) * (t + 1) / ntiles - (p1 - p0) * t / ntiles);
+    for (int i = 0; i < np; ++i) {
+      xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
+      yp[i] = y + oh * a->yh + ow * a->yw;
+      if (++ow == a->OW) ow = 0, ++oh;
+    }
+    Dispatch<kNP>::run(np, a, xp, yp, wpanel, bias, kvalid);
+    p += np;
+  }
+}
+
+}  // namespace
+
+Bf16DirectFn bf16_direct_avx512() { return &direct; }
+
+}  // namespace isa
+}  // namespace cpu
+}  // namespace torchconv
