@@ -2267,7 +2267,7 @@ bool bf16_forward_on(const Geometry& g, const at::Tensor& input, const at::Tenso
   const int64_t xn = in_place ? input.stride(0) / 2 : Hp * Wp * C2;  // in pairs
   const int64_t xh = in_place ? input.stride(2) / 2 : Wp * C2;
   const int64_t tile_pixels = 12, nPC = ceil_div(P, tile_pixels * kDirectTilesPerTask);
-  const isa::Bf16DirectFn fn = isa::bf16_direct_avx512();
+  const isa::Bf16Kernels kern = isa::kernels_avx512_bf16();
   const isa::Bf16DirectArgs a{C2, R, S, OW, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
                               xh, C2, output.stride(1), output.stride(2), output.stride(3)};
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
@@ -2276,20 +2276,52 @@ bool bf16_forward_on(const Geometry& g, const at::Tensor& input, const at::Tenso
     if (in_place) {
       x0 = static_cast<const uint32_t*>(input.const_data_ptr()) + n0 * xn;
     } else {
-      const at::Tensor staged = at::from_blob(buf.data_ptr(), {nb, 2 * C2, Hp, Wp},
-                                              {Hp * Wp * 2 * C2, 1, Wp * 2 * C2, 2 * C2},
-                                              input.options());
-      if (pads || C % 2 == 1) staged.zero_();
-      if (rows > 0 && cols > 0) {
-        staged.narrow(1, 0, C).narrow(2, g.pad_top, rows).narrow(3, g.pad_left, cols)
-            .copy_(input.narrow(0, n0, nb).narrow(2, 0, rows).narrow(3, 0, cols));
+      uint32_t* dst = static_cast<uint32_t*>(buf.data_ptr());
+      if (input.stride(3) == 1 && input.stride(1) != 1) {
+        // rows of channel planes (NCHW): pairs interleaved and transposed row by row; the
+        // padding rows and columns zeroed
+        // zeroed; where input and copy rows are the same dense pixels, blocks of rows are one
+        // run (a channel's 16-pixel pieces of one row were too short for the prefetchers)
+        const uint16_t* src = static_cast<const uint16_t*>(input.const_data_ptr());
+        const int64_t lo = g.pad_left, hi = lo + std::max<int64_t>(cols, 0);
+        const bool dense_rows = lo == 0 && hi == Wp && cols == W && input.stride(2) == W;
+        const int64_t rb = dense_rows ? std::max<int64_t>(1, 2048 / Wp) : 1;
+        const int64_t nRB = ceil_div(Hp, rb);
+        dynamic_for(nb * nRB, 1, [&](int64_t t) {
+          const int64_t n = t / nRB, r1 = std::min(Hp, (t % nRB + 1) * rb);
+          for (int64_t r = t % nRB * rb; r < r1;) {
+            const int64_t ih = r - g.pad_top;
+            uint32_t* d = dst + (n * Hp + r) * Wp * C2;
+            if (ih < 0 || ih >= rows || cols <= 0) {
+              std::memset(d, 0, sizeof(uint32_t) * Wp * C2);
+              ++r;
+              continue;
+            }
+            int64_t run = 1;  // rows in one call
+            while (dense_rows && r + run < r1 && ih + run < rows) ++run;
+            std::memset(d, 0, sizeof(uint32_t) * lo * C2);
+            std::memset(d + hi * C2, 0, sizeof(uint32_t) * (Wp - hi) * C2);
+            kern.pair_rows(src + (n0 + n) * input.stride(0) + ih * input.stride(2),
+                           input.stride(1), C, dense_rows ? run * W : cols, d + lo * C2, C2);
+            r += run;
+          }
+        });
+      } else {
+        const at::Tensor staged = at::from_blob(buf.data_ptr(), {nb, 2 * C2, Hp, Wp},
+                                                {Hp * Wp * 2 * C2, 1, Wp * 2 * C2, 2 * C2},
+                                                input.options());
+        if (pads || C % 2 == 1) staged.zero_();
+        if (rows > 0 && cols > 0) {
+          staged.narrow(1, 0, C).narrow(2, g.pad_top, rows).narrow(3, g.pad_left, cols)
+              .copy_(input.narrow(0, n0, nb).narrow(2, 0, rows).narrow(3, 0, cols));
+        }
       }
-      x0 = static_cast<const uint32_t*>(buf.data_ptr());
+      x0 = dst;
     }
     uint16_t* y0 = static_cast<uint16_t*>(output.data_ptr()) + n0 * output.stride(0);
     dynamic_for(nb * nKB * nPC, 1, [&](int64_t t) {
       const int64_t pc = t % nPC, kb = (t / nPC) % nKB, n = t / (nPC * nKB);
-      fn(&a, x0 + n * xn, y0 + n * output.stride(0) + kb * KB * output.stride(1),
+      kern.direct(&a, x0 + n * xn, y0 + n * output.stride(0) + kb * KB * output.stride(1),
          static_cast<const uint32_t*>(wp.const_data_ptr()) + kb * R * S * C2 * KB,
          bp.defined() ? bp.const_data_ptr<float>() + kb * KB : nullptr,
          std::min(KB, K - kb * KB), P * pc / nPC, P * (pc + 1) / nPC);

@@ -304,7 +304,16 @@ struct Bf16DirectArgs {
 using Bf16DirectFn = void (*)(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y,
                               const uint32_t* wpanel, const float* bias, int64_t kvalid,
                               int64_t p0, int64_t p1);
-Bf16DirectFn bf16_direct_avx512();
+// Channel-major bfloat16 rows (an NCHW row: x[c][i] = src[c*sc + i]) to pixel-major pairs:
+// dst[i*dc + c2] = x[2*c2][i] | x[2*c2 + 1][i] << 16 for c2 < ceil(C/2), i < W (channel C of
+// an odd C reads as zero).
+using Bf16PairRowsFn = void (*)(const uint16_t* src, int64_t sc, int64_t C, int64_t W,
+                                uint32_t* dst, int64_t dc);
+struct Bf16Kernels {
+  Bf16DirectFn direct;
+  Bf16PairRowsFn pair_rows;
+};
+Bf16Kernels kernels_avx512_bf16();
 
 // One ISA's kernels for both element types.
 struct IsaKernels {

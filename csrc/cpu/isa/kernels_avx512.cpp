@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "avx512_transpose.h"
 #include "kernel_api.h"
 
 namespace torchconv {
@@ -63,39 +64,15 @@ struct V {
     else _mm512_storeu_ps(p, v);
   }
   static inline void fence() { _mm_sfence(); }
-  // 16 x 16: interleave pairs of rows (32-bit), then pairs of pairs (64-bit): t[4k+j] holds
-  // rows 4k..4k+3 of columns j, j+4, j+8, j+12 in its four 128-bit blocks; two rounds of
-  // 128-bit block shuffles gather column m = j + 4L from the blocks L of t[j], t[4+j], ...
-  // Blocks with nc < 16 rows or nw < 16 columns load and store through masks.
+  // 16 x 16 in registers (avx512_transpose.h); blocks with nc < 16 rows or nw < 16 columns
+  // load and store through masks.
   static inline void transpose(const float* src, int64_t sc, float* dst, int64_t dc, int nc,
                                int nw) {
-    __m512 r[16], t[16];
-    const __mmask16 in = (__mmask16)((1u << nw) - 1u), out = (__mmask16)((1u << nc) - 1u);
+    __m512 r[16];
+    const __mmask16 in = (__mmask16)((1u << nw) - 1u);
     for (int k = 0; k < 16; ++k)
       r[k] = k < nc ? _mm512_maskz_loadu_ps(in, src + k * sc) : _mm512_setzero_ps();
-    for (int k = 0; k < 16; k += 2) {
-      t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
-      t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
-    }
-    for (int k = 0; k < 16; k += 4) {
-      r[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
-      r[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
-      r[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-      r[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-    }
-    for (int j = 0; j < 4; ++j) {
-      const __m512 v0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-      const __m512 v1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-      const __m512 v2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-      const __m512 v3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-      if (j < nw) _mm512_mask_storeu_ps(dst + j * dc, out, _mm512_shuffle_f32x4(v0, v2, 0x88));
-      if (j + 4 < nw)
-        _mm512_mask_storeu_ps(dst + (j + 4) * dc, out, _mm512_shuffle_f32x4(v1, v3, 0x88));
-      if (j + 8 < nw)
-        _mm512_mask_storeu_ps(dst + (j + 8) * dc, out, _mm512_shuffle_f32x4(v0, v2, 0xDD));
-      if (j + 12 < nw)
-        _mm512_mask_storeu_ps(dst + (j + 12) * dc, out, _mm512_shuffle_f32x4(v1, v3, 0xDD));
-    }
+    transpose16_store(r, dst, dc, nc, nw);
   }
   static inline void store_n(float* p, reg v, int n) {
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);

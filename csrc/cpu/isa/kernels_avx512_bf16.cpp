@@ -5,6 +5,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "avx512_transpose.h"
 #include "kernel_api.h"
 
 namespace torchconv {
@@ -145,9 +146,37 @@ void direct(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint3
   }
 }
 
+// Blocks of 16 pairs x 16 pixels: each pair row built from two channel rows (zero-extended
+// to 32 bits, the odd channel shifted into the high half), then the 16 x 16 transpose.
+void pair_rows(const uint16_t* src, int64_t sc, int64_t C, int64_t W, uint32_t* dst,
+               int64_t dc) {
+  const int64_t C2 = (C + 1) / 2;
+  for (int64_t c0 = 0; c0 < C2; c0 += 16) {
+    const int nc = (int)(C2 - c0 < 16 ? C2 - c0 : 16);
+    for (int64_t i0 = 0; i0 < W; i0 += 16) {
+      const int nw = (int)(W - i0 < 16 ? W - i0 : 16);
+      const __mmask16 in = (__mmask16)((1u << nw) - 1u);
+      __m512 r[16];
+      for (int k = 0; k < 16; ++k) {
+        const int64_t c = 2 * (c0 + k);
+        if (k >= nc) {
+          r[k] = _mm512_setzero_ps();
+          continue;
+        }
+        const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(in, src + c * sc + i0));
+        const __m512i hi = c + 1 < C ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                                           in, src + (c + 1) * sc + i0))
+                                     : _mm512_setzero_si512();
+        r[k] = _mm512_castsi512_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+      }
+      transpose16_store(r, reinterpret_cast<float*>(dst + i0 * dc + c0), dc, nc, nw);
+    }
+  }
+}
+
 }  // namespace
 
-Bf16DirectFn bf16_direct_avx512() { return &direct; }
+Bf16Kernels kernels_avx512_bf16() { return {&direct, &pair_rows}; }
 
 }  // namespace isa
 }  // namespace cpu
