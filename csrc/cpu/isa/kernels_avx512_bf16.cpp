@@ -1,6 +1,8 @@
 // AVX-512 BF16 kernel: the direct convolution of bfloat16 operands (see Bf16DirectArgs in
 // kernel_api.h). Code generation as in kernels_avx512.cpp (pragma, C-level headers only).
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in the
+#pragma GCC diagnostic ignored "-Wuninitialized"        // intrinsics headers
 
 #include <immintrin.h>
 #include <stdint.h>
@@ -28,9 +30,11 @@ static inline __m512 dot_pairs(const uint32_t* x, __m512i w, __m512 acc) {
   return acc;
 }
 
+// Results go to yp[p] (bfloat16, through yk), or with `fout`, as float32 rows of channels:
+// pixel p of the tile, channel k at fout[k * ldr + p].
 template <int NP>
 void tile(const Bf16DirectArgs* a, const uint32_t* const* xp, uint16_t* const* yp,
-          const uint32_t* wpanel, const float* bias, int64_t kvalid) {
+          const uint32_t* wpanel, const float* bias, int64_t kvalid, float* fout, int64_t ldr) {
   __m512 acc[NP][kNV];
   alignas(64) float tot[NP][kNV * 16];  // sums of the blocks of the current group
   alignas(64) float mid[NP][kNV * 16];  // sums of the groups
@@ -94,11 +98,16 @@ void tile(const Bf16DirectArgs* a, const uint32_t* const* xp, uint16_t* const* y
     if (n <= 0) break;
     const __m512 b = bias ? _mm512_loadu_ps(bias + j * 16) : _mm512_setzero_ps();
     const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    __m512 rows[16];
     TC_UNROLL for (int p = 0; p < NP; ++p) {
       __m512 v = acc[p][j];
       if (!one_block) {
         v = _mm512_add_ps(_mm512_load_ps(&tot[p][j * 16]), v);
         if (mid_started) v = _mm512_add_ps(_mm512_load_ps(&mid[p][j * 16]), v);
+      }
+      if (fout) {
+        rows[p] = _mm512_add_ps(v, b);
+        continue;
       }
       const __m256i bits = (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(v, b));
       uint16_t* dst = yp[p] + j * 16 * a->yk;
@@ -110,26 +119,33 @@ void tile(const Bf16DirectArgs* a, const uint32_t* const* xp, uint16_t* const* y
         for (int64_t k = 0; k < (n < 16 ? n : 16); ++k) dst[k * a->yk] = out[k];
       }
     }
+    if (fout) {
+      for (int p = NP; p < 16; ++p) rows[p] = _mm512_setzero_ps();
+      transpose16_store(rows, fout + j * 16 * ldr, ldr, NP, (int)(n < 16 ? n : 16));
+    }
   }
 }
 
 template <int K>
 struct Dispatch {
   static void run(int np, const Bf16DirectArgs* a, const uint32_t* const* xp,
-                  uint16_t* const* yp, const uint32_t* w, const float* b, int64_t kvalid) {
-    if (np == K) tile<K>(a, xp, yp, w, b, kvalid);
-    else Dispatch<K - 1>::run(np, a, xp, yp, w, b, kvalid);
+                  uint16_t* const* yp, const uint32_t* w, const float* b, int64_t kvalid,
+                  float* run, int64_t ldr) {
+    if (np == K) tile<K>(a, xp, yp, w, b, kvalid, run, ldr);
+    else Dispatch<K - 1>::run(np, a, xp, yp, w, b, kvalid, run, ldr);
   }
 };
 template <>
 struct Dispatch<0> {
   static void run(int, const Bf16DirectArgs*, const uint32_t* const*, uint16_t* const*,
-                  const uint32_t*, const float*, int64_t) {}
+                  const uint32_t*, const float*, int64_t, float*, int64_t) {}
 };
 
-// Output pixels [p0, p1) (p = oh * OW + ow) in tiles of nearly equal size.
-void direct(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32_t* wpanel,
-            const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+// Output pixels [p0, p1) (p = oh * OW + ow) in tiles of nearly equal size; with `run`, into
+// float32 rows (pixel p at run[k * ldr + p - p0]).
+void tiles(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32_t* wpanel,
+           const float* bias, int64_t kvalid, int64_t p0, int64_t p1, float* run,
+           int64_t ldr) {
   const uint32_t* xp[kNP];
   uint16_t* yp[kNP];
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
@@ -141,8 +157,36 @@ void direct(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint3
       yp[i] = y + oh * a->yh + ow * a->yw;
       if (++ow == a->OW) ow = 0, ++oh;
     }
-    Dispatch<kNP>::run(np, a, xp, yp, wpanel, bias, kvalid);
+    Dispatch<kNP>::run(np, a, xp, yp, wpanel, bias, kvalid, run ? run + (p - p0) : nullptr,
+                       ldr);
     p += np;
+  }
+}
+
+// Dense NCHW output rows (output channels strided, pixels consecutive): runs of kRun pixels
+// leave the tiles as float32 channel rows in an L1 buffer (register transposes) and are
+// rounded and stored a vector of pixels at a time, instead of one 2-byte store per channel
+// and pixel.
+constexpr int64_t kRun = 48;
+static_assert(kRun % int64_t(kNP) == 0, "runs of whole tiles");
+void direct(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32_t* wpanel,
+            const float* bias, int64_t kvalid, int64_t p0, int64_t p1) {
+  if (a->yk == 1 || a->yw != 1 || a->yh != a->OW) {
+    tiles(a, x, y, wpanel, bias, kvalid, p0, p1, nullptr, 0);
+    return;
+  }
+  alignas(64) float run[kBf16KernelBlock * kRun];
+  for (int64_t q0 = p0; q0 < p1; q0 += kRun) {
+    const int64_t n = p1 - q0 < kRun ? p1 - q0 : kRun;
+    tiles(a, x, y, wpanel, bias, kvalid, q0, q0 + n, run, kRun);
+    for (int64_t k = 0; k < kvalid; ++k) {
+      for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFFu : (1u << (n - i)) - 1u);
+        const __m256i bits =
+            (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, run + k * kRun + i));
+        _mm256_mask_storeu_epi16(y + k * a->yk + q0 + i, m, bits);
+      }
+    }
   }
 }
 
