@@ -627,6 +627,34 @@ def test_bfloat16_forward(isa, layout, case):
     assert torch.equal(ours.isinf(), ref.isinf())
 
 
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", [c for c in BF16_CASES if c[8] != "same"] + [
+    (2, 9, 8, 7, 24, 5, 3, 1, (4, 2), 1),   # padding d*(R-1): no padding of grad_output
+    (1, 20, 6, 6, 12, 3, 3, 1, 0, 2),       # dilated, unpadded: 2*(3-1) in front
+])
+def test_bfloat16_grad_input(isa, layout, case):
+    """bfloat16 input gradient (stride 1, one group: the forward kernel over grad_output with
+    the rotated weights where the CPU has AVX-512 BF16): one rounding of the float64 result."""
+    N, C, H, W, K, R, S, st, pd, dl = case
+    gen = torch.Generator().manual_seed(7)
+    w = (torch.randn(K, C, R, S, generator=gen) / math.sqrt(K * R * S)).bfloat16()
+    x = torch.empty(N, C, H, W)
+    gy = torch.randn(F.conv2d(x, w.float(), None, st, pd, dl).shape, generator=gen).bfloat16()
+    if layout == "cl":
+        w, gy = (t.contiguous(memory_format=torch.channels_last) for t in (w, gy))
+    ours = torch.ops.torchconv.conv2d_grad_input(gy, w, [N, C, H, W], pair(st), pair(pd),
+                                                 pair(dl), 1)
+    ref = torch.nn.grad.conv2d_input((N, C, H, W), w.double(), gy.double(), st, pd, dl)
+    assert ours.dtype == torch.bfloat16
+    bound = 2.0**-8 * ref.abs() + 1e-5 * (ref.abs().max().item() + 1)
+    assert ((ours.double() - ref).abs() <= bound).all()
+    gy[0, K - 1, 0, 0] = float("nan")
+    ours = torch.ops.torchconv.conv2d_grad_input(gy, w, [N, C, H, W], pair(st), pair(pd),
+                                                 pair(dl), 1)
+    ref = torch.nn.grad.conv2d_input((N, C, H, W), w.double(), gy.double(), st, pd, dl)
+    assert torch.equal(ours.isnan(), ref.isnan())
+
+
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128],
                          ids=["complex64", "complex128"])
 @pytest.mark.parametrize("layout", ["nchw", "cl"])

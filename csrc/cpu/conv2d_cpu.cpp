@@ -122,6 +122,7 @@ struct CpuBackend {
 
   static void grad_input(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
+    if (fast::try_grad_input_bf16(g, grad_output, weight, grad_input)) return;
     if (on_fast_paths(grad_output, weight, Operand::weight, grad_input,
                       [&](const at::Tensor& dy, const at::Tensor& w, at::Tensor& out) {
                         return fast::try_grad_input(g, dy, w, out);

@@ -2237,12 +2237,15 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
 // packed into k-blocks of channel pairs (kept between calls), the input staged a chunk of images
 // at a time into a zero-padded NHWC copy with an even channel count, the output written in
 // place through its strides.
+// rotated: the convolution's weights are `weight` with input and output channels swapped and
+// the taps rotated by 180 degrees (the input gradient of a stride-1 convolution).
 bool bf16_forward_on(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
-                     const std::optional<at::Tensor>& bias, at::Tensor& output) {
+                     bool rotated, const std::optional<at::Tensor>& bias, at::Tensor& output) {
   const int64_t C = g.in_channels, K = g.out_channels, R = g.kernel_height, S = g.kernel_width;
   const int64_t C2 = ceil_div(C, 2), KB = isa::kBf16KernelBlock, nKB = ceil_div(K, KB);
-  const at::Tensor wp = weight_cache().get(weight, {kPackBf16, C2, nKB}, [&](bool) {
-    const at::Tensor padded = at::constant_pad_nd(weight, {0, 0, 0, 0, 0, 2 * C2 - C, 0, nKB * KB - K});
+  const at::Tensor wp = weight_cache().get(weight, {kPackBf16, rotated, C2, nKB}, [&](bool) {
+    const at::Tensor w = rotated ? weight.flip({2, 3}).transpose(0, 1) : weight;
+    const at::Tensor padded = at::constant_pad_nd(w, {0, 0, 0, 0, 0, 2 * C2 - C, 0, nKB * KB - K});
     // [kb][r][s][c2][lane][pair element]
     return padded.reshape({nKB, KB, C2, 2, R, S}).permute({0, 4, 5, 2, 1, 3}).contiguous();
   });
@@ -2347,7 +2350,27 @@ bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tens
       (bias.has_value() && bias->scalar_type() != at::kBFloat16)) {
     return false;
   }
-  return bf16_forward_on(g, input, weight, bias, output);
+  return bf16_forward_on(g, input, weight, /*rotated=*/false, bias, output);
+}
+
+bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
+                         const at::Tensor& weight, at::Tensor& grad_input) {
+  static const bool available = cpu_has_avx512_bf16();
+  const int64_t pt = g.dilation_h * (g.kernel_height - 1) - g.pad_top;
+  const int64_t pl = g.dilation_w * (g.kernel_width - 1) - g.pad_left;
+  if (!available || current<float>() != isa::kernels_avx512().f32 || !dims_ok(g) ||
+      g.groups != 1 || g.stride_h != 1 || g.stride_w != 1 || pt < 0 || pl < 0 ||
+      grad_output.scalar_type() != at::kBFloat16 || weight.scalar_type() != at::kBFloat16 ||
+      grad_input.scalar_type() != at::kBFloat16) {
+    return false;
+  }
+  // the input gradient of a stride-1 convolution: a convolution over grad_output with the
+  // rotated weights and padding d*(R-1) - p in front
+  const Geometry over_dy{g.batch, g.out_channels, g.out_height, g.out_width, g.in_channels,
+                         g.kernel_height, g.kernel_width, g.in_height, g.in_width, 1, 1,
+                         pt, pl, g.dilation_h, g.dilation_w, 1};
+  return bf16_forward_on(over_dy, grad_output, weight, /*rotated=*/true, std::nullopt,
+                         grad_input);
 }
 
 bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,

@@ -18,6 +18,10 @@ bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& w
 // has AVX512_BF16), else false.
 bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output);
+// bfloat16 input gradient of a stride-1 convolution of one group on the same kernel (padding
+// at most d*(R-1)), else false.
+bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
+                         const at::Tensor& weight, at::Tensor& grad_input);
 bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input);
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
