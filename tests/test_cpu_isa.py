@@ -628,6 +628,36 @@ def test_bfloat16_forward(isa, layout, case):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", [  # N, C, H, W, R, S, stride, padding, dilation
+    (2, 40, 13, 30, 3, 3, 1, 1, 1),           # channel tail, interior and border groups
+    (1, 16, 9, 21, 5, 3, 2, (2, 1), (1, 2)),  # asymmetric stride / padding / dilation
+    (2, 7, 5, 5, 3, 3, 3, 0, 1),              # stride > kernel, fewer than 16 channels
+    (1, 24, 6, 16, 3, 3, 1, 1, 1),            # a group of 8 pixels ending at the padding
+])
+def test_bfloat16_depthwise(isa, layout, case):
+    """bfloat16 depthwise forward (channels_last: its own AVX-512 kernel where the CPU has
+    AVX-512 BF16): one rounding of the float64 result, NaN / inf propagated."""
+    N, C, H, W, R, S, st, pd, dl = case
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(N, C, H, W, generator=gen).bfloat16()
+    w = (torch.randn(C, 1, R, S, generator=gen) / math.sqrt(R * S)).bfloat16()
+    b = torch.randn(C, generator=gen).bfloat16()
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x[0, C - 1, H // 2, W // 2] = float("nan")
+    x[-1, 0, 0, W - 1] = float("-inf")
+    for bias in (b, None):
+        ours = torchconv.functional.conv2d(x, w, bias, st, pd, dl, C)
+        ref = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), st,
+                       pd, dl, C)
+        assert ours.stride() == F.conv2d(x, w, bias, st, pd, dl, C).stride()
+        assert torch.equal(ours.isnan(), ref.isnan()) and torch.equal(ours.isinf(), ref.isinf())
+        finite = ref.isfinite()
+        bound = 2.0**-8 * ref.abs() + 1e-5 * (ref[finite].abs().max().item() + 1)
+        assert ((ours.double() - ref).abs() <= bound)[finite].all()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("case", [c for c in BF16_CASES if c[8] != "same"] + [
     (2, 9, 8, 7, 24, 5, 3, 1, (4, 2), 1),   # padding d*(R-1): no padding of grad_output
     (1, 20, 6, 6, 12, 3, 3, 1, 0, 2),       # dilated, unpadded: 2*(3-1) in front

@@ -358,7 +358,7 @@ class WeightCache {
 };
 
 // What a cached packing is (the first entry of `what`).
-enum : int64_t { kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy, kPackBf16 };
+enum : int64_t { kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy, kPackBf16, kPackBf16Depthwise };
 // The kernel table (ISA and element type) a packing was made for.
 template <typename T>
 int64_t table_id(const Table<T>* kt) {
@@ -2333,6 +2333,36 @@ bool bf16_forward_on(const Geometry& g, const at::Tensor& input, const at::Tenso
   return true;
 }
 
+// bfloat16 depthwise over channels_last input and output (isa::Bf16DepthwiseFn): read and
+// written in place, the weights widened once to float32 [tap][channel] (kept between calls).
+bool bf16_depthwise_on(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
+  const int64_t C = g.in_channels, R = g.kernel_height, S = g.kernel_width;
+  const at::Tensor wp = weight_cache().get(weight, {kPackBf16Depthwise}, [&](bool) {
+    return weight.reshape({C, R * S}).t().to(at::kFloat).contiguous();  // [tap][channel]
+  });
+  const at::Tensor bp = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const isa::Bf16DepthwiseArgs a{C, g.in_height, g.in_width, R, S, g.stride_h, g.stride_w,
+                                 g.dilation_h, g.dilation_w, g.pad_top, g.pad_left,
+                                 input.stride(2), input.stride(3), output.stride(2),
+                                 output.stride(3)};
+  const isa::Bf16DepthwiseFn fn = isa::kernels_avx512_bf16().depthwise;
+  const uint16_t* x = static_cast<const uint16_t*>(input.const_data_ptr());
+  uint16_t* y = static_cast<uint16_t*>(output.data_ptr());
+  const int64_t OH = g.out_height;
+  // tasks of whole output rows, about 4096 outputs or more each
+  const int64_t rows = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.out_width * C));
+  const int64_t nRB = ceil_div(OH, rows);
+  dynamic_for(g.batch * nRB, 1, [&](int64_t t) {
+    const int64_t n = t / nRB, r0 = t % nRB * rows, r1 = std::min(OH, r0 + rows);
+    for (int64_t oh = r0; oh < r1; ++oh) {
+      fn(&a, x + n * input.stride(0), y + n * output.stride(0), wp.const_data_ptr<float>(),
+         bp.defined() ? bp.const_data_ptr<float>() : nullptr, oh, 0, g.out_width);
+    }
+  });
+  return true;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -2345,12 +2375,17 @@ bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tens
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
   static const bool available = cpu_has_avx512_bf16();
   if (!available || current<float>() != isa::kernels_avx512().f32 || !dims_ok(g) ||
-      g.groups != 1 || input.scalar_type() != at::kBFloat16 ||
-      weight.scalar_type() != at::kBFloat16 || output.scalar_type() != at::kBFloat16 ||
+      input.scalar_type() != at::kBFloat16 || weight.scalar_type() != at::kBFloat16 ||
+      output.scalar_type() != at::kBFloat16 ||
       (bias.has_value() && bias->scalar_type() != at::kBFloat16)) {
     return false;
   }
-  return bf16_forward_on(g, input, weight, /*rotated=*/false, bias, output);
+  if (g.groups == 1) return bf16_forward_on(g, input, weight, /*rotated=*/false, bias, output);
+  const bool depthwise = g.groups == g.in_channels && g.groups == g.out_channels;
+  if (depthwise && input.stride(1) == 1 && output.stride(1) == 1) {
+    return bf16_depthwise_on(g, input, weight, bias, output);
+  }
+  return false;
 }
 
 bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,

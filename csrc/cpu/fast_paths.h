@@ -14,8 +14,8 @@ namespace torchconv::cpu::fast {
 
 bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, at::Tensor& output);
-// bfloat16 forward of one group on AVX-512 BF16 dot products (ISA avx512 selected and the CPU
-// has AVX512_BF16), else false.
+// bfloat16 forward of one group on AVX-512 BF16 dot products, or depthwise over channels_last
+// operands (ISA avx512 selected and the CPU has AVX512_BF16), else false.
 bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output);
 // bfloat16 input gradient of a stride-1 convolution of one group on the same kernel (padding

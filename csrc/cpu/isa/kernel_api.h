@@ -309,9 +309,22 @@ using Bf16DirectFn = void (*)(const Bf16DirectArgs* a, const uint32_t* x, uint16
 // an odd C reads as zero).
 using Bf16PairRowsFn = void (*)(const uint16_t* src, int64_t sc, int64_t C, int64_t W,
                                 uint32_t* dst, int64_t dc);
+// Depthwise bfloat16 over channels_last operands (channel stride 1 in and out), channels
+// vectorised: output pixels (oh, ow) for ow in [ow0, ow1) of one image, every channel: the
+// taps that fall inside the input, in order, widened exactly and multiplied with float32
+// weights w[(r*S + s)*C + c] into float32 sums, then the bias (C floats, or null), rounded once.
+struct Bf16DepthwiseArgs {
+  int64_t C, H, W, R, S, sh, sw, dh, dw, pt, pl;
+  int64_t xh, xw;  // input strides (row, column)
+  int64_t yh, yw;  // output strides (row, column)
+};
+using Bf16DepthwiseFn = void (*)(const Bf16DepthwiseArgs* a, const uint16_t* x, uint16_t* y,
+                                 const float* w, const float* bias, int64_t oh, int64_t ow0,
+                                 int64_t ow1);
 struct Bf16Kernels {
   Bf16DirectFn direct;
   Bf16PairRowsFn pair_rows;
+  Bf16DepthwiseFn depthwise;
 };
 Bf16Kernels kernels_avx512_bf16();
 

@@ -218,9 +218,65 @@ void pair_rows(const uint16_t* src, int64_t sc, int64_t C, int64_t W, uint32_t* 
   }
 }
 
+static inline __m512 widen(__m256i bf16) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16), 16));
+}
+
+// Groups of kDwPixels output pixels (independent sums: one chain of multiply-adds per pixel
+// would wait on its own latency), all channel vectors of a group before the next (its input
+// pixels are read whole, consecutive channels; channel vectors outer re-read the rows from
+// L2 for every vector); each tap's weight vector is loaded once per group and vector.
+enum { kDwPixels = 8 };
+void depthwise(const Bf16DepthwiseArgs* a, const uint16_t* x, uint16_t* y, const float* w,
+               const float* bias, int64_t oh, int64_t ow0, int64_t ow1) {
+  const int64_t C = a->C;
+  const int64_t ih0 = oh * a->sh - a->pt;
+  for (int64_t q0 = ow0; q0 < ow1; q0 += kDwPixels) {
+    const int np = (int)(ow1 - q0 < kDwPixels ? ow1 - q0 : kDwPixels);
+    const bool interior = np == kDwPixels && q0 * a->sw - a->pl >= 0 &&
+                          (q0 + kDwPixels - 1) * a->sw - a->pl + (a->S - 1) * a->dw < a->W;
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+      const __mmask16 m = (__mmask16)(C - c0 >= 16 ? 0xFFFFu : (1u << (C - c0)) - 1u);
+      const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
+      __m512 acc[kDwPixels];
+      TC_UNROLL for (int i = 0; i < kDwPixels; ++i) acc[i] = _mm512_setzero_ps();
+      for (int64_t r = 0; r < a->R; ++r) {
+        const int64_t ih = ih0 + r * a->dh;
+        if (ih < 0 || ih >= a->H) continue;
+        const uint16_t* xr = x + ih * a->xh + c0;
+        for (int64_t s = 0; s < a->S; ++s) {
+          const __m512 wv = _mm512_maskz_loadu_ps(m, w + (r * a->S + s) * C + c0);
+          const int64_t iw0 = q0 * a->sw - a->pl + s * a->dw;
+          if (interior) {  // every pixel of the group reads inside the row
+            const uint16_t* xs = xr + iw0 * a->xw;
+            TC_UNROLL for (int i = 0; i < kDwPixels; ++i) {
+              acc[i] = _mm512_fmadd_ps(
+                  widen(_mm256_maskz_loadu_epi16(m, xs + i * a->sw * a->xw)), wv, acc[i]);
+            }
+            continue;
+          }
+          TC_UNROLL for (int i = 0; i < kDwPixels; ++i) {
+            const int64_t iw = iw0 + i * a->sw;
+            if (i < np && iw >= 0 && iw < a->W) {
+              acc[i] = _mm512_fmadd_ps(widen(_mm256_maskz_loadu_epi16(m, xr + iw * a->xw)), wv,
+                                       acc[i]);
+            }
+          }
+        }
+      }
+      TC_UNROLL for (int i = 0; i < kDwPixels; ++i) {
+        if (i < np) {
+          _mm256_mask_storeu_epi16(y + oh * a->yh + (q0 + i) * a->yw + c0, m,
+                                   (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[i], b)));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
-Bf16Kernels kernels_avx512_bf16() { return {&direct, &pair_rows}; }
+Bf16Kernels kernels_avx512_bf16() { return {&direct, &pair_rows, &depthwise}; }
 
 }  // namespace isa
 }  // namespace cpu
