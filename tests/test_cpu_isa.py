@@ -628,6 +628,33 @@ def test_bfloat16_forward(isa, layout, case):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", [c for c in BF16_CASES if c[8] != "same"] + [
+    (3, 5, 12, 10, 7, 3, 4, 1, 2, 1),       # odd batch (a zero pair element), 12 taps
+    (2, 6, 13, 11, 20, 3, 3, (2, 1), (1, 0), (1, 2)),  # asymmetric, 9 taps
+])
+def test_bfloat16_grad_weight(isa, layout, case):
+    """bfloat16 weight gradient (one group, at least 9 taps: a convolution with the batch as
+    the reduction channels where the CPU has AVX-512 BF16): one rounding of the float64 sum."""
+    N, C, H, W, K, R, S, st, pd, dl = case
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(N, C, H, W, generator=gen).bfloat16()
+    gy = torch.randn(F.conv2d(x.float(), torch.empty(K, C, R, S), None, st, pd, dl).shape,
+                     generator=gen).bfloat16()
+    if layout == "cl":
+        x, gy = (t.contiguous(memory_format=torch.channels_last) for t in (x, gy))
+    args = ([K, C, R, S], pair(st), pair(pd), pair(dl), 1)
+    ours = torch.ops.torchconv.conv2d_grad_weight(gy, x, *args)
+    ref = torch.nn.grad.conv2d_weight(x.double(), (K, C, R, S), gy.double(), st, pd, dl)
+    assert ours.dtype == torch.bfloat16
+    bound = 2.0**-8 * ref.abs() + 1e-5 * (ref.abs().max().item() + 1)
+    assert ((ours.double() - ref).abs() <= bound).all()
+    x[N - 1, 0, H // 2, W // 2] = float("nan")
+    ours = torch.ops.torchconv.conv2d_grad_weight(gy, x, *args)
+    ref = torch.nn.grad.conv2d_weight(x.double(), (K, C, R, S), gy.double(), st, pd, dl)
+    assert torch.equal(ours.isnan(), ref.isnan())
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("case", [  # N, C, H, W, R, S, stride, padding, dilation
     (2, 40, 13, 30, 3, 3, 1, 1, 1),           # channel tail, interior and border groups
     (1, 16, 9, 21, 5, 3, 2, (2, 1), (1, 2)),  # asymmetric stride / padding / dilation

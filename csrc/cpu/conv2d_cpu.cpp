@@ -141,6 +141,7 @@ struct CpuBackend {
 
   static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
+    if (fast::try_grad_weight_bf16(g, grad_output, input, grad_weight)) return;
     if (on_fast_paths(grad_output, input, Operand::activation, grad_weight,
                       [&](const at::Tensor& dy, const at::Tensor& x, at::Tensor& out) {
                         return fast::try_grad_weight(g, dy, x, out);

@@ -110,6 +110,9 @@ constexpr int64_t kDirectTilesPerTask = 32;
 // is read back from them (R50 3x3 stride 2, 8 x 1.7 MB padded images, one 13.8 MB chunk:
 // 0.89-0.91x native forward; image by image: 0.95-0.97x).
 constexpr int64_t kStageCacheBytes = int64_t(2) << 20;
+// bfloat16 weight gradients run as a convolution whose output pixels are the R x S taps (see
+// try_grad_weight_bf16): a register tile of 12 pixels needs about that many taps.
+constexpr int64_t kBf16GradWeightMinTaps = 9;
 
 bool cpu_supports(const std::string& name) {
   if (name == "avx512") {
@@ -2406,6 +2409,30 @@ bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
                          pt, pl, g.dilation_h, g.dilation_w, 1};
   return bf16_forward_on(over_dy, grad_output, weight, /*rotated=*/true, std::nullopt,
                          grad_input);
+}
+
+bool try_grad_weight_bf16(const Geometry& g, const at::Tensor& grad_output,
+                          const at::Tensor& input, at::Tensor& grad_weight) {
+  static const bool available = cpu_has_avx512_bf16();
+  if (!available || current<float>() != isa::kernels_avx512().f32 || !dims_ok(g) ||
+      g.groups != 1 || g.kernel_height * g.kernel_width < kBf16GradWeightMinTaps ||
+      grad_output.scalar_type() != at::kBFloat16 || input.scalar_type() != at::kBFloat16 ||
+      grad_weight.scalar_type() != at::kBFloat16) {
+    return false;
+  }
+  // grad_weight[k][c][r][s] = sum over n, oh, ow of dy[n][k][oh][ow] x[n][c][...]: the
+  // convolution of the input's channels as images (its images as channels) with grad_output's
+  // channels as filters (its images as their channels, its pixels as taps): strides and
+  // dilations swap; the output's pixels are the R x S taps. grad_output is packed anew every
+  // call (a kept packing would never be found again: it changes every step).
+  const Geometry swapped{g.in_channels, g.batch, g.in_height, g.in_width, g.out_channels,
+                         g.out_height, g.out_width, g.kernel_height, g.kernel_width,
+                         g.dilation_h, g.dilation_w, g.pad_top, g.pad_left, g.stride_h,
+                         g.stride_w, 1};
+  const WeightCacheBypass dy_changes_every_call;
+  at::Tensor out = grad_weight.transpose(0, 1);
+  return bf16_forward_on(swapped, input.transpose(0, 1), grad_output.transpose(0, 1),
+                         /*rotated=*/false, std::nullopt, out);
 }
 
 bool try_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,

@@ -22,6 +22,9 @@ bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tens
 // at most d*(R-1)), else false.
 bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input);
+// bfloat16 weight gradient of one group with at least 9 taps on the same kernel, else false.
+bool try_grad_weight_bf16(const Geometry& g, const at::Tensor& grad_output,
+                          const at::Tensor& input, at::Tensor& grad_weight);
 bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input);
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
