@@ -361,7 +361,10 @@ class WeightCache {
 };
 
 // What a cached packing is (the first entry of `what`).
-enum : int64_t { kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy, kPackBf16, kPackBf16Depthwise };
+enum : int64_t {
+  kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy, kPackBf16,
+  kPackBf16Depthwise
+};
 // The kernel table (ISA and element type) a packing was made for.
 template <typename T>
 int64_t table_id(const Table<T>* kt) {
@@ -2272,7 +2275,7 @@ bool bf16_forward_on(const Geometry& g, const at::Tensor& input, const at::Tenso
   const at::Tensor buf = in_place ? at::Tensor() : workspace<int16_t>(Workspace::stage, chunk * image);
   const int64_t xn = in_place ? input.stride(0) / 2 : Hp * Wp * C2;  // in pairs
   const int64_t xh = in_place ? input.stride(2) / 2 : Wp * C2;
-  const int64_t tile_pixels = 12, nPC = ceil_div(P, tile_pixels * kDirectTilesPerTask);
+  const int64_t nPC = ceil_div(P, isa::kBf16PixelBlock * kDirectTilesPerTask);
   const isa::Bf16Kernels kern = isa::kernels_avx512_bf16();
   const isa::Bf16DirectArgs a{C2, R, S, OW, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
                               xh, C2, output.stride(1), output.stride(2), output.stride(3)};
@@ -2284,10 +2287,9 @@ bool bf16_forward_on(const Geometry& g, const at::Tensor& input, const at::Tenso
     } else {
       uint32_t* dst = static_cast<uint32_t*>(buf.data_ptr());
       if (input.stride(3) == 1 && input.stride(1) != 1) {
-        // rows of channel planes (NCHW): pairs interleaved and transposed row by row; the
-        // padding rows and columns zeroed
-        // zeroed; where input and copy rows are the same dense pixels, blocks of rows are one
-        // run (a channel's 16-pixel pieces of one row were too short for the prefetchers)
+        // rows of channel planes (NCHW): pairs interleaved and transposed, the padding rows and
+        // columns zeroed; where input and copy rows are the same dense pixels, blocks of rows
+        // are one run (a channel's 16-pixel pieces of one row were too short for the prefetchers)
         const uint16_t* src = static_cast<const uint16_t*>(input.const_data_ptr());
         const int64_t lo = g.pad_left, hi = lo + std::max<int64_t>(cols, 0);
         const bool dense_rows = lo == 0 && hi == Wp && cols == W && input.stride(2) == W;
@@ -2374,13 +2376,20 @@ bool cpu_has_avx512_bf16() {
   return cpu_supports("avx512") && __builtin_cpu_supports("avx512bf16");
 }
 
+// The bfloat16 kernels apply: every operand (null: absent) is bfloat16, the dims are not empty,
+// the CPU has AVX512_BF16 and the avx512 path is selected (another forced ISA runs bfloat16
+// widened on its float32 kernels).
+bool bf16_eligible(const Geometry& g, std::initializer_list<const at::Tensor*> tensors) {
+  for (const at::Tensor* t : tensors) {
+    if (t && t->scalar_type() != at::kBFloat16) return false;
+  }
+  static const bool available = cpu_has_avx512_bf16();
+  return available && dims_ok(g) && current<float>() == isa::kernels_avx512().f32;
+}
+
 bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
-  static const bool available = cpu_has_avx512_bf16();
-  if (!available || current<float>() != isa::kernels_avx512().f32 || !dims_ok(g) ||
-      input.scalar_type() != at::kBFloat16 || weight.scalar_type() != at::kBFloat16 ||
-      output.scalar_type() != at::kBFloat16 ||
-      (bias.has_value() && bias->scalar_type() != at::kBFloat16)) {
+  if (!bf16_eligible(g, {&input, &weight, &output, bias.has_value() ? &*bias : nullptr})) {
     return false;
   }
   if (g.groups == 1) return bf16_forward_on(g, input, weight, /*rotated=*/false, bias, output);
@@ -2393,13 +2402,10 @@ bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tens
 
 bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
-  static const bool available = cpu_has_avx512_bf16();
   const int64_t pt = g.dilation_h * (g.kernel_height - 1) - g.pad_top;
   const int64_t pl = g.dilation_w * (g.kernel_width - 1) - g.pad_left;
-  if (!available || current<float>() != isa::kernels_avx512().f32 || !dims_ok(g) ||
-      g.groups != 1 || g.stride_h != 1 || g.stride_w != 1 || pt < 0 || pl < 0 ||
-      grad_output.scalar_type() != at::kBFloat16 || weight.scalar_type() != at::kBFloat16 ||
-      grad_input.scalar_type() != at::kBFloat16) {
+  if (g.groups != 1 || g.stride_h != 1 || g.stride_w != 1 || pt < 0 || pl < 0 ||
+      !bf16_eligible(g, {&grad_output, &weight, &grad_input})) {
     return false;
   }
   // the input gradient of a stride-1 convolution: a convolution over grad_output with the
@@ -2413,11 +2419,8 @@ bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
 
 bool try_grad_weight_bf16(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
-  static const bool available = cpu_has_avx512_bf16();
-  if (!available || current<float>() != isa::kernels_avx512().f32 || !dims_ok(g) ||
-      g.groups != 1 || g.kernel_height * g.kernel_width < kBf16GradWeightMinTaps ||
-      grad_output.scalar_type() != at::kBFloat16 || input.scalar_type() != at::kBFloat16 ||
-      grad_weight.scalar_type() != at::kBFloat16) {
+  if (g.groups != 1 || g.kernel_height * g.kernel_width < kBf16GradWeightMinTaps ||
+      !bf16_eligible(g, {&grad_output, &input, &grad_weight})) {
     return false;
   }
   // grad_weight[k][c][r][s] = sum over n, oh, ow of dy[n][k][oh][ow] x[n][c][...]: the

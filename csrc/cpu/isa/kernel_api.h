@@ -294,7 +294,8 @@ struct KernelTableT {
 // even). x: a zero-padded NHWC copy holding pairs of channels (uint32, C2 per pixel; x origin as
 // for DirectArgs); wpanel: one k-block [R][S][C2][kBf16KernelBlock] of channel pairs; bias:
 // kBf16KernelBlock floats (zero padded) or null; y: bfloat16 bits through yk / yh / yw.
-constexpr int64_t kBf16KernelBlock = 32;
+constexpr int64_t kBf16KernelBlock = 32;  // output channels per register tile
+constexpr int64_t kBf16PixelBlock = 12;   // pixels per register tile
 struct Bf16DirectArgs {
   int64_t C2;          // pairs of input channels
   int64_t R, S, OW, sh, sw, dh, dw;

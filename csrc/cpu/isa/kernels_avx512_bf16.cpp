@@ -1,5 +1,6 @@
-// AVX-512 BF16 kernel: the direct convolution of bfloat16 operands (see Bf16DirectArgs in
-// kernel_api.h). Code generation as in kernels_avx512.cpp (pragma, C-level headers only).
+// AVX-512 BF16 kernels of bfloat16 operands (see Bf16Kernels in kernel_api.h): the direct
+// convolution, its NCHW input staging (pair_rows) and the channels_last depthwise forward. Code
+// generation as in kernels_avx512.cpp (pragma, C-level headers only).
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in the
 #pragma GCC diagnostic ignored "-Wuninitialized"        // intrinsics headers
@@ -19,10 +20,10 @@ namespace {
 #define TC_UNROLL _Pragma("GCC unroll 32")
 
 // Register tile: 12 pixels x 2 vectors of 16 output channels (24 sums, 2 weight registers).
-enum { kNP = 12, kNV = 2 };
+enum { kNP = int(kBf16PixelBlock), kNV = int(kBf16KernelBlock / 16) };
+static_assert(kNV == 2, "the inner loop holds two weight vectors");
 // Pairs per block of the three-level sums (64 products per lane, as TC_BLOCK), blocks per group.
 enum { kBlockPairs = 32, kMidBlocks = 16 };
-static_assert(kNV * 16 == kBf16KernelBlock, "tile width = packed k-block");
 
 // acc + (the pair at x, broadcast) . w, pair by pair, with the broadcast embedded in vdpbf16ps.
 static inline __m512 dot_pairs(const uint32_t* x, __m512i w, __m512 acc) {
@@ -130,9 +131,9 @@ template <int K>
 struct Dispatch {
   static void run(int np, const Bf16DirectArgs* a, const uint32_t* const* xp,
                   uint16_t* const* yp, const uint32_t* w, const float* b, int64_t kvalid,
-                  float* run, int64_t ldr) {
-    if (np == K) tile<K>(a, xp, yp, w, b, kvalid, run, ldr);
-    else Dispatch<K - 1>::run(np, a, xp, yp, w, b, kvalid, run, ldr);
+                  float* fout, int64_t ldr) {
+    if (np == K) tile<K>(a, xp, yp, w, b, kvalid, fout, ldr);
+    else Dispatch<K - 1>::run(np, a, xp, yp, w, b, kvalid, fout, ldr);
   }
 };
 template <>
@@ -141,10 +142,10 @@ struct Dispatch<0> {
                   const uint32_t*, const float*, int64_t, float*, int64_t) {}
 };
 
-// Output pixels [p0, p1) (p = oh * OW + ow) in tiles of nearly equal size; with `run`, into
-// float32 rows (pixel p at run[k * ldr + p - p0]).
+// Output pixels [p0, p1) (p = oh * OW + ow) in tiles of nearly equal size; with `fout`, into
+// float32 rows (pixel p at fout[k * ldr + p - p0]).
 void tiles(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32_t* wpanel,
-           const float* bias, int64_t kvalid, int64_t p0, int64_t p1, float* run,
+           const float* bias, int64_t kvalid, int64_t p0, int64_t p1, float* fout,
            int64_t ldr) {
   const uint32_t* xp[kNP];
   uint16_t* yp[kNP];
@@ -157,7 +158,7 @@ void tiles(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32
       yp[i] = y + oh * a->yh + ow * a->yw;
       if (++ow == a->OW) ow = 0, ++oh;
     }
-    Dispatch<kNP>::run(np, a, xp, yp, wpanel, bias, kvalid, run ? run + (p - p0) : nullptr,
+    Dispatch<kNP>::run(np, a, xp, yp, wpanel, bias, kvalid, fout ? fout + (p - p0) : nullptr,
                        ldr);
     p += np;
   }
