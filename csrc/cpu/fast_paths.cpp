@@ -26,7 +26,10 @@
 //    of 2x2 (use_winograd; forward and grad_input): Winograd F(2x2, 3x3), 16 products per
 //    tile instead of 36, as 16 GEMMs on the direct kernel (tiles as pixels, sums in blocks of
 //    16 products); dilated ones as dilation phases of undilated ones; inputs or weights with
-//    NaN / inf fall back to the direct kernel. TORCHCONV_CPU_WINOGRAD=0 (or
+//    NaN / inf fall back to the direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride
+//    1, no dilation) as 3x3 sub-kernels over the grid of transformed tiles (run_winograd_nested;
+//    5x5: 64 products per tile instead of 100); the weight gradient of both from 256 tiles
+//    (run_winograd_grad_weight). TORCHCONV_CPU_WINOGRAD=0 (or
 //    _C.set_cpu_winograd(False)) turns it off.
 //  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
 //    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
@@ -1347,10 +1350,12 @@ int64_t winograd_tiles(int64_t N, int64_t OH, int64_t OW) {
 }
 template <typename T>
 bool use_winograd(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
+  const bool kernel = (sp.R == 3 && sp.S == 3) ||  // larger: run_winograd_nested
+                      (sp.R % 2 == 1 && sp.S % 2 == 1 && sp.R >= 3 && sp.S >= 3 &&
+                       sp.dh == 1 && sp.dw == 1);
   return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
-         sp.G == 1 && sp.R == 3 && sp.S == 3 && sp.sh == 1 && sp.sw == 1 && sp.cpg >= 16 &&
-         sp.kpg >= 16 && OH >= 2 * sp.dh && OW >= 2 * sp.dw &&
-         winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
+         sp.G == 1 && kernel && sp.sh == 1 && sp.sw == 1 && sp.cpg >= 16 && sp.kpg >= 16 &&
+         OH >= 2 * sp.dh && OW >= 2 * sp.dw && winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
 }
 
 // The 16 planes of the transformed inputs, products and weights lie a multiple of 4 KiB plus
@@ -1381,23 +1386,44 @@ void for_weight_blocks(int64_t nKB, int64_t C, const F& f) {
   });
 }
 
+// Kernels larger than 3x3 (R, S odd; see run_winograd_nested): the spec's (K, C, R, S) weights
+// as (K, C, nr, ns, 3, 3) sub-kernels, sub-kernel (a, b) holding taps (2a + i, 2b + j); a tap
+// on the border of two sub-kernels belongs to the first (zero in the second).
+at::Tensor winograd_sub_kernels(const at::Tensor& w) {
+  at::Tensor sub = w.unfold(2, 3, 2).unfold(3, 3, 2).contiguous();
+  sub.slice(2, 1).select(4, 0).zero_();
+  sub.slice(3, 1).select(5, 0).zero_();
+  return sub;
+}
+
+// Packed as [16][nKB][nsub][C][KB] (nsub = nr * ns sub-kernels; 1 for 3x3).
 template <typename T>
-at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, int64_t K, int64_t C,
+at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, const Spec& sp,
                          int64_t KB, bool owned) {
-  const int64_t nKB = ceil_div(K, KB), plane = winograd_plane(nKB * C * KB);
+  const int64_t K = sp.kpg, C = sp.cpg, nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
+  const int64_t nKB = ceil_div(K, KB), plane = winograd_plane(nKB * nsub * C * KB);
   at::Tensor buf = owned ? at::empty({16 * plane * int64_t(sizeof(T))},
                                      at::TensorOptions().dtype(at::kByte))
                          : workspace<T>(Workspace::winograd_weights, 16 * plane);
   T* dst = data_of<T>(buf);
-  const at::Tensor wc = ww.weight->contiguous();
-  const int64_t ls = wc.stride(ww.rotate ? 1 : 0), cs = wc.stride(ww.rotate ? 0 : 1);
+  at::Tensor wc;
+  bool rotate = ww.rotate;
+  if (nsub == 1) {  // read in place, rotated by the kernel
+    wc = ww.weight->contiguous();
+  } else {
+    wc = winograd_sub_kernels(rotate ? ww.weight->flip({2, 3}).transpose(0, 1) : *ww.weight);
+    rotate = false;
+  }
+  const int64_t ls = wc.stride(rotate ? 1 : 0), cs = wc.stride(rotate ? 0 : 1);
   const T* w = wc.const_data_ptr<T>();
-  const isa::WinogradWeightArgs a{KB, ls, cs, plane, ww.rotate};
+  const isa::WinogradWeightArgs a{KB, ls, cs, plane, rotate};
   std::atomic<bool> finite{true};
   for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
-    if (!kt->winograd_weights(&a, w + kb * KB * ls, std::min(KB, K - kb * KB), c0, c1,
-                              dst + kb * C * KB)) {
-      finite.store(false, std::memory_order_relaxed);
+    for (int64_t j = 0; j < nsub; ++j) {
+      if (!kt->winograd_weights(&a, w + kb * KB * ls + 9 * j, std::min(KB, K - kb * KB), c0,
+                                c1, dst + (kb * nsub + j) * C * KB)) {
+        finite.store(false, std::memory_order_relaxed);
+      }
     }
   });
   return finite.load() ? buf : at::Tensor();
@@ -1446,53 +1472,109 @@ struct WinogradTiling {
   }
 };
 
+// The output transforms of runs of tiles: written in place into an NHWC output, else into an
+// NHWC buffer of one run (buffer_elems) and transposed into the NCHW rows.
+template <typename T>
+struct WinogradStore {
+  const Table<T>* kt;
+  isa::WinogradArgs in_place, buffered;
+  int64_t K, Kp, sc, sw;  // output channels (stored / per tile) and strides (channel, column)
+  WinogradStore(const Table<T>* kt_, const isa::WinogradArgs& wa, int64_t run_tiles,
+                int64_t K_, int64_t Kp_, int64_t sc_, int64_t sw_)
+      : kt(kt_), in_place(wa), buffered(wa), K(K_), Kp(Kp_), sc(sc_), sw(sw_) {
+    buffered.yh = 2 * run_tiles * Kp, buffered.yw = Kp;
+  }
+  static int64_t buffer_elems(int64_t run_tiles, int64_t Kp, int64_t sc) {
+    return sc == 1 ? 0 : 2 * 2 * run_tiles * Kp;
+  }
+  // Tiles [0, run) of products m (tile stride in_place.mt): output rows [0, rows), columns
+  // [0, cols) from y.
+  void operator()(const T* m, int64_t run, const T* bias, int64_t rows, int64_t cols, T* y,
+                  T* buf) const {
+    if (sc == 1) {
+      kt->winograd_output(&in_place, m, run, bias, rows, cols, y);
+      return;
+    }
+    kt->winograd_output(&buffered, m, run, bias, rows, cols, buf);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* src = buf + r * buffered.yh;
+      T* dst = y + r * in_place.yh;
+      if (sw == 1) {
+        kt->transpose(src, Kp, cols, K, dst, sc);
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t p = 0; p < cols; ++p) dst[k * sc + p * sw] = src[p * Kp + k];
+      }
+    }
+  }
+};
+
+// The weight panels U of a Winograd convolution on the GEMM kernel, packed (cached).
+template <typename T>
+struct WinogradPanels {
+  bool wide;
+  int64_t KB, nKB, Kp, NP, uplane;
+  at::Tensor U;
+  WinogradPanels(const Table<T>* kt, const Spec& sp, const WinogradWeights& ww) {
+    const int64_t nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
+    const Spec gemm_sp{16, sp.cpg, sp.kpg, (sp.R - 1) / 2, (sp.S - 1) / 2, 1, 1, 1, 1, 0, 0};
+    wide = use_wide(kt, gemm_sp);
+    KB = direct_block(kt, gemm_sp), nKB = ceil_div(sp.kpg, KB), Kp = nKB * KB;
+    NP = wide ? kt->wide_pixel_block : kt->pixel_block;
+    uplane = winograd_plane(nKB * nsub * sp.cpg * KB);
+    U = weight_cache().get(*ww.weight,
+                           {kPackWinograd, ww.rotate, table_id(kt), KB, sp.kpg, sp.cpg},
+                           [&](bool owned) { return pack_winograd(kt, ww, sp, KB, owned); });
+  }
+  isa::DirectFn<T> gemm(const Table<T>* kt) const { return wide ? kt->direct_wide : kt->direct; }
+  // Tiles per task: as many as the scratch allows (per_tile bytes each). Every task reads all
+  // of U: past kWinogradBigWeights (it comes from L3 or memory) the scratch may grow 4x, for
+  // fewer tasks (R50 L4 3x3, 512 x 512 channels, 7 x 7 images: 0.8x -> 1.1x native
+  // channels_last; smaller U keep the L2-sized tasks, 1.2x vs 1.1x on R50 3x3).
+  int64_t max_tiles(int64_t per_tile) const {
+    const bool big = U.nbytes() >= size_t(kWinogradBigWeights);
+    return kWinogradScratchBytes * (big ? 4 : 1) / per_tile;
+  }
+};
+
+template <typename T>
+bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
+                         const WinogradWeights& ww, const T* bias, const Out<T>& y);
+
 // y = the convolution sp (use_winograd) of x with weights ww, plus the bias (K elements, or
 // null). Returns false, with y partly written, where a transformed weight or input is not
 // finite: the caller then runs the direct kernels, which keep NaN / inf where F.conv2d has them.
 template <typename T>
 bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const WinogradWeights& ww,
                   const T* bias, const Out<T>& y) {
+  if (sp.R != 3 || sp.S != 3) return run_winograd_nested(kt, x, sp, ww, bias, y);
   const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W, dh = sp.dh, dw = sp.dw;
-  const Spec gemm_sp{16, C, K, 1, 1, 1, 1, 1, 1, 0, 0};
-  const bool wide = use_wide(kt, gemm_sp);
-  const isa::DirectFn<T> gemm = wide ? kt->direct_wide : kt->direct;
-  const int64_t KB = direct_block(kt, gemm_sp), nKB = ceil_div(K, KB), Kp = nKB * KB;
-  const int64_t NP = wide ? kt->wide_pixel_block : kt->pixel_block;
-  const at::Tensor U = weight_cache().get(
-      *ww.weight, {kPackWinograd, ww.rotate, table_id(kt), KB, K, C},
-      [&](bool owned) { return pack_winograd(kt, ww, K, C, KB, owned); });
-  if (!U.defined()) return false;
-  const T* up = data_of<T>(U);
-  const int64_t uplane = winograd_plane(nKB * C * KB);
+  const WinogradPanels<T> wp(kt, sp, ww);
+  if (!wp.U.defined()) return false;
+  const isa::DirectFn<T> gemm = wp.gemm(kt);
+  const int64_t KB = wp.KB, nKB = wp.nKB, Kp = wp.Kp, NP = wp.NP;
+  const T* up = data_of<T>(wp.U);
   // tiles overhanging an odd (phase) output size read zeros past the input
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw);
   const int64_t per_image = tl.per_image;
-  const int64_t per_tile = 16 * (C + Kp) * int64_t(sizeof(T));
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
-  // evenly. Every task reads all of U: past kWinogradBigWeights (it comes from L3 or memory)
-  // the scratch may grow 4x, for fewer tasks (R50 L4 3x3, 512 x 512 channels, 7 x 7 images:
-  // 0.8x -> 1.1x native channels_last; smaller U keep the L2-sized tasks, 1.2x vs 1.1x on
-  // R50 3x3).
-  const bool big_weights = U.nbytes() >= size_t(kWinogradBigWeights);
-  const int64_t tmax = std::max<int64_t>(
-      NP, kWinogradScratchBytes * (big_weights ? 4 : 1) / per_tile);
+  // evenly.
+  const int64_t tmax = std::max(NP, wp.max_tiles(16 * (C + Kp) * int64_t(sizeof(T))));
   const int64_t chunk_tiles = std::min(st.chunk, x.N) * per_image;
   const int64_t threads = at::get_num_threads();
   int64_t chunk_tasks = ceil_div(chunk_tiles, tmax);
   if (chunk_tiles >= threads * NP) chunk_tasks = ceil_div(chunk_tasks, threads) * threads;
   const int64_t Tt = ceil_div(chunk_tiles, chunk_tasks);
-  const bool nhwc_out = y.sc == 1;
-  const bool dense_rows = y.sw * dw == 1;
   const int64_t row_tiles = std::min(Tt, tl.max_tw);  // tiles of a run (one row of tiles)
-  const int64_t ybuf = nhwc_out ? 0 : 2 * 2 * row_tiles * Kp;  // NCHW: a run in NHWC order
   const int64_t vs = winograd_plane(Tt * C), ms = winograd_plane(Tt * Kp);
-  const int64_t scratch = 16 * (vs + ms) + ybuf;
+  const int64_t scratch =
+      16 * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, Kp, y.sc);
   const isa::DirectArgs ga{C, 1, 1, /*OW=*/Tt, 1, 1, 1, 1, /*xc=*/1, /*xh=*/0, /*xw=*/C,
                            /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, kWinogradBlock};
   const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, ms, Kp, dh * y.sh, dw * y.sw};
-  isa::WinogradArgs wb = wa;  // NCHW: the output transform writes the run's NHWC buffer
-  wb.yh = 2 * row_tiles * Kp, wb.yw = Kp;
+  const WinogradStore<T> store(kt, wa, row_tiles, K, Kp, y.sc, y.sw * dw);
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
@@ -1519,7 +1601,7 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
       }
       for (int64_t xi = 0; xi < 16; ++xi) {
         for (int64_t kb = 0; kb < nKB; ++kb) {
-          gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * uplane + kb * C * KB,
+          gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * wp.uplane + kb * C * KB,
                nullptr, std::min(KB, K - kb * KB), 0, t1 - t0);
         }
       }
@@ -1527,24 +1609,84 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
                               int64_t tw, int64_t run) {
         const int64_t rows = std::min<int64_t>(2, ph.OH - 2 * th);
         const int64_t cols = std::min(2 * run, ph.OW - 2 * tw);
-        T* yo = y.p + (n0 + n) * y.sn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
-        if (nhwc_out) {
-          kt->winograd_output(&wa, m + i * Kp, run, bias, rows, cols, yo);
-          return;
-        }
-        kt->winograd_output(&wb, m + i * Kp, run, bias, rows, cols, yb);
-        for (int64_t r = 0; r < rows; ++r) {
-          const T* src = yb + r * wb.yh;
-          T* dst = yo + r * wa.yh;
-          if (dense_rows) {
-            kt->transpose(src, Kp, cols, K, dst, y.sc);
-            continue;
-          }
-          for (int64_t k = 0; k < K; ++k) {
-            for (int64_t p = 0; p < cols; ++p) dst[k * y.sc + p * wa.yw] = src[p * Kp + k];
-          }
-        }
+        store(m + i * Kp, run, bias,  rows, cols,
+              y.p + (n0 + n) * y.sn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw, yb);
       });
+    });
+    if (!finite.load()) return false;
+  }
+  return true;
+}
+
+// Kernels larger than 3x3 (R and S odd; stride 1, no dilation): the R x S kernel is nr x ns
+// 3x3 sub-kernels at offsets (2a, 2b) (nr = (R - 1) / 2, ns = (S - 1) / 2; see
+// winograd_sub_kernels), and sub-kernel (a, b) of output tile (th, tw) reads the window of
+// tile (th + a, tw + b). So per transform position the products are an nr x ns convolution
+// over the grid of transformed tiles, sum over (a, b, c) of V(th + a, tw + b, c) U(a, b, c),
+// which the direct kernel runs with the tiles as pixels: 16 nr ns products per 2x2 tile
+// instead of 4 R S (5x5: 64 instead of 100). A task is a block of tile rows of one image: its
+// tiles plus nr - 1 rows and ns - 1 columns of neighbours are transformed into per-worker
+// scratch.
+template <typename T>
+bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
+                         const WinogradWeights& ww, const T* bias, const Out<T>& y) {
+  const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W;
+  const int64_t nr = (sp.R - 1) / 2, ns = (sp.S - 1) / 2;
+  const WinogradPanels<T> wp(kt, sp, ww);
+  if (!wp.U.defined()) return false;
+  const isa::DirectFn<T> gemm = wp.gemm(kt);
+  const int64_t KB = wp.KB, nKB = wp.nKB, Kp = wp.Kp, panel = nr * ns * C * KB;
+  const T* up = data_of<T>(wp.U);
+  Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true);
+  const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
+  // Rows of tiles per task: as many as the scratch allows, at least one task per thread.
+  const int64_t per_row = 16 * (TWx * C + TW * Kp) * int64_t(sizeof(T));
+  const int64_t rows_max = std::max<int64_t>(1, wp.max_tiles(per_row) - (nr - 1));
+  const int64_t threads = at::get_num_threads();
+  const int64_t blocks = std::min(
+      TH, std::max(ceil_div(TH, rows_max), ceil_div(threads, std::min(st.chunk, x.N))));
+  const int64_t RB = ceil_div(TH, blocks);
+  const int64_t vs = winograd_plane((RB + nr - 1) * TWx * C), ms = winograd_plane(RB * TW * Kp);
+  const int64_t scratch = 16 * (vs + ms) + WinogradStore<T>::buffer_elems(TW, Kp, y.sc);
+  const isa::DirectArgs ga{C, nr, ns, /*OW=*/TW, 1, 1, 1, 1, /*xc=*/1, /*xh=*/TWx * C,
+                           /*xw=*/C, /*yk=*/1, /*yh=*/TW * Kp, /*yw=*/Kp, /*stream=*/0,
+                           kWinogradBlock};
+  const isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, ms, Kp, y.sh, y.sw};
+  const WinogradStore<T> store(kt, wa, TW, K, Kp, y.sc, y.sw);
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0), ntasks = nb * ceil_div(TH, RB);
+    st.prepare(n0, nb);
+    const int64_t workers = worker_count(ntasks, 1);
+    const at::Tensor buf = workspace<T>(Workspace::winograd_scratch, workers * scratch);
+    const T* x0 = st.origin(sp.pt, sp.pl);
+    std::atomic<bool> finite{true};
+    dynamic_for_workers(ntasks, workers, [&](int64_t task, int64_t worker) {
+      T* v = data_of<T>(buf) + worker * scratch;
+      T* m = v + 16 * vs;
+      T* yb = m + 16 * ms;
+      const int64_t n = task / ceil_div(TH, RB), th0 = task % ceil_div(TH, RB) * RB;
+      const int64_t rows = std::min(RB, TH - th0);
+      if (!finite.load(std::memory_order_relaxed)) return;
+      bool ok = true;
+      for (int64_t i = 0; i < rows + nr - 1; ++i) {
+        const T* xr = x0 + n * st.xn + 2 * (th0 + i) * st.xh;
+        ok &= kt->winograd_input(&wa, xr, TWx, v + i * TWx * C) != 0;
+      }
+      if (!ok) {
+        finite.store(false, std::memory_order_relaxed);
+        return;
+      }
+      for (int64_t xi = 0; xi < 16; ++xi) {
+        for (int64_t kb = 0; kb < nKB; ++kb) {
+          gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * wp.uplane + kb * panel,
+               nullptr, std::min(KB, K - kb * KB), 0, rows * TW);
+        }
+      }
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t th = th0 + i;
+        store(m + i * TW * Kp, TW, bias, std::min<int64_t>(2, OH - 2 * th), OW,
+              y.p + (n0 + n) * y.sn + 2 * th * y.sh, yb);
+      }
     });
     if (!finite.load()) return false;
   }
@@ -1566,8 +1708,13 @@ constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed ope
 // 2x vs 0.5x; from 392 tiles (R50 L3) on, Winograd stays at 0.1-0.8x).
 constexpr int64_t kWinogradGwMinTiles = 256;
 template <typename T>
+bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
+                                     const Spec& sp, at::Tensor& grad_weight);
+
+template <typename T>
 bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
                               const Spec& sp, at::Tensor& grad_weight) {
+  if (sp.R != 3 || sp.S != 3) return run_winograd_grad_weight_nested(kt, x, d, sp, grad_weight);
   const int64_t C = sp.cpg, K = sp.kpg, OH = d.H, OW = d.W, dh = sp.dh, dw = sp.dw;
   const bool wide = kt->gw_wide_kernel_block != kt->kernel_block &&
                     K % kt->gw_wide_kernel_block == 0;
@@ -1654,6 +1801,122 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
                              gw + kb * KB * wg.ls);
   });
   if (!taps_dense) grad_weight.copy_(out);
+  return true;
+}
+
+// The weight gradient of run_winograd_nested: per transform position and sub-kernel (a, b),
+// dL/dU(a, b) = sum over tiles (i, j) of (A dy A^T)(i, j) (x) (B^T d B)(i + a, j + b), on the
+// weight-gradient kernel with tiles as pixels and sub-kernels as taps; then
+// dL/dg = G^T (dL/dU) G per sub-kernel, each tap taken from the sub-kernel that owns it. Blocks
+// of whole images are transformed first (every image's tile grid and its nr - 1 / ns - 1
+// neighbouring rows / columns of input tiles), then every task (transform position,
+// sub-kernel, k-block, channel block) sums the block's passes (up to kPass tiles of whole tile
+// rows of one image) into its own accumulators, as run_winograd_grad_weight.
+template <typename T>
+bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
+                                     const Spec& sp, at::Tensor& grad_weight) {
+  const int64_t C = sp.cpg, K = sp.kpg, OH = d.H, OW = d.W, R = sp.R, S = sp.S;
+  const int64_t nr = (R - 1) / 2, ns = (S - 1) / 2, nsub = nr * ns;
+  const bool wide = kt->gw_wide_kernel_block != kt->kernel_block &&
+                    K % kt->gw_wide_kernel_block == 0;
+  const isa::GradWeightFn<T> gw_fn = wide ? kt->grad_weight_wide : kt->grad_weight;
+  const int64_t KB = wide ? kt->gw_wide_kernel_block : kt->kernel_block;
+  const int64_t nKB = ceil_div(K, KB), Kp = nKB * KB;
+  const int64_t CB = wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
+  const int64_t nCB = ceil_div(C, CB);
+  Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, OH * OW * K);
+  PixelMajor pm(kt, d, st.chunk);
+  const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
+  const int64_t VI = (TH + nr - 1) * TWx, ZI = TH * TW;  // transformed tiles per image
+  constexpr int64_t kPass = 256;  // tiles per kernel call, at least one row of them
+  const int64_t pass_rows = std::max<int64_t>(1, kPass / TW);
+  const int64_t per_image = 16 * (VI * C + ZI * Kp) * int64_t(sizeof(T));
+  const int64_t block = std::clamp<int64_t>(kWinogradGwBlockBytes / per_image, 1,
+                                            std::min(st.chunk, x.N));  // images
+  const int64_t vs = winograd_plane(block * VI * C), zs = winograd_plane(block * ZI * Kp);
+  const at::Tensor ops = workspace<T>(Workspace::winograd_scratch, 16 * (vs + zs));
+  T* v = data_of<T>(ops);
+  T* z = v + 16 * vs;
+  // accumulators [16][nKB][nsub][C][KB] (and their middle level), planes `plane` apart
+  const int64_t plane = winograd_plane(nKB * nsub * C * KB);
+  const int64_t passes_per_image = ceil_div(TH, pass_rows);
+  const PassSums<T> sums(x.N * passes_per_image, 16 * plane);
+  const isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, zs, Kp, OW * pm.dyp, pm.dyp};
+  const int64_t ntasks = 16 * nsub * nKB * nCB;
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0);
+    st.prepare(n0, nb);
+    pm.prepare(n0, nb);
+    const T* x0 = st.origin(sp.pt, sp.pl);
+    for (int64_t b0 = 0; b0 < nb; b0 += block) {
+      const int64_t bn = std::min(block, nb - b0);
+      std::atomic<bool> finite{true};
+      // one task per image and row of input tiles (the last TH of them: grad_output too)
+      const int64_t rows_per_image = TH + nr - 1;
+      dynamic_for(bn * rows_per_image, 1, [&](int64_t task) {
+        const int64_t i = task / rows_per_image, th = task % rows_per_image, n = b0 + i;
+        bool ok = kt->winograd_input(&wa, x0 + n * st.xn + 2 * th * wa.xh, TWx,
+                                     v + (i * VI + th * TWx) * C) != 0;
+        if (th < TH) {
+          ok &= kt->winograd_grad_output(&wa, pm.origin + n * pm.dyn + 2 * th * wa.yh, TW,
+                                         std::min<int64_t>(2, OH - 2 * th), OW,
+                                         z + (i * ZI + th * TW) * Kp) != 0;
+        }
+        if (!ok) finite.store(false, std::memory_order_relaxed);
+      });
+      if (!finite.load()) return false;
+      // passes outside: a thread's tasks all use one pass of the block (L2) before the next
+      at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+        for (int64_t p = 0; p < bn * passes_per_image; ++p) {
+          const int64_t i = p / passes_per_image, r0 = p % passes_per_image * pass_rows;
+          const int64_t q = (n0 + b0) * passes_per_image + p;
+          const isa::GradWeightArgs ga{std::min(pass_rows, TH - r0), TW, 1, 1, 1, 1, 0, 1,
+                                       TWx * C, C, 0, Kp, 1, KB};
+          const T* vp = v + (i * VI + r0 * TWx) * C;
+          const T* zp = z + (i * ZI + r0 * TW) * Kp;
+          for (int64_t t = b; t < e; ++t) {
+            const int64_t cb = t % nCB, kb = t / nCB % nKB, j = t / (nCB * nKB) % nsub;
+            const int64_t xi = t / (nCB * nKB * nsub);
+            const int64_t c0 = cb * CB, nc = std::min(CB, C - c0);
+            const int64_t kvalid = std::min(KB, K - kb * KB);
+            const int64_t off = xi * plane + ((kb * nsub + j) * C + c0) * KB;
+            gw_fn(&ga, vp + xi * vs + c0, zp + xi * zs + kb * KB, sums.target() + off, nc,
+                  kvalid, j / ns, j % ns, sums.accumulate(q));
+            sums.end_pass(q, off, nc, KB, kvalid);
+          }
+        }
+      });
+    }
+  }
+  // G^T (dL/dU) G per sub-kernel, then every tap from the sub-kernel that owns it
+  at::Tensor sub = at::empty({K, C, nr, ns, 3, 3}, options_of<T>());
+  T* sp_out = sub.mutable_data_ptr<T>();
+  const isa::WinogradWeightArgs wg{KB, sub.stride(0), sub.stride(1), plane, 0};
+  for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
+    for (int64_t j = 0; j < nsub; ++j) {
+      kt->winograd_weight_grad(&wg, sums.ap + (kb * nsub + j) * C * KB, std::min(KB, K - kb * KB),
+                               c0, c1, sp_out + kb * KB * wg.ls + 9 * j);
+    }
+  });
+  // tap t of a kernel axis lies in sub-kernel t == 0 ? 0 : (t - 1) / 2 (its first owner)
+  const auto sub_of = [](int64_t t) { return t == 0 ? int64_t(0) : (t - 1) / 2; };
+  const int64_t s0 = grad_weight.stride(0), s1 = grad_weight.stride(1),
+                s2 = grad_weight.stride(2), s3 = grad_weight.stride(3);
+  T* gw = grad_weight.mutable_data_ptr<T>();
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      for (int64_t c = 0; c < C; ++c) {
+        const T* src = sp_out + k * wg.ls + c * wg.cs;
+        for (int64_t r = 0; r < R; ++r) {
+          for (int64_t s = 0; s < S; ++s) {
+            const int64_t a = sub_of(r), b = sub_of(s);
+            gw[k * s0 + c * s1 + r * s2 + s * s3] =
+                src[(a * ns + b) * 9 + (r - 2 * a) * 3 + (s - 2 * b)];
+          }
+        }
+      }
+    }
+  });
   return true;
 }
 
