@@ -221,6 +221,7 @@ WINOGRAD_NESTED_CASES = [
     (2, 24, 34, 30, 40, 2, 1, (5, 5)),        # one pass per image
     (1, 16, 70, 40, 20, 3, 1, (7, 7)),        # three passes of tile rows, the last shorter
     (2, 16, 24, 40, 24, (1, 2), 1, (3, 5)),   # 3 x 5
+    (2, 16, 40, 24, 24, (2, 1), 1, (5, 3)),   # 5 x 3: one sub-kernel column
     (20, 16, 16, 16, 16, 2, 1, (5, 5)),       # 20 passes: three-level sums
     (4, 64, 60, 60, 16, 2, 1, (5, 5)),        # blocks of 3 images (16 MB of transforms)
 ]
