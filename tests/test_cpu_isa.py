@@ -653,10 +653,17 @@ def test_bfloat16_forward(isa, layout, case):
 @pytest.mark.parametrize("case", [c for c in BF16_CASES if c[8] != "same"] + [
     (3, 5, 12, 10, 7, 3, 4, 1, 2, 1),       # odd batch (a zero pair element), 12 taps
     (2, 6, 13, 11, 20, 3, 3, (2, 1), (1, 0), (1, 2)),  # asymmetric, 9 taps
+    # 1x1 unpadded: pixels as the reduction channels, the batch as taps
+    (2, 20, 8, 6, 40, 1, 1, 1, 0, 1),       # even plane: NCHW read in place, k-block tail
+    (3, 13, 10, 9, 33, 1, 1, 2, 0, 1),      # strided (odd 5 x 5 planes), odd batch
+    (1, 70, 4, 4, 64, 1, 1, 1, 0, 2),       # one image (one tap), whole k-blocks
+    (2, 8, 5, 5, 10, 1, 1, 1, 1, 1),        # padded 1x1: widened to float32
 ])
 def test_bfloat16_grad_weight(isa, layout, case):
     """bfloat16 weight gradient (one group, at least 9 taps: a convolution with the batch as
-    the reduction channels where the CPU has AVX-512 BF16): one rounding of the float64 sum."""
+    the reduction channels; unpadded 1x1: a convolution with the pixels as the reduction
+    channels and the batch as taps; where the CPU has AVX-512 BF16): one rounding of the
+    float64 sum."""
     N, C, H, W, K, R, S, st, pd, dl = case
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(N, C, H, W, generator=gen).bfloat16()
