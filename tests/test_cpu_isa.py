@@ -717,10 +717,15 @@ def test_bfloat16_depthwise(isa, layout, case):
 @pytest.mark.parametrize("case", [c for c in BF16_CASES if c[8] != "same"] + [
     (2, 9, 8, 7, 24, 5, 3, 1, (4, 2), 1),   # padding d*(R-1): no padding of grad_output
     (1, 20, 6, 6, 12, 3, 3, 1, 0, 2),       # dilated, unpadded: 2*(3-1) in front
+    (2, 16, 14, 14, 24, 3, 3, 2, 1, 1),     # stride 2 (R50 3x3 s2-like): 4 phases
+    (2, 16, 9, 8, 10, 2, 2, 3, 0, 1),       # phases that no tap reaches (zero)
+    (1, 16, 6, 7, 12, 3, 3, 1, 3, 1),       # padding past the window: grad_output sliced
+    (2, 17, 11, 10, 14, 5, 3, (2, 3), (2, 1), (3, 2)),  # strides, dilations, padding per axis
 ])
 def test_bfloat16_grad_input(isa, layout, case):
-    """bfloat16 input gradient (stride 1, one group: the forward kernel over grad_output with
-    the rotated weights where the CPU has AVX-512 BF16): one rounding of the float64 result."""
+    """bfloat16 input gradient (one group, >= 16 input channels: the forward kernel over
+    grad_output with the rotated weights, strided ones per phase of grad_input, where the CPU
+    has AVX-512 BF16; else widened): one rounding of the float64 result."""
     N, C, H, W, K, R, S, st, pd, dl = case
     gen = torch.Generator().manual_seed(7)
     w = (torch.randn(K, C, R, S, generator=gen) / math.sqrt(K * R * S)).bfloat16()
