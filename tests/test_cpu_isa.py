@@ -714,6 +714,36 @@ def test_bfloat16_depthwise(isa, layout, case):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", [  # N, C, H, W, R, S, stride, padding, dilation
+    (2, 40, 13, 30, 3, 3, 1, 1, 1),           # stride 1: one phase
+    (2, 24, 14, 15, 3, 3, 2, 1, 1),           # MBv2 dw s2-like: 4 phases, odd width
+    (1, 16, 9, 21, 5, 3, 2, (2, 1), (1, 2)),  # asymmetric stride / padding / dilation
+    (2, 7, 5, 5, 2, 2, 3, 0, 1),              # phases no tap reaches, < 16 channels
+    (1, 16, 6, 7, 3, 3, 1, 3, 1),             # padding past the window: grad_output sliced
+])
+def test_bfloat16_depthwise_grad_input(isa, layout, case):
+    """bfloat16 depthwise input gradient (channels_last: the depthwise forward kernel per phase
+    of grad_input with the rotated taps where the CPU has AVX-512 BF16): one rounding of the
+    float64 result, NaN propagated."""
+    N, C, H, W, R, S, st, pd, dl = case
+    gen = torch.Generator().manual_seed(10)
+    w = (torch.randn(C, 1, R, S, generator=gen) / math.sqrt(R * S)).bfloat16()
+    shape = F.conv2d(torch.empty(N, C, H, W), w.float(), None, st, pd, dl, C).shape
+    gy = torch.randn(shape, generator=gen).bfloat16()
+    if layout == "cl":
+        gy = gy.contiguous(memory_format=torch.channels_last)
+    gy[0, C - 1, 0, 0] = float("nan")
+    args = ([N, C, H, W], pair(st), pair(pd), pair(dl), C)
+    ours = torch.ops.torchconv.conv2d_grad_input(gy, w, *args)
+    ref = torch.nn.grad.conv2d_input((N, C, H, W), w.double(), gy.double(), st, pd, dl, C)
+    assert ours.dtype == torch.bfloat16
+    assert torch.equal(ours.isnan(), ref.isnan())
+    finite = ref.isfinite()
+    bound = 2.0**-8 * ref.abs() + 1e-5 * (ref[finite].abs().max().item() + 1)
+    assert ((ours.double() - ref).abs() <= bound)[finite].all()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("case", [c for c in BF16_CASES if c[8] != "same"] + [
     (2, 9, 8, 7, 24, 5, 3, 1, (4, 2), 1),   # padding d*(R-1): no padding of grad_output
     (1, 20, 6, 6, 12, 3, 3, 1, 0, 2),       # dilated, unpadded: 2*(3-1) in front

@@ -2712,14 +2712,67 @@ bool try_forward_bf16(const Geometry& g, const at::Tensor& input, const at::Tens
   return false;
 }
 
+namespace {
+
+// The input gradient as stride-1 convolutions over grad_output, one per phase (a, b) of
+// grad_input (rows a + i*stride_h, columns b + j*stride_w; one phase at stride 1), with the
+// taps that reach the phase in rotated order (as grad_input_on): f(grad_output, tap rows, tap
+// columns, the phase's geometry, its view of grad_input) for each phase that a tap reaches;
+// the others are zeroed. A leading offset into grad_output becomes a slice of it, a trailing
+// one the kernels' zero padding.
+template <typename F>
+void for_grad_input_phases(const Geometry& g, const at::Tensor& grad_output,
+                           at::Tensor& grad_input, const F& f) {
+  const auto longs = [](const std::vector<int64_t>& v) {
+    return at::tensor(v, at::TensorOptions().dtype(at::kLong));
+  };
+  for (int64_t a = 0; a < std::min(g.stride_h, g.in_height); ++a) {
+    for (int64_t b = 0; b < std::min(g.stride_w, g.in_width); ++b) {
+      at::Tensor out =
+          grad_input.slice(2, a, g.in_height, g.stride_h).slice(3, b, g.in_width, g.stride_w);
+      const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
+      const auto st = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
+      // grad_output row / column of the phase's first output and its first (rotated) tap
+      const int64_t q_r = rt.empty() ? 0 : (a + g.pad_top - rt.back() * g.dilation_h) / g.stride_h;
+      const int64_t q_s = st.empty() ? 0 : (b + g.pad_left - st.back() * g.dilation_w) / g.stride_w;
+      const int64_t sr = std::max<int64_t>(q_r, 0), sc = std::max<int64_t>(q_s, 0);
+      if (rt.empty() || st.empty() || sr >= g.out_height || sc >= g.out_width) {
+        out.zero_();  // no tap reaches the phase, or every tap reads past grad_output
+        continue;
+      }
+      const int64_t J = rt.size(), JS = st.size();
+      const int64_t dil_r = J > 1 ? (rt[1] - rt[0]) * g.dilation_h / g.stride_h : 1;
+      const int64_t dil_s = JS > 1 ? (st[1] - st[0]) * g.dilation_w / g.stride_w : 1;
+      const at::Tensor dy = grad_output.narrow(2, sr, g.out_height - sr)
+                                .narrow(3, sc, g.out_width - sc);
+      const Geometry phase{g.batch, g.out_channels, dy.size(2), dy.size(3), g.in_channels,
+                           J, JS, out.size(2), out.size(3), 1, 1, sr - q_r, sc - q_s,
+                           dil_r, dil_s, g.groups};
+      f(dy, longs({rt.rbegin(), rt.rend()}), longs({st.rbegin(), st.rend()}), phase, out);
+    }
+  }
+}
+
+}  // namespace
+
 bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
+  if (!bf16_eligible(g, {&grad_output, &weight, &grad_input})) return false;
+  const bool depthwise = g.groups == g.in_channels && g.groups == g.out_channels;
+  if (depthwise && grad_output.stride(1) == 1 && grad_input.stride(1) == 1) {
+    // per phase, the depthwise forward kernel with the phase's rotated taps (packed per call)
+    const WeightCacheBypass phase_weights_are_new;
+    for_grad_input_phases(g, grad_output, grad_input,
+                          [&](const at::Tensor& dy, const at::Tensor& rows, const at::Tensor& cols,
+                              const Geometry& phase, at::Tensor& out) {
+                            const at::Tensor w = weight.index_select(2, rows).index_select(3, cols);
+                            bf16_depthwise_on(phase, dy, w, std::nullopt, out);
+                          });
+    return true;
+  }
   // (few input channels, e.g. an RGB stem's, would fill few lanes of the kernel's 32 output
   // channels: the float32 kernels reduce over the channels instead)
-  if (g.groups != 1 || g.in_channels < kBf16GradInputMinChannels ||
-      !bf16_eligible(g, {&grad_output, &weight, &grad_input})) {
-    return false;
-  }
+  if (g.groups != 1 || g.in_channels < kBf16GradInputMinChannels) return false;
   const int64_t pt = g.dilation_h * (g.kernel_height - 1) - g.pad_top;
   const int64_t pl = g.dilation_w * (g.kernel_width - 1) - g.pad_left;
   if (g.stride_h == 1 && g.stride_w == 1 && pt >= 0 && pl >= 0) {
@@ -2731,48 +2784,15 @@ bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
     return bf16_forward_on(over_dy, grad_output, weight, /*rotated=*/true, std::nullopt,
                            grad_input);
   }
-  // Strided (or padded past the window): per phase (a, b) of grad_input, rows a + i*stride_h
-  // and columns b + j*stride_w, a stride-1 convolution over grad_output with the rotated taps
-  // that reach the phase (as grad_input_on); a leading offset into grad_output is a slice of
-  // it, a trailing one the kernel's zero padding. The phases' weights are packed every call.
+  // strided (or padded past the window): per phase, its weights packed every call
   const WeightCacheBypass phase_weights_are_new;
   const at::Tensor wt = weight.transpose(0, 1);  // (C, K, R, S)
-  bool some_phase_empty = false;
-  for (int64_t a = 0; a < std::min(g.stride_h, g.in_height); ++a)
-    some_phase_empty |= phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h).empty();
-  for (int64_t b = 0; b < std::min(g.stride_w, g.in_width); ++b)
-    some_phase_empty |= phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w).empty();
-  if (some_phase_empty) grad_input.zero_();
-  for (int64_t a = 0; a < std::min(g.stride_h, g.in_height); ++a) {
-    for (int64_t b = 0; b < std::min(g.stride_w, g.in_width); ++b) {
-      const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
-      const auto st = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
-      if (rt.empty() || st.empty()) continue;
-      const int64_t J = rt.size(), JS = st.size();
-      // grad_output row of the phase's output row 0 and its first (rotated) tap
-      const int64_t q_r = (a + g.pad_top - rt.back() * g.dilation_h) / g.stride_h;
-      const int64_t q_s = (b + g.pad_left - st.back() * g.dilation_w) / g.stride_w;
-      const int64_t dil_r = J > 1 ? (rt[1] - rt[0]) * g.dilation_h / g.stride_h : 1;
-      const int64_t dil_s = JS > 1 ? (st[1] - st[0]) * g.dilation_w / g.stride_w : 1;
-      const int64_t sr = std::max<int64_t>(q_r, 0), sc = std::max<int64_t>(q_s, 0);
-      if (sr >= g.out_height || sc >= g.out_width) {  // every tap reads past grad_output
-        grad_input.slice(2, a, g.in_height, g.stride_h).slice(3, b, g.in_width, g.stride_w)
-            .zero_();
-        continue;
-      }
-      const at::Tensor dy = grad_output.narrow(2, sr, g.out_height - sr)
-                                .narrow(3, sc, g.out_width - sc);
-      std::vector<int64_t> rr(rt.rbegin(), rt.rend()), rs(st.rbegin(), st.rend());
-      const at::Tensor w = wt.index_select(2, at::tensor(rr, at::TensorOptions().dtype(at::kLong)))
-                               .index_select(3, at::tensor(rs, at::TensorOptions().dtype(at::kLong)));
-      at::Tensor out =
-          grad_input.slice(2, a, g.in_height, g.stride_h).slice(3, b, g.in_width, g.stride_w);
-      const Geometry phase{g.batch, g.out_channels, dy.size(2), dy.size(3), g.in_channels,
-                           J, JS, out.size(2), out.size(3), 1, 1, sr - q_r, sc - q_s,
-                           dil_r, dil_s, 1};
-      bf16_forward_on(phase, dy, w, /*rotated=*/false, std::nullopt, out);
-    }
-  }
+  for_grad_input_phases(g, grad_output, grad_input,
+                        [&](const at::Tensor& dy, const at::Tensor& rows, const at::Tensor& cols,
+                            const Geometry& phase, at::Tensor& out) {
+                          const at::Tensor w = wt.index_select(2, rows).index_select(3, cols);
+                          bf16_forward_on(phase, dy, w, /*rotated=*/false, std::nullopt, out);
+                        });
   return true;
 }
 
