@@ -715,6 +715,44 @@ def test_bfloat16_depthwise(isa, layout, case):
 
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("case", [  # N, C, H, W, R, S, stride, padding, dilation
+    (2, 40, 13, 30, 3, 3, 1, 1, 1),           # channel tail, border and interior pixels
+    (2, 24, 14, 15, 3, 3, 2, 1, 1),           # stride 2, odd width
+    (1, 16, 9, 21, 5, 3, 2, (2, 1), (1, 2)),  # asymmetric stride / padding / dilation
+    (3, 7, 5, 5, 2, 2, 3, 0, 1),              # stride > kernel, fewer than 16 channels
+    (1, 20, 12, 40, 5, 5, 1, 2, 1),           # 25 taps (two passes of 16), row blocks
+    (2, 16, 40, 40, 3, 3, 1, 1, 1),           # several row blocks (fixed partition)
+])
+def test_bfloat16_depthwise_grad_weight(isa, layout, case):
+    """bfloat16 depthwise weight gradient (channels_last: its own kernel where the CPU has
+    AVX-512 BF16, float32 sums over fixed blocks of rows): one rounding of the float64 sum,
+    NaN propagated, the same bits for 1 and 2 threads."""
+    N, C, H, W, R, S, st, pd, dl = case
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(N, C, H, W, generator=gen).bfloat16()
+    shape = F.conv2d(x.float(), torch.empty(C, 1, R, S), None, st, pd, dl, C).shape
+    gy = torch.randn(shape, generator=gen).bfloat16()
+    if layout == "cl":
+        x, gy = (t.contiguous(memory_format=torch.channels_last) for t in (x, gy))
+    args = ([C, 1, R, S], pair(st), pair(pd), pair(dl), C)
+    ours = torch.ops.torchconv.conv2d_grad_weight(gy, x, *args)
+    ref = torch.nn.grad.conv2d_weight(x.double(), (C, 1, R, S), gy.double(), st, pd, dl, C)
+    assert ours.dtype == torch.bfloat16
+    bound = 2.0**-8 * ref.abs() + 1e-5 * (ref.abs().max().item() + 1)
+    assert ((ours.double() - ref).abs() <= bound).all()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(torch.ops.torchconv.conv2d_grad_weight(gy, x, *args), ours)
+    finally:
+        torch.set_num_threads(threads)
+    x[N - 1, C - 1, H // 2, W // 2] = float("nan")
+    ours = torch.ops.torchconv.conv2d_grad_weight(gy, x, *args)
+    ref = torch.nn.grad.conv2d_weight(x.double(), (C, 1, R, S), gy.double(), st, pd, dl, C)
+    assert torch.equal(ours.isnan(), ref.isnan())
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("case", [  # N, C, H, W, R, S, stride, padding, dilation
     (2, 40, 13, 30, 3, 3, 1, 1, 1),           # stride 1: one phase
     (2, 24, 14, 15, 3, 3, 2, 1, 1),           # MBv2 dw s2-like: 4 phases, odd width
     (1, 16, 9, 21, 5, 3, 2, (2, 1), (1, 2)),  # asymmetric stride / padding / dilation

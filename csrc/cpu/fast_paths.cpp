@@ -2680,6 +2680,47 @@ bool bf16_depthwise_on(const Geometry& g, const at::Tensor& input, const at::Ten
   return true;
 }
 
+// bfloat16 depthwise weight gradient over channels_last operands (isa::Bf16DepthwiseGradWeightFn):
+// tasks of one channel vector and a block of about kBf16DwGradPixels output pixels (whole rows;
+// the blocks do not depend on the number of threads), their float32 sums added block by block
+// in order, then rounded once.
+constexpr int64_t kBf16DwGradPixels = 1024;
+void bf16_depthwise_grad_weight_on(const Geometry& g, const at::Tensor& grad_output,
+                                   const at::Tensor& input, at::Tensor& grad_weight) {
+  const int64_t C = g.in_channels, T = g.kernel_height * g.kernel_width, nCV = ceil_div(C, 16);
+  const int64_t rows = g.batch * g.out_height;
+  const int64_t rows_per_block = std::max<int64_t>(1, kBf16DwGradPixels / g.out_width);
+  const int64_t nRB = ceil_div(rows, rows_per_block);
+  const isa::Bf16DepthwiseGradWeightArgs a{
+      C, g.in_height, g.in_width, g.kernel_height, g.kernel_width, g.stride_h, g.stride_w,
+      g.dilation_h, g.dilation_w, g.pad_top, g.pad_left, g.out_height, g.out_width,
+      input.stride(0), input.stride(2), input.stride(3),
+      grad_output.stride(0), grad_output.stride(2), grad_output.stride(3)};
+  const isa::Bf16DepthwiseGradWeightFn fn = isa::kernels_avx512_bf16().depthwise_grad_weight;
+  // partial sums [channel vector][row block][tap][16]
+  at::Tensor part = at::empty({nCV, nRB, T, 16}, input.options().dtype(at::kFloat));
+  float* pp = part.data_ptr<float>();
+  const uint16_t* x = static_cast<const uint16_t*>(input.const_data_ptr());
+  const uint16_t* dy = static_cast<const uint16_t*>(grad_output.const_data_ptr());
+  dynamic_for(nCV * nRB, 1, [&](int64_t t) {
+    const int64_t cv = t / nRB, rb = t % nRB;
+    fn(&a, x, dy, pp + t * T * 16, cv * 16, rb * rows_per_block,
+       std::min(rows, (rb + 1) * rows_per_block));
+  });
+  at::Tensor sums = at::empty({C, g.kernel_height, g.kernel_width},
+                              input.options().dtype(at::kFloat));
+  float* sp = sums.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t t = 0; t < T; ++t) {
+      const float* q = pp + ((c / 16 * nRB) * T + t) * 16 + c % 16;
+      float sum = q[0];
+      for (int64_t rb = 1; rb < nRB; ++rb) sum += q[rb * T * 16];
+      sp[c * T + t] = sum;
+    }
+  }
+  grad_weight.copy_(sums.view({C, 1, g.kernel_height, g.kernel_width}));  // rounded once
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -2798,7 +2839,13 @@ bool try_grad_input_bf16(const Geometry& g, const at::Tensor& grad_output,
 
 bool try_grad_weight_bf16(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
-  if (g.groups != 1 || !bf16_eligible(g, {&grad_output, &input, &grad_weight})) return false;
+  if (!bf16_eligible(g, {&grad_output, &input, &grad_weight})) return false;
+  const bool depthwise = g.groups == g.in_channels && g.groups == g.out_channels;
+  if (depthwise && input.stride(1) == 1 && grad_output.stride(1) == 1) {
+    bf16_depthwise_grad_weight_on(g, grad_output, input, grad_weight);
+    return true;
+  }
+  if (g.groups != 1) return false;
   if (g.kernel_height == 1 && g.kernel_width == 1 && g.pad_top == 0 && g.pad_left == 0) {
     // 1x1 (unpadded): grad_weight[k][c] = sum over n and pixels p of dy[n][k][p] x[n][c][p'],
     // the convolution of one image of C pixels in a row of N images, its channels the pixels

@@ -322,10 +322,24 @@ struct Bf16DepthwiseArgs {
 using Bf16DepthwiseFn = void (*)(const Bf16DepthwiseArgs* a, const uint16_t* x, uint16_t* y,
                                  const float* w, const float* bias, int64_t oh, int64_t ow0,
                                  int64_t ow1);
+// Depthwise bfloat16 weight gradient over channels_last operands (channel stride 1), for the
+// channel vector [c0, c0 + 16): sums[t*16 + l] = the sum over the output rows [g0, g1)
+// (numbered n*OH + oh) and all their columns, in order, of dy[n][oh][ow][c0 + l] times the input
+// pixel of tap t = r*S + s (taps inside the input), widened exactly, in float32; lanes past C
+// are zero.
+struct Bf16DepthwiseGradWeightArgs {
+  int64_t C, H, W, R, S, sh, sw, dh, dw, pt, pl, OH, OW;
+  int64_t xn, xh, xw;  // input strides (image, row, column)
+  int64_t yn, yh, yw;  // grad_output strides (image, row, column)
+};
+using Bf16DepthwiseGradWeightFn = void (*)(const Bf16DepthwiseGradWeightArgs* a,
+                                           const uint16_t* x, const uint16_t* dy, float* sums,
+                                           int64_t c0, int64_t g0, int64_t g1);
 struct Bf16Kernels {
   Bf16DirectFn direct;
   Bf16PairRowsFn pair_rows;
   Bf16DepthwiseFn depthwise;
+  Bf16DepthwiseGradWeightFn depthwise_grad_weight;
 };
 Bf16Kernels kernels_avx512_bf16();
 

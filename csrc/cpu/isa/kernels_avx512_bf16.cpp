@@ -1,6 +1,6 @@
 // AVX-512 BF16 kernels of bfloat16 operands (see Bf16Kernels in kernel_api.h): the direct
-// convolution, its NCHW input staging (pair_rows) and the channels_last depthwise forward. Code
-// generation as in kernels_avx512.cpp (pragma, C-level headers only).
+// convolution, its NCHW input staging (pair_rows) and the channels_last depthwise forward and
+// weight gradient. Code generation as in kernels_avx512.cpp (pragma, C-level headers only).
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in the
 #pragma GCC diagnostic ignored "-Wuninitialized"        // intrinsics headers
@@ -275,9 +275,59 @@ void depthwise(const Bf16DepthwiseArgs* a, const uint16_t* x, uint16_t* y, const
   }
 }
 
+// Up to kDwTaps taps at a time, each its own chain of multiply-adds over the pixels (9 chains
+// for 3x3 cover the latency); more taps take further passes over the rows.
+enum { kDwTaps = 16 };
+void depthwise_grad_weight(const Bf16DepthwiseGradWeightArgs* a, const uint16_t* x,
+                           const uint16_t* dy, float* sums, int64_t c0, int64_t g0, int64_t g1) {
+  const int64_t C = a->C, T = a->R * a->S;
+  const __mmask16 m = (__mmask16)(C - c0 >= 16 ? 0xFFFFu : (1u << (C - c0)) - 1u);
+  for (int64_t t0 = 0; t0 < T; t0 += kDwTaps) {
+    const int nt = (int)(T - t0 < kDwTaps ? T - t0 : kDwTaps);
+    int64_t tr[kDwTaps], ts[kDwTaps], off[kDwTaps];  // tap offsets: rows, columns, elements
+    for (int i = 0; i < nt; ++i) {
+      tr[i] = (t0 + i) / a->S * a->dh, ts[i] = (t0 + i) % a->S * a->dw;
+      off[i] = tr[i] * a->xh + ts[i] * a->xw;
+    }
+    __m512 acc[kDwTaps];
+    TC_UNROLL for (int i = 0; i < kDwTaps; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t n = g / a->OH, oh = g % a->OH, ih0 = oh * a->sh - a->pt;
+      const uint16_t* xn = x + n * a->xn + c0;
+      const uint16_t* dr = dy + n * a->yn + oh * a->yh + c0;
+      const bool rows_inside = ih0 >= 0 && ih0 + (a->R - 1) * a->dh < a->H;
+      for (int64_t ow = 0; ow < a->OW; ++ow) {
+        const int64_t iw0 = ow * a->sw - a->pl;
+        const __m512 d = widen(_mm256_maskz_loadu_epi16(m, dr + ow * a->yw));
+        if (rows_inside && iw0 >= 0 && iw0 + (a->S - 1) * a->dw < a->W) {
+          const uint16_t* xp = xn + ih0 * a->xh + iw0 * a->xw;
+          TC_UNROLL for (int i = 0; i < kDwTaps; ++i) {
+            if (i < nt) {
+              acc[i] = _mm512_fmadd_ps(d, widen(_mm256_maskz_loadu_epi16(m, xp + off[i])), acc[i]);
+            }
+          }
+          continue;
+        }
+        TC_UNROLL for (int i = 0; i < kDwTaps; ++i) {
+          const int64_t ih = ih0 + tr[i], iw = iw0 + ts[i];
+          if (i < nt && ih >= 0 && ih < a->H && iw >= 0 && iw < a->W) {
+            acc[i] = _mm512_fmadd_ps(
+                d, widen(_mm256_maskz_loadu_epi16(m, xn + ih * a->xh + iw * a->xw)), acc[i]);
+          }
+        }
+      }
+    }
+    TC_UNROLL for (int i = 0; i < kDwTaps; ++i) {
+      if (i < nt) _mm512_storeu_ps(sums + (t0 + i) * 16, acc[i]);
+    }
+  }
+}
+
 }  // namespace
 
-Bf16Kernels kernels_avx512_bf16() { return {&direct, &pair_rows, &depthwise}; }
+Bf16Kernels kernels_avx512_bf16() {
+  return {&direct, &pair_rows, &depthwise, &depthwise_grad_weight};
+}
 
 }  // namespace isa
 }  // namespace cpu
