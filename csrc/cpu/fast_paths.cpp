@@ -1517,20 +1517,32 @@ struct WinogradStore {
 template <typename T>
 struct WinogradPanels {
   bool wide;
-  int64_t KB, nKB, Kp, NP, uplane;
+  int64_t K, KB, nKB, Kp, NP, panel, uplane;  // panel: one k-block's [nsub][C][KB]
   at::Tensor U;
-  WinogradPanels(const Table<T>* kt, const Spec& sp, const WinogradWeights& ww) {
+  WinogradPanels(const Table<T>* kt, const Spec& sp, const WinogradWeights& ww) : K(sp.kpg) {
     const int64_t nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
     const Spec gemm_sp{16, sp.cpg, sp.kpg, (sp.R - 1) / 2, (sp.S - 1) / 2, 1, 1, 1, 1, 0, 0};
     wide = use_wide(kt, gemm_sp);
     KB = direct_block(kt, gemm_sp), nKB = ceil_div(sp.kpg, KB), Kp = nKB * KB;
     NP = wide ? kt->wide_pixel_block : kt->pixel_block;
-    uplane = winograd_plane(nKB * nsub * sp.cpg * KB);
+    panel = nsub * sp.cpg * KB, uplane = winograd_plane(nKB * panel);
     U = weight_cache().get(*ww.weight,
                            {kPackWinograd, ww.rotate, table_id(kt), KB, sp.kpg, sp.cpg},
                            [&](bool owned) { return pack_winograd(kt, ww, sp, KB, owned); });
   }
-  isa::DirectFn<T> gemm(const Table<T>* kt) const { return wide ? kt->direct_wide : kt->direct; }
+  // The 16 GEMMs of a task: products m (16 planes ms apart, output pixels of ga) of the
+  // transformed inputs v (16 planes vs apart) with U, output pixels [0, pixels).
+  void multiply(const Table<T>* kt, const isa::DirectArgs& ga, const T* v, int64_t vs, T* m,
+                int64_t ms, int64_t pixels) const {
+    const isa::DirectFn<T> gemm = wide ? kt->direct_wide : kt->direct;
+    const T* up = data_of<T>(U);
+    for (int64_t xi = 0; xi < 16; ++xi) {
+      for (int64_t kb = 0; kb < nKB; ++kb) {
+        gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * uplane + kb * panel, nullptr,
+             std::min(KB, K - kb * KB), 0, pixels);
+      }
+    }
+  }
   // Tiles per task: as many as the scratch allows (per_tile bytes each). Every task reads all
   // of U: past kWinogradBigWeights (it comes from L3 or memory) the scratch may grow 4x, for
   // fewer tasks (R50 L4 3x3, 512 x 512 channels, 7 x 7 images: 0.8x -> 1.1x native
@@ -1540,6 +1552,32 @@ struct WinogradPanels {
     return kWinogradScratchBytes * (big ? 4 : 1) / per_tile;
   }
 };
+
+// The task loop of the Winograd forward: per staged chunk of images, tasks_of(images) tasks
+// handed out dynamically, each with per-worker scratch of `scratch` elements;
+// task(first image of the chunk, the chunk's input origin, task, scratch) transforms, multiplies
+// and stores one task and returns false where a transformed input is not finite; then no
+// further task starts and the call returns false.
+template <typename T, typename Tasks, typename Task>
+bool winograd_tasks(Stager<T>& st, const Act<T>& x, const Spec& sp, int64_t scratch,
+                    const Tasks& tasks_of, const Task& task) {
+  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
+    const int64_t nb = std::min(st.chunk, x.N - n0), ntasks = tasks_of(nb);
+    st.prepare(n0, nb);
+    const int64_t workers = worker_count(ntasks, 1);
+    const at::Tensor buf = workspace<T>(Workspace::winograd_scratch, workers * scratch);
+    const T* x0 = st.origin(sp.pt, sp.pl);
+    std::atomic<bool> finite{true};
+    dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
+      if (!finite.load(std::memory_order_relaxed)) return;
+      if (!task(n0, x0, t, data_of<T>(buf) + worker * scratch)) {
+        finite.store(false, std::memory_order_relaxed);
+      }
+    });
+    if (!finite.load()) return false;
+  }
+  return true;
+}
 
 template <typename T>
 bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
@@ -1555,9 +1593,7 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W, dh = sp.dh, dw = sp.dw;
   const WinogradPanels<T> wp(kt, sp, ww);
   if (!wp.U.defined()) return false;
-  const isa::DirectFn<T> gemm = wp.gemm(kt);
-  const int64_t KB = wp.KB, nKB = wp.nKB, Kp = wp.Kp, NP = wp.NP;
-  const T* up = data_of<T>(wp.U);
+  const int64_t Kp = wp.Kp, NP = wp.NP;
   // tiles overhanging an odd (phase) output size read zeros past the input
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw);
@@ -1578,47 +1614,30 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
                            /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, kWinogradBlock};
   const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, ms, Kp, dh * y.sh, dw * y.sw};
   const WinogradStore<T> store(kt, wa, row_tiles, K, Kp, y.sc, y.sw * dw);
-  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
-    const int64_t nb = std::min(st.chunk, x.N - n0);
-    st.prepare(n0, nb);
-    const int64_t tiles = nb * per_image, ntasks = ceil_div(tiles, Tt);
-    const int64_t workers = worker_count(ntasks, 1);
-    const at::Tensor buf = workspace<T>(Workspace::winograd_scratch, workers * scratch);
-    const T* x0 = st.origin(sp.pt, sp.pl);
-    std::atomic<bool> finite{true};
-    dynamic_for_workers(ntasks, workers, [&](int64_t task, int64_t worker) {
-      T* v = data_of<T>(buf) + worker * scratch;
-      T* m = v + 16 * vs;
-      T* yb = m + 16 * ms;
-      const int64_t t0 = task * Tt, t1 = std::min(tiles, t0 + Tt);
-      if (!finite.load(std::memory_order_relaxed)) return;
-      bool ok = true;
-      tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
-                              int64_t tw, int64_t run) {
-        const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
-        ok &= kt->winograd_input(&wa, xr, run, v + i * C) != 0;
-      });
-      if (!ok) {
-        finite.store(false, std::memory_order_relaxed);
-        return;
-      }
-      for (int64_t xi = 0; xi < 16; ++xi) {
-        for (int64_t kb = 0; kb < nKB; ++kb) {
-          gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * wp.uplane + kb * C * KB,
-               nullptr, std::min(KB, K - kb * KB), 0, t1 - t0);
-        }
-      }
-      tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
-                              int64_t tw, int64_t run) {
-        const int64_t rows = std::min<int64_t>(2, ph.OH - 2 * th);
-        const int64_t cols = std::min(2 * run, ph.OW - 2 * tw);
-        store(m + i * Kp, run, bias,  rows, cols,
-              y.p + (n0 + n) * y.sn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw, yb);
-      });
+  const auto tasks_of = [&](int64_t nb) { return ceil_div(nb * per_image, Tt); };
+  return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
+                                                          T* v) {
+    T* m = v + 16 * vs;
+    T* yb = m + 16 * ms;
+    const int64_t t0 = task * Tt,
+                  t1 = std::min(std::min(st.chunk, x.N - n0) * per_image, t0 + Tt);
+    bool ok = true;
+    tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
+                            int64_t tw, int64_t run) {
+      const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
+      ok &= kt->winograd_input(&wa, xr, run, v + i * C) != 0;
     });
-    if (!finite.load()) return false;
-  }
-  return true;
+    if (!ok) return false;
+    wp.multiply(kt, ga, v, vs, m, ms, t1 - t0);
+    tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
+                            int64_t tw, int64_t run) {
+      const int64_t rows = std::min<int64_t>(2, ph.OH - 2 * th);
+      const int64_t cols = std::min(2 * run, ph.OW - 2 * tw);
+      store(m + i * Kp, run, bias, rows, cols,
+            y.p + (n0 + n) * y.sn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw, yb);
+    });
+    return true;
+  });
 }
 
 // Kernels larger than 3x3 (R and S odd; stride 1, no dilation): the R x S kernel is nr x ns
@@ -1637,9 +1656,7 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const int64_t nr = (sp.R - 1) / 2, ns = (sp.S - 1) / 2;
   const WinogradPanels<T> wp(kt, sp, ww);
   if (!wp.U.defined()) return false;
-  const isa::DirectFn<T> gemm = wp.gemm(kt);
-  const int64_t KB = wp.KB, nKB = wp.nKB, Kp = wp.Kp, panel = nr * ns * C * KB;
-  const T* up = data_of<T>(wp.U);
+  const int64_t Kp = wp.Kp;
   Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
   // Rows of tiles per task: as many as the scratch allows, at least one task per thread.
@@ -1648,7 +1665,7 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const int64_t threads = at::get_num_threads();
   const int64_t blocks = std::min(
       TH, std::max(ceil_div(TH, rows_max), ceil_div(threads, std::min(st.chunk, x.N))));
-  const int64_t RB = ceil_div(TH, blocks);
+  const int64_t RB = ceil_div(TH, blocks), per_image = ceil_div(TH, RB);  // tasks
   const int64_t vs = winograd_plane((RB + nr - 1) * TWx * C), ms = winograd_plane(RB * TW * Kp);
   const int64_t scratch = 16 * (vs + ms) + WinogradStore<T>::buffer_elems(TW, Kp, y.sc);
   const isa::DirectArgs ga{C, nr, ns, /*OW=*/TW, 1, 1, 1, 1, /*xc=*/1, /*xh=*/TWx * C,
@@ -1656,45 +1673,43 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                            kWinogradBlock};
   const isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, ms, Kp, y.sh, y.sw};
   const WinogradStore<T> store(kt, wa, TW, K, Kp, y.sc, y.sw);
-  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
-    const int64_t nb = std::min(st.chunk, x.N - n0), ntasks = nb * ceil_div(TH, RB);
-    st.prepare(n0, nb);
-    const int64_t workers = worker_count(ntasks, 1);
-    const at::Tensor buf = workspace<T>(Workspace::winograd_scratch, workers * scratch);
-    const T* x0 = st.origin(sp.pt, sp.pl);
-    std::atomic<bool> finite{true};
-    dynamic_for_workers(ntasks, workers, [&](int64_t task, int64_t worker) {
-      T* v = data_of<T>(buf) + worker * scratch;
-      T* m = v + 16 * vs;
-      T* yb = m + 16 * ms;
-      const int64_t n = task / ceil_div(TH, RB), th0 = task % ceil_div(TH, RB) * RB;
-      const int64_t rows = std::min(RB, TH - th0);
-      if (!finite.load(std::memory_order_relaxed)) return;
-      bool ok = true;
-      for (int64_t i = 0; i < rows + nr - 1; ++i) {
-        const T* xr = x0 + n * st.xn + 2 * (th0 + i) * st.xh;
-        ok &= kt->winograd_input(&wa, xr, TWx, v + i * TWx * C) != 0;
-      }
-      if (!ok) {
-        finite.store(false, std::memory_order_relaxed);
-        return;
-      }
-      for (int64_t xi = 0; xi < 16; ++xi) {
-        for (int64_t kb = 0; kb < nKB; ++kb) {
-          gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * wp.uplane + kb * panel,
-               nullptr, std::min(KB, K - kb * KB), 0, rows * TW);
-        }
-      }
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t th = th0 + i;
-        store(m + i * TW * Kp, TW, bias, std::min<int64_t>(2, OH - 2 * th), OW,
-              y.p + (n0 + n) * y.sn + 2 * th * y.sh, yb);
-      }
-    });
-    if (!finite.load()) return false;
-  }
-  return true;
+  const auto tasks_of = [&](int64_t nb) { return nb * per_image; };
+  return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
+                                                          T* v) {
+    T* m = v + 16 * vs;
+    T* yb = m + 16 * ms;
+    const int64_t n = task / per_image, th0 = task % per_image * RB;
+    const int64_t rows = std::min(RB, TH - th0);
+    bool ok = true;
+    for (int64_t i = 0; i < rows + nr - 1; ++i) {
+      const T* xr = x0 + n * st.xn + 2 * (th0 + i) * st.xh;
+      ok &= kt->winograd_input(&wa, xr, TWx, v + i * TWx * C) != 0;
+    }
+    if (!ok) return false;
+    wp.multiply(kt, ga, v, vs, m, ms, rows * TW);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t th = th0 + i;
+      store(m + i * TW * Kp, TW, bias, std::min<int64_t>(2, OH - 2 * th), OW,
+            y.p + (n0 + n) * y.sn + 2 * th * y.sh, yb);
+    }
+    return true;
+  });
 }
+
+// The dense weight-gradient kernel for K output and C input channels (per group): the wide
+// tile (4 vectors of output channels x 6 channels) when the output channels fill it.
+template <typename T>
+struct GradWeightTiles {
+  isa::GradWeightFn<T> fn;
+  int64_t KB, nKB, CB, nCB;
+  GradWeightTiles(const Table<T>* kt, int64_t K, int64_t C) {
+    const bool wide = kt->gw_wide_kernel_block != kt->kernel_block &&
+                      K % kt->gw_wide_kernel_block == 0;
+    fn = wide ? kt->grad_weight_wide : kt->grad_weight;
+    KB = wide ? kt->gw_wide_kernel_block : kt->kernel_block, nKB = ceil_div(K, KB);
+    CB = wide ? kt->gw_wide_channel_block : kt->gw_channel_block, nCB = ceil_div(C, CB);
+  }
+};
 
 // Weight gradient of the convolution sp (use_winograd) into grad_weight (K, C, 3, 3):
 // dL/dU[xi] = sum over tiles of (A dy A^T)[xi] (x) (B^T d B)[xi] as 16 GEMMs that sum over the
@@ -1719,13 +1734,9 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
                               const Spec& sp, at::Tensor& grad_weight) {
   if (sp.R != 3 || sp.S != 3) return run_winograd_grad_weight_nested(kt, x, d, sp, grad_weight);
   const int64_t C = sp.cpg, K = sp.kpg, OH = d.H, OW = d.W, dh = sp.dh, dw = sp.dw;
-  const bool wide = kt->gw_wide_kernel_block != kt->kernel_block &&
-                    K % kt->gw_wide_kernel_block == 0;
-  const isa::GradWeightFn<T> gw_fn = wide ? kt->grad_weight_wide : kt->grad_weight;
-  const int64_t KB = wide ? kt->gw_wide_kernel_block : kt->kernel_block;
-  const int64_t nKB = ceil_div(K, KB), Kp = nKB * KB;
-  const int64_t CB = wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
-  const int64_t nCB = ceil_div(C, CB);
+  const GradWeightTiles<T> gwt(kt, K, C);
+  const isa::GradWeightFn<T> gw_fn = gwt.fn;
+  const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K);
   PixelMajor pm(kt, d, st.chunk);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, OW * pm.dyp, pm.dyp);
@@ -1820,13 +1831,9 @@ bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const 
                                      const Spec& sp, at::Tensor& grad_weight) {
   const int64_t C = sp.cpg, K = sp.kpg, OH = d.H, OW = d.W, R = sp.R, S = sp.S;
   const int64_t nr = (R - 1) / 2, ns = (S - 1) / 2, nsub = nr * ns;
-  const bool wide = kt->gw_wide_kernel_block != kt->kernel_block &&
-                    K % kt->gw_wide_kernel_block == 0;
-  const isa::GradWeightFn<T> gw_fn = wide ? kt->grad_weight_wide : kt->grad_weight;
-  const int64_t KB = wide ? kt->gw_wide_kernel_block : kt->kernel_block;
-  const int64_t nKB = ceil_div(K, KB), Kp = nKB * KB;
-  const int64_t CB = wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
-  const int64_t nCB = ceil_div(C, CB);
+  const GradWeightTiles<T> gwt(kt, K, C);
+  const isa::GradWeightFn<T> gw_fn = gwt.fn;
+  const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
   Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, OH * OW * K);
   PixelMajor pm(kt, d, st.chunk);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
@@ -2039,6 +2046,27 @@ std::vector<int64_t> phase_taps(int64_t a, int64_t pad, int64_t R, int64_t dil,
   return taps;
 }
 
+// Phase (a, b) of grad_input (rows a + i*stride_h, columns b + j*stride_w) as a stride-1
+// convolution over grad_output: the taps that reach it (ascending; none: the phase is zero),
+// grad_output's row / column q of the phase's first output and first rotated tap (negative:
+// padding in front) and the dilation between the phase's taps.
+struct GradInputPhase {
+  std::vector<int64_t> rows, cols;
+  int64_t q_r = 0, q_s = 0, dil_r = 1, dil_s = 1;
+  bool empty() const { return rows.empty() || cols.empty(); }
+};
+GradInputPhase grad_input_phase(const Geometry& g, int64_t a, int64_t b) {
+  GradInputPhase ph;
+  ph.rows = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
+  ph.cols = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
+  if (ph.empty()) return ph;
+  ph.q_r = (a + g.pad_top - ph.rows.back() * g.dilation_h) / g.stride_h;
+  ph.q_s = (b + g.pad_left - ph.cols.back() * g.dilation_w) / g.stride_w;
+  if (ph.rows.size() > 1) ph.dil_r = (ph.rows[1] - ph.rows[0]) * g.dilation_h / g.stride_h;
+  if (ph.cols.size() > 1) ph.dil_s = (ph.cols[1] - ph.cols[0]) * g.dilation_w / g.stride_w;
+  return ph;
+}
+
 bool dims_ok(const Geometry& g) {
   return g.in_channels_per_group() > 0 && g.out_channels_per_group() > 0 && g.batch > 0 &&
          g.out_height > 0 && g.out_width > 0 && g.in_height > 0 && g.in_width > 0;
@@ -2145,17 +2173,13 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
       if (Hi == 0 || Wi == 0) continue;
       const Out<T> oo{o.p + a * o.sh + b * o.sw, o.N, o.C, Hi, Wi, o.sn, o.sc,
                    o.sh * g.stride_h, o.sw * g.stride_w};
-      const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
-      const auto stp = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
-      if (rt.empty() || stp.empty()) continue;  // no tap reaches this phase: zeroed above
-      const int64_t J = rt.size(), JS = stp.size();
-      const int64_t q_r = (a + g.pad_top - rt.back() * g.dilation_h) / g.stride_h;
-      const int64_t q_s = (b + g.pad_left - stp.back() * g.dilation_w) / g.stride_w;
-      const int64_t dil_r = J > 1 ? (rt[1] - rt[0]) * g.dilation_h / g.stride_h : 1;
-      const int64_t dil_s = JS > 1 ? (stp[1] - stp[0]) * g.dilation_w / g.stride_w : 1;
-      const Spec ps{G, kpg, cpg, J, JS, 1, 1, dil_r, dil_s, -q_r, -q_s};
+      const GradInputPhase ph = grad_input_phase(g, a, b);
+      if (ph.empty()) continue;  // no tap reaches this phase: zeroed above
+      const int64_t J = ph.rows.size(), JS = ph.cols.size();
+      const Spec ps{G, kpg, cpg, J, JS, 1, 1, ph.dil_r, ph.dil_s, -ph.q_r, -ph.q_s};
       // taps in reverse order (180-degree rotation restricted to the phase)
-      std::vector<int64_t> rr(rt.rbegin(), rt.rend()), sr(stp.rbegin(), stp.rend());
+      std::vector<int64_t> rr(ph.rows.rbegin(), ph.rows.rend()),
+          sr(ph.cols.rbegin(), ph.cols.rend());
       const auto wc = [&] {  // (G, cpg, kpg, J, JS) as a tensor (small weights only)
         const at::Tensor ir = at::tensor(rr, at::TensorOptions().dtype(at::kLong));
         const at::Tensor is = at::tensor(sr, at::TensorOptions().dtype(at::kLong));
@@ -2360,14 +2384,9 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     return true;
   }
 
-  // wide tile (4 vectors of output channels x 6 channels) when the output channels fill it
-  const bool gw_wide = kt->gw_wide_kernel_block != kt->kernel_block &&
-                       kpg % kt->gw_wide_kernel_block == 0;
-  const isa::GradWeightFn<T> gw_fn = gw_wide ? kt->grad_weight_wide : kt->grad_weight;
-  const int64_t KB = gw_wide ? kt->gw_wide_kernel_block : kt->kernel_block;
-  const int64_t nKB = ceil_div(kpg, KB);
-  const int64_t CB = gw_wide ? kt->gw_wide_channel_block : kt->gw_channel_block;
-  const int64_t nCB = ceil_div(cpg, CB);
+  const GradWeightTiles<T> gwt(kt, kpg, cpg);
+  const isa::GradWeightFn<T> gw_fn = gwt.fn;
+  const int64_t KB = gwt.KB, nKB = gwt.nKB, CB = gwt.CB, nCB = gwt.nCB;
   // NCHW grad_output (dense planes): every thread transposes the rows of each pass that its
   // tasks need (their output channels) into its own pixel-major buffer, which stays in cache
   // for the pass; a pixel-major copy of whole images went to memory and was read back.
@@ -2771,25 +2790,20 @@ void for_grad_input_phases(const Geometry& g, const at::Tensor& grad_output,
     for (int64_t b = 0; b < std::min(g.stride_w, g.in_width); ++b) {
       at::Tensor out =
           grad_input.slice(2, a, g.in_height, g.stride_h).slice(3, b, g.in_width, g.stride_w);
-      const auto rt = phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h);
-      const auto st = phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w);
-      // grad_output row / column of the phase's first output and its first (rotated) tap
-      const int64_t q_r = rt.empty() ? 0 : (a + g.pad_top - rt.back() * g.dilation_h) / g.stride_h;
-      const int64_t q_s = st.empty() ? 0 : (b + g.pad_left - st.back() * g.dilation_w) / g.stride_w;
-      const int64_t sr = std::max<int64_t>(q_r, 0), sc = std::max<int64_t>(q_s, 0);
-      if (rt.empty() || st.empty() || sr >= g.out_height || sc >= g.out_width) {
+      const GradInputPhase ph = grad_input_phase(g, a, b);
+      const int64_t sr = std::max<int64_t>(ph.q_r, 0), sc = std::max<int64_t>(ph.q_s, 0);
+      if (ph.empty() || sr >= g.out_height || sc >= g.out_width) {
         out.zero_();  // no tap reaches the phase, or every tap reads past grad_output
         continue;
       }
-      const int64_t J = rt.size(), JS = st.size();
-      const int64_t dil_r = J > 1 ? (rt[1] - rt[0]) * g.dilation_h / g.stride_h : 1;
-      const int64_t dil_s = JS > 1 ? (st[1] - st[0]) * g.dilation_w / g.stride_w : 1;
       const at::Tensor dy = grad_output.narrow(2, sr, g.out_height - sr)
                                 .narrow(3, sc, g.out_width - sc);
       const Geometry phase{g.batch, g.out_channels, dy.size(2), dy.size(3), g.in_channels,
-                           J, JS, out.size(2), out.size(3), 1, 1, sr - q_r, sc - q_s,
-                           dil_r, dil_s, g.groups};
-      f(dy, longs({rt.rbegin(), rt.rend()}), longs({st.rbegin(), st.rend()}), phase, out);
+                           int64_t(ph.rows.size()), int64_t(ph.cols.size()), out.size(2),
+                           out.size(3), 1, 1, sr - ph.q_r, sc - ph.q_s, ph.dil_r, ph.dil_s,
+                           g.groups};
+      f(dy, longs({ph.rows.rbegin(), ph.rows.rend()}), longs({ph.cols.rbegin(), ph.cols.rend()}),
+        phase, out);
     }
   }
 }
