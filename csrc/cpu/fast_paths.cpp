@@ -332,34 +332,47 @@ class WeightCache {
   // 128-channel weight left all 64 samples unchanged.) Other views: evenly spread indices.
   static constexpr int64_t kSamples = 1024;
   static uint64_t sample_of(const at::Tensor& w) {
+    switch (w.element_size()) {
+      case 1: return sample_bits<uint8_t>(w);
+      case 2: return sample_bits<uint16_t>(w);
+      case 4: return sample_bits<uint32_t>(w);
+      default: return sample_bits<uint64_t>(w);  // (complex128: the real parts)
+    }
+  }
+  // Four interleaved FNV-1a chains (one serial chain of multiplies cost ~2 us a call: a
+  // visible share of small layers).
+  template <typename Bits>
+  static uint64_t sample_bits(const at::Tensor& w) {
     const int64_t n = w.numel(), item = w.element_size();
     const char* base = static_cast<const char*>(w.const_data_ptr());
-    uint64_t h = 1469598103934665603ull;
-    const auto mix = [&](int64_t offset) {
-      uint64_t bits = 0;
-      std::memcpy(&bits, base + offset * item, std::min<int64_t>(item, 8));
-      h = (h ^ bits) * 1099511628211ull;
+    uint64_t h[4] = {1469598103934665603ull, 1469598103934665603ull ^ 1,
+                     1469598103934665603ull ^ 2, 1469598103934665603ull ^ 3};
+    const auto mix = [&](int64_t j, int64_t offset) {
+      Bits bits;
+      std::memcpy(&bits, base + offset * item, sizeof(Bits));
+      h[j & 3] = (h[j & 3] ^ uint64_t(bits)) * 1099511628211ull;
     };
     if (w.is_non_overlapping_and_dense()) {
       if (n <= kSamples) {
-        for (int64_t i = 0; i < n; ++i) mix(i);
-        return h;
+        for (int64_t i = 0; i < n; ++i) mix(i, i);
+      } else {
+        uint64_t frac = 0;  // j * golden ratio as a 64-bit fraction, scaled to [0, n)
+        for (int64_t j = 0; j < kSamples; ++j, frac += 0x9E3779B97F4A7C15ull) {
+          mix(j, static_cast<int64_t>((static_cast<unsigned __int128>(frac) * uint64_t(n)) >> 64));
+        }
       }
-      uint64_t frac = 0;  // j * golden ratio as a 64-bit fraction, scaled to [0, n)
-      for (int64_t j = 0; j < kSamples; ++j, frac += 0x9E3779B97F4A7C15ull)
-        mix(static_cast<int64_t>((static_cast<unsigned __int128>(frac) * uint64_t(n)) >> 64));
-      return h;
-    }
-    const int64_t m = std::min<int64_t>(n, 64);  // index arithmetic per sample: fewer
-    for (int64_t j = 0; j < m; ++j) {
-      int64_t flat = j * n / m, offset = 0;
-      for (int64_t d = w.dim() - 1; d >= 0; --d) {
-        offset += flat % w.size(d) * w.stride(d);
-        flat /= w.size(d);
+    } else {
+      const int64_t m = std::min<int64_t>(n, 64);  // index arithmetic per sample: fewer
+      for (int64_t j = 0; j < m; ++j) {
+        int64_t flat = j * n / m, offset = 0;
+        for (int64_t d = w.dim() - 1; d >= 0; --d) {
+          offset += flat % w.size(d) * w.stride(d);
+          flat /= w.size(d);
+        }
+        mix(j, offset);
       }
-      mix(offset);
     }
-    return h;
+    return ((h[0] * 31 + h[1]) * 31 + h[2]) * 31 + h[3];
   }
 
   std::mutex mutex_;
