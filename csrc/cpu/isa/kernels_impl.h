@@ -659,7 +659,15 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
       // the row in segments that end where a chain is complete
       for (int64_t ow0 = 0; ow0 < a->OW;) {
         const int64_t seg = tc_min(a->OW - ow0, kGwChain - pending);
-        if (full) {
+        if (full && xc == 1) {  // (constant channel offsets: no per-channel address registers)
+          for (int64_t ow = 0; ow < seg; ++ow) {
+            reg dv[NV];
+            TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = V::load(dr + j * V::N);
+            TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + i, dv, A[i]);
+            xr += step;
+            dr += dyp;
+          }
+        } else if (full) {
           for (int64_t ow = 0; ow < seg; ++ow) {
             reg dv[NV];
             TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = V::load(dr + j * V::N);
