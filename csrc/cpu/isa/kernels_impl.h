@@ -675,6 +675,14 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
             xr += step;
             dr += dyp;
           }
+        } else if (xc == 1) {
+          for (int64_t ow = 0; ow < seg; ++ow) {
+            reg dv[NV];
+            TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = load_k(dr + j * V::N, kvalid - j * V::N);
+            TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + i, dv, A[i]);
+            xr += step;
+            dr += dyp;
+          }
         } else {
           for (int64_t ow = 0; ow < seg; ++ow) {
             reg dv[NV];
