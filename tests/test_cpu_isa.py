@@ -924,6 +924,33 @@ def test_packed_weights_see_partial_data_updates(isa, layout):
         torch.testing.assert_close(ours, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_kept_depthwise_packing_follows_the_weights(isa, layout):
+    """The channel-vectorised depthwise kernel's kept weight packing (7 x 7 images: that kernel
+    in both layouts where a row fills less than half a vector) sees in-place and `.data`
+    updates."""
+    gen = torch.Generator().manual_seed(15)
+    x = torch.randn(2, 40, 7, 7, generator=gen)
+    w = torch.randn(40, 1, 3, 3, generator=gen)
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def check():
+        ours = torchconv.functional.conv2d(x, w, None, 1, 1, 1, 40)
+        torch.testing.assert_close(ours, F.conv2d(x, w, None, 1, 1, 1, 40), rtol=1e-5,
+                                   atol=1e-5)
+
+    check()
+    check()  # from the kept packing
+    with torch.no_grad():
+        w.mul_(-0.5)  # version bump
+    check()
+    w.data[7].zero_()  # no version bump: one channel
+    check()
+    w.data[:, :, 1, 2].add_(1.0)  # one tap of every channel
+    check()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_kept_float32_copies_of_half_weights_see_updates(isa, dtype):
     """float16 / bfloat16 weights are widened once and kept (with the packings made from the
