@@ -11,7 +11,8 @@
 //    - otherwise channel-vectorised (DW_NP pixels x one channel vector per register tile),
 //      padding handled in the kernel (row-wise interior segments + per-pixel border taps), so
 //      a channels_last input is never copied; an NCHW output leaves per-worker scratch by
-//      transposes, a task being a whole image (or blocks of its channels) where it fits.
+//      transposes, a task being a whole image (or blocks of its channels) where it fits;
+//      the forward's packed taps are kept between calls (WeightCache).
 //  * grouped with at most 16 channels per group in and out (use_grouped_planes): as the
 //    depthwise plane path, a group's cpg input planes staged per task, its output channels 4
 //    at a time over them (grouped_plane); NCHW rows are read in place, channels_last ones
