@@ -712,17 +712,25 @@ at::Tensor pack_depthwise(const at::Tensor& wk, int64_t VL) {
   return pad_dim(wk, 0, nCV * VL).view({nCV, VL, R, S}).permute({0, 2, 3, 1}).contiguous();
 }
 
-// The bias per group, zero-padded to whole blocks of KB: [G][ceil(kpg / KB) * KB]. (A loop:
-// the ATen ops it took cost a few microseconds a call, ~2% of MBv2 dw 7x7's forward.)
+// The bias per group, zero-padded to whole blocks of KB: [G][ceil(kpg / KB) * KB]; empty
+// without a bias. (A loop: the ATen ops it took cost a few microseconds a call, ~2% of MBv2 dw
+// 7x7's forward.)
 template <typename T>
-std::vector<T> pack_bias(const at::Tensor& bias, int64_t G, int64_t kpg, int64_t KB) {
-  const int64_t row = ceil_div(kpg, KB) * KB, stride = bias.stride(0);
-  const T* b = bias.const_data_ptr<T>();
+std::vector<T> pack_bias(const std::optional<at::Tensor>& bias, int64_t G, int64_t kpg,
+                         int64_t KB) {
+  if (!bias.has_value()) return {};
+  const int64_t row = ceil_div(kpg, KB) * KB, stride = bias->stride(0);
+  const T* b = bias->const_data_ptr<T>();
   std::vector<T> packed(G * row, T(0));
   for (int64_t g = 0; g < G; ++g) {
     for (int64_t k = 0; k < kpg; ++k) packed[g * row + k] = b[(g * kpg + k) * stride];
   }
   return packed;
+}
+// The kernels' bias pointer: null without a bias.
+template <typename T>
+const T* bias_data(const std::vector<T>& packed) {
+  return packed.empty() ? nullptr : packed.data();
 }
 
 
@@ -1075,10 +1083,9 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at
   const auto pack = [&](bool) { return pack_depthwise(wk, kt->vec_lanes); };
   const at::Tensor wpacked =
       weight ? weight_cache().get(*weight, {kPackDepthwise, table_id(kt)}, pack) : pack(false);
-  const std::vector<T> bpacked =
-      bias.has_value() ? pack_bias<T>(*bias, 1, x.C, kt->vec_lanes) : std::vector<T>();
+  const std::vector<T> bpacked = pack_bias<T>(bias, 1, x.C, kt->vec_lanes);
   const T* wpack = wpacked.const_data_ptr<T>();
-  const T* bpack = bias.has_value() ? bpacked.data() : nullptr;
+  const T* bpack = bias_data(bpacked);
   const int64_t OH = y.H, OW = y.W, P = OH * OW;
   // Dense NCHW output planes: a task's pixels go to per-worker scratch in NHWC order and
   // leave it by register transposes (instead of one scalar store per output).
@@ -1191,11 +1198,9 @@ void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                            .view({sp.G, nKB, 4, sp.cpg, RS})
                            .permute({0, 1, 4, 3, 2})
                            .contiguous();
-  const at::Tensor b =
-      bias.has_value() ? pad_dim(bias->reshape({sp.G, sp.kpg}), 1, nKB * 4).contiguous()
-                       : at::Tensor();
+  const std::vector<T> b = pack_bias<T>(bias, sp.G, sp.kpg, 4);
   const T* wp = w.const_data_ptr<T>();
-  const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
+  const T* bp = bias_data(b);
   // Channels_last operands: a task takes about a vector of channels (several groups), so that
   // the transposes that stage its input and (through per-worker scratch planes) write its
   // output move whole vectors.
@@ -2143,10 +2148,8 @@ bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
   if (use_grouped(kt, sp.G, sp.cpg, sp.kpg)) {
     const at::Tensor wp =
         pack_grouped(w.reshape({g.out_channels, sp.cpg, sp.R, sp.S}), kt->vec_lanes);
-    const std::vector<T> bp = bias.has_value()
-                                  ? pack_bias<T>(*bias, 1, g.out_channels, kt->vec_lanes)
-                                  : std::vector<T>();
-    run_grouped(kt, x, sp, wp.const_data_ptr<T>(), bias.has_value() ? bp.data() : nullptr, y);
+    const std::vector<T> bp = pack_bias<T>(bias, 1, g.out_channels, kt->vec_lanes);
+    run_grouped(kt, x, sp, wp.const_data_ptr<T>(), bias_data(bp), y);
     return true;
   }
   if (use_winograd<T>(sp, y.N, y.H, y.W)) {
@@ -2162,10 +2165,8 @@ bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
                          [&](bool) { return pack_for_direct(kt, sp, wsrc_of<T>(w)); });
   // (the reduce kernel reads one bias value per output channel: blocks of 1)
   const std::vector<T> bp =
-      bias.has_value()
-          ? pack_bias<T>(*bias, sp.G, kpg, use_reduce(kt, sp) ? 1 : direct_block(kt, sp))
-          : std::vector<T>();
-  run_direct(kt, x, sp, wp.const_data_ptr<T>(), bias.has_value() ? bp.data() : nullptr, y);
+      pack_bias<T>(bias, sp.G, kpg, use_reduce(kt, sp) ? 1 : direct_block(kt, sp));
+  run_direct(kt, x, sp, wp.const_data_ptr<T>(), bias_data(bp), y);
   return true;
 }
 

@@ -637,6 +637,27 @@ static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
 // grad_weight (dense / grouped): register tile of NC input channels x NV output-channel
 // vectors for one tap; the reduction runs over images, rows, columns in order.
 
+// seg pixels of a row segment into A (see gw_tile), x and dy advanced past them. UNIT: channel
+// stride 1, so the NC channel offsets are constants (with a runtime stride GCC keeps NC
+// addresses in registers and reloads some from the stack every pixel); FULL: all NV vectors of
+// output channels valid (else kvalid of them). One loop per case: with the choices inside, GCC
+// keeps the accumulators in memory.
+template <int NC, int NV, bool UNIT, bool FULL>
+__attribute__((always_inline)) static inline void gw_segment(V::reg (&A)[NC][NV], const T*& xr,
+                                                             const T*& dr, int64_t seg,
+                                                             int64_t xc, int64_t step,
+                                                             int64_t dyp, int64_t kvalid) {
+  for (int64_t ow = 0; ow < seg; ++ow) {
+    V::reg dv[NV];
+    TC_UNROLL for (int j = 0; j < NV; ++j) {
+      dv[j] = FULL ? V::load(dr + j * V::N) : load_k(dr + j * V::N, kvalid - j * V::N);
+    }
+    TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + (UNIT ? i : i * xc), dv, A[i]);
+    xr += step;
+    dr += dyp;
+  }
+}
+
 template <int NC, int NV>
 static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
                     int64_t kvalid, int64_t r, int64_t s, int accumulate) {
@@ -659,41 +680,12 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
       // the row in segments that end where a chain is complete
       for (int64_t ow0 = 0; ow0 < a->OW;) {
         const int64_t seg = tc_min(a->OW - ow0, kGwChain - pending);
-        if (full && xc == 1) {  // (constant channel offsets: no per-channel address registers)
-          for (int64_t ow = 0; ow < seg; ++ow) {
-            reg dv[NV];
-            TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = V::load(dr + j * V::N);
-            TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + i, dv, A[i]);
-            xr += step;
-            dr += dyp;
-          }
-        } else if (full) {
-          for (int64_t ow = 0; ow < seg; ++ow) {
-            reg dv[NV];
-            TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = V::load(dr + j * V::N);
-            TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + i * xc, dv, A[i]);
-            xr += step;
-            dr += dyp;
-          }
-        } else if (xc == 1) {
-          for (int64_t ow = 0; ow < seg; ++ow) {
-            reg dv[NV];
-            TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = load_k(dr + j * V::N, kvalid - j * V::N);
-            TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + i, dv, A[i]);
-            xr += step;
-            dr += dyp;
-          }
+        if (full) {
+          if (xc == 1) gw_segment<NC, NV, true, true>(A, xr, dr, seg, xc, step, dyp, kvalid);
+          else gw_segment<NC, NV, false, true>(A, xr, dr, seg, xc, step, dyp, kvalid);
         } else {
-          for (int64_t ow = 0; ow < seg; ++ow) {
-            reg dv[NV];
-            TC_UNROLL for (int j = 0; j < NV; ++j) dv[j] = load_k(dr + j * V::N, kvalid - j * V::N);
-            TC_UNROLL for (int i = 0; i < NC; ++i) {
-              const reg b = V::bcast(xr + i * xc);
-              TC_UNROLL for (int j = 0; j < NV; ++j) A[i][j] = V::fma(b, dv[j], A[i][j]);
-            }
-            xr += step;
-            dr += dyp;
-          }
+          if (xc == 1) gw_segment<NC, NV, true, false>(A, xr, dr, seg, xc, step, dyp, kvalid);
+          else gw_segment<NC, NV, false, false>(A, xr, dr, seg, xc, step, dyp, kvalid);
         }
         ow0 += seg;
         pending += seg;
