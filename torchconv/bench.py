@@ -183,6 +183,11 @@ def main(argv=None):
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], default="float32")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--batch-scale", type=int, default=1,
+                    help="multiply every layer's batch size (GPUs want bigger batches, e.g. 8)")
+    ap.add_argument("--tf32", choices=["on", "off"], default=None,
+                    help="CUDA float32: set torch.backends.cudnn.allow_tf32, which both torchconv "
+                         "and cuDNN honour (default: leave torch's setting, which is on)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement, at least")
     ap.add_argument("--isa", default=None, help="torchconv CPU ISA (avx512|avx2|scalar|generic)")
@@ -200,14 +205,22 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
+        if args.tf32 is not None:
+            torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     layers = args.shape or SUITE
     if args.quick and not args.shape:
         layers = [(l[0], min(l[1], 2)) + l[2:] for l in SUITE if l[0] in QUICK]
+    if args.batch_scale != 1:
+        layers = [(l[0], l[1] * args.batch_scale) + l[2:] for l in layers]
     layouts = ["nchw", "cl"] if args.layout == "both" else [args.layout]
     passes = PASSES if args.which == "all" else [args.which]
 
     print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
-          f"threads {torch.get_num_threads()}, torchconv ISA {_C.cpu_isa()}")
+          f"threads {torch.get_num_threads()}, torchconv ISA {_C.cpu_isa()}, "
+          f"batch x{args.batch_scale}")
+    if args.device == "cuda":
+        print(f"GPU {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()} "
+              f"(benchmark=True), TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}")
     peak = None
     if args.device == "cpu":
         f64 = dtype == torch.float64
