@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_logs}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-python3}
 arch=$($PY -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
 nvidia-smi -L

@@ -141,6 +141,28 @@ def test_eager_calls_without_autograd_keep_autocast_and_dispatch_modes():
         assert conv2d(x, w).dtype == F.conv2d(x, w).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("requires_grad", [(True, True), (False, True), (True, False)],
+                         ids=["both", "weight_only", "input_only"])
+def test_autocast_training_step_matches_native(requires_grad):
+    # Backward through an autocast forward: the saved operands must be the cast ones, and the
+    # float32 leaves get float32 gradients, as with F.conv2d.
+    x = torch.randn(2, 3, 9, 8).requires_grad_(requires_grad[0])
+    w = torch.randn(5, 3, 3, 3).requires_grad_(requires_grad[1])
+    b = torch.randn(5, requires_grad=True)
+    leaves = [t for t in (x, w, b) if t.requires_grad]
+    results = []
+    for fn in (conv2d, F.conv2d):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(x, w, b, 2, 1)
+        results.append((out, torch.autograd.grad(out.float().square().sum(), leaves)))
+    (ours, ours_grads), (native, native_grads) = results
+    assert ours.dtype == native.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, native, rtol=2e-2, atol=2e-2)
+    for got, want, leaf in zip(ours_grads, native_grads, leaves):
+        assert got.dtype == want.dtype == leaf.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2 * want.abs().max().item())
+
+
 def test_per_sample_gradients_with_vmap():
     N = 5
     x = torch.randn(N, 3, 8, 8)

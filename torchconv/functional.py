@@ -18,6 +18,23 @@ def _as_list(value) -> list:
     return list(value)
 
 
+def _autocast_operands(input, weight, bias):
+    """The operands as autocast hands them to F.conv2d (on its lower-precision list): floating
+    tensors of the autocast device type, float64 excepted, cast to the autocast dtype."""
+    device_type = input.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return input, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+
+    def cast(t):
+        if (t is None or t.device.type != device_type or not t.is_floating_point()
+                or t.dtype == torch.float64):
+            return t
+        return t.to(dtype)
+
+    return cast(input), cast(weight), cast(bias)
+
+
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -44,6 +61,11 @@ def conv2d(
         # Traced graphs call the op itself: its fake kernel and registered autograd formula
         # are what torch.compile / torch.export need.
         return op(*args)
+    # Autocast, done here too: the autograd.Functions below save the operands they are given,
+    # and must save those the kernels run on (the op's own autocast kernel would cast them only
+    # inside the Function, leaving float32 saved tensors against a half-precision gradient).
+    input, weight, bias = _autocast_operands(input, weight, bias)
+    args = (input, weight, bias, stride, padding, dilation, groups)
     if _autograd.needs_eager_function():
         # forward-mode AD / functorch: the autograd.Function with jvp
         return _autograd.Conv2dFunction.apply(*args)
