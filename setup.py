@@ -5,6 +5,9 @@ Environment knobs (see README):
                          CUDA build of torch are both present)
   TORCHCONV_DEBUG=1      build without optimisation, with debug symbols
   TORCH_CUDA_ARCH_LIST   CUDA architectures (default here: "8.0;9.0")
+  CUTLASS_PATH           a CUTLASS checkout (its include/ is used); default: the headers of the
+                         installed PyPI package nvidia-cutlass. Without either, the CUDA build
+                         leaves out the CUTLASS tier (conv2d_cutlass*.cu) and says so.
   MAX_JOBS               parallel compile jobs (ninja)
 """
 
@@ -34,6 +37,24 @@ def want_cuda() -> bool:
     return cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
 
 
+def cutlass_include_dir():
+    """CUTLASS's C++ headers: $CUTLASS_PATH/include, else those shipped in the nvidia-cutlass
+    wheel (package cutlass_library, found without importing it), else None."""
+    import importlib.util
+
+    candidates = []
+    if os.environ.get("CUTLASS_PATH"):
+        candidates.append(os.path.join(os.environ["CUTLASS_PATH"], "include"))
+    spec = importlib.util.find_spec("cutlass_library")
+    if spec is not None and spec.submodule_search_locations:
+        for root in spec.submodule_search_locations:
+            candidates.append(os.path.join(root, "source", "include"))
+    for path in candidates:
+        if os.path.exists(os.path.join(path, "cutlass", "cutlass.h")):
+            return path
+    return None
+
+
 def extension():
     debug = os.environ.get("TORCHCONV_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
@@ -42,12 +63,22 @@ def extension():
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "**", "*.cpp"), recursive=True))
     define_macros = []
+    include_dirs = []
     extra = {"cxx": cxx_flags}
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "**", "*.cu"), recursive=True))
+        cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "**", "*.cu"), recursive=True))
         define_macros.append(("TORCHCONV_WITH_CUDA", None))
         extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
+        cutlass = cutlass_include_dir()
+        if cutlass is not None:
+            define_macros.append(("TORCHCONV_WITH_CUTLASS", None))
+            include_dirs.append(cutlass)
+        else:
+            print("torchconv: CUTLASS headers not found (pip install nvidia-cutlass, or set "
+                  "CUTLASS_PATH): building the CUDA kernels without the CUTLASS tier")
+            cuda_sources = [f for f in cuda_sources if "conv2d_cutlass" not in f]
+        sources += cuda_sources
         ext_cls = cpp_extension.CUDAExtension
     else:
         ext_cls = cpp_extension.CppExtension
@@ -55,6 +86,7 @@ def extension():
         name="torchconv._C",
         sources=sources,
         define_macros=define_macros,
+        include_dirs=include_dirs,
         extra_compile_args=extra,
         extra_link_args=["-fopenmp"],
     )

@@ -6,6 +6,9 @@
 
 #include "conv2d_checks.h"
 #include "cpu/fast_paths.h"
+#ifdef TORCHCONV_WITH_CUDA
+#include "cuda/conv2d_cuda_kernels.h"
+#endif
 
 namespace torchconv {
 namespace {
@@ -67,4 +70,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
+  m.def("cutlass_built", [] {
+#ifdef TORCHCONV_WITH_CUDA
+    return torchconv::cuda::cutlass_tier_built();
+#else
+    return false;
+#endif
+  }, "Whether the CUDA kernels include the CUTLASS tier (Half / BFloat16 tensor cores)");
+  m.def("cuda_cutlass", [] {
+#ifdef TORCHCONV_WITH_CUDA
+    return torchconv::cuda::cutlass_tier_enabled();
+#else
+    return false;
+#endif
+  }, "Whether CUDA convolutions may use the CUTLASS tier");
+  m.def("set_cuda_cutlass", [](bool enabled) {
+#ifdef TORCHCONV_WITH_CUDA
+    torchconv::cuda::set_cutlass_tier_enabled(enabled);
+#else
+    TORCH_CHECK(!enabled, "torchconv was built without its CUDA kernels");
+#endif
+  }, "Allow (True) or forbid (False) the CUTLASS tier; TORCHCONV_CUDA_CUTLASS=0 forbids it at "
+     "import");
 }

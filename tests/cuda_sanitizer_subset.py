@@ -37,6 +37,8 @@ CASES = [
      (2, 2), 1, 8),
     ("long weight-gradient reduction", torch.float32, False, True, 8, 8, 40, 40, 16, (3, 3), 1,
      (1, 1), 1, 1),
+    ("long weight-gradient reduction fp16", torch.float16, False, True, 8, 16, 40, 40, 16,
+     (3, 3), 1, (1, 1), 1, 1),
 ]
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2,
@@ -52,11 +54,23 @@ def check(name, got, want, tol):
     return ok
 
 
+def runs():
+    """Every case; the half-precision ones once per tensor-core tier (CUTLASS and wmma)."""
+    for case in CASES:
+        if case[1] in (torch.float16, torch.bfloat16) and torchconv._C.cutlass_built():
+            yield case, True
+            yield case, False
+        else:
+            yield case, torchconv._C.cutlass_built()
+
+
 def main():
     failures = 0
     gen = torch.Generator().manual_seed(0)
     for (name, dtype, tf32, cl, N, C, H, W, K, (R, S), stride, padding, dilation,
-         groups) in CASES:
+         groups), cutlass in runs():
+        if torchconv._C.cutlass_built():
+            torchconv._C.set_cuda_cutlass(cutlass)
         torch.backends.cudnn.allow_tf32 = tf32
         tol = 1e-2 if tf32 else TOL[dtype]
         wide = torch.complex128 if dtype.is_complex else torch.float64
@@ -71,7 +85,7 @@ def main():
         b = b64.to("cuda", dtype)
         st, pd, dl = ([v, v] if isinstance(v, int) else list(v) for v in (stride, padding,
                                                                           dilation))
-        print(f"{name}: {dtype}, {'NHWC' if cl else 'NCHW'}")
+        print(f"{name}: {dtype}, {'NHWC' if cl else 'NCHW'}, CUTLASS tier {'on' if cutlass else 'off'}")
         out = ops.conv2d(x, w, b, st, pd, dl, groups)
         ref = F.conv2d(x64, w64, b64, st, pd, dl, groups)
         failures += not check("output", out, ref, tol)

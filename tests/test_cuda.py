@@ -113,7 +113,13 @@ CONFIGS = {
     "1x1_stride3": (2, 4, 13, 9, 6, (1, 1), 3, 0, 1, 1),
     "wide_valid": (1, 70, 9, 9, 130, (3, 3), 1, "valid", 1, 1),
     "stride_gt_kernel_dil": (2, 6, 14, 17, 9, (2, 3), (3, 2), (1, 2), (3, 2), 3),
+    # channel counts that are multiples of 8: the CUTLASS tier's problems (Half / BFloat16)
+    "aligned_3x3": (2, 32, 14, 13, 40, (3, 3), 1, 1, 1, 1),
+    "aligned_5x5_s2": (2, 24, 17, 19, 32, (5, 5), 2, 2, 1, 1),
+    "aligned_1x1_s2": (2, 16, 15, 13, 24, (1, 1), 2, 0, 1, 1),
+    "aligned_same_even_dil": (2, 16, 12, 11, 16, (4, 2), 1, "same", (1, 2), 1),
 }
+ALIGNED = [name for name in CONFIGS if name.startswith("aligned")] + ["stride2"]
 
 
 def conv_inputs(cfg, dtype, channels_last=False, seed=0, bias=True):
@@ -234,6 +240,86 @@ def test_integer_dtype_rejected():
     w = torch.ones(3, 2, 3, 3, dtype=torch.int64, device=DEVICE)
     with pytest.raises(RuntimeError):
         conv2d(x, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# the CUTLASS tier (Half / BFloat16, groups == 1, channels multiple of 8) and the wmma kernel it
+# stands in front of: both match F.conv2d, and the tier really runs where it applies
+
+
+@contextlib.contextmanager
+def cutlass_tier(enabled: bool):
+    old = torchconv._C.cuda_cutlass()
+    torchconv._C.set_cuda_cutlass(enabled)
+    try:
+        yield
+    finally:
+        torchconv._C.set_cuda_cutlass(old)
+
+
+CUTLASS = CUDA and torchconv._C.cutlass_built()
+
+
+@needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("tier", ["cutlass", "wmma"])
+@pytest.mark.parametrize("config", ALIGNED)
+def test_tensor_core_tiers_match_f_conv2d(config, tier, dtype, channels_last):
+    if tier == "cutlass" and not CUTLASS:
+        pytest.skip("torchconv built without the CUTLASS tier")
+    x, w, b, args = conv_inputs(CONFIGS[config], dtype, channels_last, seed=11)
+    tol = tolerance_of(dtype)
+    with cutlass_tier(tier == "cutlass"):
+        out = conv2d(x, w, b, **args)
+        grad = make(out.shape, dtype, 12)
+        if channels_last:
+            grad = grad.contiguous(memory_format=torch.channels_last)
+        gx = torch.ops.torchconv.conv2d_grad_input(grad, w, list(x.shape), *plan_args(x, w, args))
+        gw = torch.ops.torchconv.conv2d_grad_weight(grad, x, list(w.shape), *plan_args(x, w, args))
+    xr, wr = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
+    ref = F.conv2d(xr, wr, b, **args)
+    rx, rw = torch.autograd.grad(ref, (xr, wr), grad)
+    assert_close(out, ref, tol, "output")
+    assert_same_layout(out, ref, "output")
+    assert_close(gx, rx, tol, "grad_input")
+    assert_close(gw, rw, tol, "grad_weight")
+
+
+def plan_args(x, w, args):
+    """(stride, leading padding, dilation, groups) as the backward ops take them."""
+    from torchconv._meta import plan_forward
+
+    def pair(v):
+        return [v, v] if isinstance(v, int) else list(v)
+
+    stride, dilation = pair(args["stride"]), pair(args["dilation"])
+    padding = args["padding"] if isinstance(args["padding"], str) else pair(args["padding"])
+    _, _, leading = plan_forward(x, w, None, stride, padding, dilation, args["groups"])
+    return stride, list(leading), dilation, args["groups"]
+
+
+@needs_cuda
+@pytest.mark.skipif(not CUTLASS, reason="torchconv built without the CUTLASS tier")
+def test_cutlass_tier_runs_where_it_applies():
+    # Kernel names from the profiler: the tier is used for an eligible float16 problem (all
+    # three ops), and not for one with 12 channels or when switched off.
+    def kernels(cfg, enabled):
+        x, w, b, args = conv_inputs(cfg, torch.float16, channels_last=True)
+        x.requires_grad_(True)
+        w.requires_grad_(True)
+        with cutlass_tier(enabled), torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            conv2d(x, w, b, **args).sum().backward()
+            torch.cuda.synchronize()
+        return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+    eligible = CONFIGS["aligned_5x5_s2"]
+    names = kernels(eligible, True)
+    for piece in ("Conv2dFprop", "Conv2dDgrad", "Conv2dWgrad"):
+        assert any("cutlass" in n and piece in n for n in names), (piece, names)
+    assert not any("cutlass" in n for n in kernels(eligible, False))
+    assert not any("cutlass" in n for n in kernels(CONFIGS["groups_asym"], True))
 
 
 # ---------------------------------------------------------------------------------------------

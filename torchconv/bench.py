@@ -67,17 +67,18 @@ def flops(layer, which):
 
 def make_runner(impl, layer, layout, which, dtype, device):
     _, N, C, H, K, R, s, p, d, G = layer
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(N, C, H, H, generator=gen, dtype=dtype).to(device)
-    w = (torch.randn(K, C // G, R, R, generator=gen, dtype=dtype) / math.sqrt(C // G * R * R)).to(device)
-    b = torch.randn(K, generator=gen, dtype=dtype).to(device)
+    # drawn where they live (GPU batches are large: a CPU draw and copy would dominate setup)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(N, C, H, H, generator=gen, dtype=dtype, device=device)
+    w = torch.randn(K, C // G, R, R, generator=gen, dtype=dtype, device=device) / math.sqrt(C // G * R * R)
+    b = torch.randn(K, generator=gen, dtype=dtype, device=device)
     if layout == "cl":
         x = x.contiguous(memory_format=torch.channels_last)
         w = w.contiguous(memory_format=torch.channels_last)
     st, pd, dl = [s, s], [p, p], [d, d]
     with torch.no_grad():
         y = F.conv2d(x, w, b, st, pd, dl, G)
-    gy = torch.randn(y.shape, generator=gen, dtype=dtype).to(device)
+    gy = torch.randn(y.shape, generator=gen, dtype=dtype, device=device)
     if layout == "cl":
         gy = gy.contiguous(memory_format=torch.channels_last)
 
@@ -220,7 +221,8 @@ def main(argv=None):
           f"batch x{args.batch_scale}")
     if args.device == "cuda":
         print(f"GPU {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()} "
-              f"(benchmark=True), TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}")
+              f"(benchmark=True), TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}, "
+              f"torchconv CUTLASS tier {'on' if _C.cuda_cutlass() else 'off'}")
     peak = None
     if args.device == "cpu":
         f64 = dtype == torch.float64

@@ -6,7 +6,9 @@
 //   otherwise                              implicit GEMM on NHWC (channels_last) operands:
 //     tensor cores (wmma) for Half / BFloat16, and for float when TF32 is allowed for cuDNN
 //     convolutions (torch.backends.cudnn.allow_tf32), on sm_80+;
-//     the SIMT kernel for everything else (float64, complex, float with TF32 off, older GPUs).
+//     the SIMT kernel for everything else (float64, complex, float with TF32 off, older GPUs);
+//     before the wmma kernel, Half / BFloat16 problems with groups == 1 and channel counts that
+//     are multiples of 8 go to the CUTLASS tier (conv2d_cutlass.cuh) where it is built.
 // Results are written straight into the preallocated output through its strides (every
 // kernel's store takes arbitrary strides), so no temporary / copy_ is needed for either layout.
 // Weight gradients use a fixed, shape-determined split of N*OH*OW into workspace slices that a
@@ -26,6 +28,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <type_traits>
@@ -34,6 +39,35 @@
 #include "conv2d_cuda_kernels.h"
 
 namespace torchconv::cuda {
+
+bool cutlass_tier_built() {
+#ifdef TORCHCONV_WITH_CUTLASS
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+std::atomic<bool>& cutlass_switch() {
+  static std::atomic<bool> enabled{[] {
+    const char* env = std::getenv("TORCHCONV_CUDA_CUTLASS");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }()};
+  return enabled;
+}
+}  // namespace
+
+bool cutlass_tier_enabled() {
+  return cutlass_tier_built() && cutlass_switch().load(std::memory_order_relaxed);
+}
+
+void set_cutlass_tier_enabled(bool enabled) {
+  TORCH_CHECK(!enabled || cutlass_tier_built(),
+              "torchconv was built without the CUTLASS tier (CUTLASS headers not found)");
+  cutlass_switch().store(enabled, std::memory_order_relaxed);
+}
+
 namespace {
 
 // 32-bit kernels are used only when every element offset and index stays below this bound; the
@@ -216,6 +250,99 @@ Kind choose_kind(const Geometry& g, const at::Tensor& t) {
   return use_tensor_cores(t.scalar_type(), t.device()) ? Kind::TensorCore : Kind::Simt;
 }
 
+// ---- CUTLASS tier (Half / BFloat16 on the tensor-core path) ---------------------------------
+
+bool cutlass_candidate(Kind kind, const Geometry& g, at::ScalarType dtype, bool wide) {
+  return kind == Kind::TensorCore && !wide && cutlass_tier_enabled() && g.groups == 1 &&
+         (dtype == at::kHalf || dtype == at::kBFloat16) &&
+         g.in_channels % kCutlassChannelAlignment == 0 &&
+         g.out_channels % kCutlassChannelAlignment == 0;
+}
+
+// `result` itself when it is dense channels_last, else a channels_last buffer of its shape (the
+// CUTLASS kernels write packed NHWC; the caller copies the buffer into `result`).
+at::Tensor nhwc_target(const at::Tensor& result) {
+  return result.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? result
+             : at::empty(result.sizes(), result.options().memory_format(at::MemoryFormat::ChannelsLast));
+}
+
+void deliver(const at::Tensor& buffer, at::Tensor& result) {
+  if (!buffer.is_same(result)) {
+    result.copy_(buffer);
+  }
+}
+
+bool cutlass_forward(const Geometry& g, const at::Tensor& x, const at::Tensor& w,
+                     const at::Tensor& b, at::Tensor& output, cudaStream_t stream) {
+#ifdef TORCHCONV_WITH_CUTLASS
+  const at::Tensor y = nhwc_target(output);
+  const ConvDesc d = make_desc(g, x, w, y);
+  bool ran = false;
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(x.scalar_type(), "torchconv_conv2d_cutlass", [&] {
+    ran = fprop_cutlass<scalar_t>(d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                  b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
+                                  y.mutable_data_ptr<scalar_t>(), stream);
+  });
+  if (ran) {
+    deliver(y, output);
+  }
+  return ran;
+#else
+  (void)g, (void)x, (void)w, (void)b, (void)output, (void)stream;
+  return false;
+#endif
+}
+
+bool cutlass_grad_input(const Geometry& g, const at::Tensor& dy, const at::Tensor& w,
+                        at::Tensor& grad_input, cudaStream_t stream) {
+#ifdef TORCHCONV_WITH_CUTLASS
+  const at::Tensor dx = nhwc_target(grad_input);
+  const ConvDesc d = make_desc(g, dx, w, dy);
+  bool ran = false;
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(dy.scalar_type(), "torchconv_conv2d_grad_input_cutlass", [&] {
+    ran = dgrad_cutlass<scalar_t>(d, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                  dx.mutable_data_ptr<scalar_t>(), stream);
+  });
+  if (ran) {
+    deliver(dx, grad_input);
+  }
+  return ran;
+#else
+  (void)g, (void)dy, (void)w, (void)grad_input, (void)stream;
+  return false;
+#endif
+}
+
+bool cutlass_grad_weight(const Geometry& g, const at::Tensor& dy, const at::Tensor& x,
+                         at::Tensor& grad_weight, cudaStream_t stream) {
+#ifdef TORCHCONV_WITH_CUTLASS
+  const ConvDesc d = make_desc(g, x, grad_weight, dy);
+  const int64_t rsc = g.kernel_height * g.kernel_width * g.in_channels;
+  const SplitK split = plan_split_k(g.batch * g.out_height * g.out_width,
+                                    ((g.out_channels + kCutlassTileM - 1) / kCutlassTileM) *
+                                        ((rsc + kCutlassTileN - 1) / kCutlassTileN));
+  const at::Tensor ws =
+      at::empty({split.slices * g.out_channels * rsc}, dy.options().dtype(at::kFloat));
+  bool ran = false;
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(dy.scalar_type(), "torchconv_conv2d_grad_weight_cutlass", [&] {
+    ran = wgrad_cutlass<scalar_t>(d, split.slices, dy.const_data_ptr<scalar_t>(),
+                                  x.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<float>(),
+                                  stream);
+    if (ran) {
+      auto reduce = ws.numel() > kInt32Limit ? &wgrad_reduce<scalar_t, float, int64_t>
+                                             : &wgrad_reduce<scalar_t, float, int32_t>;
+      reduce(d, split.slices, ws.const_data_ptr<float>(),
+             grad_weight.mutable_data_ptr<scalar_t>(), stream);
+    }
+  });
+  return ran;
+#else
+  (void)g, (void)dy, (void)x, (void)grad_weight, (void)stream;
+  return false;
+#endif
+}
+
 struct CudaBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
@@ -232,6 +359,10 @@ struct CudaBackend {
     const at::Tensor b = bias.has_value() ? bias->resolve_conj().contiguous() : at::Tensor();
     const ConvDesc d = make_desc(g, x, w, output);
     const bool wide = needs_int64(g, {extent(x), extent(w), extent(output)});
+    if (cutlass_candidate(kind, g, x.scalar_type(), wide) &&
+        cutlass_forward(g, x, w, b, output, stream)) {
+      return;
+    }
     TORCHCONV_DISPATCH_CUDA(x.scalar_type(), "torchconv_conv2d_cuda", [&] {
       const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
       auto run = wide ? &run_forward<scalar_t, int64_t> : &run_forward<scalar_t, int32_t>;
@@ -251,6 +382,10 @@ struct CudaBackend {
     const at::Tensor w = gemm ? gemm_operand(weight) : weight.resolve_conj();
     const ConvDesc d = make_desc(g, grad_input, w, dy);
     const bool wide = needs_int64(g, {extent(dy), extent(w), extent(grad_input)});
+    if (cutlass_candidate(kind, g, dy.scalar_type(), wide) &&
+        cutlass_grad_input(g, dy, w, grad_input, stream)) {
+      return;
+    }
     TORCHCONV_DISPATCH_CUDA(dy.scalar_type(), "torchconv_conv2d_grad_input_cuda", [&] {
       auto run = wide ? &run_grad_input<scalar_t, int64_t> : &run_grad_input<scalar_t, int32_t>;
       run(kind, d, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
@@ -268,6 +403,11 @@ struct CudaBackend {
     const at::Tensor dy = gemm ? gemm_operand(grad_output) : grad_output.resolve_conj();
     const at::Tensor x = gemm ? gemm_operand(input) : input.resolve_conj();
     const ConvDesc d = make_desc(g, x, grad_weight, dy);
+    if (cutlass_candidate(kind, g, dy.scalar_type(),
+                          needs_int64(g, {extent(dy), extent(x), extent(grad_weight)})) &&
+        cutlass_grad_weight(g, dy, x, grad_weight, stream)) {
+      return;
+    }
 
     // Split of the N*OH*OW reduction; the workspace holds one opmath-typed weight per slice.
     const int64_t length = g.batch * g.out_height * g.out_width;

@@ -92,6 +92,30 @@ template <typename scalar_t, typename acc_t, typename index_t>
 void wgrad_depthwise(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t* x,
                      acc_t* workspace, cudaStream_t);
 
+// ---- CUTLASS tier (conv2d_cutlass*.cu, built when CUTLASS's headers are found) ------------
+// Half / BFloat16, groups == 1, dense NHWC / KRSC operands, C and K multiples of
+// kCutlassChannelAlignment. Each returns false, having launched nothing, for a problem outside
+// what its kernels implement; the caller then runs the kernels above.
+constexpr int64_t kCutlassChannelAlignment = 8;
+constexpr int64_t kCutlassTileM = 128;  // thread-block tile, for the weight gradient's split
+constexpr int64_t kCutlassTileN = 128;
+template <typename scalar_t>
+bool fprop_cutlass(const ConvDesc&, const scalar_t* x, const scalar_t* w, const scalar_t* bias,
+                   scalar_t* y, cudaStream_t);
+template <typename scalar_t>
+bool dgrad_cutlass(const ConvDesc&, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
+                   cudaStream_t);
+// Partial sums of `slices` split-K slices into workspace ([slices][K][R][S][C], float).
+template <typename scalar_t>
+bool wgrad_cutlass(const ConvDesc&, int64_t slices, const scalar_t* dy, const scalar_t* x,
+                   float* workspace, cudaStream_t);
+
+// Whether the ops may use the CUTLASS tier: built with it, and not switched off (environment
+// TORCHCONV_CUDA_CUTLASS=0 at import, or torchconv._C.set_cuda_cutlass(False)).
+bool cutlass_tier_built();
+bool cutlass_tier_enabled();
+void set_cutlass_tier_enabled(bool enabled);
+
 // ---- second pass of every weight gradient: dw = sum over slices, in slice order -------------
 template <typename scalar_t, typename acc_t, typename index_t>
 void wgrad_reduce(const ConvDesc&, int64_t slices, const acc_t* workspace, scalar_t* dw,
