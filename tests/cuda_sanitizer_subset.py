@@ -93,8 +93,9 @@ def main():
         gy = g64.to("cuda", dtype).contiguous(memory_format=fmt)
         xr, wr = x64.clone().requires_grad_(True), w64.clone().requires_grad_(True)
         rx, rw = torch.autograd.grad(F.conv2d(xr, wr, None, st, pd, dl, groups), (xr, wr), g64)
-        gx = ops.conv2d_grad_input(gy, w, list(x.shape), st, pd, dl, groups)
-        gw = ops.conv2d_grad_weight(gy, x, list(w.shape), st, pd, dl, groups)
+        # autograd's convention for complex operands: the vjp uses the other operand conjugated
+        gx = ops.conv2d_grad_input(gy, w.conj(), list(x.shape), st, pd, dl, groups)
+        gw = ops.conv2d_grad_weight(gy, x.conj(), list(w.shape), st, pd, dl, groups)
         failures += not check("grad_input", gx, rx, tol)
         failures += not check("grad_weight", gw, rw, tol)
         torch.cuda.synchronize()

@@ -22,7 +22,8 @@ def _autocast_operands(input, weight, bias):
     """The operands as autocast hands them to F.conv2d (on its lower-precision list): floating
     tensors of the autocast device type, float64 excepted, cast to the autocast dtype."""
     device_type = input.device.type
-    if not torch.is_autocast_enabled(device_type):
+    if not (torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type)):
         return input, weight, bias
     dtype = torch.get_autocast_dtype(device_type)
 
