@@ -183,9 +183,9 @@ enum class Kind { Depthwise, Simt, TensorCore };
 
 template <typename scalar_t, typename index_t>
 void run_forward(Kind kind, const ConvDesc& d, const scalar_t* x, const scalar_t* w,
-                 const scalar_t* b, scalar_t* y, cudaStream_t stream) {
+                 const scalar_t* w_rsc, const scalar_t* b, scalar_t* y, cudaStream_t stream) {
   if (kind == Kind::Depthwise) {
-    fprop_depthwise<scalar_t, index_t>(d, x, w, b, y, stream);
+    fprop_depthwise<scalar_t, index_t>(d, x, w, w_rsc, b, y, stream);
     return;
   }
   if constexpr (kHasTensorCoreKernels<scalar_t>) {
@@ -199,9 +199,9 @@ void run_forward(Kind kind, const ConvDesc& d, const scalar_t* x, const scalar_t
 
 template <typename scalar_t, typename index_t>
 void run_grad_input(Kind kind, const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
-                    scalar_t* dx, cudaStream_t stream) {
+                    const scalar_t* w_rsc, scalar_t* dx, cudaStream_t stream) {
   if (kind == Kind::Depthwise) {
-    dgrad_depthwise<scalar_t, index_t>(d, dy, w, dx, stream);
+    dgrad_depthwise<scalar_t, index_t>(d, dy, w, w_rsc, dx, stream);
     return;
   }
   if constexpr (kHasTensorCoreKernels<scalar_t>) {
@@ -343,6 +343,21 @@ bool cutlass_grad_weight(const Geometry& g, const at::Tensor& dy, const at::Tens
 #endif
 }
 
+// The depthwise weight as a dense (R, S, C) array, for the channel-vector kernels: defined when
+// they may apply (channel multiplier 1, real dtype, activations channels-fast).
+at::Tensor depthwise_weight_rsc(const Geometry& g, const at::Tensor& activation,
+                                const at::Tensor& weight) {
+  if (g.out_channels != g.groups || weight.is_complex() || activation.stride(1) != 1) {
+    return at::Tensor();
+  }
+  return weight.resolve_conj().permute({2, 3, 0, 1}).contiguous();
+}
+
+template <typename scalar_t>
+const scalar_t* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
 struct CudaBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
@@ -363,10 +378,11 @@ struct CudaBackend {
         cutlass_forward(g, x, w, b, output, stream)) {
       return;
     }
+    const at::Tensor w_rsc = gemm ? at::Tensor() : depthwise_weight_rsc(g, x, w);
     TORCHCONV_DISPATCH_CUDA(x.scalar_type(), "torchconv_conv2d_cuda", [&] {
-      const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
       auto run = wide ? &run_forward<scalar_t, int64_t> : &run_forward<scalar_t, int32_t>;
-      run(kind, d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
+      run(kind, d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+          data_or_null<scalar_t>(w_rsc), data_or_null<scalar_t>(b),
           output.mutable_data_ptr<scalar_t>(), stream);
     });
   }
@@ -386,10 +402,11 @@ struct CudaBackend {
         cutlass_grad_input(g, dy, w, grad_input, stream)) {
       return;
     }
+    const at::Tensor w_rsc = gemm ? at::Tensor() : depthwise_weight_rsc(g, dy, w);
     TORCHCONV_DISPATCH_CUDA(dy.scalar_type(), "torchconv_conv2d_grad_input_cuda", [&] {
       auto run = wide ? &run_grad_input<scalar_t, int64_t> : &run_grad_input<scalar_t, int32_t>;
       run(kind, d, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-          grad_input.mutable_data_ptr<scalar_t>(), stream);
+          data_or_null<scalar_t>(w_rsc), grad_input.mutable_data_ptr<scalar_t>(), stream);
     });
   }
 

@@ -80,12 +80,14 @@ void wgrad_tc(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t
               float* workspace, cudaStream_t);
 
 // ---- depthwise (C/groups == 1, any channel multiplier K/groups), direct kernels ------------
+// w_rsc (may be null): the weight as a dense (R, S, C) array, which lets NHWC problems with
+// channel multiplier 1 use the channel-vector kernels.
 template <typename scalar_t, typename index_t>
 void fprop_depthwise(const ConvDesc&, const scalar_t* x, const scalar_t* w,
-                     const scalar_t* bias, scalar_t* y, cudaStream_t);
+                     const scalar_t* w_rsc, const scalar_t* bias, scalar_t* y, cudaStream_t);
 template <typename scalar_t, typename index_t>
-void dgrad_depthwise(const ConvDesc&, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
-                     cudaStream_t);
+void dgrad_depthwise(const ConvDesc&, const scalar_t* dy, const scalar_t* w,
+                     const scalar_t* w_rsc, scalar_t* dx, cudaStream_t);
 // Output tiles for plan_split_k, then the partial sums ([slices][K][R][S], dense).
 int64_t wgrad_depthwise_tiles(const ConvDesc&);
 template <typename scalar_t, typename acc_t, typename index_t>

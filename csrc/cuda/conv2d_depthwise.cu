@@ -9,8 +9,14 @@
 //          workspace slice; wgrad_reduce then adds the slices in slice order.
 //
 // Threads map to consecutive channels when the tensor is channels-fast (NHWC) and to
-// consecutive columns otherwise, so global accesses coalesce in both layouts.
+// consecutive columns otherwise, so global accesses coalesce in both layouts. NHWC problems
+// with channel multiplier 1 (the common depthwise layer) whose channel vectors are 16-byte
+// aligned use the channel-vector forms instead: one thread per 16 bytes of channels (and, in
+// the forward, per run of output columns), same summation order, same results.
 #include "conv2d_depthwise.cuh"
+
+#include <cstdint>
+#include <type_traits>
 
 namespace torchconv::cuda {
 namespace detail {
@@ -37,6 +43,26 @@ __global__ void __launch_bounds__(kThreads)
   const I total = g.N * g.K * g.OH * g.OW;
   for (I e = grid_first<I>(); e < total; e += grid_step<I>()) {
     dw_fprop_element(g, channels_fast, e, x, w, bias, y);
+  }
+}
+
+template <typename scalar_t, typename I>
+__global__ void __launch_bounds__(kThreads)
+    dw_fprop_channels_kernel(Geo<I> g, const scalar_t* x, const scalar_t* w_rsc,
+                             const scalar_t* bias, scalar_t* y) {
+  const I total = g.N * g.OH * ((g.OW + kDwColumnRun - 1) / kDwColumnRun) *
+                  (g.C / ChannelVec<scalar_t>::kN);
+  for (I e = grid_first<I>(); e < total; e += grid_step<I>()) {
+    dw_fprop_channels(g, e, x, w_rsc, bias, y);
+  }
+}
+
+template <typename scalar_t, typename I>
+__global__ void __launch_bounds__(kThreads)
+    dw_dgrad_channels_kernel(Geo<I> g, const scalar_t* dy, const scalar_t* w_rsc, scalar_t* dx) {
+  const I total = g.N * g.H * g.W * (g.C / ChannelVec<scalar_t>::kN);
+  for (I e = grid_first<I>(); e < total; e += grid_step<I>()) {
+    dw_dgrad_channels(g, e, dy, w_rsc, dx);
   }
 }
 
@@ -85,6 +111,41 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// As dw_wgrad_kernel with kWgradChannelLanes lanes of channel vectors: lane (kv, pl) sums
+// channels [(kt*lanes + kv)*kN, +kN) over its positions; the same position lanes (kThreads /
+// kWgradChannelLanes) and lane order as the scalar kernel, hence the same sums.
+template <typename scalar_t, typename acc_t, typename I>
+__global__ void __launch_bounds__(kThreads)
+    dw_wgrad_channels_kernel(Geo<I> g, I ktiles, I chunk, const scalar_t* dy, const scalar_t* x,
+                             acc_t* ws) {
+  constexpr int V = ChannelVec<scalar_t>::kN, KC = kWgradChannelLanes, LANES = kThreads / KC;
+  __shared__ acc_t partial[kThreads][V];
+  const int kv = threadIdx.x % KC, pl = threadIdx.x / KC;
+  I b = blockIdx.x;
+  const I kt = b % ktiles;
+  b /= ktiles;
+  const I RS = g.R * g.S;
+  const I rs = b % RS, slice = b / RS;
+  const I c0 = (kt * KC + kv) * V;
+  const I NP = g.N * g.OH * g.OW;
+  const I pbeg = slice * chunk;
+  const I pend = NP - pbeg < chunk ? NP : pbeg + chunk;
+  if (c0 < g.C) {
+    dw_wgrad_channels(g, c0, rs / g.S, rs % g.S, pbeg, pend, pl, LANES, dy, x,
+                      partial[threadIdx.x]);
+  }
+  __syncthreads();
+  if (pl == 0 && c0 < g.C) {
+    for (int i = 0; i < V; ++i) {
+      acc_t sum(0);
+      for (int q = 0; q < LANES; ++q) {
+        sum += partial[q * KC + kv][i];
+      }
+      ws[(slice * g.K + c0 + i) * RS + rs] = sum;
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t, typename I>
 __global__ void __launch_bounds__(kThreads)
     wgrad_reduce_kernel(Geo<I> g, I slices, const acc_t* ws, scalar_t* dw) {
@@ -99,17 +160,41 @@ unsigned grid_for(int64_t total) {
   return static_cast<unsigned>(blocks < kMaxGridStride ? blocks : kMaxGridStride);
 }
 
-// Channel lanes of the weight-gradient block: 32 when both operands are channels-fast.
+// Channel lanes of the weight-gradient block: kWgradChannelLanes when both operands are
+// channels-fast.
 int wgrad_channel_lanes(const ConvDesc& d) {
-  return d.xs[1] == 1 && d.ys[1] == 1 && d.K > 1 ? 32 : 1;
+  return d.xs[1] == 1 && d.ys[1] == 1 && d.K > 1 ? kWgradChannelLanes : 1;
 }
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
+}
+
+// The channel-vector kernels are defined for the real floating types.
+template <typename scalar_t>
+constexpr bool kHasChannelVectors = std::is_floating_point_v<scalar_t> ||
+                                    std::is_same_v<scalar_t, c10::Half> ||
+                                    std::is_same_v<scalar_t, c10::BFloat16>;
 
 }  // namespace
 }  // namespace detail
 
 template <typename scalar_t, typename index_t>
 void fprop_depthwise(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
-                     const scalar_t* bias, scalar_t* y, cudaStream_t stream) {
+                     const scalar_t* w_rsc, const scalar_t* bias, scalar_t* y,
+                     cudaStream_t stream) {
+  if constexpr (detail::kHasChannelVectors<scalar_t>) {
+    if (w_rsc != nullptr && detail::dw_channel_vectors_apply<scalar_t>(d) &&
+        detail::aligned16(x) && detail::aligned16(w_rsc) && detail::aligned16(y)) {
+      const int64_t total = d.N * d.OH * detail::ceil_div(d.OW, detail::kDwColumnRun) *
+                            (d.C / detail::ChannelVec<scalar_t>::kN);
+      detail::dw_fprop_channels_kernel<scalar_t, index_t>
+          <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
+              detail::make_geo<index_t>(d), x, w_rsc, bias, y);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
   const int64_t total = d.N * d.K * d.OH * d.OW;
   detail::dw_fprop_kernel<scalar_t, index_t>
       <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
@@ -118,8 +203,19 @@ void fprop_depthwise(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
 }
 
 template <typename scalar_t, typename index_t>
-void dgrad_depthwise(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
-                     cudaStream_t stream) {
+void dgrad_depthwise(const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
+                     const scalar_t* w_rsc, scalar_t* dx, cudaStream_t stream) {
+  if constexpr (detail::kHasChannelVectors<scalar_t>) {
+    if (w_rsc != nullptr && detail::dw_channel_vectors_apply<scalar_t>(d) &&
+        detail::aligned16(dy) && detail::aligned16(w_rsc) && detail::aligned16(dx)) {
+      const int64_t total = d.N * d.H * d.W * (d.C / detail::ChannelVec<scalar_t>::kN);
+      detail::dw_dgrad_channels_kernel<scalar_t, index_t>
+          <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
+              detail::make_geo<index_t>(d), dy, w_rsc, dx);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
   const int64_t total = d.N * d.C * d.H * d.W;
   detail::dw_dgrad_kernel<scalar_t, index_t>
       <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
@@ -135,6 +231,21 @@ template <typename scalar_t, typename acc_t, typename index_t>
 void wgrad_depthwise(const ConvDesc& d, const SplitK& split, const scalar_t* dy,
                      const scalar_t* x, acc_t* workspace, cudaStream_t stream) {
   static_assert(std::is_same_v<acc_t, at::opmath_type<scalar_t>>);
+  if constexpr (detail::kHasChannelVectors<scalar_t>) {
+    if (detail::dw_channel_vectors_apply<scalar_t>(d) && detail::aligned16(dy) &&
+        detail::aligned16(x)) {
+      const int64_t ktiles =
+          detail::ceil_div(d.C, detail::kWgradChannelLanes * detail::ChannelVec<scalar_t>::kN);
+      const int64_t blocks = ktiles * d.R * d.S * split.slices;
+      TORCH_CHECK(blocks <= 2147483647, "torchconv: depthwise weight gradient too large");
+      detail::dw_wgrad_channels_kernel<scalar_t, acc_t, index_t>
+          <<<static_cast<unsigned>(blocks), detail::kThreads, 0, stream>>>(
+              detail::make_geo<index_t>(d), static_cast<index_t>(ktiles),
+              static_cast<index_t>(split.chunk), dy, x, workspace);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
   const int kc = detail::wgrad_channel_lanes(d);
   const int64_t ktiles = detail::ceil_div(d.K, kc);
   const int64_t blocks = ktiles * d.R * d.S * split.slices;
@@ -160,9 +271,10 @@ void wgrad_reduce(const ConvDesc& d, int64_t slices, const acc_t* workspace, sca
 #define TORCHCONV_DW_INSTANTIATE(scalar_t, index_t)                                           \
   template void fprop_depthwise<scalar_t, index_t>(const ConvDesc&, const scalar_t*,          \
                                                    const scalar_t*, const scalar_t*,          \
-                                                   scalar_t*, cudaStream_t);                  \
-  template void dgrad_depthwise<scalar_t, index_t>(const ConvDesc&, const scalar_t*,          \
                                                    const scalar_t*, scalar_t*, cudaStream_t); \
+  template void dgrad_depthwise<scalar_t, index_t>(const ConvDesc&, const scalar_t*,          \
+                                                   const scalar_t*, const scalar_t*,          \
+                                                   scalar_t*, cudaStream_t);                  \
   template void wgrad_depthwise<scalar_t, at::opmath_type<scalar_t>, index_t>(                \
       const ConvDesc&, const SplitK&, const scalar_t*, const scalar_t*,                       \
       at::opmath_type<scalar_t>*, cudaStream_t);                                              \

@@ -15,6 +15,7 @@
 #include "../conv2d_depthwise.cuh"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -217,6 +218,69 @@ double max_difference(Tensor4& a, Tensor4& b) {
 
 // The three products of one case with one thread map and index type. `forced_chunk` > 0
 // replaces the split-K chunk of plan_split_k (small shapes would otherwise use one slice).
+// The channel-vector depthwise forms (what the kernels run for NHWC problems with channel
+// multiplier 1), driven as dw_*_channels_kernel drive them, must reproduce the element forms'
+// results -- y, dx and the weight-gradient workspace `ws` -- bit for bit.
+template <typename I>
+bool channel_vectors_match(const Case& c, const Geo<I>& gf, const Geo<I>& gd, const Geo<I>& gw,
+                           const SplitK& split, Tensor4& x, Tensor4& w,
+                           const std::vector<double>& bias, Tensor4& dy, Tensor4& y, Tensor4& dx,
+                           const std::vector<double>& ws) {
+  constexpr int V = ChannelVec<double>::kN;
+  const int64_t OH = c.OH(), OW = c.OW(), RS = c.R * c.S, CV = c.C / V;
+  std::vector<double> w_rsc(RS * c.C);
+  for (int64_t ch = 0; ch < c.C; ++ch) {
+    for (int64_t rs = 0; rs < RS; ++rs) {
+      w_rsc[rs * c.C + ch] = w.at(ch, 0, rs / c.S, rs % c.S);
+    }
+  }
+  Tensor4 yv = make_tensor(c.N, c.K, OH, OW, c.layout_y, kNaN);
+  Tensor4 dxv = make_tensor(c.N, c.C, c.H, c.W, c.layout_x, kNaN);
+  for (int64_t e = 0; e < c.N * OH * ceil_div(OW, kDwColumnRun) * CV; ++e) {
+    dw_fprop_channels<double, I>(gf, static_cast<I>(e), x.data.data(), w_rsc.data(),
+                                 bias.data(), yv.data.data());
+  }
+  for (int64_t e = 0; e < c.N * c.H * c.W * CV; ++e) {
+    dw_dgrad_channels<double, I>(gd, static_cast<I>(e), dy.data.data(), w_rsc.data(),
+                                 dxv.data.data());
+  }
+  const int64_t NP = c.N * OH * OW, ktiles = ceil_div(c.C, kWgradChannelLanes * V);
+  const int lanes = 256 / kWgradChannelLanes;
+  std::vector<double> wsv(ws.size(), kNaN);
+  std::vector<std::array<double, V>> partial(256);
+  for (int64_t b = 0; b < ktiles * RS * split.slices; ++b) {
+    const int64_t kt = b % ktiles, rs = (b / ktiles) % RS, slice = b / ktiles / RS;
+    const int64_t pbeg = slice * split.chunk, pend = std::min(NP, pbeg + split.chunk);
+    for (int t = 0; t < 256; ++t) {
+      const int64_t c0 = (kt * kWgradChannelLanes + t % kWgradChannelLanes) * V;
+      if (c0 < c.C) {
+        dw_wgrad_channels<double, I>(gw, static_cast<I>(c0), static_cast<I>(rs / c.S),
+                                     static_cast<I>(rs % c.S), static_cast<I>(pbeg),
+                                     static_cast<I>(pend), t / kWgradChannelLanes, lanes,
+                                     dy.data.data(), x.data.data(), partial[t].data());
+      }
+    }
+    for (int kv = 0; kv < kWgradChannelLanes; ++kv) {
+      const int64_t c0 = (kt * kWgradChannelLanes + kv) * V;
+      for (int i = 0; i < V && c0 < c.C; ++i) {
+        double sum = 0;
+        for (int q = 0; q < lanes; ++q) {
+          sum += partial[q * kWgradChannelLanes + kv][i];
+        }
+        wsv[(slice * c.K + c0 + i) * RS + rs] = sum;
+      }
+    }
+  }
+  bool same = max_difference(yv, y) == 0 && max_difference(dxv, dx) == 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    same &= wsv[i] == ws[i];  // (a NaN left unwritten compares unequal)
+  }
+  if (!same) {
+    std::printf("FAIL: channel-vector depthwise forms differ from the element forms\n");
+  }
+  return same;
+}
+
 template <typename I, int NT, int LDA, int LDB>
 void check_case(const Case& c, uint32_t seed, int64_t forced_chunk) {
   std::mt19937 rng(seed);
@@ -310,7 +374,7 @@ void check_case(const Case& c, uint32_t seed, int64_t forced_chunk) {
     }
     // As dw_wgrad_kernel: kc channel lanes x (256 / kc) position lanes per block, lane sums
     // added in lane order (kc mirrors wgrad_channel_lanes in conv2d_depthwise.cu).
-    const int kc = wd.xs[1] == 1 && wd.ys[1] == 1 && wd.K > 1 ? 32 : 1;
+    const int kc = wd.xs[1] == 1 && wd.ys[1] == 1 && wd.K > 1 ? kWgradChannelLanes : 1;
     const int lanes = 256 / kc;
     const int64_t ktiles = ceil_div(c.K, kc), RS = c.R * c.S;
     split = plan_split_k(NP, ktiles * RS);
@@ -341,6 +405,10 @@ void check_case(const Case& c, uint32_t seed, int64_t forced_chunk) {
     for (int64_t e = 0; e < c.K * RS; ++e) {
       wgrad_reduce_element<double, double, I>(gw, static_cast<I>(split.slices),
                                               static_cast<I>(e), ws.data(), dw.data.data());
+    }
+    if (dw_channel_vectors_apply<double>(fd) && dw_channel_vectors_apply<double>(dd) &&
+        dw_channel_vectors_apply<double>(wd)) {
+      complete &= channel_vectors_match(c, gf, gd, gw, split, x, w, bias, dy, y, dx, ws);
     }
   }
 
@@ -396,12 +464,16 @@ int main(int argc, char** argv) {
       {2, 8, 9, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8, 0, 0, 0},        // depthwise NCHW
       {2, 8, 9, 9, 24, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 8, 1, 1, 1},       // depthwise x3 NHWC
       {2, 40, 9, 9, 40, 5, 5, 2, 1, 2, 2, 2, 2, 2, 1, 40, 1, 1, 0},     // depthwise, mixed
+      {2, 8, 9, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8, 1, 0, 1},       // depthwise channel vectors
+      {2, 6, 10, 9, 6, 5, 3, 2, 3, 2, 1, 1, 2, 2, 1, 6, 3, 1, 3},       // ... padded channels
+      {1, 4, 7, 13, 4, 3, 3, 3, 3, 0, 0, 0, 0, 1, 1, 4, 1, 0, 1},       // ... rows without taps
+      {3, 70, 5, 6, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 70, 1, 1, 1},     // ... two channel tiles
       {1, 130, 5, 6, 3, 2, 3, 1, 2, 0, 1, 2, 0, 2, 1, 1, 2, 3, 2},      // C > 64, non-dense
       {3, 70, 6, 5, 66, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},      // 2x2 N tiles, M tiles
   };
   std::mt19937 rng(1234);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  while (static_cast<int>(cases.size()) < 12 + random_cases) {
+  while (static_cast<int>(cases.size()) < 16 + random_cases) {
     Case c;
     c.groups = pick(0, 3) == 0 ? pick(2, 6) : 1;
     const bool depthwise = c.groups > 1 && pick(0, 1) == 1;
