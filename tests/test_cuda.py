@@ -303,7 +303,7 @@ def plan_args(x, w, args):
 @pytest.mark.skipif(not CUTLASS, reason="torchconv built without the CUTLASS tier")
 def test_cutlass_tier_runs_where_it_applies():
     # Kernel names from the profiler: the tier is used for an eligible float16 problem (all
-    # three ops), and not for one with 12 channels or when switched off.
+    # three ops), not for a grouped one or when switched off.
     def kernels(cfg, enabled):
         x, w, b, args = conv_inputs(cfg, torch.float16, channels_last=True)
         x.requires_grad_(True)
@@ -320,6 +320,10 @@ def test_cutlass_tier_runs_where_it_applies():
         assert any("cutlass" in n and piece in n for n in names), (piece, names)
     assert not any("cutlass" in n for n in kernels(eligible, False))
     assert not any("cutlass" in n for n in kernels(CONFIGS["groups_asym"], True))
+    # channel counts padded up to a multiple of 8 (C = 3, K = 8, as in an RGB stem)
+    names = kernels(CONFIGS["3x3"], True)
+    for piece in ("Conv2dFprop", "Conv2dDgrad", "Conv2dWgrad"):
+        assert any("cutlass" in n and piece in n for n in names), (piece, names)
 
 
 # ---------------------------------------------------------------------------------------------

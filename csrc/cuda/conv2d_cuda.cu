@@ -251,37 +251,78 @@ Kind choose_kind(const Geometry& g, const at::Tensor& t) {
 }
 
 // ---- CUTLASS tier (Half / BFloat16 on the tensor-core path) ---------------------------------
+// Its kernels need channel counts that are multiples of kCutlassChannelAlignment; other counts
+// are zero-padded up to one (copies of the operands with zero channels appended, which add
+// exact zeros to every sum), as long as that at most triples a channel count (C >= 3).
 
-bool cutlass_candidate(Kind kind, const Geometry& g, at::ScalarType dtype, bool wide) {
-  return kind == Kind::TensorCore && !wide && cutlass_tier_enabled() && g.groups == 1 &&
-         (dtype == at::kHalf || dtype == at::kBFloat16) &&
-         g.in_channels % kCutlassChannelAlignment == 0 &&
-         g.out_channels % kCutlassChannelAlignment == 0;
+int64_t padded_channels(int64_t channels) {
+  return (channels + kCutlassChannelAlignment - 1) / kCutlassChannelAlignment *
+         kCutlassChannelAlignment;
 }
 
-// `result` itself when it is dense channels_last, else a channels_last buffer of its shape (the
-// CUTLASS kernels write packed NHWC; the caller copies the buffer into `result`).
-at::Tensor nhwc_target(const at::Tensor& result) {
-  return result.is_contiguous(at::MemoryFormat::ChannelsLast)
-             ? result
-             : at::empty(result.sizes(), result.options().memory_format(at::MemoryFormat::ChannelsLast));
+bool cutlass_candidate(Kind kind, const Geometry& g, at::ScalarType dtype, bool wide) {
+  const auto paddable = [](int64_t c) { return padded_channels(c) <= 3 * c; };
+  return kind == Kind::TensorCore && !wide && cutlass_tier_enabled() && g.groups == 1 &&
+         (dtype == at::kHalf || dtype == at::kBFloat16) && paddable(g.in_channels) &&
+         paddable(g.out_channels);
+}
+
+// The geometry with both channel counts padded.
+Geometry padded_geometry(const Geometry& g) {
+  Geometry p = g;
+  p.in_channels = padded_channels(g.in_channels);
+  p.out_channels = padded_channels(g.out_channels);
+  return p;
+}
+
+// `t` (4-D) with dims 0 and 1 zero-padded to (d0, d1), channels_last; `t` itself when already
+// that size.
+at::Tensor zero_padded(const at::Tensor& t, int64_t d0, int64_t d1) {
+  if (t.size(0) == d0 && t.size(1) == d1) {
+    return t;
+  }
+  at::Tensor p = at::zeros({d0, d1, t.size(2), t.size(3)},
+                           t.options().memory_format(at::MemoryFormat::ChannelsLast));
+  p.narrow(0, 0, t.size(0)).narrow(1, 0, t.size(1)).copy_(t);
+  return p;
+}
+
+// Where a CUTLASS kernel writes a (d0, d1, h, w) result that `result` holds the leading part of:
+// `result` itself when it is that size and dense channels_last, else a channels_last buffer
+// (deliver() copies the part back).
+at::Tensor nhwc_target(const at::Tensor& result, int64_t d0, int64_t d1) {
+  if (result.size(0) == d0 && result.size(1) == d1 &&
+      result.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return result;
+  }
+  return at::empty({d0, d1, result.size(2), result.size(3)},
+                   result.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
 void deliver(const at::Tensor& buffer, at::Tensor& result) {
   if (!buffer.is_same(result)) {
-    result.copy_(buffer);
+    result.copy_(buffer.narrow(0, 0, result.size(0)).narrow(1, 0, result.size(1)));
   }
 }
 
 bool cutlass_forward(const Geometry& g, const at::Tensor& x, const at::Tensor& w,
                      const at::Tensor& b, at::Tensor& output, cudaStream_t stream) {
 #ifdef TORCHCONV_WITH_CUTLASS
-  const at::Tensor y = nhwc_target(output);
-  const ConvDesc d = make_desc(g, x, w, y);
+  const Geometry gp = padded_geometry(g);
+  const at::Tensor xp = zero_padded(x, gp.batch, gp.in_channels);
+  const at::Tensor wp = zero_padded(w, gp.out_channels, gp.in_channels);
+  at::Tensor bp = b;
+  if (b.defined() && gp.out_channels != g.out_channels) {
+    bp = at::zeros({gp.out_channels}, b.options());
+    bp.narrow(0, 0, g.out_channels).copy_(b);
+  }
+  const at::Tensor y = nhwc_target(output, gp.batch, gp.out_channels);
+  const ConvDesc d = make_desc(gp, xp, wp, y);
   bool ran = false;
   AT_DISPATCH_REDUCED_FLOATING_TYPES(x.scalar_type(), "torchconv_conv2d_cutlass", [&] {
-    ran = fprop_cutlass<scalar_t>(d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                  b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
+    ran = fprop_cutlass<scalar_t>(d, xp.const_data_ptr<scalar_t>(),
+                                  wp.const_data_ptr<scalar_t>(),
+                                  bp.defined() ? bp.const_data_ptr<scalar_t>() : nullptr,
                                   y.mutable_data_ptr<scalar_t>(), stream);
   });
   if (ran) {
@@ -297,12 +338,16 @@ bool cutlass_forward(const Geometry& g, const at::Tensor& x, const at::Tensor& w
 bool cutlass_grad_input(const Geometry& g, const at::Tensor& dy, const at::Tensor& w,
                         at::Tensor& grad_input, cudaStream_t stream) {
 #ifdef TORCHCONV_WITH_CUTLASS
-  const at::Tensor dx = nhwc_target(grad_input);
-  const ConvDesc d = make_desc(g, dx, w, dy);
+  const Geometry gp = padded_geometry(g);
+  const at::Tensor dyp = zero_padded(dy, gp.batch, gp.out_channels);
+  const at::Tensor wp = zero_padded(w, gp.out_channels, gp.in_channels);
+  const at::Tensor dx = nhwc_target(grad_input, gp.batch, gp.in_channels);
+  const ConvDesc d = make_desc(gp, dx, wp, dyp);
   bool ran = false;
   AT_DISPATCH_REDUCED_FLOATING_TYPES(dy.scalar_type(), "torchconv_conv2d_grad_input_cutlass", [&] {
-    ran = dgrad_cutlass<scalar_t>(d, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                  dx.mutable_data_ptr<scalar_t>(), stream);
+    ran = dgrad_cutlass<scalar_t>(d, dyp.const_data_ptr<scalar_t>(),
+                                  wp.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
+                                  stream);
   });
   if (ran) {
     deliver(dx, grad_input);
@@ -317,25 +362,35 @@ bool cutlass_grad_input(const Geometry& g, const at::Tensor& dy, const at::Tenso
 bool cutlass_grad_weight(const Geometry& g, const at::Tensor& dy, const at::Tensor& x,
                          at::Tensor& grad_weight, cudaStream_t stream) {
 #ifdef TORCHCONV_WITH_CUTLASS
-  const ConvDesc d = make_desc(g, x, grad_weight, dy);
-  const int64_t rsc = g.kernel_height * g.kernel_width * g.in_channels;
-  const SplitK split = plan_split_k(g.batch * g.out_height * g.out_width,
-                                    ((g.out_channels + kCutlassTileM - 1) / kCutlassTileM) *
+  const Geometry gp = padded_geometry(g);
+  const at::Tensor dyp = zero_padded(dy, gp.batch, gp.out_channels);
+  const at::Tensor xp = zero_padded(x, gp.batch, gp.in_channels);
+  // the reduction writes grad_weight directly, or a padded buffer when channels were padded
+  const bool padded = gp.in_channels != g.in_channels || gp.out_channels != g.out_channels;
+  const at::Tensor dw = padded ? nhwc_target(grad_weight, gp.out_channels, gp.in_channels)
+                               : grad_weight;
+  const ConvDesc d = make_desc(gp, xp, dw, dyp);
+  const int64_t rsc = gp.kernel_height * gp.kernel_width * gp.in_channels;
+  const SplitK split = plan_split_k(gp.batch * gp.out_height * gp.out_width,
+                                    ((gp.out_channels + kCutlassTileM - 1) / kCutlassTileM) *
                                         ((rsc + kCutlassTileN - 1) / kCutlassTileN));
   const at::Tensor ws =
-      at::empty({split.slices * g.out_channels * rsc}, dy.options().dtype(at::kFloat));
+      at::empty({split.slices * gp.out_channels * rsc}, dy.options().dtype(at::kFloat));
   bool ran = false;
   AT_DISPATCH_REDUCED_FLOATING_TYPES(dy.scalar_type(), "torchconv_conv2d_grad_weight_cutlass", [&] {
-    ran = wgrad_cutlass<scalar_t>(d, split.slices, dy.const_data_ptr<scalar_t>(),
-                                  x.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<float>(),
+    ran = wgrad_cutlass<scalar_t>(d, split.slices, dyp.const_data_ptr<scalar_t>(),
+                                  xp.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<float>(),
                                   stream);
     if (ran) {
       auto reduce = ws.numel() > kInt32Limit ? &wgrad_reduce<scalar_t, float, int64_t>
                                              : &wgrad_reduce<scalar_t, float, int32_t>;
-      reduce(d, split.slices, ws.const_data_ptr<float>(),
-             grad_weight.mutable_data_ptr<scalar_t>(), stream);
+      reduce(d, split.slices, ws.const_data_ptr<float>(), dw.mutable_data_ptr<scalar_t>(),
+             stream);
     }
   });
+  if (ran) {
+    deliver(dw, grad_weight);
+  }
   return ran;
 #else
   (void)g, (void)dy, (void)x, (void)grad_weight, (void)stream;
