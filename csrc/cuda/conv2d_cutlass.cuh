@@ -53,34 +53,40 @@ struct ElementOf<c10::BFloat16> {
   using type = cutlass::bfloat16_t;
 };
 
-// One tile configuration for all three products: 128 x 128 x 64 thread-block tile, four 64 x 64
-// warps, three pipeline stages (96 KiB of shared memory), m16n8k16 instructions.
-struct Config {
-  using Tile = cutlass::gemm::GemmShape<128, 128, 64>;
-  using Warp = cutlass::gemm::GemmShape<64, 64, 64>;
+// Thread-block tiles (M x N x 64, four warps, m16n8k16 instructions, 96 KiB of shared memory
+// for the pipeline). Wide is the default; a GEMM whose N (forward: K, input gradient: C) is at
+// most 64 takes Narrow, a weight gradient with at most 64 output channels (its M) takes Short,
+// so that half of every tile is not spent on padding.
+template <int M, int N, int WarpM, int WarpN, int Stages>
+struct TileConfig {
+  using Tile = cutlass::gemm::GemmShape<M, N, 64>;
+  using Warp = cutlass::gemm::GemmShape<WarpM, WarpN, 64>;
   using Instruction = cutlass::gemm::GemmShape<16, 8, 16>;
-  static constexpr int kStages = 3;
-  static constexpr int kAlignment = 8;  // 16-bit elements per 16-byte access
+  static constexpr int kStages = Stages;
 };
+using Wide = TileConfig<128, 128, 64, 64, 3>;
+using Narrow = TileConfig<128, 64, 64, 32, 4>;
+using Short = TileConfig<64, 128, 32, 64, 4>;
+constexpr int kAlignment = 8;  // 16-bit elements per 16-byte access
 
 template <typename E>
 using StoreEpilogue = cutlass::epilogue::thread::LinearCombination<E, 128 / cutlass::sizeof_bits<E>::value,
                                                                    float, float>;
 
-template <typename E>
+template <typename E, class Config>
 using FpropKernel = typename cutlass::conv::kernel::DefaultConv2dFprop<
     E, NHWC, E, NHWC, E, NHWC, float, cutlass::arch::OpClassTensorOp, cutlass::arch::Sm80,
-    Config::Tile, Config::Warp, Config::Instruction, StoreEpilogue<E>,
+    typename Config::Tile, typename Config::Warp, typename Config::Instruction, StoreEpilogue<E>,
     cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<4>, Config::kStages,
     cutlass::arch::OpMultiplyAdd, cutlass::conv::IteratorAlgorithm::kOptimized,
     cutlass::conv::StrideSupport::kStrided>::Kernel;
 
 // Input gradient: stride 1 and strided problems have different kernels (the strided one walks
 // the stride phases, with its own grid swizzle).
-template <typename E, cutlass::conv::StrideSupport kStride>
+template <typename E, class Config, cutlass::conv::StrideSupport kStride>
 using DgradKernel = typename cutlass::conv::kernel::DefaultConv2dDgrad<
     E, NHWC, E, NHWC, E, NHWC, float, cutlass::arch::OpClassTensorOp, cutlass::arch::Sm80,
-    Config::Tile, Config::Warp, Config::Instruction, StoreEpilogue<E>,
+    typename Config::Tile, typename Config::Warp, typename Config::Instruction, StoreEpilogue<E>,
     std::conditional_t<kStride == cutlass::conv::StrideSupport::kStrided,
                        cutlass::conv::threadblock::StridedDgradIdentityThreadblockSwizzle<1>,
                        cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<4>>,
@@ -88,12 +94,12 @@ using DgradKernel = typename cutlass::conv::kernel::DefaultConv2dDgrad<
     kStride>::Kernel;
 
 // Weight gradient: fp32 partial sums into the split-K workspace.
-template <typename E>
+template <typename E, class Config>
 using WgradKernel = typename cutlass::conv::kernel::DefaultConv2dWgrad<
     E, NHWC, E, NHWC, float, NHWC, float, cutlass::arch::OpClassTensorOp, cutlass::arch::Sm80,
-    Config::Tile, Config::Warp, Config::Instruction, StoreEpilogue<float>,
-    cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<4>, Config::kStages,
-    cutlass::arch::OpMultiplyAdd, cutlass::conv::IteratorAlgorithm::kOptimized,
+    typename Config::Tile, typename Config::Warp, typename Config::Instruction,
+    StoreEpilogue<float>, cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<4>,
+    Config::kStages, cutlass::arch::OpMultiplyAdd, cutlass::conv::IteratorAlgorithm::kOptimized,
     cutlass::conv::StrideSupport::kStrided>::Kernel;
 
 // ---- host helpers -----------------------------------------------------------------------------
@@ -118,8 +124,9 @@ inline bool dense_nhwc(const int64_t* s, int64_t n, int64_t c, int64_t h, int64_
 // The problem as CUTLASS sees it, or false where the tier does not apply at all.
 inline bool tier_applies(const ConvDesc& d) {
   constexpr int64_t kIntMax = 2147483647;
-  static_assert(Config::kAlignment == kCutlassChannelAlignment);
-  return d.N > 0 && d.OH > 0 && d.OW > 0 && d.groups == 1 && d.C % Config::kAlignment == 0 && d.K % Config::kAlignment == 0 &&
+  static_assert(kAlignment == kCutlassChannelAlignment);
+  return d.N > 0 && d.OH > 0 && d.OW > 0 && d.groups == 1 && d.C % kAlignment == 0 &&
+         d.K % kAlignment == 0 &&
          dense_nhwc(d.xs, d.N, d.C, d.H, d.W) && dense_nhwc(d.ws, d.K, d.C, d.R, d.S) &&
          dense_nhwc(d.ys, d.N, d.K, d.OH, d.OW) && d.N * d.H * d.W * d.C < kIntMax &&
          d.N * d.OH * d.OW * d.K < kIntMax && d.K * d.R * d.S * d.C < kIntMax;

@@ -3,9 +3,11 @@
 
 namespace torchconv::cuda {
 
-template <typename scalar_t>
-bool dgrad_cutlass(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
-                   cudaStream_t stream) {
+namespace {
+
+template <typename scalar_t, class Config>
+bool dgrad_with(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
+                cudaStream_t stream) {
   using namespace cutlass_tier;
   using E = typename ElementOf<scalar_t>::type;
   if (!tier_applies(d) || !aligned16(dy) || !aligned16(w) || !aligned16(dx)) {
@@ -21,15 +23,25 @@ bool dgrad_cutlass(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, sca
   const auto grad_output = packed<E>(dy, d.N, d.OH, d.OW, d.K);
   const auto weight = packed<E>(w, d.K, d.R, d.S, d.C);
   if (d.sh == 1 && d.sw == 1) {
-    using Kernel = DgradKernel<E, cutlass::conv::StrideSupport::kUnity>;
+    using Kernel = DgradKernel<E, Config, cutlass::conv::StrideSupport::kUnity>;
     const typename Kernel::Arguments args(problem_size(d, 1), grad_output, weight, out, out,
                                           {1.0f, 0.0f});
     return launch<Kernel>(args, nullptr, 0, stream);
   }
-  using Kernel = DgradKernel<E, cutlass::conv::StrideSupport::kStrided>;
+  using Kernel = DgradKernel<E, Config, cutlass::conv::StrideSupport::kStrided>;
   const typename Kernel::Arguments args(problem_size(d, 1), grad_output, weight, out, out,
                                         {1.0f, 0.0f});
   return launch<Kernel>(args, nullptr, 0, stream);
+}
+
+}  // namespace
+
+template <typename scalar_t>
+bool dgrad_cutlass(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
+                   cudaStream_t stream) {
+  // GEMM N = input channels
+  return d.C <= 64 ? dgrad_with<scalar_t, cutlass_tier::Narrow>(d, dy, w, dx, stream)
+                   : dgrad_with<scalar_t, cutlass_tier::Wide>(d, dy, w, dx, stream);
 }
 
 template bool dgrad_cutlass<c10::Half>(const ConvDesc&, const c10::Half*, const c10::Half*,

@@ -3,12 +3,14 @@
 
 namespace torchconv::cuda {
 
-template <typename scalar_t>
-bool fprop_cutlass(const ConvDesc& d, const scalar_t* x, const scalar_t* w, const scalar_t* bias,
-                   scalar_t* y, cudaStream_t stream) {
+namespace {
+
+template <typename scalar_t, class Config>
+bool fprop_with(const ConvDesc& d, const scalar_t* x, const scalar_t* w, const scalar_t* bias,
+                scalar_t* y, cudaStream_t stream) {
   using namespace cutlass_tier;
   using E = typename ElementOf<scalar_t>::type;
-  using Kernel = FpropKernel<E>;
+  using Kernel = FpropKernel<E, Config>;
   if (!tier_applies(d) || !aligned16(x) || !aligned16(w) || !aligned16(y) ||
       (bias != nullptr && !aligned16(bias))) {
     return false;
@@ -25,6 +27,16 @@ bool fprop_cutlass(const ConvDesc& d, const scalar_t* x, const scalar_t* w, cons
                                         packed<E>(w, d.K, d.R, d.S, d.C), source, out,
                                         {1.0f, bias != nullptr ? 1.0f : 0.0f});
   return launch<Kernel>(args, nullptr, 0, stream);
+}
+
+}  // namespace
+
+template <typename scalar_t>
+bool fprop_cutlass(const ConvDesc& d, const scalar_t* x, const scalar_t* w, const scalar_t* bias,
+                   scalar_t* y, cudaStream_t stream) {
+  // GEMM N = output channels
+  return d.K <= 64 ? fprop_with<scalar_t, cutlass_tier::Narrow>(d, x, w, bias, y, stream)
+                   : fprop_with<scalar_t, cutlass_tier::Wide>(d, x, w, bias, y, stream);
 }
 
 template bool fprop_cutlass<c10::Half>(const ConvDesc&, const c10::Half*, const c10::Half*,

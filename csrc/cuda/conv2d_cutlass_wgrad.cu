@@ -5,12 +5,14 @@
 
 namespace torchconv::cuda {
 
-template <typename scalar_t>
-bool wgrad_cutlass(const ConvDesc& d, int64_t slices, const scalar_t* dy, const scalar_t* x,
-                   float* workspace, cudaStream_t stream) {
+namespace {
+
+template <typename scalar_t, class Config>
+bool wgrad_with(const ConvDesc& d, int64_t slices, const scalar_t* dy, const scalar_t* x,
+                float* workspace, cudaStream_t stream) {
   using namespace cutlass_tier;
   using E = typename ElementOf<scalar_t>::type;
-  using Kernel = WgradKernel<E>;
+  using Kernel = WgradKernel<E, Config>;
   // The kernels write the workspace (dense KRSC), not grad_weight, whatever its layout.
   ConvDesc problem = d;
   const int64_t dense_krsc[4] = {d.R * d.S * d.C, 1, d.S * d.C, d.C};
@@ -34,6 +36,16 @@ bool wgrad_cutlass(const ConvDesc& d, int64_t slices, const scalar_t* dy, const 
     return false;
   }
   return launch<Kernel>(args, slices > 1 ? workspace : nullptr, bytes, stream);
+}
+
+}  // namespace
+
+template <typename scalar_t>
+bool wgrad_cutlass(const ConvDesc& d, int64_t slices, const scalar_t* dy, const scalar_t* x,
+                   float* workspace, cudaStream_t stream) {
+  // GEMM M = output channels
+  return d.K <= 64 ? wgrad_with<scalar_t, cutlass_tier::Short>(d, slices, dy, x, workspace, stream)
+                   : wgrad_with<scalar_t, cutlass_tier::Wide>(d, slices, dy, x, workspace, stream);
 }
 
 template bool wgrad_cutlass<c10::Half>(const ConvDesc&, int64_t, const c10::Half*,
