@@ -2,13 +2,14 @@
 // workspaces) of the backend registered for DispatchKey::CUDA.
 //
 // Kernel choice, per op:
-//   depthwise (groups > 1, C/groups == 1)  direct kernels on the tensors as they are laid out
+//   depthwise (groups > 1, C/groups == 1) and small groups (C/groups and K/groups <= 16):
+//                                          direct kernels on the tensors as they are laid out
 //   otherwise                              implicit GEMM on NHWC (channels_last) operands:
 //     tensor cores (wmma) for Half / BFloat16, and for float when TF32 is allowed for cuDNN
 //     convolutions (torch.backends.cudnn.allow_tf32), on sm_80+;
 //     the SIMT kernel for everything else (float64, complex, float with TF32 off, older GPUs);
-//     before the wmma kernel, Half / BFloat16 problems with groups == 1 and channel counts that
-//     are multiples of 8 go to the CUTLASS tier (conv2d_cutlass.cuh) where it is built.
+//     before the wmma kernel, Half / BFloat16 problems with groups == 1 go to the CUTLASS tier
+//     (conv2d_cutlass.cuh) where it is built (channel counts padded to multiples of 8).
 // Results are written straight into the preallocated output through its strides (every
 // kernel's store takes arbitrary strides), so no temporary / copy_ is needed for either layout.
 // Weight gradients use a fixed, shape-determined split of N*OH*OW into workspace slices that a
@@ -139,8 +140,14 @@ void check_same_device(const at::Tensor& a, const at::Tensor& b) {
               a.device(), " and ", b.device(), "!");
 }
 
-bool is_depthwise(const Geometry& g) {
-  return g.groups > 1 && g.in_channels == g.groups;
+// Groups with few channels leave most of an implicit-GEMM tile (64 x 64) empty; the direct
+// kernels compute exactly the group's products.
+constexpr int64_t kDirectMaxGroupChannels = 16;
+
+bool uses_direct_kernels(const Geometry& g) {
+  const int64_t cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
+  return g.groups > 1 &&
+         (cpg == 1 || (cpg <= kDirectMaxGroupChannels && kpg <= kDirectMaxGroupChannels));
 }
 
 // Operand of the implicit-GEMM kernels: no conjugate bit, NHWC (channels_last) memory, which
@@ -179,13 +186,13 @@ constexpr bool kHasTensorCoreKernels = std::is_same_v<scalar_t, float> ||
                                        std::is_same_v<scalar_t, c10::Half> ||
                                        std::is_same_v<scalar_t, c10::BFloat16>;
 
-enum class Kind { Depthwise, Simt, TensorCore };
+enum class Kind { Direct, Simt, TensorCore };
 
 template <typename scalar_t, typename index_t>
 void run_forward(Kind kind, const ConvDesc& d, const scalar_t* x, const scalar_t* w,
                  const scalar_t* w_rsc, const scalar_t* b, scalar_t* y, cudaStream_t stream) {
-  if (kind == Kind::Depthwise) {
-    fprop_depthwise<scalar_t, index_t>(d, x, w, w_rsc, b, y, stream);
+  if (kind == Kind::Direct) {
+    fprop_direct<scalar_t, index_t>(d, x, w, w_rsc, b, y, stream);
     return;
   }
   if constexpr (kHasTensorCoreKernels<scalar_t>) {
@@ -200,8 +207,8 @@ void run_forward(Kind kind, const ConvDesc& d, const scalar_t* x, const scalar_t
 template <typename scalar_t, typename index_t>
 void run_grad_input(Kind kind, const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
                     const scalar_t* w_rsc, scalar_t* dx, cudaStream_t stream) {
-  if (kind == Kind::Depthwise) {
-    dgrad_depthwise<scalar_t, index_t>(d, dy, w, w_rsc, dx, stream);
+  if (kind == Kind::Direct) {
+    dgrad_direct<scalar_t, index_t>(d, dy, w, w_rsc, dx, stream);
     return;
   }
   if constexpr (kHasTensorCoreKernels<scalar_t>) {
@@ -218,8 +225,8 @@ template <typename scalar_t, typename index_t>
 void wgrad_partial_sums(Kind kind, const ConvDesc& d, const SplitK& split, const scalar_t* dy,
                         const scalar_t* x, at::opmath_type<scalar_t>* ws, cudaStream_t stream) {
   using acc_t = at::opmath_type<scalar_t>;
-  if (kind == Kind::Depthwise) {
-    wgrad_depthwise<scalar_t, acc_t, index_t>(d, split, dy, x, ws, stream);
+  if (kind == Kind::Direct) {
+    wgrad_direct<scalar_t, acc_t, index_t>(d, split, dy, x, ws, stream);
     return;
   }
   if constexpr (kHasTensorCoreKernels<scalar_t>) {
@@ -244,8 +251,8 @@ void run_grad_weight(Kind kind, const ConvDesc& d, const SplitK& split, const sc
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
 Kind choose_kind(const Geometry& g, const at::Tensor& t) {
-  if (is_depthwise(g)) {
-    return Kind::Depthwise;
+  if (uses_direct_kernels(g)) {
+    return Kind::Direct;
   }
   return use_tensor_cores(t.scalar_type(), t.device()) ? Kind::TensorCore : Kind::Simt;
 }
@@ -359,6 +366,33 @@ bool cutlass_grad_input(const Geometry& g, const at::Tensor& dy, const at::Tenso
 #endif
 }
 
+// A 1x1 kernel without padding and with stride > 1 (a ResNet downsampling shortcut) reaches
+// only the grad_input pixels (oh*sh, ow*sw): their gradient is the stride-1 input gradient over
+// the output grid, and every other pixel is zero.
+bool is_strided_1x1(const Geometry& g) {
+  return g.kernel_height == 1 && g.kernel_width == 1 && g.pad_top == 0 && g.pad_left == 0 &&
+         (g.stride_h > 1 || g.stride_w > 1);
+}
+
+bool cutlass_grad_input_strided_1x1(const Geometry& g, const at::Tensor& dy,
+                                    const at::Tensor& w, at::Tensor& grad_input,
+                                    cudaStream_t stream) {
+  Geometry grid = g;
+  grid.in_height = g.out_height;
+  grid.in_width = g.out_width;
+  grid.stride_h = grid.stride_w = 1;
+  at::Tensor reached = at::empty({g.batch, g.in_channels, g.out_height, g.out_width},
+                                 grad_input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (!cutlass_grad_input(grid, dy, w, reached, stream)) {
+    return false;
+  }
+  grad_input.zero_();
+  grad_input.slice(2, 0, g.out_height * g.stride_h, g.stride_h)
+      .slice(3, 0, g.out_width * g.stride_w, g.stride_w)
+      .copy_(reached);
+  return true;
+}
+
 bool cutlass_grad_weight(const Geometry& g, const at::Tensor& dy, const at::Tensor& x,
                          at::Tensor& grad_weight, cudaStream_t stream) {
 #ifdef TORCHCONV_WITH_CUTLASS
@@ -402,7 +436,8 @@ bool cutlass_grad_weight(const Geometry& g, const at::Tensor& dy, const at::Tens
 // they may apply (channel multiplier 1, real dtype, activations channels-fast).
 at::Tensor depthwise_weight_rsc(const Geometry& g, const at::Tensor& activation,
                                 const at::Tensor& weight) {
-  if (g.out_channels != g.groups || weight.is_complex() || activation.stride(1) != 1) {
+  if (g.in_channels != g.groups || g.out_channels != g.groups || weight.is_complex() ||
+      activation.stride(1) != 1) {
     return at::Tensor();
   }
   return weight.resolve_conj().permute({2, 3, 0, 1}).contiguous();
@@ -423,7 +458,7 @@ struct CudaBackend {
     const c10::cuda::CUDAGuard guard(input.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.device().index());
     const Kind kind = choose_kind(g, input);
-    const bool gemm = kind != Kind::Depthwise;
+    const bool gemm = kind != Kind::Direct;
     const at::Tensor x = gemm ? gemm_operand(input) : input.resolve_conj();
     const at::Tensor w = gemm ? gemm_operand(weight) : weight.resolve_conj();
     const at::Tensor b = bias.has_value() ? bias->resolve_conj().contiguous() : at::Tensor();
@@ -448,13 +483,14 @@ struct CudaBackend {
     const c10::cuda::CUDAGuard guard(grad_output.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad_output.device().index());
     const Kind kind = choose_kind(g, grad_output);
-    const bool gemm = kind != Kind::Depthwise;
+    const bool gemm = kind != Kind::Direct;
     const at::Tensor dy = gemm ? gemm_operand(grad_output) : grad_output.resolve_conj();
     const at::Tensor w = gemm ? gemm_operand(weight) : weight.resolve_conj();
     const ConvDesc d = make_desc(g, grad_input, w, dy);
     const bool wide = needs_int64(g, {extent(dy), extent(w), extent(grad_input)});
     if (cutlass_candidate(kind, g, dy.scalar_type(), wide) &&
-        cutlass_grad_input(g, dy, w, grad_input, stream)) {
+        (is_strided_1x1(g) ? cutlass_grad_input_strided_1x1(g, dy, w, grad_input, stream)
+                           : cutlass_grad_input(g, dy, w, grad_input, stream))) {
       return;
     }
     const at::Tensor w_rsc = gemm ? at::Tensor() : depthwise_weight_rsc(g, dy, w);
@@ -471,7 +507,7 @@ struct CudaBackend {
     const c10::cuda::CUDAGuard guard(grad_output.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad_output.device().index());
     const Kind kind = choose_kind(g, grad_output);
-    const bool gemm = kind != Kind::Depthwise;
+    const bool gemm = kind != Kind::Direct;
     const at::Tensor dy = gemm ? gemm_operand(grad_output) : grad_output.resolve_conj();
     const at::Tensor x = gemm ? gemm_operand(input) : input.resolve_conj();
     const ConvDesc d = make_desc(g, x, grad_weight, dy);
@@ -488,7 +524,7 @@ struct CudaBackend {
     const int64_t tiles =
         gemm ? ((kpg + kGemmTileM - 1) / kGemmTileM) * ((rsc + kGemmTileN - 1) / kGemmTileN) *
                    g.groups
-             : wgrad_depthwise_tiles(d);
+             : wgrad_direct_tiles(d);
     const SplitK split = plan_split_k(length, tiles);
     const at::Tensor ws = at::empty({split.slices * g.out_channels * rsc},
                                     dy.options().dtype(at::toOpMathType(dy.scalar_type())));

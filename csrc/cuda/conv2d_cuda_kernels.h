@@ -1,5 +1,5 @@
 // Interface between the host side of the CUDA backend (conv2d_cuda.cu: tensors, layouts,
-// dispatch) and the kernel translation units (conv2d_gemm_*.cu, conv2d_depthwise.cu).
+// dispatch) and the kernel translation units (conv2d_gemm_*.cu, conv2d_direct.cu).
 //
 // Deliberately light: no ATen tensor headers, so the kernel TUs compile quickly. Every launcher
 // is a function template declared here and explicitly instantiated in one kernel TU for the
@@ -79,20 +79,20 @@ template <typename scalar_t, typename index_t>
 void wgrad_tc(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t* x,
               float* workspace, cudaStream_t);
 
-// ---- depthwise (C/groups == 1, any channel multiplier K/groups), direct kernels ------------
-// w_rsc (may be null): the weight as a dense (R, S, C) array, which lets NHWC problems with
-// channel multiplier 1 use the channel-vector kernels.
+// ---- direct kernels: depthwise (C/groups == 1, any channel multiplier) and small groups ------
+// w_rsc (may be null): the weight as a dense (R, S, C) array, which lets NHWC depthwise problems
+// with channel multiplier 1 use the channel-vector kernels.
 template <typename scalar_t, typename index_t>
-void fprop_depthwise(const ConvDesc&, const scalar_t* x, const scalar_t* w,
-                     const scalar_t* w_rsc, const scalar_t* bias, scalar_t* y, cudaStream_t);
+void fprop_direct(const ConvDesc&, const scalar_t* x, const scalar_t* w, const scalar_t* w_rsc,
+                  const scalar_t* bias, scalar_t* y, cudaStream_t);
 template <typename scalar_t, typename index_t>
-void dgrad_depthwise(const ConvDesc&, const scalar_t* dy, const scalar_t* w,
-                     const scalar_t* w_rsc, scalar_t* dx, cudaStream_t);
-// Output tiles for plan_split_k, then the partial sums ([slices][K][R][S], dense).
-int64_t wgrad_depthwise_tiles(const ConvDesc&);
+void dgrad_direct(const ConvDesc&, const scalar_t* dy, const scalar_t* w, const scalar_t* w_rsc,
+                  scalar_t* dx, cudaStream_t);
+// Output tiles for plan_split_k, then the partial sums ([slices][K][R][S][C/groups], dense).
+int64_t wgrad_direct_tiles(const ConvDesc&);
 template <typename scalar_t, typename acc_t, typename index_t>
-void wgrad_depthwise(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t* x,
-                     acc_t* workspace, cudaStream_t);
+void wgrad_direct(const ConvDesc&, const SplitK&, const scalar_t* dy, const scalar_t* x,
+                  acc_t* workspace, cudaStream_t);
 
 // ---- CUTLASS tier (conv2d_cutlass*.cu, built when CUTLASS's headers are found) ------------
 // Half / BFloat16, groups == 1, dense NHWC / KRSC operands, C and K multiples of

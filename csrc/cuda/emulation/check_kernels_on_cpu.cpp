@@ -12,7 +12,7 @@
 // arithmetic (emulated here by the plain product of the two shared-memory tiles).
 //
 // Usage: check_kernels_on_cpu [number of random cases]   (exit status 0 when all pass)
-#include "../conv2d_depthwise.cuh"
+#include "../conv2d_direct.cuh"
 
 #include <algorithm>
 #include <array>
@@ -281,6 +281,68 @@ bool channel_vectors_match(const Case& c, const Geo<I>& gf, const Geo<I>& gd, co
   return same;
 }
 
+// The direct kernels (depthwise and grouped convolutions), driven as the kernels in
+// conv2d_direct.cu drive them, writing y, dx and dw.
+template <typename I>
+SplitK run_direct_on_cpu(const Case& c, int64_t forced_chunk, Tensor4& x, Tensor4& w,
+                         const std::vector<double>& bias, Tensor4& dy, Tensor4& y, Tensor4& dx,
+                         Tensor4& dw, bool& complete) {
+  const int64_t OH = c.OH(), OW = c.OW(), NP = c.N * OH * OW, Cpg = c.C / c.groups;
+  const ConvDesc fd = describe(c, x, w, y), dd = describe(c, dx, w, dy),
+                 wd = describe(c, x, dw, dy);
+  SplitK split;
+  const Geo<I> gf = make_geo<I>(fd), gd = make_geo<I>(dd), gw = make_geo<I>(wd);
+  for (int64_t e = 0; e < c.N * c.K * OH * OW; ++e) {
+    dw_fprop_element<double, I>(gf, fd.ys[1] == 1, static_cast<I>(e), x.data.data(),
+                                w.data.data(), bias.data(), y.data.data());
+  }
+  for (int64_t e = 0; e < c.N * c.C * c.H * c.W; ++e) {
+    dw_dgrad_element<double, I>(gd, dd.xs[1] == 1, static_cast<I>(e), dy.data.data(),
+                                w.data.data(), dx.data.data());
+  }
+  // As dw_wgrad_kernel: kc channel lanes x (256 / kc) position lanes per block, lane sums
+  // added in lane order (kc mirrors wgrad_channel_lanes in conv2d_direct.cu).
+  const int64_t Q = c.K * Cpg;  // weight channels (k, c in group)
+  const int kc = wd.xs[1] == 1 && wd.ys[1] == 1 && Q > 1 ? kWgradChannelLanes : 1;
+  const int lanes = 256 / kc;
+  const int64_t ktiles = ceil_div(Q, kc), RS = c.R * c.S;
+  split = plan_split_k(NP, ktiles * RS);
+  if (forced_chunk > 0) {
+    split = {ceil_div(NP, forced_chunk), forced_chunk};
+  }
+  std::vector<double> ws(split.slices * Q * RS, kNaN), lane_sum(256);
+  for (int64_t b = 0; b < ktiles * RS * split.slices; ++b) {
+    const int64_t kt = b % ktiles, rs = (b / ktiles) % RS, slice = b / ktiles / RS;
+    const int64_t pbeg = slice * split.chunk, pend = std::min(NP, pbeg + split.chunk);
+    for (int t = 0; t < 256; ++t) {
+      const int64_t q = kt * kc + t % kc;
+      lane_sum[t] = q < Q ? dw_wgrad_lane<double, I>(
+                                  gw, static_cast<I>(q), static_cast<I>(rs / c.S),
+                                  static_cast<I>(rs % c.S), static_cast<I>(pbeg),
+                                  static_cast<I>(pend), t / kc, lanes, dy.data.data(),
+                                  x.data.data())
+                            : 0.0;
+    }
+    for (int ql = 0; ql < kc && kt * kc + ql < Q; ++ql) {
+      double sum = 0;
+      for (int t = 0; t < lanes; ++t) {
+        sum += lane_sum[t * kc + ql];
+      }
+      const int64_t q = kt * kc + ql;
+      ws[((slice * c.K + q / Cpg) * RS + rs) * Cpg + q % Cpg] = sum;
+    }
+  }
+  for (int64_t e = 0; e < Q * RS; ++e) {
+    wgrad_reduce_element<double, double, I>(gw, static_cast<I>(split.slices),
+                                            static_cast<I>(e), ws.data(), dw.data.data());
+  }
+  if (dw_channel_vectors_apply<double>(fd) && dw_channel_vectors_apply<double>(dd) &&
+      dw_channel_vectors_apply<double>(wd)) {
+    complete &= channel_vectors_match(c, gf, gd, gw, split, x, w, bias, dy, y, dx, ws);
+  }
+  return split;
+}
+
 template <typename I, int NT, int LDA, int LDB>
 void check_case(const Case& c, uint32_t seed, int64_t forced_chunk) {
   std::mt19937 rng(seed);
@@ -363,53 +425,16 @@ void check_case(const Case& c, uint32_t seed, int64_t forced_chunk) {
                                               static_cast<I>(e), ws.data(), dw.data.data());
     }
   } else {
-    const Geo<I> gf = make_geo<I>(fd), gd = make_geo<I>(dd), gw = make_geo<I>(wd);
-    for (int64_t e = 0; e < c.N * c.K * OH * OW; ++e) {
-      dw_fprop_element<double, I>(gf, fd.ys[1] == 1, static_cast<I>(e), x.data.data(),
-                                  w.data.data(), bias.data(), y.data.data());
-    }
-    for (int64_t e = 0; e < c.N * c.C * c.H * c.W; ++e) {
-      dw_dgrad_element<double, I>(gd, dd.xs[1] == 1, static_cast<I>(e), dy.data.data(),
-                                  w.data.data(), dx.data.data());
-    }
-    // As dw_wgrad_kernel: kc channel lanes x (256 / kc) position lanes per block, lane sums
-    // added in lane order (kc mirrors wgrad_channel_lanes in conv2d_depthwise.cu).
-    const int kc = wd.xs[1] == 1 && wd.ys[1] == 1 && wd.K > 1 ? kWgradChannelLanes : 1;
-    const int lanes = 256 / kc;
-    const int64_t ktiles = ceil_div(c.K, kc), RS = c.R * c.S;
-    split = plan_split_k(NP, ktiles * RS);
-    if (forced_chunk > 0) {
-      split = {ceil_div(NP, forced_chunk), forced_chunk};
-    }
-    std::vector<double> ws(split.slices * c.K * RS, kNaN), lane_sum(256);
-    for (int64_t b = 0; b < ktiles * RS * split.slices; ++b) {
-      const int64_t kt = b % ktiles, rs = (b / ktiles) % RS, slice = b / ktiles / RS;
-      const int64_t pbeg = slice * split.chunk, pend = std::min(NP, pbeg + split.chunk);
-      for (int t = 0; t < 256; ++t) {
-        const int64_t k = kt * kc + t % kc;
-        lane_sum[t] = k < c.K ? dw_wgrad_lane<double, I>(
-                                    gw, static_cast<I>(k), static_cast<I>(rs / c.S),
-                                    static_cast<I>(rs % c.S), static_cast<I>(pbeg),
-                                    static_cast<I>(pend), t / kc, lanes, dy.data.data(),
-                                    x.data.data())
-                              : 0.0;
-      }
-      for (int kl = 0; kl < kc && kt * kc + kl < c.K; ++kl) {
-        double sum = 0;
-        for (int q = 0; q < lanes; ++q) {
-          sum += lane_sum[q * kc + kl];
-        }
-        ws[(slice * c.K + kt * kc + kl) * RS + rs] = sum;
-      }
-    }
-    for (int64_t e = 0; e < c.K * RS; ++e) {
-      wgrad_reduce_element<double, double, I>(gw, static_cast<I>(split.slices),
-                                              static_cast<I>(e), ws.data(), dw.data.data());
-    }
-    if (dw_channel_vectors_apply<double>(fd) && dw_channel_vectors_apply<double>(dd) &&
-        dw_channel_vectors_apply<double>(wd)) {
-      complete &= channel_vectors_match(c, gf, gd, gw, split, x, w, bias, dy, y, dx, ws);
-    }
+    split = run_direct_on_cpu<I>(c, forced_chunk, x, w, bias, dy, y, dx, dw, complete);
+  }
+  if (c.groups > 1 && Cpg > 1) {
+    // grouped: the direct kernels as well (the host picks them for small groups)
+    Tensor4 y2 = make_tensor(c.N, c.K, OH, OW, c.layout_y, kNaN);
+    Tensor4 dx2 = make_tensor(c.N, c.C, c.H, c.W, c.layout_x, kNaN);
+    Tensor4 dw2 = make_tensor(c.K, Cpg, c.R, c.S, c.layout_w, kNaN);
+    run_direct_on_cpu<I>(c, forced_chunk, x, w, bias, dy, y2, dx2, dw2, complete);
+    complete &= max_difference(y2, y_ref) < 1e-9 && max_difference(dx2, dx_ref) < 1e-9 &&
+                max_difference(dw2, dw_ref) < 1e-9;
   }
 
   const double ey = max_difference(y, y_ref), ex = max_difference(dx, dx_ref),

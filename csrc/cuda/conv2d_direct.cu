@@ -1,19 +1,20 @@
-// Depthwise convolution (C/groups == 1, channel multiplier K/groups >= 1), direct kernels on
-// tensors of any strides, and the second (reduction) pass shared by every weight gradient.
+// Direct kernels for grouped convolutions -- depthwise (C/groups == 1, any channel multiplier
+// K/groups) and groups with few channels each -- on tensors of any strides, and the second
+// (reduction) pass shared by every weight gradient.
 //
-//   fprop  one thread per output element: sum over the R x S taps
-//   dgrad  one thread per grad_input element: gather over (multiplier, r, s), keeping the taps
-//          whose output position is integral and in range
-//   wgrad  per (channel tile, tap, slice of N*OH*OW): a block sums its slice in a fixed order
-//          (per-thread strided partial sums, then a fixed-order sum over the threads) into a
-//          workspace slice; wgrad_reduce then adds the slices in slice order.
+//   fprop  one thread per output element: sum over the R x S taps and the group's channels
+//   dgrad  one thread per grad_input element: gather over (the group's output channels, r, s),
+//          keeping the taps whose output position is integral and in range
+//   wgrad  per (weight-channel tile, tap, slice of N*OH*OW): a block sums its slice in a fixed
+//          order (per-thread strided partial sums, then a fixed-order sum over the threads)
+//          into a workspace slice; wgrad_reduce then adds the slices in slice order.
 //
 // Threads map to consecutive channels when the tensor is channels-fast (NHWC) and to
 // consecutive columns otherwise, so global accesses coalesce in both layouts. NHWC problems
 // with channel multiplier 1 (the common depthwise layer) whose channel vectors are 16-byte
 // aligned use the channel-vector forms instead: one thread per 16 bytes of channels (and, in
 // the forward, per run of output columns), same summation order, same results.
-#include "conv2d_depthwise.cuh"
+#include "conv2d_direct.cuh"
 
 #include <cstdint>
 #include <type_traits>
@@ -76,38 +77,39 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Block = kc channel lanes x (kThreads / kc) position lanes; blockIdx.x = (channel tile, tap,
-// slice). Each lane sums its strided share of the slice, then lane 0 of each channel adds the
-// lanes' sums in lane order. Partial sums: workspace[slice][k][r*S + s].
+// Block = kc weight-channel lanes x (kThreads / kc) position lanes; blockIdx.x = (weight-channel
+// tile, tap, slice), a weight channel being q = k*Cpg + c. Each lane sums its strided share of
+// the slice, then lane 0 of each weight channel adds the lanes' sums in lane order. Partial
+// sums: workspace[slice][k][(r*S + s)*Cpg + c].
 template <typename scalar_t, typename acc_t, typename I>
 __global__ void __launch_bounds__(kThreads)
-    dw_wgrad_kernel(Geo<I> g, int kc, I ktiles, I chunk, const scalar_t* dy, const scalar_t* x,
+    dw_wgrad_kernel(Geo<I> g, int kc, I qtiles, I chunk, const scalar_t* dy, const scalar_t* x,
                     acc_t* ws) {
   __shared__ __align__(16) unsigned char smem[kThreads * sizeof(acc_t)];
   acc_t* partial = reinterpret_cast<acc_t*>(smem);
   const int lanes = kThreads / kc;
-  const int kl = threadIdx.x % kc, pl = threadIdx.x / kc;
+  const int ql = threadIdx.x % kc, pl = threadIdx.x / kc;
   I b = blockIdx.x;
-  const I kt = b % ktiles;
-  b /= ktiles;
+  const I qt = b % qtiles;
+  b /= qtiles;
   const I RS = g.R * g.S;
   const I rs = b % RS, slice = b / RS;
-  const I k = kt * kc + kl;
+  const I q = qt * kc + ql, Q = g.K * g.Cpg;
   const I NP = g.N * g.OH * g.OW;
   const I pbeg = slice * chunk;
   const I pend = NP - pbeg < chunk ? NP : pbeg + chunk;
   acc_t lane_sum(0);
-  if (k < g.K) {
-    lane_sum = dw_wgrad_lane(g, k, rs / g.S, rs % g.S, pbeg, pend, pl, lanes, dy, x);
+  if (q < Q) {
+    lane_sum = dw_wgrad_lane(g, q, rs / g.S, rs % g.S, pbeg, pend, pl, lanes, dy, x);
   }
   partial[threadIdx.x] = lane_sum;
   __syncthreads();
-  if (pl == 0 && k < g.K) {
+  if (pl == 0 && q < Q) {
     acc_t sum(0);
-    for (int q = 0; q < lanes; ++q) {
-      sum += partial[q * kc + kl];
+    for (int t = 0; t < lanes; ++t) {
+      sum += partial[t * kc + ql];
     }
-    ws[(slice * g.K + k) * RS + rs] = sum;
+    ws[((slice * g.K + q / g.Cpg) * RS + rs) * g.Cpg + q % g.Cpg] = sum;
   }
 }
 
@@ -160,10 +162,10 @@ unsigned grid_for(int64_t total) {
   return static_cast<unsigned>(blocks < kMaxGridStride ? blocks : kMaxGridStride);
 }
 
-// Channel lanes of the weight-gradient block: kWgradChannelLanes when both operands are
+// Weight-channel lanes of the weight-gradient block: kWgradChannelLanes when both operands are
 // channels-fast.
 int wgrad_channel_lanes(const ConvDesc& d) {
-  return d.xs[1] == 1 && d.ys[1] == 1 && d.K > 1 ? kWgradChannelLanes : 1;
+  return d.xs[1] == 1 && d.ys[1] == 1 && d.K * (d.C / d.groups) > 1 ? kWgradChannelLanes : 1;
 }
 
 bool aligned16(const void* p) {
@@ -180,7 +182,7 @@ constexpr bool kHasChannelVectors = std::is_floating_point_v<scalar_t> ||
 }  // namespace detail
 
 template <typename scalar_t, typename index_t>
-void fprop_depthwise(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
+void fprop_direct(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
                      const scalar_t* w_rsc, const scalar_t* bias, scalar_t* y,
                      cudaStream_t stream) {
   if constexpr (detail::kHasChannelVectors<scalar_t>) {
@@ -203,7 +205,7 @@ void fprop_depthwise(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
 }
 
 template <typename scalar_t, typename index_t>
-void dgrad_depthwise(const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
+void dgrad_direct(const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
                      const scalar_t* w_rsc, scalar_t* dx, cudaStream_t stream) {
   if constexpr (detail::kHasChannelVectors<scalar_t>) {
     if (w_rsc != nullptr && detail::dw_channel_vectors_apply<scalar_t>(d) &&
@@ -223,12 +225,12 @@ void dgrad_depthwise(const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-int64_t wgrad_depthwise_tiles(const ConvDesc& d) {
-  return detail::ceil_div(d.K, detail::wgrad_channel_lanes(d)) * d.R * d.S;
+int64_t wgrad_direct_tiles(const ConvDesc& d) {
+  return detail::ceil_div(d.K * (d.C / d.groups), detail::wgrad_channel_lanes(d)) * d.R * d.S;
 }
 
 template <typename scalar_t, typename acc_t, typename index_t>
-void wgrad_depthwise(const ConvDesc& d, const SplitK& split, const scalar_t* dy,
+void wgrad_direct(const ConvDesc& d, const SplitK& split, const scalar_t* dy,
                      const scalar_t* x, acc_t* workspace, cudaStream_t stream) {
   static_assert(std::is_same_v<acc_t, at::opmath_type<scalar_t>>);
   if constexpr (detail::kHasChannelVectors<scalar_t>) {
@@ -247,13 +249,13 @@ void wgrad_depthwise(const ConvDesc& d, const SplitK& split, const scalar_t* dy,
     }
   }
   const int kc = detail::wgrad_channel_lanes(d);
-  const int64_t ktiles = detail::ceil_div(d.K, kc);
-  const int64_t blocks = ktiles * d.R * d.S * split.slices;
+  const int64_t qtiles = detail::ceil_div(d.K * (d.C / d.groups), kc);
+  const int64_t blocks = qtiles * d.R * d.S * split.slices;
   constexpr int64_t kMaxGrid = 2147483647;
   TORCH_CHECK(blocks <= kMaxGrid, "torchconv: depthwise weight gradient too large");
   detail::dw_wgrad_kernel<scalar_t, acc_t, index_t>
       <<<static_cast<unsigned>(blocks), detail::kThreads, 0, stream>>>(
-          detail::make_geo<index_t>(d), kc, static_cast<index_t>(ktiles),
+          detail::make_geo<index_t>(d), kc, static_cast<index_t>(qtiles),
           static_cast<index_t>(split.chunk), dy, x, workspace);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -268,17 +270,17 @@ void wgrad_reduce(const ConvDesc& d, int64_t slices, const acc_t* workspace, sca
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-#define TORCHCONV_DW_INSTANTIATE(scalar_t, index_t)                                           \
-  template void fprop_depthwise<scalar_t, index_t>(const ConvDesc&, const scalar_t*,          \
-                                                   const scalar_t*, const scalar_t*,          \
-                                                   const scalar_t*, scalar_t*, cudaStream_t); \
-  template void dgrad_depthwise<scalar_t, index_t>(const ConvDesc&, const scalar_t*,          \
-                                                   const scalar_t*, const scalar_t*,          \
-                                                   scalar_t*, cudaStream_t);                  \
-  template void wgrad_depthwise<scalar_t, at::opmath_type<scalar_t>, index_t>(                \
-      const ConvDesc&, const SplitK&, const scalar_t*, const scalar_t*,                       \
-      at::opmath_type<scalar_t>*, cudaStream_t);                                              \
-  template void wgrad_reduce<scalar_t, at::opmath_type<scalar_t>, index_t>(                   \
+#define TORCHCONV_DW_INSTANTIATE(scalar_t, index_t)                                               \
+  template void fprop_direct<scalar_t, index_t>(const ConvDesc&, const scalar_t*,                 \
+                                                const scalar_t*, const scalar_t*,                 \
+                                                const scalar_t*, scalar_t*, cudaStream_t);        \
+  template void dgrad_direct<scalar_t, index_t>(const ConvDesc&, const scalar_t*,                 \
+                                                const scalar_t*, const scalar_t*, scalar_t*,      \
+                                                cudaStream_t);                                    \
+  template void wgrad_direct<scalar_t, at::opmath_type<scalar_t>, index_t>(                       \
+      const ConvDesc&, const SplitK&, const scalar_t*, const scalar_t*,                           \
+      at::opmath_type<scalar_t>*, cudaStream_t);                                                  \
+  template void wgrad_reduce<scalar_t, at::opmath_type<scalar_t>, index_t>(                       \
       const ConvDesc&, int64_t, const at::opmath_type<scalar_t>*, scalar_t*, cudaStream_t);
 
 #define TORCHCONV_DW_INSTANTIATE_BOTH(scalar_t) \

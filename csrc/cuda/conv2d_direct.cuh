@@ -1,5 +1,6 @@
-// Per-element work of the depthwise kernels and of the weight-gradient reduction
-// (conv2d_depthwise.cu). __host__ __device__, so that it can also be checked on the CPU.
+// Per-element work of the direct kernels -- depthwise and other grouped convolutions with few
+// channels per group -- and of the weight-gradient reduction (conv2d_direct.cu).
+// __host__ __device__, so that it can also be checked on the CPU.
 #pragma once
 
 #include "conv2d_gemm.cuh"  // Geo
@@ -28,7 +29,7 @@ C10_HOST_DEVICE inline void decode(I e, I C, I H, I W, bool channels_fast, I& n,
   }
 }
 
-// Output element e: sum over the R x S taps.
+// Output element e: sum over the R x S taps and the group's Cpg input channels.
 template <typename scalar_t, typename I>
 C10_HOST_DEVICE inline void dw_fprop_element(const Geo<I>& g, bool channels_fast, I e,
                                              const scalar_t* x, const scalar_t* w,
@@ -36,9 +37,9 @@ C10_HOST_DEVICE inline void dw_fprop_element(const Geo<I>& g, bool channels_fast
   using acc_t = at::opmath_type<scalar_t>;
   I n, k, oh, ow;
   decode(e, g.K, g.OH, g.OW, channels_fast, n, k, oh, ow);
-  const I c = k / g.Kpg;
+  const I c0 = (k / g.Kpg) * g.Cpg;  // first input channel of k's group
   acc_t acc = bias != nullptr ? static_cast<acc_t>(bias[k]) : acc_t(0);
-  const scalar_t* xp = x + n * g.xs[0] + c * g.xs[1];
+  const scalar_t* xp = x + n * g.xs[0] + c0 * g.xs[1];
   const scalar_t* wp = w + k * g.ws[0];
   for (I r = 0; r < g.R; ++r) {
     const I ih = oh * g.sh - g.pt + r * g.dh;
@@ -48,16 +49,19 @@ C10_HOST_DEVICE inline void dw_fprop_element(const Geo<I>& g, bool channels_fast
     for (I s = 0; s < g.S; ++s) {
       const I iw = ow * g.sw - g.pl + s * g.dw;
       if (iw >= 0 && iw < g.W) {
-        acc += static_cast<acc_t>(xp[ih * g.xs[2] + iw * g.xs[3]]) *
-               static_cast<acc_t>(wp[r * g.ws[2] + s * g.ws[3]]);
+        const scalar_t* xt = xp + ih * g.xs[2] + iw * g.xs[3];
+        const scalar_t* wt = wp + r * g.ws[2] + s * g.ws[3];
+        for (I c = 0; c < g.Cpg; ++c) {
+          acc += static_cast<acc_t>(xt[c * g.xs[1]]) * static_cast<acc_t>(wt[c * g.ws[1]]);
+        }
       }
     }
   }
   y[n * g.ys[0] + k * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]] = static_cast<scalar_t>(acc);
 }
 
-// grad_input element e: gather over (multiplier j, r, s), keeping the taps whose output
-// position (ih + pt - r*dh) / sh is integral and in range.
+// grad_input element e: gather over (the group's output channel j, r, s), keeping the taps
+// whose output position (ih + pt - r*dh) / sh is integral and in range.
 template <typename scalar_t, typename I>
 C10_HOST_DEVICE inline void dw_dgrad_element(const Geo<I>& g, bool channels_fast, I e,
                                              const scalar_t* dy, const scalar_t* w,
@@ -65,11 +69,12 @@ C10_HOST_DEVICE inline void dw_dgrad_element(const Geo<I>& g, bool channels_fast
   using acc_t = at::opmath_type<scalar_t>;
   I n, c, ih, iw;
   decode(e, g.C, g.H, g.W, channels_fast, n, c, ih, iw);
+  const I k0 = (c / g.Cpg) * g.Kpg;  // first output channel of c's group
   acc_t acc(0);
   for (I j = 0; j < g.Kpg; ++j) {
-    const I k = c * g.Kpg + j;
+    const I k = k0 + j;
     const scalar_t* dyp = dy + n * g.ys[0] + k * g.ys[1];
-    const scalar_t* wp = w + k * g.ws[0];
+    const scalar_t* wp = w + k * g.ws[0] + (c % g.Cpg) * g.ws[1];
     for (I r = 0; r < g.R; ++r) {
       const I th = ih + g.pt - r * g.dh;  // = oh * sh for a contributing tap
       if (th < 0) {
@@ -94,18 +99,20 @@ C10_HOST_DEVICE inline void dw_dgrad_element(const Geo<I>& g, bool channels_fast
   dx[n * g.xs[0] + c * g.xs[1] + ih * g.xs[2] + iw * g.xs[3]] = static_cast<scalar_t>(acc);
 }
 
-// Weight gradient of channel k at tap (r, s): the partial sum of one lane over the positions
-// p = pbeg + lane, pbeg + lane + lanes, ... < pend of the flattened (n, oh, ow) range.
+// Weight gradient of weight channel q = k*Cpg + c (output channel k, input channel c of its
+// group) at tap (r, s): the partial sum of one lane over the positions p = pbeg + lane,
+// pbeg + lane + lanes, ... < pend of the flattened (n, oh, ow) range.
 template <typename scalar_t, typename I>
-C10_HOST_DEVICE inline at::opmath_type<scalar_t> dw_wgrad_lane(const Geo<I>& g, I k, I r, I s,
+C10_HOST_DEVICE inline at::opmath_type<scalar_t> dw_wgrad_lane(const Geo<I>& g, I q, I r, I s,
                                                                I pbeg, I pend, int lane,
                                                                int lanes, const scalar_t* dy,
                                                                const scalar_t* x) {
   using acc_t = at::opmath_type<scalar_t>;
   acc_t acc(0);
   const I OHW = g.OH * g.OW;
+  const I k = q / g.Cpg;
   const scalar_t* dyp = dy + k * g.ys[1];
-  const scalar_t* xp = x + (k / g.Kpg) * g.xs[1];
+  const scalar_t* xp = x + ((k / g.Kpg) * g.Cpg + q % g.Cpg) * g.xs[1];
   for (I p = pbeg + lane; p < pend; p += lanes) {
     const I n = p / OHW, rem = p % OHW;
     const I oh = rem / g.OW, ow = rem % g.OW;
