@@ -114,7 +114,7 @@ CONFIGS = {
     "wide_valid": (1, 70, 9, 9, 130, (3, 3), 1, "valid", 1, 1),
     "stride_gt_kernel_dil": (2, 6, 14, 17, 9, (2, 3), (3, 2), (1, 2), (3, 2), 3),
     # groups of 4 channels (direct kernels, as ResNeXt) and of 20 / 24 (implicit GEMM)
-    "groups_resnext_nhwc": (2, 32, 10, 9, 32, (3, 3), 1, 1, 1, 8),
+    "groups_resnext": (2, 32, 10, 9, 32, (3, 3), 1, 1, 1, 8),
     "groups_wide": (2, 40, 9, 10, 48, (3, 3), (1, 2), 1, 1, 2),
     # channel counts that are multiples of 8: the CUTLASS tier's problems (Half / BFloat16)
     "aligned_3x3": (2, 32, 14, 13, 40, (3, 3), 1, 1, 1, 1),
