@@ -263,26 +263,31 @@ def cutlass_tier(enabled: bool):
 CUTLASS = CUDA and torchconv._C.cutlass_built()
 
 
+TENSOR_CORE_DTYPES = [d for d in DTYPES if d[0] in ("float16", "bfloat16", "tf32")]
+
+
 @needs_cuda
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype_spec", TENSOR_CORE_DTYPES, ids=[d[0] for d in TENSOR_CORE_DTYPES])
 @pytest.mark.parametrize("tier", ["cutlass", "wmma"])
-@pytest.mark.parametrize("config", ALIGNED)
-def test_tensor_core_tiers_match_f_conv2d(config, tier, dtype, channels_last):
+@pytest.mark.parametrize("config", ALIGNED + ["3x3", "wide_valid", "1x1_stride3"])
+def test_tensor_core_tiers_match_f_conv2d(config, tier, dtype_spec, channels_last):
     if tier == "cutlass" and not CUTLASS:
         pytest.skip("torchconv built without the CUTLASS tier")
+    if not sm80():
+        pytest.skip("tensor-core kernels need sm_80+")
+    _, dtype, allow_tf32, tol = dtype_spec
     x, w, b, args = conv_inputs(CONFIGS[config], dtype, channels_last, seed=11)
-    tol = tolerance_of(dtype)
-    with cutlass_tier(tier == "cutlass"):
+    with cutlass_tier(tier == "cutlass"), tf32(allow_tf32):
         out = conv2d(x, w, b, **args)
         grad = make(out.shape, dtype, 12)
         if channels_last:
             grad = grad.contiguous(memory_format=torch.channels_last)
         gx = torch.ops.torchconv.conv2d_grad_input(grad, w, list(x.shape), *plan_args(x, w, args))
         gw = torch.ops.torchconv.conv2d_grad_weight(grad, x, list(w.shape), *plan_args(x, w, args))
-    xr, wr = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
-    ref = F.conv2d(xr, wr, b, **args)
-    rx, rw = torch.autograd.grad(ref, (xr, wr), grad)
+        xr, wr = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
+        ref = F.conv2d(xr, wr, b, **args)
+        rx, rw = torch.autograd.grad(ref, (xr, wr), grad)
     assert_close(out, ref, tol, "output")
     assert_same_layout(out, ref, "output")
     assert_close(gx, rx, tol, "grad_input")
@@ -319,6 +324,13 @@ def test_cutlass_tier_runs_where_it_applies():
 
     eligible = CONFIGS["aligned_5x5_s2"]
     names = kernels(eligible, True)
+    with tf32(True):  # float32 as TF32
+        x, w, _, args = conv_inputs(eligible, torch.float32, channels_last=True)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            conv2d(x, w, None, **args)
+            torch.cuda.synchronize()
+        assert any("cutlass" in e.name for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
     for piece in ("Conv2dFprop", "Conv2dDgrad", "Conv2dWgrad"):
         assert any("cutlass" in n and piece in n for n in names), (piece, names)
     assert not any("cutlass" in n for n in kernels(eligible, False))

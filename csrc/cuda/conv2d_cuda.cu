@@ -8,8 +8,9 @@
 //     tensor cores (wmma) for Half / BFloat16, and for float when TF32 is allowed for cuDNN
 //     convolutions (torch.backends.cudnn.allow_tf32), on sm_80+;
 //     the SIMT kernel for everything else (float64, complex, float with TF32 off, older GPUs);
-//     before the wmma kernel, Half / BFloat16 problems with groups == 1 go to the CUTLASS tier
-//     (conv2d_cutlass.cuh) where it is built (channel counts padded to multiples of 8).
+//     before the wmma kernel, tensor-core problems (Half, BFloat16, TF32) with groups == 1 go to
+//     the CUTLASS tier (conv2d_cutlass.cuh) where it is built (channel counts padded to
+//     multiples of 8).
 // Results are written straight into the preallocated output through its strides (every
 // kernel's store takes arbitrary strides), so no temporary / copy_ is needed for either layout.
 // Weight gradients use a fixed, shape-determined split of N*OH*OW into workspace slices that a
@@ -257,7 +258,7 @@ Kind choose_kind(const Geometry& g, const at::Tensor& t) {
   return use_tensor_cores(t.scalar_type(), t.device()) ? Kind::TensorCore : Kind::Simt;
 }
 
-// ---- CUTLASS tier (Half / BFloat16 on the tensor-core path) ---------------------------------
+// ---- CUTLASS tier (the tensor-core path's Half, BFloat16 and TF32 problems) ------------------
 // Its kernels need channel counts that are multiples of kCutlassChannelAlignment; other counts
 // are zero-padded up to one (copies of the operands with zero channels appended, which add
 // exact zeros to every sum), as long as that at most triples a channel count (C >= 3).
@@ -267,11 +268,18 @@ int64_t padded_channels(int64_t channels) {
          kCutlassChannelAlignment;
 }
 
+// The tensor-core dtypes (float as TF32: Kind::TensorCore says TF32 is allowed).
+#define TORCHCONV_DISPATCH_CUTLASS(dtype, name, ...)              \
+  AT_DISPATCH_SWITCH(dtype, name,                                 \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)     \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__))
+
 bool cutlass_candidate(Kind kind, const Geometry& g, at::ScalarType dtype, bool wide) {
   const auto paddable = [](int64_t c) { return padded_channels(c) <= 3 * c; };
   return kind == Kind::TensorCore && !wide && cutlass_tier_enabled() && g.groups == 1 &&
-         (dtype == at::kHalf || dtype == at::kBFloat16) && paddable(g.in_channels) &&
-         paddable(g.out_channels);
+         (dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat) &&
+         paddable(g.in_channels) && paddable(g.out_channels);
 }
 
 // The geometry with both channel counts padded.
@@ -326,7 +334,7 @@ bool cutlass_forward(const Geometry& g, const at::Tensor& x, const at::Tensor& w
   const at::Tensor y = nhwc_target(output, gp.batch, gp.out_channels);
   const ConvDesc d = make_desc(gp, xp, wp, y);
   bool ran = false;
-  AT_DISPATCH_REDUCED_FLOATING_TYPES(x.scalar_type(), "torchconv_conv2d_cutlass", [&] {
+  TORCHCONV_DISPATCH_CUTLASS(x.scalar_type(), "torchconv_conv2d_cutlass", [&] {
     ran = fprop_cutlass<scalar_t>(d, xp.const_data_ptr<scalar_t>(),
                                   wp.const_data_ptr<scalar_t>(),
                                   bp.defined() ? bp.const_data_ptr<scalar_t>() : nullptr,
@@ -351,7 +359,7 @@ bool cutlass_grad_input(const Geometry& g, const at::Tensor& dy, const at::Tenso
   const at::Tensor dx = nhwc_target(grad_input, gp.batch, gp.in_channels);
   const ConvDesc d = make_desc(gp, dx, wp, dyp);
   bool ran = false;
-  AT_DISPATCH_REDUCED_FLOATING_TYPES(dy.scalar_type(), "torchconv_conv2d_grad_input_cutlass", [&] {
+  TORCHCONV_DISPATCH_CUTLASS(dy.scalar_type(), "torchconv_conv2d_grad_input_cutlass", [&] {
     ran = dgrad_cutlass<scalar_t>(d, dyp.const_data_ptr<scalar_t>(),
                                   wp.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
                                   stream);
@@ -411,7 +419,7 @@ bool cutlass_grad_weight(const Geometry& g, const at::Tensor& dy, const at::Tens
   const at::Tensor ws =
       at::empty({split.slices * gp.out_channels * rsc}, dy.options().dtype(at::kFloat));
   bool ran = false;
-  AT_DISPATCH_REDUCED_FLOATING_TYPES(dy.scalar_type(), "torchconv_conv2d_grad_weight_cutlass", [&] {
+  TORCHCONV_DISPATCH_CUTLASS(dy.scalar_type(), "torchconv_conv2d_grad_weight_cutlass", [&] {
     ran = wgrad_cutlass<scalar_t>(d, split.slices, dyp.const_data_ptr<scalar_t>(),
                                   xp.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<float>(),
                                   stream);

@@ -1,6 +1,6 @@
 // The CUTLASS tier: implicit-GEMM convolutions from CUTLASS's C++ headers (sm_80 tensor-core
-// kernels: cp.async multistage pipeline, ldmatrix, mma.sync) for Half / BFloat16 with fp32
-// accumulation, groups == 1, dense NHWC activations and KRSC weights with channel counts that
+// kernels: cp.async multistage pipeline, ldmatrix, mma.sync) for Half / BFloat16, and float as
+// TF32 (only where TF32 is allowed, as for the wmma kernel), fp32 accumulation, groups == 1, dense NHWC activations and KRSC weights with channel counts that
 // allow 16-byte accesses. Everything else -- and any problem these kernels' can_implement()
 // refuses -- runs on torchconv's own kernels (conv2d_gemm.cuh), which the launchers below signal
 // by returning false without launching anything.
@@ -52,22 +52,32 @@ template <>
 struct ElementOf<c10::BFloat16> {
   using type = cutlass::bfloat16_t;
 };
+template <>
+struct ElementOf<float> {
+  using type = float;  // multiplied as TF32 (m16n8k8 instructions)
+};
 
-// Thread-block tiles (M x N x 64, four warps, m16n8k16 instructions, 96 KiB of shared memory
-// for the pipeline). Wide is the default; a GEMM whose N (forward: K, input gradient: C) is at
-// most 64 takes Narrow, a weight gradient with at most 64 output channels (its M) takes Short,
-// so that half of every tile is not spent on padding.
-template <int M, int N, int WarpM, int WarpN, int Stages>
+// Thread-block tiles (M x N x 128 bytes of reduction, four warps, 96 KiB of shared memory for
+// the pipeline; m16n8k16 instructions for 16-bit types, m16n8k8 for TF32). Wide is the
+// default; a GEMM whose N (forward: K, input gradient: C) is at most 64 takes Narrow, a weight
+// gradient with at most 64 output channels (its M) takes Short, so that half of every tile is
+// not spent on padding.
+template <typename E, int M, int N, int WarpM, int WarpN, int Stages>
 struct TileConfig {
-  using Tile = cutlass::gemm::GemmShape<M, N, 64>;
-  using Warp = cutlass::gemm::GemmShape<WarpM, WarpN, 64>;
-  using Instruction = cutlass::gemm::GemmShape<16, 8, 16>;
+  static constexpr int kK = 1024 / cutlass::sizeof_bits<E>::value;
+  using Tile = cutlass::gemm::GemmShape<M, N, kK>;
+  using Warp = cutlass::gemm::GemmShape<WarpM, WarpN, kK>;
+  using Instruction = cutlass::gemm::GemmShape<16, 8, 256 / cutlass::sizeof_bits<E>::value>;
   static constexpr int kStages = Stages;
 };
-using Wide = TileConfig<128, 128, 64, 64, 3>;
-using Narrow = TileConfig<128, 64, 64, 32, 4>;
-using Short = TileConfig<64, 128, 32, 64, 4>;
-constexpr int kAlignment = 8;  // 16-bit elements per 16-byte access
+template <typename E>
+using Wide = TileConfig<E, 128, 128, 64, 64, 3>;
+template <typename E>
+using Narrow = TileConfig<E, 128, 64, 64, 32, 4>;
+template <typename E>
+using Short = TileConfig<E, 64, 128, 32, 64, 4>;
+// Channel counts must be multiples of this (16 bytes of 16-bit elements; float needs only 4).
+constexpr int kAlignment = 8;
 
 template <typename E>
 using StoreEpilogue = cutlass::epilogue::thread::LinearCombination<E, 128 / cutlass::sizeof_bits<E>::value,

@@ -39,14 +39,17 @@ bool dgrad_with(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, scalar
 template <typename scalar_t>
 bool dgrad_cutlass(const ConvDesc& d, const scalar_t* dy, const scalar_t* w, scalar_t* dx,
                    cudaStream_t stream) {
+  using E = typename cutlass_tier::ElementOf<scalar_t>::type;
   // GEMM N = input channels
-  return d.C <= 64 ? dgrad_with<scalar_t, cutlass_tier::Narrow>(d, dy, w, dx, stream)
-                   : dgrad_with<scalar_t, cutlass_tier::Wide>(d, dy, w, dx, stream);
+  return d.C <= 64 ? dgrad_with<scalar_t, cutlass_tier::Narrow<E>>(d, dy, w, dx, stream)
+                   : dgrad_with<scalar_t, cutlass_tier::Wide<E>>(d, dy, w, dx, stream);
 }
 
 template bool dgrad_cutlass<c10::Half>(const ConvDesc&, const c10::Half*, const c10::Half*,
                                        c10::Half*, cudaStream_t);
 template bool dgrad_cutlass<c10::BFloat16>(const ConvDesc&, const c10::BFloat16*,
                                            const c10::BFloat16*, c10::BFloat16*, cudaStream_t);
+template bool dgrad_cutlass<float>(const ConvDesc&, const float*, const float*, float*,
+                                   cudaStream_t);
 
 }  // namespace torchconv::cuda

@@ -34,9 +34,10 @@ bool fprop_with(const ConvDesc& d, const scalar_t* x, const scalar_t* w, const s
 template <typename scalar_t>
 bool fprop_cutlass(const ConvDesc& d, const scalar_t* x, const scalar_t* w, const scalar_t* bias,
                    scalar_t* y, cudaStream_t stream) {
+  using E = typename cutlass_tier::ElementOf<scalar_t>::type;
   // GEMM N = output channels
-  return d.K <= 64 ? fprop_with<scalar_t, cutlass_tier::Narrow>(d, x, w, bias, y, stream)
-                   : fprop_with<scalar_t, cutlass_tier::Wide>(d, x, w, bias, y, stream);
+  return d.K <= 64 ? fprop_with<scalar_t, cutlass_tier::Narrow<E>>(d, x, w, bias, y, stream)
+                   : fprop_with<scalar_t, cutlass_tier::Wide<E>>(d, x, w, bias, y, stream);
 }
 
 template bool fprop_cutlass<c10::Half>(const ConvDesc&, const c10::Half*, const c10::Half*,
@@ -44,5 +45,7 @@ template bool fprop_cutlass<c10::Half>(const ConvDesc&, const c10::Half*, const 
 template bool fprop_cutlass<c10::BFloat16>(const ConvDesc&, const c10::BFloat16*,
                                            const c10::BFloat16*, const c10::BFloat16*,
                                            c10::BFloat16*, cudaStream_t);
+template bool fprop_cutlass<float>(const ConvDesc&, const float*, const float*, const float*,
+                                   float*, cudaStream_t);
 
 }  // namespace torchconv::cuda

@@ -43,14 +43,18 @@ bool wgrad_with(const ConvDesc& d, int64_t slices, const scalar_t* dy, const sca
 template <typename scalar_t>
 bool wgrad_cutlass(const ConvDesc& d, int64_t slices, const scalar_t* dy, const scalar_t* x,
                    float* workspace, cudaStream_t stream) {
+  using E = typename cutlass_tier::ElementOf<scalar_t>::type;
   // GEMM M = output channels
-  return d.K <= 64 ? wgrad_with<scalar_t, cutlass_tier::Short>(d, slices, dy, x, workspace, stream)
-                   : wgrad_with<scalar_t, cutlass_tier::Wide>(d, slices, dy, x, workspace, stream);
+  return d.K <= 64
+             ? wgrad_with<scalar_t, cutlass_tier::Short<E>>(d, slices, dy, x, workspace, stream)
+             : wgrad_with<scalar_t, cutlass_tier::Wide<E>>(d, slices, dy, x, workspace, stream);
 }
 
 template bool wgrad_cutlass<c10::Half>(const ConvDesc&, int64_t, const c10::Half*,
                                        const c10::Half*, float*, cudaStream_t);
 template bool wgrad_cutlass<c10::BFloat16>(const ConvDesc&, int64_t, const c10::BFloat16*,
                                            const c10::BFloat16*, float*, cudaStream_t);
+template bool wgrad_cutlass<float>(const ConvDesc&, int64_t, const float*, const float*, float*,
+                                   cudaStream_t);
 
 }  // namespace torchconv::cuda
