@@ -92,4 +92,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   }, "Allow (True) or forbid (False) the CUTLASS tier; TORCHCONV_CUDA_CUTLASS=0 forbids it at "
      "import");
+  m.def("cuda_cutlass_padding", [] {
+#ifdef TORCHCONV_WITH_CUDA
+    return torchconv::cuda::cutlass_padding_enabled();
+#else
+    return false;
+#endif
+  }, "Whether channel counts that are not multiples of 8 are zero-padded into the CUTLASS tier");
+  m.def("set_cuda_cutlass_padding", [](bool enabled) {
+#ifdef TORCHCONV_WITH_CUDA
+    torchconv::cuda::set_cutlass_padding_enabled(enabled);
+#else
+    TORCH_CHECK(!enabled, "torchconv was built without its CUDA kernels");
+#endif
+  }, "Zero-pad channel counts into the CUTLASS tier (default off, TORCHCONV_CUDA_CUTLASS_PAD=1: "
+     "on; not yet run on a GPU)");
 }

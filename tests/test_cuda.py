@@ -263,22 +263,33 @@ def cutlass_tier(enabled: bool):
 CUTLASS = CUDA and torchconv._C.cutlass_built()
 
 
+@contextlib.contextmanager
+def cutlass_padding(enabled: bool):
+    old = torchconv._C.cuda_cutlass_padding()
+    torchconv._C.set_cuda_cutlass_padding(enabled)
+    try:
+        yield
+    finally:
+        torchconv._C.set_cuda_cutlass_padding(old)
+
+
 TENSOR_CORE_DTYPES = [d for d in DTYPES if d[0] in ("float16", "bfloat16", "tf32")]
 
 
 @needs_cuda
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype_spec", TENSOR_CORE_DTYPES, ids=[d[0] for d in TENSOR_CORE_DTYPES])
-@pytest.mark.parametrize("tier", ["cutlass", "wmma"])
-@pytest.mark.parametrize("config", ALIGNED + ["3x3", "wide_valid", "1x1_stride3"])
+@pytest.mark.parametrize("tier", ["cutlass", "cutlass_padded", "wmma"])
+@pytest.mark.parametrize("config", ALIGNED + ["3x3", "wide_valid", "1x1_stride3", "patchify"])
 def test_tensor_core_tiers_match_f_conv2d(config, tier, dtype_spec, channels_last):
-    if tier == "cutlass" and not CUTLASS:
+    # cutlass_padded: channel counts that are not multiples of 8 zero-padded into the tier
+    if tier != "wmma" and not CUTLASS:
         pytest.skip("torchconv built without the CUTLASS tier")
     if not sm80():
         pytest.skip("tensor-core kernels need sm_80+")
     _, dtype, allow_tf32, tol = dtype_spec
     x, w, b, args = conv_inputs(CONFIGS[config], dtype, channels_last, seed=11)
-    with cutlass_tier(tier == "cutlass"), tf32(allow_tf32):
+    with cutlass_tier(tier != "wmma"), cutlass_padding(tier == "cutlass_padded"), tf32(allow_tf32):
         out = conv2d(x, w, b, **args)
         grad = make(out.shape, dtype, 12)
         if channels_last:
@@ -335,8 +346,11 @@ def test_cutlass_tier_runs_where_it_applies():
         assert any("cutlass" in n and piece in n for n in names), (piece, names)
     assert not any("cutlass" in n for n in kernels(eligible, False))
     assert not any("cutlass" in n for n in kernels(CONFIGS["groups_asym"], True))
-    # channel counts padded up to a multiple of 8 (C = 3, K = 8, as in an RGB stem)
-    names = kernels(CONFIGS["3x3"], True)
+    # channel counts that are not multiples of 8 (C = 3, K = 8, as in an RGB stem): the wmma
+    # kernel, unless channel padding is switched on
+    assert not any("cutlass" in n for n in kernels(CONFIGS["3x3"], True))
+    with cutlass_padding(True):
+        names = kernels(CONFIGS["3x3"], True)
     for piece in ("Conv2dFprop", "Conv2dDgrad", "Conv2dWgrad"):
         assert any("cutlass" in n and piece in n for n in names), (piece, names)
 

@@ -2,15 +2,15 @@
 // workspaces) of the backend registered for DispatchKey::CUDA.
 //
 // Kernel choice, per op:
-//   depthwise (groups > 1, C/groups == 1) and small groups (C/groups and K/groups <= 16):
-//                                          direct kernels on the tensors as they are laid out
+//   depthwise (groups > 1, C/groups == 1), and the forward of small groups (C/groups and
+//   K/groups <= 16):                       direct kernels on the tensors as they are laid out
 //   otherwise                              implicit GEMM on NHWC (channels_last) operands:
 //     tensor cores (wmma) for Half / BFloat16, and for float when TF32 is allowed for cuDNN
 //     convolutions (torch.backends.cudnn.allow_tf32), on sm_80+;
 //     the SIMT kernel for everything else (float64, complex, float with TF32 off, older GPUs);
-//     before the wmma kernel, tensor-core problems (Half, BFloat16, TF32) with groups == 1 go to
-//     the CUTLASS tier (conv2d_cutlass.cuh) where it is built (channel counts padded to
-//     multiples of 8).
+//     before the wmma kernel, tensor-core problems (Half, BFloat16, TF32) with groups == 1 and
+//     channel counts that are multiples of 8 go to the CUTLASS tier (conv2d_cutlass.cuh)
+//     where it is built.
 // Results are written straight into the preallocated output through its strides (every
 // kernel's store takes arbitrary strides), so no temporary / copy_ is needed for either layout.
 // Weight gradients use a fixed, shape-determined split of N*OH*OW into workspace slices that a
@@ -51,11 +51,19 @@ bool cutlass_tier_built() {
 }
 
 namespace {
+// A switch initialised from an environment variable ("0": off, "1": on, unset: the default).
+std::atomic<bool> switch_from_env(const char* name, bool default_value) {
+  const char* env = std::getenv(name);
+  return env == nullptr ? default_value : std::strcmp(env, "0") != 0;
+}
+
 std::atomic<bool>& cutlass_switch() {
-  static std::atomic<bool> enabled{[] {
-    const char* env = std::getenv("TORCHCONV_CUDA_CUTLASS");
-    return env == nullptr || std::strcmp(env, "0") != 0;
-  }()};
+  static std::atomic<bool> enabled{switch_from_env("TORCHCONV_CUDA_CUTLASS", true)};
+  return enabled;
+}
+
+std::atomic<bool>& cutlass_padding_switch() {
+  static std::atomic<bool> enabled{switch_from_env("TORCHCONV_CUDA_CUTLASS_PAD", false)};
   return enabled;
 }
 }  // namespace
@@ -68,6 +76,14 @@ void set_cutlass_tier_enabled(bool enabled) {
   TORCH_CHECK(!enabled || cutlass_tier_built(),
               "torchconv was built without the CUTLASS tier (CUTLASS headers not found)");
   cutlass_switch().store(enabled, std::memory_order_relaxed);
+}
+
+bool cutlass_padding_enabled() {
+  return cutlass_padding_switch().load(std::memory_order_relaxed);
+}
+
+void set_cutlass_padding_enabled(bool enabled) {
+  cutlass_padding_switch().store(enabled, std::memory_order_relaxed);
 }
 
 namespace {
@@ -141,15 +157,13 @@ void check_same_device(const at::Tensor& a, const at::Tensor& b) {
               a.device(), " and ", b.device(), "!");
 }
 
-// Groups with few channels leave most of an implicit-GEMM tile (64 x 64) empty; the direct
-// kernels compute exactly the group's products.
+// Depthwise convolutions run the direct kernels. So do forwards with groups of a few channels,
+// which leave most of an implicit-GEMM tile (64 x 64) empty: on an H200 (float16, ResNeXt's
+// 4-channel groups) the direct forward measured 0.14x cuDNN against the GEMM's 0.08x, while
+// the direct gradients measured 0.03x against the GEMM's 0.07-0.08x, so those stay on the GEMM.
 constexpr int64_t kDirectMaxGroupChannels = 16;
 
-bool uses_direct_kernels(const Geometry& g) {
-  const int64_t cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
-  return g.groups > 1 &&
-         (cpg == 1 || (cpg <= kDirectMaxGroupChannels && kpg <= kDirectMaxGroupChannels));
-}
+
 
 // Operand of the implicit-GEMM kernels: no conjugate bit, NHWC (channels_last) memory, which
 // makes the gathered reduction / channel dimension contiguous.
@@ -251,17 +265,27 @@ void run_grad_weight(Kind kind, const ConvDesc& d, const SplitK& split, const sc
 #define TORCHCONV_DISPATCH_CUDA(dtype, name, ...) \
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
-Kind choose_kind(const Geometry& g, const at::Tensor& t) {
-  if (uses_direct_kernels(g)) {
+enum class Op { Forward, GradInput, GradWeight };
+
+bool uses_direct_kernels(Op op, const Geometry& g) {
+  const int64_t cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();
+  return g.groups > 1 && (cpg == 1 || (op == Op::Forward && cpg <= kDirectMaxGroupChannels &&
+                                       kpg <= kDirectMaxGroupChannels));
+}
+
+Kind choose_kind(Op op, const Geometry& g, const at::Tensor& t) {
+  if (uses_direct_kernels(op, g)) {
     return Kind::Direct;
   }
   return use_tensor_cores(t.scalar_type(), t.device()) ? Kind::TensorCore : Kind::Simt;
 }
 
 // ---- CUTLASS tier (the tensor-core path's Half, BFloat16 and TF32 problems) ------------------
-// Its kernels need channel counts that are multiples of kCutlassChannelAlignment; other counts
-// are zero-padded up to one (copies of the operands with zero channels appended, which add
-// exact zeros to every sum), as long as that at most triples a channel count (C >= 3).
+// Its kernels need channel counts that are multiples of kCutlassChannelAlignment. With channel
+// padding switched on (TORCHCONV_CUDA_CUTLASS_PAD=1; off by default because it has not yet run
+// on a GPU), other counts are zero-padded up to one -- copies of the operands with zero
+// channels appended, which add exact zeros to every sum -- as long as that at most triples a
+// channel count (C >= 3).
 
 int64_t padded_channels(int64_t channels) {
   return (channels + kCutlassChannelAlignment - 1) / kCutlassChannelAlignment *
@@ -276,7 +300,10 @@ int64_t padded_channels(int64_t channels) {
                      AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__))
 
 bool cutlass_candidate(Kind kind, const Geometry& g, at::ScalarType dtype, bool wide) {
-  const auto paddable = [](int64_t c) { return padded_channels(c) <= 3 * c; };
+  const bool pad = cutlass_padding_enabled();
+  const auto paddable = [pad](int64_t c) {
+    return c % kCutlassChannelAlignment == 0 || (pad && padded_channels(c) <= 3 * c);
+  };
   return kind == Kind::TensorCore && !wide && cutlass_tier_enabled() && g.groups == 1 &&
          (dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat) &&
          paddable(g.in_channels) && paddable(g.out_channels);
@@ -291,13 +318,14 @@ Geometry padded_geometry(const Geometry& g) {
 }
 
 // `t` (4-D) with dims 0 and 1 zero-padded to (d0, d1), channels_last; `t` itself when already
-// that size.
+// that size. (at::empty, then zero_: at::zeros ignores the options' memory format.)
 at::Tensor zero_padded(const at::Tensor& t, int64_t d0, int64_t d1) {
   if (t.size(0) == d0 && t.size(1) == d1) {
     return t;
   }
-  at::Tensor p = at::zeros({d0, d1, t.size(2), t.size(3)},
-                           t.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor p = at::empty({d0, d1, t.size(2), t.size(3)},
+                           t.options().memory_format(at::MemoryFormat::ChannelsLast))
+                     .zero_();
   p.narrow(0, 0, t.size(0)).narrow(1, 0, t.size(1)).copy_(t);
   return p;
 }
@@ -465,7 +493,7 @@ struct CudaBackend {
     }
     const c10::cuda::CUDAGuard guard(input.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.device().index());
-    const Kind kind = choose_kind(g, input);
+    const Kind kind = choose_kind(Op::Forward, g, input);
     const bool gemm = kind != Kind::Direct;
     const at::Tensor x = gemm ? gemm_operand(input) : input.resolve_conj();
     const at::Tensor w = gemm ? gemm_operand(weight) : weight.resolve_conj();
@@ -490,7 +518,7 @@ struct CudaBackend {
     check_same_device(grad_output, weight);
     const c10::cuda::CUDAGuard guard(grad_output.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad_output.device().index());
-    const Kind kind = choose_kind(g, grad_output);
+    const Kind kind = choose_kind(Op::GradInput, g, grad_output);
     const bool gemm = kind != Kind::Direct;
     const at::Tensor dy = gemm ? gemm_operand(grad_output) : grad_output.resolve_conj();
     const at::Tensor w = gemm ? gemm_operand(weight) : weight.resolve_conj();
@@ -514,7 +542,7 @@ struct CudaBackend {
     check_same_device(grad_output, input);
     const c10::cuda::CUDAGuard guard(grad_output.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad_output.device().index());
-    const Kind kind = choose_kind(g, grad_output);
+    const Kind kind = choose_kind(Op::GradWeight, g, grad_output);
     const bool gemm = kind != Kind::Direct;
     const at::Tensor dy = gemm ? gemm_operand(grad_output) : grad_output.resolve_conj();
     const at::Tensor x = gemm ? gemm_operand(input) : input.resolve_conj();

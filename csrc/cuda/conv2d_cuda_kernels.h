@@ -95,7 +95,7 @@ void wgrad_direct(const ConvDesc&, const SplitK&, const scalar_t* dy, const scal
                   acc_t* workspace, cudaStream_t);
 
 // ---- CUTLASS tier (conv2d_cutlass*.cu, built when CUTLASS's headers are found) ------------
-// Half / BFloat16, groups == 1, dense NHWC / KRSC operands, C and K multiples of
+// Half / BFloat16 / float as TF32, groups == 1, dense NHWC / KRSC operands, C and K multiples of
 // kCutlassChannelAlignment. Each returns false, having launched nothing, for a problem outside
 // what its kernels implement; the caller then runs the kernels above.
 constexpr int64_t kCutlassChannelAlignment = 8;
@@ -117,6 +117,11 @@ bool wgrad_cutlass(const ConvDesc&, int64_t slices, const scalar_t* dy, const sc
 bool cutlass_tier_built();
 bool cutlass_tier_enabled();
 void set_cutlass_tier_enabled(bool enabled);
+// Whether channel counts that are not multiples of kCutlassChannelAlignment are zero-padded
+// into the tier (environment TORCHCONV_CUDA_CUTLASS_PAD=1, or
+// torchconv._C.set_cuda_cutlass_padding(True); off by default: not yet run on a GPU).
+bool cutlass_padding_enabled();
+void set_cutlass_padding_enabled(bool enabled);
 
 // ---- second pass of every weight gradient: dw = sum over slices, in slice order -------------
 template <typename scalar_t, typename acc_t, typename index_t>
