@@ -318,6 +318,17 @@ def plan_args(x, w, args):
     return stride, list(leading), dilation, args["groups"]
 
 
+@pytest.mark.skipif(not torchconv._C.cuda_built(), reason="torchconv built without CUDA kernels")
+def test_cutlass_tier_built_when_its_headers_are_installed():
+    # (no GPU needed) a CUDA build next to CUTLASS's headers must include the tier
+    import importlib.util
+
+    if importlib.util.find_spec("cutlass_library") is None and "CUTLASS_PATH" not in os.environ:
+        pytest.skip("CUTLASS headers not installed (pip install --no-deps nvidia-cutlass)")
+    assert torchconv._C.cutlass_built()
+    assert torchconv._C.cuda_cutlass() == (os.environ.get("TORCHCONV_CUDA_CUTLASS", "1") != "0")
+
+
 @needs_cuda
 @pytest.mark.skipif(not CUTLASS, reason="torchconv built without the CUTLASS tier")
 def test_cutlass_tier_runs_where_it_applies():

@@ -77,6 +77,23 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Block blockIdx.x of a weight-gradient grid over (channel tile, tap, slice of N*OH*OW): its
+// coordinates and its range [pbeg, pend) of flattened output positions.
+template <typename I>
+struct WgradBlock {
+  I tile, rs, slice, pbeg, pend;
+  __device__ WgradBlock(const Geo<I>& g, I tiles, I chunk) {
+    I b = blockIdx.x;
+    tile = b % tiles;
+    b /= tiles;
+    rs = b % (g.R * g.S);
+    slice = b / (g.R * g.S);
+    const I positions = g.N * g.OH * g.OW;
+    pbeg = slice * chunk;
+    pend = positions - pbeg < chunk ? positions : pbeg + chunk;
+  }
+};
+
 // Block = kc weight-channel lanes x (kThreads / kc) position lanes; blockIdx.x = (weight-channel
 // tile, tap, slice), a weight channel being q = k*Cpg + c. Each lane sums its strided share of
 // the slice, then lane 0 of each weight channel adds the lanes' sums in lane order. Partial
@@ -89,18 +106,12 @@ __global__ void __launch_bounds__(kThreads)
   acc_t* partial = reinterpret_cast<acc_t*>(smem);
   const int lanes = kThreads / kc;
   const int ql = threadIdx.x % kc, pl = threadIdx.x / kc;
-  I b = blockIdx.x;
-  const I qt = b % qtiles;
-  b /= qtiles;
-  const I RS = g.R * g.S;
-  const I rs = b % RS, slice = b / RS;
-  const I q = qt * kc + ql, Q = g.K * g.Cpg;
-  const I NP = g.N * g.OH * g.OW;
-  const I pbeg = slice * chunk;
-  const I pend = NP - pbeg < chunk ? NP : pbeg + chunk;
+  const WgradBlock<I> blk(g, qtiles, chunk);
+  const I RS = g.R * g.S, rs = blk.rs, slice = blk.slice;
+  const I q = blk.tile * kc + ql, Q = g.K * g.Cpg;
   acc_t lane_sum(0);
   if (q < Q) {
-    lane_sum = dw_wgrad_lane(g, q, rs / g.S, rs % g.S, pbeg, pend, pl, lanes, dy, x);
+    lane_sum = dw_wgrad_lane(g, q, rs / g.S, rs % g.S, blk.pbeg, blk.pend, pl, lanes, dy, x);
   }
   partial[threadIdx.x] = lane_sum;
   __syncthreads();
@@ -123,17 +134,11 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int V = ChannelVec<scalar_t>::kN, KC = kWgradChannelLanes, LANES = kThreads / KC;
   __shared__ acc_t partial[kThreads][V];
   const int kv = threadIdx.x % KC, pl = threadIdx.x / KC;
-  I b = blockIdx.x;
-  const I kt = b % ktiles;
-  b /= ktiles;
-  const I RS = g.R * g.S;
-  const I rs = b % RS, slice = b / RS;
-  const I c0 = (kt * KC + kv) * V;
-  const I NP = g.N * g.OH * g.OW;
-  const I pbeg = slice * chunk;
-  const I pend = NP - pbeg < chunk ? NP : pbeg + chunk;
+  const WgradBlock<I> blk(g, ktiles, chunk);
+  const I RS = g.R * g.S, rs = blk.rs, slice = blk.slice;
+  const I c0 = (blk.tile * KC + kv) * V;
   if (c0 < g.C) {
-    dw_wgrad_channels(g, c0, rs / g.S, rs % g.S, pbeg, pend, pl, LANES, dy, x,
+    dw_wgrad_channels(g, c0, rs / g.S, rs % g.S, blk.pbeg, blk.pend, pl, LANES, dy, x,
                       partial[threadIdx.x]);
   }
   __syncthreads();
