@@ -7,6 +7,10 @@
 #                                   # (memcheck, racecheck), a short benchmark
 #   bash tests/gpu_check.sh bench   # the benchmark set against cuDNN (needs a build: 'check')
 #   bash tests/gpu_check.sh quick   # build, CUDA tests, float16 benchmarks, then memcheck
+# The build wants CUTLASS's headers: the nvidia-cutlass package, or CUTLASS_PATH. On a machine
+# without a package index, carry the wheel and point CUTLASS_PATH at its extracted headers:
+#   python3 -m zipfile -e nvidia_cutlass-*.whl /tmp/cutlass &&
+#     CUTLASS_PATH=/tmp/cutlass/cutlass_library/source bash tests/gpu_check.sh check
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_logs}
