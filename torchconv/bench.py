@@ -3,6 +3,10 @@
     python -m torchconv.bench                      # full suite, both layouts, forward
     python -m torchconv.bench --quick --pass all   # smaller batch subset, every pass
     python -m torchconv.bench --shape 8,64,56,56,64,3,3,1,1,1,1 --layout cl --pass fwdbwd
+    python -m torchconv.bench --device cuda --batch-scale 8 --dtype float16 --layout cl
+
+On CUDA, cuDNN runs with torch.backends.cudnn.benchmark=True, timing is by CUDA events with
+the L2 cache flushed before every run, and --tf32 on|off sets TF32 for both sides.
 
 Shape fields: N,C,H,W,K,R,S,stride,pad,dilation,groups. Runs of torchconv and of the native op
 are interleaved and the median of the repeats is reported (shared machines are noisy), with
