@@ -157,14 +157,6 @@ void check_same_device(const at::Tensor& a, const at::Tensor& b) {
               a.device(), " and ", b.device(), "!");
 }
 
-// Depthwise convolutions run the direct kernels. So do forwards with groups of a few channels,
-// which leave most of an implicit-GEMM tile (64 x 64) empty: on an H200 (float16, ResNeXt's
-// 4-channel groups) the direct forward measured 0.14x cuDNN against the GEMM's 0.08x, while
-// the direct gradients measured 0.03x against the GEMM's 0.07-0.08x, so those stay on the GEMM.
-constexpr int64_t kDirectMaxGroupChannels = 16;
-
-
-
 // Operand of the implicit-GEMM kernels: no conjugate bit, NHWC (channels_last) memory, which
 // makes the gathered reduction / channel dimension contiguous.
 at::Tensor gemm_operand(const at::Tensor& t) {
@@ -266,6 +258,12 @@ void run_grad_weight(Kind kind, const ConvDesc& d, const SplitK& split, const sc
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
 enum class Op { Forward, GradInput, GradWeight };
+
+// Depthwise convolutions run the direct kernels. So do forwards with groups of a few channels,
+// which leave most of an implicit-GEMM tile (64 x 64) empty: on an H200 (float16, ResNeXt's
+// 4-channel groups) the direct forward measured 0.14x cuDNN against the GEMM's 0.08x, while
+// the direct gradients measured 0.03x against the GEMM's 0.07-0.08x, so those stay on the GEMM.
+constexpr int64_t kDirectMaxGroupChannels = 16;
 
 bool uses_direct_kernels(Op op, const Geometry& g) {
   const int64_t cpg = g.in_channels_per_group(), kpg = g.out_channels_per_group();

@@ -26,6 +26,11 @@ struct ConvDesc {
   int64_t xs[4], ws[4], ys[4];
 };
 
+// Whether a pointer allows 16-byte vector accesses (the channel-vector and CUTLASS kernels).
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
 // Implicit-GEMM block tile (M x N); shared by the SIMT and tensor-core kernels and used by the
 // host to size the split-K workspace of the weight gradient.
 constexpr int64_t kGemmTileM = 64;
@@ -99,7 +104,8 @@ void wgrad_direct(const ConvDesc&, const SplitK&, const scalar_t* dy, const scal
 // kCutlassChannelAlignment. Each returns false, having launched nothing, for a problem outside
 // what its kernels implement; the caller then runs the kernels above.
 constexpr int64_t kCutlassChannelAlignment = 8;
-constexpr int64_t kCutlassTileM = 128;  // thread-block tile, for the weight gradient's split
+// The tier's widest thread-block tile: what the host sizes the weight gradient's split by.
+constexpr int64_t kCutlassTileM = 128;
 constexpr int64_t kCutlassTileN = 128;
 template <typename scalar_t>
 bool fprop_cutlass(const ConvDesc&, const scalar_t* x, const scalar_t* w, const scalar_t* bias,

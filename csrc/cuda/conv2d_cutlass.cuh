@@ -114,10 +114,6 @@ using WgradKernel = typename cutlass::conv::kernel::DefaultConv2dWgrad<
 
 // ---- host helpers -----------------------------------------------------------------------------
 
-inline bool aligned16(const void* p) {
-  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-}
-
 // Strides (logical order n, c, h, w) of a dense NHWC tensor of sizes (n, c, h, w); dimensions of
 // size 1 may have any stride.
 inline bool dense_nhwc(const int64_t* s, int64_t n, int64_t c, int64_t h, int64_t w) {

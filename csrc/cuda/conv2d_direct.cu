@@ -16,7 +16,6 @@
 // the forward, per run of output columns), same summation order, same results.
 #include "conv2d_direct.cuh"
 
-#include <cstdint>
 #include <type_traits>
 
 namespace torchconv::cuda {
@@ -173,10 +172,6 @@ int wgrad_channel_lanes(const ConvDesc& d) {
   return d.xs[1] == 1 && d.ys[1] == 1 && d.K * (d.C / d.groups) > 1 ? kWgradChannelLanes : 1;
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-}
-
 // The channel-vector kernels are defined for the real floating types.
 template <typename scalar_t>
 constexpr bool kHasChannelVectors = std::is_floating_point_v<scalar_t> ||
@@ -188,11 +183,10 @@ constexpr bool kHasChannelVectors = std::is_floating_point_v<scalar_t> ||
 
 template <typename scalar_t, typename index_t>
 void fprop_direct(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
-                     const scalar_t* w_rsc, const scalar_t* bias, scalar_t* y,
-                     cudaStream_t stream) {
+                  const scalar_t* w_rsc, const scalar_t* bias, scalar_t* y, cudaStream_t stream) {
   if constexpr (detail::kHasChannelVectors<scalar_t>) {
     if (w_rsc != nullptr && detail::dw_channel_vectors_apply<scalar_t>(d) &&
-        detail::aligned16(x) && detail::aligned16(w_rsc) && detail::aligned16(y)) {
+        aligned16(x) && aligned16(w_rsc) && aligned16(y)) {
       const int64_t total = d.N * d.OH * detail::ceil_div(d.OW, detail::kDwColumnRun) *
                             (d.C / detail::ChannelVec<scalar_t>::kN);
       detail::dw_fprop_channels_kernel<scalar_t, index_t>
@@ -211,10 +205,10 @@ void fprop_direct(const ConvDesc& d, const scalar_t* x, const scalar_t* w,
 
 template <typename scalar_t, typename index_t>
 void dgrad_direct(const ConvDesc& d, const scalar_t* dy, const scalar_t* w,
-                     const scalar_t* w_rsc, scalar_t* dx, cudaStream_t stream) {
+                  const scalar_t* w_rsc, scalar_t* dx, cudaStream_t stream) {
   if constexpr (detail::kHasChannelVectors<scalar_t>) {
     if (w_rsc != nullptr && detail::dw_channel_vectors_apply<scalar_t>(d) &&
-        detail::aligned16(dy) && detail::aligned16(w_rsc) && detail::aligned16(dx)) {
+        aligned16(dy) && aligned16(w_rsc) && aligned16(dx)) {
       const int64_t total = d.N * d.H * d.W * (d.C / detail::ChannelVec<scalar_t>::kN);
       detail::dw_dgrad_channels_kernel<scalar_t, index_t>
           <<<detail::grid_for(total), detail::kThreads, 0, stream>>>(
@@ -236,15 +230,16 @@ int64_t wgrad_direct_tiles(const ConvDesc& d) {
 
 template <typename scalar_t, typename acc_t, typename index_t>
 void wgrad_direct(const ConvDesc& d, const SplitK& split, const scalar_t* dy,
-                     const scalar_t* x, acc_t* workspace, cudaStream_t stream) {
+                  const scalar_t* x, acc_t* workspace, cudaStream_t stream) {
   static_assert(std::is_same_v<acc_t, at::opmath_type<scalar_t>>);
+  constexpr int64_t kMaxGrid = 2147483647;  // blocks of a 1-D grid
   if constexpr (detail::kHasChannelVectors<scalar_t>) {
-    if (detail::dw_channel_vectors_apply<scalar_t>(d) && detail::aligned16(dy) &&
-        detail::aligned16(x)) {
+    if (detail::dw_channel_vectors_apply<scalar_t>(d) && aligned16(dy) &&
+        aligned16(x)) {
       const int64_t ktiles =
           detail::ceil_div(d.C, detail::kWgradChannelLanes * detail::ChannelVec<scalar_t>::kN);
       const int64_t blocks = ktiles * d.R * d.S * split.slices;
-      TORCH_CHECK(blocks <= 2147483647, "torchconv: depthwise weight gradient too large");
+      TORCH_CHECK(blocks <= kMaxGrid, "torchconv: depthwise weight gradient too large");
       detail::dw_wgrad_channels_kernel<scalar_t, acc_t, index_t>
           <<<static_cast<unsigned>(blocks), detail::kThreads, 0, stream>>>(
               detail::make_geo<index_t>(d), static_cast<index_t>(ktiles),
@@ -256,7 +251,6 @@ void wgrad_direct(const ConvDesc& d, const SplitK& split, const scalar_t* dy,
   const int kc = detail::wgrad_channel_lanes(d);
   const int64_t qtiles = detail::ceil_div(d.K * (d.C / d.groups), kc);
   const int64_t blocks = qtiles * d.R * d.S * split.slices;
-  constexpr int64_t kMaxGrid = 2147483647;
   TORCH_CHECK(blocks <= kMaxGrid, "torchconv: depthwise weight gradient too large");
   detail::dw_wgrad_kernel<scalar_t, acc_t, index_t>
       <<<static_cast<unsigned>(blocks), detail::kThreads, 0, stream>>>(
