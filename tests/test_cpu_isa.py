@@ -359,11 +359,12 @@ def test_depthwise_nchw_planes(isa, case, dtype):
 
 # Depthwise over rows narrower than half a vector (not the plane kernels): channel-vectorised,
 # NCHW output through per-worker scratch in whole-image chunks, a single image split into
-# blocks of channel vectors (with a partial last vector).
+# blocks of channel vectors (with a partial last vector); 150 planes of 7 x 7 are transposed to
+# pixel-major in two blocks of whole planes (80 + 70).
 @DTYPES
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("case", [(1, 40, 6, 6, 3, 1, 1), (3, 37, 7, 5, 3, 2, 1),
-                                  (1, 100, 4, 4, 5, 1, 2)])
+                                  (1, 100, 4, 4, 5, 1, 2), (2, 150, 7, 7, 3, 1, 1)])
 def test_depthwise_small_nchw_images(isa, case, threads, dtype):
     N, C, H, W, R, st, pd = case
     torch.set_num_threads(threads)
