@@ -245,7 +245,11 @@ static void planes_direct_tile(const PlanesDirectArgs* a, const T* x, T* y, cons
       }
     }
   }
-  for (int64_t i = 0; i < kn; ++i) {
+  // (a compile-time loop: indexed by the runtime kn, acc lives in memory, and GCC's AVX2 code
+  // stored every accumulator after each multiply-add: R50 1x1 64 -> 256 NCHW ran at half the
+  // AVX-512 speed)
+  TC_UNROLL for (int i = 0; i < NK; ++i) {
+    if (i >= kn) break;
     T* yr = y + i * a->yk;
     const reg b = bias ? V::set1(bias[i]) : V::zero();
     TC_UNROLL for (int j = 0; j < NV; ++j) {
