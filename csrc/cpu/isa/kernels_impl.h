@@ -1113,9 +1113,10 @@ static void grouped_plane_tile(const PlaneArgs* a, const T* const* xs, T* const*
       }
     }
   }
-  for (int64_t k = 0; k < kn; ++k) {
+  TC_UNROLL for (int k = 0; k < 4; ++k) {  // (compile-time k: see planes_direct_tile)
+    if (k >= kn) break;
     const reg b = bias ? V::set1(bias[k]) : V::zero();
-    for (int i = 0; i < NS; ++i) {
+    TC_UNROLL for (int i = 0; i < NS; ++i) {
       store_plane_vector(a, ys[i] + k * yk, bias ? V::add(acc[k][i], b) : acc[k][i], valid[i]);
     }
   }
@@ -1288,16 +1289,19 @@ static void grouped_pixels(const GroupedArgs* a, const T* x, T* y, const T* wpac
   if (a->stream) V::fence();
 }
 
-static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, const T* dy,
-                                T* acc, int64_t cv, int64_t r, int64_t s, int accumulate) {
+// CPG (channels per group) a compile-time count: with a runtime one the accumulators were
+// indexed at run time, lived in memory, and every multiply-add stored its sum.
+template <int CPG>
+static void grouped_gw_t(const GroupedGradWeightArgs* a, const T* x, const T* dy, T* acc,
+                         int64_t cv, int64_t r, int64_t s, int accumulate) {
   typedef V::reg reg;
   int idx[V::N][V::N];
-  grouped_indices(a->cpg, a->kpg, idx);
-  const int64_t cpg = a->cpg, k0 = cv * V::N, kvalid = a->K - k0;
-  const int64_t cin0 = (k0 / a->kpg) * cpg, cvalid = a->C - cin0;
-  reg A[V::N];
-  V::ireg ix[V::N];
-  for (int j = 0; j < V::N; ++j) {
+  grouped_indices(CPG, a->kpg, idx);
+  const int64_t k0 = cv * V::N, kvalid = a->K - k0;
+  const int64_t cin0 = (k0 / a->kpg) * CPG, cvalid = a->C - cin0;
+  reg A[CPG];
+  V::ireg ix[CPG];
+  TC_UNROLL for (int j = 0; j < CPG; ++j) {
     A[j] = V::zero();
     ix[j] = V::iload(idx[j]);
   }
@@ -1305,20 +1309,21 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, cons
   const int64_t block_rows = rows_per_block(a->OW);
   // Three levels (the reduction runs over every pixel of the batch): blocks of about
   // TC_BLOCK pixels in registers, kMidBlocks blocks onto `mid` (L1), mids onto acc.
-  T mid[V::N][V::N];
+  T mid[CPG][V::N];
   int mid_started = 0;
   int64_t rows = 0, blocks = 0;
   auto end_mid = [&]() {
-    for (int64_t j = 0; j < cpg; ++j) {
+    TC_UNROLL for (int j = 0; j < CPG; ++j) {
       reg m = V::load(mid[j]);
       end_block(acc + j * V::N, &m, &accumulate);
     }
     accumulate = 1, mid_started = 0, blocks = 0;
   };
+  const int64_t xstep = a->sw * a->xw;
   for (int64_t n = 0; n < a->nimg; ++n) {
     for (int64_t oh = 0; oh < a->OH; ++oh) {
       if (rows++ == block_rows) {
-        for (int64_t j = 0; j < cpg; ++j) end_block(mid[j], &A[j], &mid_started);
+        TC_UNROLL for (int j = 0; j < CPG; ++j) end_block(mid[j], &A[j], &mid_started);
         mid_started = 1, rows = 1;
         if (++blocks == kMidBlocks) end_mid();
       }
@@ -1326,18 +1331,34 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, cons
       const T* dr = dy + n * a->dyn + oh * a->OW * a->dyp + k0;
       for (int64_t ow = 0; ow < a->OW; ++ow) {
         const reg d = load_k(dr, kvalid), xv = load_k(xr, cvalid);
-        if (cpg == 4) {
-          TC_UNROLL for (int j = 0; j < 4; ++j) A[j] = V::fma(V::permute(xv, ix[j]), d, A[j]);
-        } else {
-          for (int64_t j = 0; j < cpg; ++j) A[j] = V::fma(V::permute(xv, ix[j]), d, A[j]);
-        }
-        xr += a->sw * a->xw;
+        TC_UNROLL for (int j = 0; j < CPG; ++j) A[j] = V::fma(V::permute(xv, ix[j]), d, A[j]);
+        xr += xstep;
         dr += a->dyp;
       }
     }
   }
-  for (int64_t j = 0; j < cpg; ++j) end_block(mid[j], &A[j], &mid_started);
+  TC_UNROLL for (int j = 0; j < CPG; ++j) end_block(mid[j], &A[j], &mid_started);
   end_mid();
+}
+
+template <int K>
+struct GroupedGwDispatch {
+  static void run(int cpg, const GroupedGradWeightArgs* a, const T* x, const T* dy, T* acc,
+                  int64_t cv, int64_t r, int64_t s, int accumulate) {
+    if (cpg == K) grouped_gw_t<K>(a, x, dy, acc, cv, r, s, accumulate);
+    else GroupedGwDispatch<K - 1>::run(cpg, a, x, dy, acc, cv, r, s, accumulate);
+  }
+};
+template <>
+struct GroupedGwDispatch<0> {
+  static void run(int, const GroupedGradWeightArgs*, const T*, const T*, T*, int64_t, int64_t,
+                  int64_t, int) {}
+};
+
+// cpg <= kpg <= V::N (kpg divides V::N)
+static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, const T* dy,
+                                T* acc, int64_t cv, int64_t r, int64_t s, int accumulate) {
+  GroupedGwDispatch<V::N>::run((int)a->cpg, a, x, dy, acc, cv, r, s, accumulate);
 }
 #define TC_GROUPED &grouped_pixels, &grouped_grad_weight
 #else
