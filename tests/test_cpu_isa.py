@@ -392,6 +392,16 @@ def test_grouped_planes(isa, case, dtype, layout):
     check_case(*case, layout=layout, bias=False, seed=1, dtype=dtype)
 
 
+# The channel-vectorised grouped weight gradient is instantiated per channel count of a group
+# (cpg <= kpg, kpg dividing the vector): several counts, groups not filling the last vector.
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("cpg,kpg", [(1, 2), (2, 2), (3, 4), (4, 4), (5, 8), (8, 8), (1, 8)])
+def test_grouped_weight_gradient_channel_counts(isa, cpg, kpg, layout):
+    G = 5
+    for dtype in (torch.float32, torch.float64):
+        check_case(2, G * cpg, 9, 11, G * kpg, 3, 3, 1, 1, 1, G, layout=layout, dtype=dtype)
+
+
 def test_grouped_planes_match_the_channel_kernel(isa):
     """4 -> 4 per group, stride 2: NCHW runs the plane kernel, channels_last (stride_w > 1) the
     channel-vectorised one, in the same summation order (taps, then channels, then the bias):
