@@ -916,6 +916,21 @@ def test_packed_weights_follow_the_weights(isa, kind, R, stride, dtype):
         _check_packed(x, torch.randn(16, 16, R, R, generator=gen, dtype=dtype), gy, R, stride)
 
 
+def test_packed_weights_per_output_layout(isa):
+    """An RGB-stem-like weight (64 x 3 x 7 x 7) is packed in blocks of 64 output channels for a
+    channels_last output and of 32 for an NCHW one (see use_wide): both packings are kept and
+    each call finds its own, whatever the order."""
+    gen = torch.Generator().manual_seed(17)
+    w = torch.randn(64, 3, 7, 7, generator=gen)
+    x = torch.randn(2, 3, 20, 22, generator=gen)
+    for layout in ("nchw", "cl", "nchw", "cl"):
+        xi = x.contiguous(memory_format=torch.channels_last) if layout == "cl" else x
+        with torch.no_grad():
+            ours = torchconv.functional.conv2d(xi, w, None, 2, 3)
+            ref = F.conv2d(xi.double(), w.double(), None, 2, 3)
+        assert (ours.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item(), layout
+
+
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 def test_packed_weights_see_partial_data_updates(isa, layout):
     """Updates through `.data` (no version bump) of a few channels or one tap are seen."""

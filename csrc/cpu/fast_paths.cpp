@@ -421,9 +421,18 @@ Out<T> out_of(at::Tensor& t) {
           t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
+// Channel planes with dense rows (NCHW-like; see Spec::planar_out).
+template <typename T>
+bool planar_output(const Out<T>& y) {
+  return y.C > 1 && y.sc != 1 && y.sw == 1 && y.sh == y.W;
+}
+
 // A convolution as the kernels see it (possibly a rewritten one: grad_input phases).
 struct Spec {
   int64_t G, cpg, kpg, R, S, sh, sw, dh, dw, pt, pl;
+  // The direct kernels' output is channel planes with dense rows (NCHW): their tiles leave
+  // through an L1 buffer of channel runs (see use_wide).
+  bool planar_out = false;
 };
 
 // dst[i*C + c] = src[c*sc + i*sw] for c < C, i < W: blocks of 16 channels so that every
@@ -755,8 +764,21 @@ const T* bias_data(const std::vector<T>& packed) {
 // Only while its weight panel (R*S*C*KB elements, read whole by every tile) stays within a third
 // of a 1 MB L2: past that the standard tile's twice as many pixels per panel pass win (AVX-512
 // R50 L4 1x1, C = 2048: 0.74x -> 0.83x of native).
+// NCHW outputs also keep an L1 buffer of 48-pixel channel runs per k-block (isa
+// direct_pixels_nchw): where the standard tile's panel and buffer fit a 32 KB L1 and the wide
+// tile's do not, the standard one (R50 stem NCHW forward, 147 x 64 weights: 24.6-25.4 ->
+// 21.5-23.0 ms of CPU per call; channels_last, without the buffer, stays wide: it measured
+// 5% faster there, as did R50 1x1 256 -> 64 NCHW, whose standard panel alone fills L1).
+constexpr int64_t kL1Bytes = int64_t(32) << 10;
+constexpr int64_t kNchwRunPixels = 48;  // isa kRunPixels
 template <typename T>
 bool use_wide(const Table<T>* kt, const Spec& sp) {
+  const int64_t per_lane = (sp.R * sp.S * sp.cpg + (sp.planar_out ? kNchwRunPixels : 0)) *
+                           int64_t(sizeof(T));
+  if (sp.planar_out && per_lane * kt->wide_kernel_block > kL1Bytes &&
+      per_lane * kt->kernel_block <= kL1Bytes) {
+    return false;
+  }
   return kt->wide_kernel_block != kt->kernel_block && sp.kpg % kt->wide_kernel_block == 0 &&
          sp.R * sp.S * sp.cpg * kt->wide_kernel_block * int64_t(sizeof(T)) <= (int64_t(288) << 10);
 }
@@ -2171,11 +2193,12 @@ template <typename T>
 bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                 at::Tensor& output) {
-  const Spec sp{g.groups, g.in_channels_per_group(), g.out_channels_per_group(),
-                g.kernel_height, g.kernel_width, g.stride_h, g.stride_w,
-                g.dilation_h, g.dilation_w, g.pad_top, g.pad_left};
   const Act<T> x = act_of<T>(input);
   const Out<T> y = out_of<T>(output);
+  Spec sp{g.groups, g.in_channels_per_group(), g.out_channels_per_group(),
+          g.kernel_height, g.kernel_width, g.stride_h, g.stride_w,
+          g.dilation_h, g.dilation_w, g.pad_top, g.pad_left};
+  sp.planar_out = planar_output(y);
   const at::Tensor w = weight.reshape({sp.G, sp.kpg, sp.cpg, sp.R, sp.S});
   if (sp.cpg == 1 && sp.kpg == 1) {
     run_depthwise(kt, x, sp, w.reshape({g.out_channels, sp.R, sp.S}), bias, y, &weight);
@@ -2201,7 +2224,8 @@ bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
   }
   const int64_t kpg = sp.kpg;
   const at::Tensor wp =
-      weight_cache().get(weight, {kPackDirect, table_id(kt), sp.G, sp.kpg, sp.cpg},
+      weight_cache().get(weight, {kPackDirect, table_id(kt), sp.G, sp.kpg, sp.cpg,
+                                  direct_block(kt, sp)},
                          [&](bool) { return pack_for_direct(kt, sp, wsrc_of<T>(w)); });
   // (the reduce kernel reads one bias value per output channel: blocks of 1)
   const std::vector<T> bp =
@@ -2242,7 +2266,8 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
       const GradInputPhase ph = grad_input_phase(g, a, b);
       if (ph.empty()) continue;  // no tap reaches this phase: zeroed above
       const int64_t J = ph.rows.size(), JS = ph.cols.size();
-      const Spec ps{G, kpg, cpg, J, JS, 1, 1, ph.dil_r, ph.dil_s, -ph.q_r, -ph.q_s};
+      Spec ps{G, kpg, cpg, J, JS, 1, 1, ph.dil_r, ph.dil_s, -ph.q_r, -ph.q_s};
+      ps.planar_out = planar_output(oo);
       // taps in reverse order (180-degree rotation restricted to the phase)
       std::vector<int64_t> rr(ph.rows.rbegin(), ph.rows.rend()),
           sr(ph.cols.rbegin(), ph.cols.rend());
@@ -2269,7 +2294,7 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
       } else {
         const at::Tensor wp = weight_cache().get(
             weight, {kPackDirectGradInput, table_id(kt), G, g.stride_h, g.stride_w, a, b,
-                     g.pad_top, g.pad_left, g.dilation_h, g.dilation_w},
+                     g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, direct_block(kt, ps)},
             [&](bool) { return pack_for_direct(kt, ps, wsrc_of<T>(wt, rr, sr)); });
         keep.push_back(wp);
         jobs.push_back(DirectJob<T>{ps, wp.const_data_ptr<T>(), nullptr, oo});
