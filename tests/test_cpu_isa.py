@@ -440,6 +440,15 @@ def test_depthwise_mixed_layouts(isa, mix):
     assert ours[0].stride() == expected.stride()
 
 
+# NCHW inputs of 2-4 channels (an RGB stem) are staged pixel-major by row interleaves (AVX-512
+# and AVX2 float32) rather than transposes: widths with and without a tail of 8 / 16 pixels.
+@DTYPES
+@pytest.mark.parametrize("C", [2, 3, 4])
+@pytest.mark.parametrize("W", [21, 40])
+def test_stem_like_nchw_staging(isa, C, W, dtype):
+    check_case(2, C, 19, W, 16, 7, 7, 2, 3, 1, 1, layout="nchw", dtype=dtype)
+
+
 @DTYPES
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("kernel", [(2, 2), (4, 3), (2, 5), (3, 3)])
