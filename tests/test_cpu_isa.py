@@ -345,6 +345,10 @@ PLANE_CASES = [
     (1, 3, 20, 26, 5, 5, 3, 2, 2),            # stride 3, dilation 2
     (1, 2, 9, 17, 4, 2, (2, 1), (1, 3), 1),   # asymmetric everything, padding > kernel
     (1, 2, 12, 40, 3, 7, 1, 0, (1, 3)),       # no padding, wide dilated rows
+    # rows of at least a vector in every stride phase (the plane kernels take rows no shorter
+    # than a vector): stride 2 of even width, stride 3 whose first phase is one column longer
+    (1, 3, 11, 70, 3, 3, 2, 1, 1),
+    (1, 2, 10, 100, 5, 5, 3, 2, 2),
 ]
 
 
