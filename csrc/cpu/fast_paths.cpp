@@ -770,10 +770,9 @@ const T* bias_data(const std::vector<T>& packed) {
 // 21.5-23.0 ms of CPU per call; channels_last, without the buffer, stays wide: it measured
 // 5% faster there, as did R50 1x1 256 -> 64 NCHW, whose standard panel alone fills L1).
 constexpr int64_t kL1Bytes = int64_t(32) << 10;
-constexpr int64_t kNchwRunPixels = 48;  // isa kRunPixels
 template <typename T>
 bool use_wide(const Table<T>* kt, const Spec& sp) {
-  const int64_t per_lane = (sp.R * sp.S * sp.cpg + (sp.planar_out ? kNchwRunPixels : 0)) *
+  const int64_t per_lane = (sp.R * sp.S * sp.cpg + (sp.planar_out ? isa::kNchwRunPixels : 0)) *
                            int64_t(sizeof(T));
   if (sp.planar_out && per_lane * kt->wide_kernel_block > kL1Bytes &&
       per_lane * kt->kernel_block <= kL1Bytes) {

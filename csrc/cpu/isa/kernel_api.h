@@ -46,6 +46,10 @@ struct DirectArgs {
 template <typename T>
 using DirectFn = void (*)(const DirectArgs* a, const T* x, T* y, const T* wpanel, const T* bias,
                           int64_t kvalid, int64_t p0, int64_t p1);
+// Pixels per run in which the direct kernels store an NCHW output (yk != 1, dense rows): the
+// tiles' transposed stores go to an L1 buffer of kernel-block channels x kNchwRunPixels, which
+// leaves as one contiguous run per channel (the host counts that buffer when it picks a tile).
+constexpr int64_t kNchwRunPixels = 48;
 
 // A 1x1 stride-1 convolution over NCHW planes (the pixels of every channel contiguous in the
 // input and the output), vectorised along the pixels: no transposes of either operand. Reads

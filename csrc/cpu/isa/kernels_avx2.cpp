@@ -87,9 +87,10 @@ struct V {
   // into pixel-major order): per 8 pixels, C row loads and C output vectors, lane l of output
   // vector v taking pixel (8v + l) / C of row (8v + l) % C through one permute per row and
   // blends. The 8 x 8 transpose would store C elements per pixel through masks (microcoded on
-  // AMD: the AVX2 R50 stem NCHW forward spent 5% of its time there). Returns false for other C.
+  // AMD: the AVX2 R50 stem NCHW forward spent 5% of its time there). Whole groups of 8 pixels;
+  // returns how many (kernels_impl.h interleave_rows copies the rest).
   template <int NC>
-  static inline void interleave_rows_n(const float* src, int64_t sc, int64_t W, float* dst) {
+  static inline int64_t interleave_rows_n(const float* src, int64_t sc, int64_t W, float* dst) {
     __m256i pixel[NC];
     __m256 row[NC][NC];
     for (int v = 0; v < NC; ++v) {
@@ -114,18 +115,7 @@ struct V {
         _mm256_storeu_ps(dst + i0 * NC + 8 * v, o);
       }
     }
-    for (; i0 < W; ++i0) {
-      for (int k = 0; k < NC; ++k) dst[i0 * NC + k] = src[k * sc + i0];
-    }
-  }
-  static inline bool interleave_rows(const float* src, int64_t sc, int64_t C, int64_t W,
-                                     float* dst) {
-    switch (C) {
-      case 2: interleave_rows_n<2>(src, sc, W, dst); return true;
-      case 3: interleave_rows_n<3>(src, sc, W, dst); return true;
-      case 4: interleave_rows_n<4>(src, sc, W, dst); return true;
-      default: return false;
-    }
+    return i0;
   }
   typedef __m256i ireg;
   static inline ireg iload(const int* p) { return _mm256_loadu_si256((const __m256i*)p); }

@@ -81,9 +81,10 @@ struct V {
   // image into pixel-major order): per 16 pixels, C row loads and C output vectors of C
   // permutes each (lane l of output vector v takes pixel (16v + l) / C of row (16v + l) % C),
   // where the 16 x 16 register transpose spends 64 shuffles and 16 masked stores of C
-  // elements. Returns false for other C (the caller transposes).
+  // elements. Whole groups of 16 pixels; returns how many (kernels_impl.h interleave_rows
+  // copies the rest).
   template <int NC>
-  static inline void interleave_rows_n(const float* src, int64_t sc, int64_t W, float* dst) {
+  static inline int64_t interleave_rows_n(const float* src, int64_t sc, int64_t W, float* dst) {
     __m512i pixel[NC];
     __mmask16 row[NC][NC];
     for (int v = 0; v < NC; ++v) {
@@ -106,18 +107,7 @@ struct V {
         _mm512_storeu_ps(dst + i0 * NC + 16 * v, o);
       }
     }
-    for (; i0 < W; ++i0) {
-      for (int k = 0; k < NC; ++k) dst[i0 * NC + k] = src[k * sc + i0];
-    }
-  }
-  static inline bool interleave_rows(const float* src, int64_t sc, int64_t C, int64_t W,
-                                     float* dst) {
-    switch (C) {
-      case 2: interleave_rows_n<2>(src, sc, W, dst); return true;
-      case 3: interleave_rows_n<3>(src, sc, W, dst); return true;
-      case 4: interleave_rows_n<4>(src, sc, W, dst); return true;
-      default: return false;
-    }
+    return i0;
   }
   typedef __m512i ireg;
   static inline ireg iload(const int* p) { return _mm512_loadu_si512(p); }

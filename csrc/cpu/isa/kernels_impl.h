@@ -10,7 +10,7 @@
 //   stream(p, v): a non-temporal store where p is vector-aligned (else a normal one), fence():
 //   orders streaming stores;
 //   transpose(src, sc, dst, dc, nc, nw): dst[i*dc + c] = src[c*sc + i], c < nc, i < nw <= N;
-//   optionally interleave_rows(src, sc, C, W, dst) (see HasInterleaveRows).
+//   optionally interleave_rows_n<C>(src, sc, W, dst) (see HasInterleaveRows).
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
@@ -305,7 +305,7 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
 // partial cache lines over KB channel planes. 48 pixels: whole tiles of 6 and 12 pixels and
 // whole cache lines per channel (runs of 64 split into tiles of 5 and 6, which cost about as
 // much each: R50 stem NCHW forward 15.0 -> 13.1 ms).
-enum { kRunPixels = 48 };
+enum { kRunPixels = kNchwRunPixels };
 template <int NVX, int NPX>
 static void direct_pixels_nchw(const DirectArgs* a, const T* x, T* y,
                                const T* wpanel, const T* bias, int64_t kvalid,
@@ -1378,19 +1378,34 @@ static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, cons
 // NCHW rows / planes to pixel-major (see kernel_api.h): N x N blocks in registers (masked at
 // the channel and pixel tails).
 
-// V::interleave_rows(src, sc, C, W, dst), where a V has it: rows of a few channels into
-// dense pixel-major order without the N x N transposes (returns false where it does not apply).
+// V::interleave_rows_n<C>(src, sc, W, dst), where a V has it: C = 2..4 rows of a few channels
+// into dense pixel-major order (dst[i*C + c] = src[c*sc + i]) without the N x N transposes, for
+// whole vectors of pixels; returns how many pixels it did (the rest are copied here).
 template <typename W, typename = void>
 struct HasInterleaveRows {
   static constexpr bool value = false;
 };
 template <typename W>
-struct HasInterleaveRows<W, decltype((void)&W::interleave_rows, void())> {
+struct HasInterleaveRows<W, decltype((void)&W::template interleave_rows_n<2>, void())> {
   static constexpr bool value = true;
 };
+template <typename W, int NC>
+static void interleave_rows_c(const T* src, int64_t sc, int64_t n, T* dst) {
+  for (int64_t i = W::template interleave_rows_n<NC>(src, sc, n, dst); i < n; ++i) {
+    for (int k = 0; k < NC; ++k) dst[i * NC + k] = src[k * sc + i];
+  }
+}
+// Returns false where it does not apply (no interleave in this V, or C outside 2..4).
 template <typename W>
 static bool interleave_rows(const T* src, int64_t sc, int64_t C, int64_t n, T* dst) {
-  if constexpr (HasInterleaveRows<W>::value) return W::interleave_rows(src, sc, C, n, dst);
+  if constexpr (HasInterleaveRows<W>::value) {
+    switch (C) {
+      case 2: interleave_rows_c<W, 2>(src, sc, n, dst); return true;
+      case 3: interleave_rows_c<W, 3>(src, sc, n, dst); return true;
+      case 4: interleave_rows_c<W, 4>(src, sc, n, dst); return true;
+      default: return false;
+    }
+  }
   return false;
 }
 
