@@ -1296,8 +1296,8 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
   // Every phase present (in order a, b) and grad_input rows dense: a row of grad_input is the
   // stride_w phases' rows interleaved, one transpose of stride_w rows (element-wise strided
   // stores were 15% of MBv2 dw s2's NCHW input gradient). Phase rows are then Wmax apart.
-  int64_t Hmax = 0, Wmax = 0;
-  for (const PlanePhase& ph : phases) Hmax = std::max(Hmax, ph.Hi), Wmax = std::max(Wmax, ph.Wi);
+  int64_t Wmax = 0;
+  for (const PlanePhase& ph : phases) Wmax = std::max(Wmax, ph.Wi);
   const bool interleave = o.sw == 1 && stride_w <= VL &&
                           int64_t(phases.size()) == stride_h * stride_w;
   std::vector<std::unique_ptr<PlanePlan>> plans;
