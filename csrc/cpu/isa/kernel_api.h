@@ -268,6 +268,7 @@ struct KernelTableT {
   int planes_pixel_block;     // pixels per tile of direct_planes
   PlanesDirectFn<T> direct_planes;
   DepthwiseFn<T> depthwise;
+  DepthwiseFn<T> depthwise3x3;  // R = S = 3, undilated, sw 1 or 2, output channel stride 1
   GradWeightFn<T> grad_weight;          // KB = kernel_block, gw_channel_block channels
   int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)
   int gw_wide_channel_block;

@@ -27,6 +27,7 @@ namespace avx2 {
 #define PG_NK 2
 #define PG_NC 4
 #define DW_NP 6
+#define DW3_NP 4
 #define FMA_CHAINS 10
 #define PLANE_NS 8
 #define GP_NS 2

@@ -31,6 +31,7 @@ namespace avx512 {
 #define PG_NK 4
 #define PG_NC 4
 #define DW_NP 8
+#define DW3_NP 8
 #define FMA_CHAINS 16
 #define PLANE_NS 8
 #define GP_NS 4

@@ -19,6 +19,7 @@
 //   PG_NK, PG_NC          : output x input channels of the NCHW 1x1 grad_weight tile
 //                           (PG_NK * PG_NC a multiple of the lanes; one vector each)
 //   DW_NP                 : pixels per depthwise tile
+//   DW3_NP                : pixels per tile of the 3x3 depthwise kernel (9 tap registers)
 //   PLANE_NS              : row vectors per tile of the NCHW-plane depthwise kernels
 //   GP_NS                 : row vectors per tile of the NCHW-plane grouped kernel (x 4 outputs)
 //   FMA_CHAINS            : independent chains of the FMA peak loop
@@ -30,6 +31,7 @@ typedef V::T T;  // element type: float or double
 
 static inline int64_t tc_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t tc_abs(int64_t a) { return a < 0 ? -a : a; }
+static inline int64_t tc_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Loads lanes [0, n) of a vector (n may be >= N: full load; <= 0: zeros).
 static inline V::reg load_k(const T* p, int64_t n) {
@@ -639,6 +641,112 @@ static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
     p += ow_b - ow_a;
   }
   if (a->stream) V::fence();
+}
+
+// ------------------------------------------------------------------------------------------
+// Depthwise 3x3, undilated, column stride SW (1 or 2), channels vectorised, output channel
+// stride 1: the same sums as depthwise_pixels (taps inside the input in order, then the bias),
+// with the loops turned round. Per channel vector the nine tap vectors stay in registers
+// while the task's pixels pass; a tile of DW3_NP pixels loads each input column of a row once
+// for the (up to) three taps that read it. depthwise_pixels reloads the taps per pixel tile
+// and runs runtime tap loops, which cost most on small images where border pixels are many
+// (fast_paths.cpp run_depthwise says where each is used).
+
+// Output pixels [ow, ow + NP) of one row: x = the tile's input origin (row 0 of the window,
+// column of pixel ow's first tap), rows [rlo, rhi) of the window inside the input, column
+// taps [slo, shi) (NP == 1 only: border pixels).
+template <int SW, int NP, bool FULL>
+static inline void dw3_tile(const DepthwiseArgs* a, const T* x, T* y, const V::reg* w,
+                            const V::reg& b, bool bias, int64_t rlo, int64_t rhi, int64_t slo,
+                            int64_t shi, int cvalid) {
+  typedef V::reg reg;
+  reg acc[NP];
+  TC_UNROLL for (int p = 0; p < NP; ++p) acc[p] = V::zero();
+  constexpr int kCols = (NP - 1) * SW + 3;
+  TC_UNROLL for (int r = 0; r < 3; ++r) {
+    if (r < rlo || r >= rhi) continue;
+    const T* xr = x + r * a->xh;
+    TC_UNROLL for (int j = 0; j < kCols; ++j) {
+      if (NP == 1 && (j < slo || j >= shi)) continue;
+      const reg xv = FULL ? V::load(xr + j * a->xw) : V::load_n(xr + j * a->xw, cvalid);
+      // pixel p reads column j through tap s = j - p*SW: for each p, s rises with j (in order)
+      TC_UNROLL for (int s = 0; s < 3; ++s) {
+        const int q = j - s;
+        if (q >= 0 && q % SW == 0 && q / SW < NP) {
+          acc[q / SW] = V::fma(xv, w[3 * r + s], acc[q / SW]);
+        }
+      }
+    }
+  }
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    const reg v = bias ? V::add(acc[p], b) : acc[p];
+    T* yp = y + p * a->yw;
+    if (!FULL) V::store_n(yp, v, cvalid);
+    else if (a->stream) V::stream(yp, v);
+    else V::store(yp, v);
+  }
+}
+
+// One channel vector (c0, cvalid channels of it) over output pixels [p0, p1) of an image.
+template <int SW, bool FULL>
+static void dw3_vector(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
+                       const T* bias, int64_t c0, int cvalid, int64_t p0, int64_t p1) {
+  typedef V::reg reg;
+  reg w[9];
+  const T* wc = wpack + c0 * 9;  // [C / VL][3][3][VL]: vector c0 / VL
+  TC_UNROLL for (int t = 0; t < 9; ++t) w[t] = V::load(wc + t * V::N);
+  const reg b = bias ? V::load(bias + c0) : V::zero();
+  const int64_t OW = a->OW;
+  // interior columns [in_lo, in_hi): ow*SW >= left and ow*SW + 2 <= left + W - 1
+  const int64_t in_lo = (a->left + SW - 1) / SW;
+  const int64_t lim = a->left + a->W - 3;
+  const int64_t in_hi = lim < 0 ? 0 : lim / SW + 1;
+  for (int64_t p = p0; p < p1;) {
+    const int64_t oh = p / OW, ow_a = p % OW, ow_b = tc_min(OW, ow_a + (p1 - p));
+    const int64_t ih0 = oh * a->sh;
+    int64_t rlo, rhi;
+    dw_tap_range(ih0, 3, 1, a->top, a->H, &rlo, &rhi);
+    const T* xrow = x + ih0 * a->xh + c0;
+    T* yrow = y + oh * a->yh + c0;
+    const int64_t lo = tc_min(ow_b, tc_max(in_lo, ow_a));
+    const int64_t hi = tc_max(lo, tc_min(in_hi, ow_b));
+    int64_t ow = ow_a;
+    const auto border = [&](int64_t o) {
+      int64_t slo, shi;
+      dw_tap_range(o * SW, 3, 1, a->left, a->W, &slo, &shi);
+      dw3_tile<SW, 1, FULL>(a, xrow + o * SW * a->xw, yrow + o * a->yw, w, b, bias, rlo, rhi,
+                            slo, shi, cvalid);
+    };
+    for (; ow < lo; ++ow) border(ow);
+    for (; ow + DW3_NP <= hi; ow += DW3_NP) {
+      dw3_tile<SW, DW3_NP, FULL>(a, xrow + ow * SW * a->xw, yrow + ow * a->yw, w, b, bias, rlo,
+                                 rhi, 0, 3, cvalid);
+    }
+    for (; ow < hi; ++ow) {
+      dw3_tile<SW, 1, FULL>(a, xrow + ow * SW * a->xw, yrow + ow * a->yw, w, b, bias, rlo, rhi,
+                            0, 3, cvalid);
+    }
+    for (; ow < ow_b; ++ow) border(ow);
+    p += ow_b - ow_a;
+  }
+}
+
+template <int SW>
+static void dw3_pixels(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
+                       const T* bias, int64_t p0, int64_t p1) {
+  int64_t c0 = 0;
+  for (; c0 + V::N <= a->C; c0 += V::N) {
+    dw3_vector<SW, true>(a, x, y, wpack, bias, c0, V::N, p0, p1);
+  }
+  if (c0 < a->C) dw3_vector<SW, false>(a, x, y, wpack, bias, c0, (int)(a->C - c0), p0, p1);
+  if (a->stream) V::fence();
+}
+
+// DepthwiseFn for R = S = 3, dh = dw = 1, sw = 1 or 2, yc = 1 (others: depthwise_pixels).
+static void depthwise3x3_pixels(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
+                                const T* bias, int64_t p0, int64_t p1) {
+  if (a->sw == 2) dw3_pixels<2>(a, x, y, wpack, bias, p0, p1);
+  else dw3_pixels<1>(a, x, y, wpack, bias, p0, p1);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1675,7 +1783,7 @@ static double fma_loop(int64_t iters, T* sink) {
 static const KernelTableT<T> kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, PD_NK,
-    PD_NV * V::N, &direct_planes, &depthwise_pixels,
+    PD_NV * V::N, &direct_planes, &depthwise_pixels, &depthwise3x3_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, &grad_weight_planes,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,
     &depthwise_plane_grad_weight,

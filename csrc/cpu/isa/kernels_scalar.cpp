@@ -27,6 +27,7 @@ namespace scalar {
 #define PG_NK 4
 #define PG_NC 4
 #define DW_NP 4
+#define DW3_NP 4
 #define FMA_CHAINS 8
 #define PLANE_NS 4
 #define GP_NS 1
