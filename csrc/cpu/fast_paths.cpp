@@ -1539,6 +1539,7 @@ at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, const Sp
 // b + dw*j) read padded input rows a + dh*(i + r) and columns b + dw*(j + s), every dh-th row
 // and dw-th column from (a, b).
 struct WinogradPhase {
+  int64_t row, col;      // padded coordinates of the phase's first window
   int64_t x_off, y_off;  // element offsets of the phase's input origin and first output
   int64_t OH, OW, TW;    // the phase's output size and tiles per row of tiles
   int64_t first;         // tiles of an image's earlier phases
@@ -1554,7 +1555,7 @@ struct WinogradTiling {
     for (int64_t a = 0; a < std::min(dh, OH); ++a) {
       for (int64_t b = 0; b < std::min(dw, OW); ++b) {
         const int64_t ph = ceil_div(OH - a, dh), pw = ceil_div(OW - b, dw);
-        phases.push_back({a * xh + b * xw, a * yh + b * yw, ph, pw, ceil_div(pw, 2),
+        phases.push_back({a, b, a * xh + b * xw, a * yh + b * yw, ph, pw, ceil_div(pw, 2),
                           per_image});
         per_image += ceil_div(ph, 2) * ceil_div(pw, 2);
         max_tw = std::max(max_tw, ceil_div(pw, 2));
@@ -1575,6 +1576,29 @@ struct WinogradTiling {
       f(q - t0, n, ph, th, tw, run);
       q += run;
     }
+  }
+};
+
+// The input as the Winograd input transform reads it in place: which elements of a run's
+// windows lie inside the input (the others are zero padding, never copied).
+struct WinogradWindows {
+  int64_t top, left, H, W, dh, dw;  // input rows [top, top + H) x columns [left, left + W)
+  WinogradWindows(const Spec& sp, int64_t H_, int64_t W_)
+      : top(sp.pt), left(sp.pl), H(H_), W(W_), dh(sp.dh), dw(sp.dw) {}
+  // inside[4] for a run of `tiles` tiles whose first window starts at padded (row, col)
+  // (see isa::WinogradInputFn).
+  void inside(int64_t row, int64_t col, int64_t tiles, int64_t* in) const {
+    positions(row, dh, top, H, 4, in);
+    positions(col, dw, left, W, 2 * tiles + 2, in + 2);
+  }
+  // Positions k in [0, n) at first + k * step inside [lo, lo + size): [range[0], range[1]).
+  static void positions(int64_t first, int64_t step, int64_t lo, int64_t size, int64_t n,
+                        int64_t* range) {
+    const auto ceil_div_signed = [](int64_t a, int64_t b) {
+      return a > 0 ? (a + b - 1) / b : -(-a / b);
+    };
+    range[0] = std::clamp<int64_t>(ceil_div_signed(lo - first, step), 0, n);
+    range[1] = std::clamp<int64_t>(ceil_div_signed(lo + size - first, step), range[0], n);
   }
 };
 
@@ -1697,8 +1721,11 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   const WinogradPanels<T> wp(kt, sp, ww);
   if (!wp.U.defined()) return false;
   const int64_t Kp = wp.Kp, NP = wp.NP;
-  // tiles overhanging an odd (phase) output size read zeros past the input
-  Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true);
+  // padding (and past the input, for tiles overhanging an odd phase output size) is not
+  // copied: the input transform reads zeros there
+  Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, 0,
+            /*padding_in_place=*/true);
+  const WinogradWindows win(sp, x.H, x.W);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw);
   const int64_t per_image = tl.per_image;
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
@@ -1728,7 +1755,9 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
     tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
                             int64_t tw, int64_t run) {
       const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
-      ok &= kt->winograd_input(&wa, xr, run, v + i * C) != 0;
+      int64_t inside[4];
+      win.inside(ph.row + 2 * th * dh, ph.col + 2 * tw * dw, run, inside);
+      ok &= kt->winograd_input(&wa, xr, run, inside, v + i * C) != 0;
     });
     if (!ok) return false;
     wp.multiply(kt, ga, v, vs, m, ms, t1 - t0);
@@ -1760,7 +1789,9 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const WinogradPanels<T> wp(kt, sp, ww);
   if (!wp.U.defined()) return false;
   const int64_t Kp = wp.Kp;
-  Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true);
+  Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, 0,
+            /*padding_in_place=*/true);
+  const WinogradWindows win(sp, x.H, x.W);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
   // Rows of tiles per task: as many as the scratch allows, at least one task per thread.
   const int64_t per_row = 16 * (TWx * C + TW * Kp) * int64_t(sizeof(T));
@@ -1786,7 +1817,9 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
     bool ok = true;
     for (int64_t i = 0; i < rows + nr - 1; ++i) {
       const T* xr = x0 + n * st.xn + 2 * (th0 + i) * st.xh;
-      ok &= kt->winograd_input(&wa, xr, TWx, v + i * TWx * C) != 0;
+      int64_t inside[4];
+      win.inside(2 * (th0 + i), 0, TWx, inside);
+      ok &= kt->winograd_input(&wa, xr, TWx, inside, v + i * TWx * C) != 0;
     }
     if (!ok) return false;
     wp.multiply(kt, ga, v, vs, m, ms, rows * TW);
@@ -1843,7 +1876,9 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
   const GradWeightTiles<T> gwt(kt, K, C);
   const isa::GradWeightFn<T> gw_fn = gwt.fn;
   const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
-  Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K);
+  Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K,
+            /*padding_in_place=*/true);
+  const WinogradWindows win(sp, x.H, x.W);
   PixelMajor pm(kt, d, st.chunk);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, OW * pm.dyp, pm.dyp);
   constexpr int64_t kPass = 256;  // tiles per kernel call (as the direct weight gradient)
@@ -1884,7 +1919,9 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
           const int64_t b = t0 - b0 + i;  // tile within the block
           const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
           const T* dr = pm.origin + n * pm.dyn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
-          ok &= kt->winograd_input(&wa, xr, run, v + b * C) != 0;
+          int64_t inside[4];
+          win.inside(ph.row + 2 * th * dh, ph.col + 2 * tw * dw, run, inside);
+          ok &= kt->winograd_input(&wa, xr, run, inside, v + b * C) != 0;
           ok &= kt->winograd_grad_output(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
                                          std::min(2 * run, ph.OW - 2 * tw), z + b * Kp) != 0;
         });
@@ -1940,7 +1977,9 @@ bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const 
   const GradWeightTiles<T> gwt(kt, K, C);
   const isa::GradWeightFn<T> gw_fn = gwt.fn;
   const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
-  Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, OH * OW * K);
+  Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, OH * OW * K,
+            /*padding_in_place=*/true);
+  const WinogradWindows win(sp, x.H, x.W);
   PixelMajor pm(kt, d, st.chunk);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
   const int64_t VI = (TH + nr - 1) * TWx, ZI = TH * TW;  // transformed tiles per image
@@ -1971,7 +2010,9 @@ bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const 
       const int64_t rows_per_image = TH + nr - 1;
       dynamic_for(bn * rows_per_image, 1, [&](int64_t task) {
         const int64_t i = task / rows_per_image, th = task % rows_per_image, n = b0 + i;
-        bool ok = kt->winograd_input(&wa, x0 + n * st.xn + 2 * th * wa.xh, TWx,
+        int64_t inside[4];
+        win.inside(2 * th, 0, TWx, inside);
+        bool ok = kt->winograd_input(&wa, x0 + n * st.xn + 2 * th * wa.xh, TWx, inside,
                                      v + (i * VI + th * TWx) * C) != 0;
         if (th < TH) {
           ok &= kt->winograd_grad_output(&wa, pm.origin + n * pm.dyn + 2 * th * wa.yh, TW,

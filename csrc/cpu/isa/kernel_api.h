@@ -199,8 +199,8 @@ using GroupedGradWeightFn = void (*)(const GroupedGradWeightArgs* a, const T* x,
 // Winograd F(2x2, 3x3) transforms, channels vectorised (channel stride 1). A run of nt tiles
 // along one row of tiles: tile t covers output rows 0..1 and columns 2t..2t+1 of the run and
 // reads the 4x4 input window at rows 0..3, columns 2t..2t+3 (x origin: the run's first window,
-// which must lie inside the input or a zero-padded copy). The 16 transformed values of a tile
-// are indexed xi = 4*i + j (row i, column j of the 4x4 transform).
+// which may lie partly outside the input). The 16 transformed values of a tile are indexed
+// xi = 4*i + j (row i, column j of the 4x4 transform).
 struct WinogradArgs {
   int64_t C, K;     // input / output channels
   int64_t xh, xw;   // input strides (row, column)
@@ -208,11 +208,14 @@ struct WinogradArgs {
   int64_t ms, mt;   // m: [16][tiles][mt], mt >= K, stride between the 16 planes
   int64_t yh, yw;   // output strides (row, column)
 };
-// v[xi*vs + t*C + c] = (B^T d B)[xi] of channel c of tile t. Returns 0 if a transformed value
+// v[xi*vs + t*C + c] = (B^T d B)[xi] of channel c of tile t, where the window rows
+// [inside[0], inside[1]) and the run's window columns [inside[2], inside[3]) are in the input
+// and every other window element is zero padding (not read). Returns 0 if a transformed value
 // is NaN or infinite (from such an input, which the transforms would spread over the tile or
 // cancel, e.g. inf - inf, where a direct sum keeps it to its window; or from overflow), else 1.
 template <typename T>
-using WinogradInputFn = int (*)(const WinogradArgs* a, const T* x, int64_t nt, T* v);
+using WinogradInputFn = int (*)(const WinogradArgs* a, const T* x, int64_t nt,
+                                const int64_t* inside, T* v);
 // Output pixel (i, 2t + j) of the run (i < rows, 2t + j < cols; the others are dropped) at
 // y + i*yh + (2t + j)*yw: (A^T m A) of tile t, then the bias (K elements, or null).
 template <typename T>

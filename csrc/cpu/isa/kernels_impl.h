@@ -1549,9 +1549,57 @@ static inline int all_zero(V::reg v) {
 #define TC_WINOGRAD_PREFETCH 4
 #endif
 
-static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, T* v) {
+// One tile's B^T d B for every channel, into vt (planes vs apart). WHOLE: the 4 x 4 window
+// lies inside the input; else window row i / column j is read only for i in [r0, r1) and
+// j in [c0, c1), zeros elsewhere (padding that is not in memory).
+template <bool WHOLE>
+static inline void winograd_input_tile(const WinogradArgs* a, const T* xt, T* vt,
+                                       int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                                       V::reg* finite) {
   typedef V::reg reg;
   const int64_t C = a->C, xh = a->xh, xw = a->xw, vs = a->vs;
+  for (int64_t c = 0; c < C; c += V::N) {
+    const int64_t n = C - c;
+    reg d[4][4], e[4][4];
+    TC_UNROLL for (int i = 0; i < 4; ++i) {
+      TC_UNROLL for (int j = 0; j < 4; ++j) {
+        d[i][j] = WHOLE || (i >= r0 && i < r1 && j >= c0 && j < c1)
+                      ? load_k(xt + i * xh + j * xw + c, n)
+                      : V::zero();
+      }
+    }
+    TC_UNROLL for (int j = 0; j < 4; ++j) {  // B^T d: combinations of rows
+      e[0][j] = V::sub(d[0][j], d[2][j]);
+      e[1][j] = V::add(d[1][j], d[2][j]);
+      e[2][j] = V::sub(d[2][j], d[1][j]);
+      e[3][j] = V::sub(d[1][j], d[3][j]);
+    }
+    TC_UNROLL for (int i = 0; i < 4; ++i) {  // (B^T d) B: combinations of columns
+      d[i][0] = V::sub(e[i][0], e[i][2]);
+      d[i][1] = V::add(e[i][1], e[i][2]);
+      d[i][2] = V::sub(e[i][2], e[i][1]);
+      d[i][3] = V::sub(e[i][1], e[i][3]);
+    }
+    TC_UNROLL for (int i = 0; i < 4; ++i) {
+      TC_UNROLL for (int j = 0; j < 4; ++j) {
+        T* dst = vt + (4 * i + j) * vs + c;
+        if (n >= V::N) V::store(dst, d[i][j]);
+        else V::store_n(dst, d[i][j], (int)n);
+      }
+      // x * 0 is NaN for NaN / inf (a sum that overflows only sends finite inputs to the
+      // direct kernels); one short dependency chain per row
+      const reg row = V::add(V::add(d[i][0], d[i][1]), V::add(d[i][2], d[i][3]));
+      finite[i] = V::fma(row, V::zero(), finite[i]);
+    }
+  }
+}
+
+static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
+                          T* v) {
+  typedef V::reg reg;
+  const int64_t C = a->C, xh = a->xh, xw = a->xw;
+  const int64_t r0 = inside[0], r1 = inside[1], c0 = inside[2], c1 = inside[3];
+  const bool rows_whole = r0 <= 0 && r1 >= 4;
   const reg zero = V::zero();
   reg finite[4] = {zero, zero, zero, zero};
   for (int64_t t = 0; t < nt; ++t) {
@@ -1566,35 +1614,10 @@ static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, T* v) {
         }
       }
     }
-    for (int64_t c = 0; c < C; c += V::N) {
-      const int64_t n = C - c;
-      reg d[4][4], e[4][4];
-      TC_UNROLL for (int i = 0; i < 4; ++i) {
-        TC_UNROLL for (int j = 0; j < 4; ++j) d[i][j] = load_k(xt + i * xh + j * xw + c, n);
-      }
-      TC_UNROLL for (int j = 0; j < 4; ++j) {  // B^T d: combinations of rows
-        e[0][j] = V::sub(d[0][j], d[2][j]);
-        e[1][j] = V::add(d[1][j], d[2][j]);
-        e[2][j] = V::sub(d[2][j], d[1][j]);
-        e[3][j] = V::sub(d[1][j], d[3][j]);
-      }
-      TC_UNROLL for (int i = 0; i < 4; ++i) {  // (B^T d) B: combinations of columns
-        d[i][0] = V::sub(e[i][0], e[i][2]);
-        d[i][1] = V::add(e[i][1], e[i][2]);
-        d[i][2] = V::sub(e[i][2], e[i][1]);
-        d[i][3] = V::sub(e[i][1], e[i][3]);
-      }
-      TC_UNROLL for (int i = 0; i < 4; ++i) {
-        TC_UNROLL for (int j = 0; j < 4; ++j) {
-          T* dst = vt + (4 * i + j) * vs + c;
-          if (n >= V::N) V::store(dst, d[i][j]);
-          else V::store_n(dst, d[i][j], (int)n);
-        }
-        // x * 0 is NaN for NaN / inf (a sum that overflows only sends finite inputs to the
-        // direct kernels); one short dependency chain per row
-        const reg row = V::add(V::add(d[i][0], d[i][1]), V::add(d[i][2], d[i][3]));
-        finite[i] = V::fma(row, zero, finite[i]);
-      }
+    if (rows_whole && c0 <= 2 * t && c1 >= 2 * t + 4) {
+      winograd_input_tile<true>(a, xt, vt, 0, 4, 0, 4, finite);
+    } else {
+      winograd_input_tile<false>(a, xt, vt, r0, r1, c0 - 2 * t, c1 - 2 * t, finite);
     }
   }
   return all_zero(V::add(V::add(finite[0], finite[1]), V::add(finite[2], finite[3])));
