@@ -876,24 +876,26 @@ def test_complex_on_real_kernels(isa, layout, case, dtype):
 
 # Packed weights are kept between calls (WeightCache in csrc/cpu/fast_paths.cpp): a result must
 # follow every change of the weights, and equal, bit for bit, what packing afresh gives.
-# (kind, weight size, stride): Winograd (3x3 over >= 32 tiles), Winograd of 3x3 sub-kernels
-# (5x5), direct 4x4, a stride-2 input gradient (per-phase packs), float64 direct.
-PACK_CASES = [("winograd", 3, 1, torch.float32), ("winograd_nested", 5, 1, torch.float32),
-              ("direct", 4, 1, torch.float32), ("phases", 3, 2, torch.float32),
-              ("float64", 3, 1, torch.float64)]
+# (kind, weight size, stride, dtype, groups): Winograd (3x3 over >= 32 tiles), Winograd of 3x3
+# sub-kernels (5x5), direct 4x4, a stride-2 input gradient (per-phase packs), float64 direct,
+# depthwise (its input gradient keeps rotated taps per phase).
+PACK_CASES = [("winograd", 3, 1, torch.float32, 1), ("winograd_nested", 5, 1, torch.float32, 1),
+              ("direct", 4, 1, torch.float32, 1), ("phases", 3, 2, torch.float32, 1),
+              ("float64", 3, 1, torch.float64, 1), ("depthwise", 3, 1, torch.float32, 16),
+              ("depthwise_phases", 3, 2, torch.float32, 16)]
 
 
-def _packed_results(x, w, gy, R, stride):
+def _packed_results(x, w, gy, R, stride, groups=1):
     pad = [R // 2, R // 2]
-    y = ops.conv2d(x, w, None, [stride, stride], pad, [1, 1], 1)
-    gi = ops.conv2d_grad_input(gy, w, list(x.shape), [stride, stride], pad, [1, 1], 1)
+    y = ops.conv2d(x, w, None, [stride, stride], pad, [1, 1], groups)
+    gi = ops.conv2d_grad_input(gy, w, list(x.shape), [stride, stride], pad, [1, 1], groups)
     return y, gi
 
 
-def _check_packed(x, w, gy, R, stride):
-    y, gi = _packed_results(x, w, gy, R, stride)
+def _check_packed(x, w, gy, R, stride, groups=1):
+    y, gi = _packed_results(x, w, gy, R, stride, groups)
     xr, wr = x.double().requires_grad_(), w.double()
-    y64 = F.conv2d(xr, wr, None, stride, R // 2)
+    y64 = F.conv2d(xr, wr, None, stride, R // 2, 1, groups)
     (gi64,) = torch.autograd.grad(y64, xr, gy.double())
     tol = dict(rtol=1e-4, atol=1e-4) if x.dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(y.double(), y64.detach(), **tol)
@@ -901,32 +903,50 @@ def _check_packed(x, w, gy, R, stride):
     return y, gi
 
 
-@pytest.mark.parametrize("kind,R,stride,dtype", PACK_CASES, ids=[c[0] for c in PACK_CASES])
-def test_packed_weights_follow_the_weights(isa, kind, R, stride, dtype):
+@pytest.mark.parametrize("kind,R,stride,dtype,groups", PACK_CASES,
+                         ids=[c[0] for c in PACK_CASES])
+def test_packed_weights_follow_the_weights(isa, kind, R, stride, dtype, groups):
     gen = torch.Generator().manual_seed(11)
+    cpg = 16 // groups
     x = torch.randn(2, 16, 14, 14, generator=gen, dtype=dtype)
-    w = torch.randn(16, 16, R, R, generator=gen, dtype=dtype)
-    y_shape = F.conv2d(x, w, None, stride, R // 2).shape
+    w = torch.randn(16, cpg, R, R, generator=gen, dtype=dtype)
+    y_shape = F.conv2d(x, w, None, stride, R // 2, 1, groups).shape
     gy = torch.randn(y_shape, generator=gen, dtype=dtype)
-    first = _check_packed(x, w, gy, R, stride)
-    again = _packed_results(x, w, gy, R, stride)  # served from the kept packing
+    args = (R, stride, groups)
+    first = _check_packed(x, w, gy, *args)
+    again = _packed_results(x, w, gy, *args)  # served from the kept packing
     for a, b in zip(first, again):
         assert torch.equal(a, b)
     with torch.no_grad():
         w.mul_(-0.5)  # in place: the version counter moves
-    _check_packed(x, w, gy, R, stride)
+    _check_packed(x, w, gy, *args)
     w.data.add_(0.25)  # through .data: the version counter does not move, the values do
-    _check_packed(x, w, gy, R, stride)
+    _check_packed(x, w, gy, *args)
     w2 = w.detach().clone().contiguous(memory_format=torch.channels_last)  # same values, new
-    for a, b in zip(_packed_results(x, w, gy, R, stride), _packed_results(x, w2, gy, R, stride)):
+    for a, b in zip(_packed_results(x, w, gy, *args), _packed_results(x, w2, gy, *args)):
         assert torch.equal(a, b)
     # two views of one storage at different offsets
-    both = torch.randn(32, 16, R, R, generator=gen, dtype=dtype)
-    _check_packed(x, both[:16], gy, R, stride)
-    _check_packed(x, both[16:], gy, R, stride)
+    both = torch.randn(32, cpg, R, R, generator=gen, dtype=dtype)
+    _check_packed(x, both[:16], gy, *args)
+    _check_packed(x, both[16:], gy, *args)
     # freed weights: a new tensor may get the same memory, never the old packing
     for _ in range(3):
-        _check_packed(x, torch.randn(16, 16, R, R, generator=gen, dtype=dtype), gy, R, stride)
+        _check_packed(x, torch.randn(16, cpg, R, R, generator=gen, dtype=dtype), gy, *args)
+
+
+def test_depthwise_grad_input_packs_per_geometry(isa):
+    """One depthwise weight through input gradients of other paddings and strides, in turns:
+    each finds the taps its own phases select (kept per geometry), never another's."""
+    gen = torch.Generator().manual_seed(19)
+    w = torch.randn(24, 1, 3, 3, generator=gen)
+    for stride, pad in ((1, 1), (1, 0), (2, 1), (1, 1), (2, 0), (1, 0)):
+        x = torch.randn(2, 24, 11, 12, generator=gen)
+        gy = torch.randn(F.conv2d(x, w, None, stride, pad, 1, 24).shape, generator=gen)
+        gi = ops.conv2d_grad_input(gy, w, list(x.shape), [stride, stride], [pad, pad], [1, 1], 24)
+        xr = x.double().requires_grad_()
+        (gi64,) = torch.autograd.grad(F.conv2d(xr, w.double(), None, stride, pad, 1, 24), xr,
+                                      gy.double())
+        torch.testing.assert_close(gi.double(), gi64, rtol=1e-5, atol=1e-5)
 
 
 def test_packed_weights_per_output_layout(isa):

@@ -383,7 +383,7 @@ class WeightCache {
 // What a cached packing is (the first entry of `what`).
 enum : int64_t {
   kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy, kPackBf16,
-  kPackBf16Depthwise, kPackDepthwise
+  kPackBf16Depthwise, kPackDepthwise, kPackDepthwiseGradInput
 };
 // The kernel table (ISA and element type) a packing was made for.
 template <typename T>
@@ -1106,20 +1106,22 @@ constexpr int64_t kDwPrefetchBytes = int64_t(1) << 20;
 // Per-worker scratch of the channel-vectorised depthwise kernel's NCHW output (see below).
 constexpr int64_t kDwScratchBytes = int64_t(512) << 10;
 
-// Depthwise convolution with per-channel taps wk (C, R, S) and an optional bias (C). wk is a
-// view of `weight` where that is given: its packing is then kept between calls (a few ATen ops
-// per call otherwise, ~5% of MBv2 dw 7x7 x 960).
-template <typename T>
-void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const at::Tensor& wk,
+// Depthwise convolution with per-channel taps taps() (C, R, S) and an optional bias (C). The
+// taps are read from `weight` (the op's weight tensor) as `key` says (a cache key: the kind
+// of packing and what selects the taps): their packing is kept between calls (a few ATen ops
+// per call otherwise: ~5% of MBv2 dw 7x7 x 960 forward, ~25% of its input gradient, whose
+// taps are a rotated selection).
+template <typename T, typename Taps>
+void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Taps& taps,
                    const std::optional<at::Tensor>& bias, const Out<T>& y,
-                   const at::Tensor* weight = nullptr) {
+                   const at::Tensor& weight, std::vector<int64_t> key) {
   if (use_plane(kt, x, y.sc, y.C, sp, y.H, y.W)) {
-    run_depthwise_planes(kt, x, sp, wk, bias, y);
+    run_depthwise_planes(kt, x, sp, taps(), bias, y);
     return;
   }
-  const auto pack = [&](bool) { return pack_depthwise(wk, kt->vec_lanes); };
-  const at::Tensor wpacked =
-      weight ? weight_cache().get(*weight, {kPackDepthwise, table_id(kt)}, pack) : pack(false);
+  const auto pack = [&](bool) { return pack_depthwise(taps(), kt->vec_lanes); };
+  key.push_back(table_id(kt));
+  const at::Tensor wpacked = weight_cache().get(weight, std::move(key), pack);
   const std::vector<T> bpacked = pack_bias<T>(bias, 1, x.C, kt->vec_lanes);
   const T* wpack = wpacked.const_data_ptr<T>();
   const T* bpack = bias_data(bpacked);
@@ -2255,7 +2257,8 @@ bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
   sp.planar_out = planar_output(y);
   const at::Tensor w = weight.reshape({sp.G, sp.kpg, sp.cpg, sp.R, sp.S});
   if (sp.cpg == 1 && sp.kpg == 1) {
-    run_depthwise(kt, x, sp, w.reshape({g.out_channels, sp.R, sp.S}), bias, y, &weight);
+    run_depthwise(kt, x, sp, [&] { return w.reshape({g.out_channels, sp.R, sp.S}); }, bias, y,
+                  weight, {kPackDepthwise});
     return true;
   }
   if (use_grouped_planes(kt, x, y, sp)) {
@@ -2334,7 +2337,10 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
         plane_phases.push_back(
             PlanePhase{ps, a, b, Hi, Wi, wc().reshape({g.in_channels, J, JS}).contiguous()});
       } else if (depthwise) {
-        run_depthwise(kt, d, ps, wc().reshape({g.in_channels, J, JS}), std::nullopt, oo);
+        run_depthwise(kt, d, ps, [&] { return wc().reshape({g.in_channels, J, JS}); },
+                      std::nullopt, oo, weight,
+                      {kPackDepthwiseGradInput, a, b, g.stride_h, g.stride_w, g.pad_top,
+                       g.pad_left, g.dilation_h, g.dilation_w});
       } else if (use_grouped_planes(kt, d, oo, ps)) {
         run_grouped_planes(kt, d, ps, wc(), std::nullopt, oo);
       } else if (use_grouped(kt, G, kpg, cpg)) {
