@@ -1149,10 +1149,11 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Ta
   a_scratch.yc = 1, a_scratch.yh = OW * x.C, a_scratch.yw = x.C, a_scratch.stream = 0;
   const int64_t VL = kt->vec_lanes, RS = sp.R * sp.S;
   // 3x3 (the common depthwise kernel) on images that need no prefetch: the taps stay in
-  // registers per channel vector (MBv2 7 x 7 x 960 channels_last forward, AVX-512, medians of
-  // CPU time per call in alternating processes: 0.23 -> 0.20 ms at 2 threads, 0.18 -> 0.16 at
-  // 1; NCHW and AVX2 unchanged within the noise). On prefetched images its channel-vector
-  // order costs: MBv2 56 x 56 x 144 channels_last 3.0-3.1 -> 3.8-5.7 ms.
+  // registers per channel vector (MBv2 7 x 7 x 960, AVX-512, 1 thread, medians of CPU time per
+  // call in alternating processes: channels_last forward 0.18 -> 0.12 ms, input gradient
+  // 0.19 -> 0.13; NCHW 0.28 -> 0.25 and 0.33 -> 0.25). On prefetched images its channel-vector
+  // order costs: MBv2 56 x 56 x 144 channels_last forward about equal, MBv2 dw s2 (112 x 112 x
+  // 96) 2.9-3.5 -> 5.4-6.0 ms.
   const bool taps_in_registers = sp.R == 3 && sp.S == 3 && sp.dh == 1 && sp.dw == 1 &&
                                  (sp.sw == 1 || sp.sw == 2) && !a.prefetch;
   const isa::DepthwiseFn<T> kernel_out =

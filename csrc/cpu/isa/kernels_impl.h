@@ -31,7 +31,6 @@ typedef V::T T;  // element type: float or double
 
 static inline int64_t tc_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t tc_abs(int64_t a) { return a < 0 ? -a : a; }
-static inline int64_t tc_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Loads lanes [0, n) of a vector (n may be >= N: full load; <= 0: zeros).
 static inline V::reg load_k(const T* p, int64_t n) {
@@ -647,18 +646,19 @@ static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
 // Depthwise 3x3, undilated, column stride SW (1 or 2), channels vectorised, output channel
 // stride 1: the same sums as depthwise_pixels (taps inside the input in order, then the bias),
 // with the loops turned round. Per channel vector the nine tap vectors stay in registers
-// while the task's pixels pass; a tile of DW3_NP pixels loads each input column of a row once
-// for the (up to) three taps that read it. depthwise_pixels reloads the taps per pixel tile
-// and runs runtime tap loops, which cost most on small images where border pixels are many
-// (fast_paths.cpp run_depthwise says where each is used).
+// while the task's pixels pass, a row at a time in tiles of up to DW3_NP pixels; a tile loads
+// each input column of a window row once for the (up to) three taps that read it, and skips
+// the columns and rows in the padding (which skips exactly the taps each pixel skips).
+// depthwise_pixels reloads the taps per pixel tile, runs runtime tap loops and takes border
+// pixels one at a time, which costs most on small images (fast_paths.cpp run_depthwise says
+// where each is used).
 
-// Output pixels [ow, ow + NP) of one row: x = the tile's input origin (row 0 of the window,
-// column of pixel ow's first tap), rows [rlo, rhi) of the window inside the input, column
-// taps [slo, shi) (NP == 1 only: border pixels).
+// Output pixels [0, NP) of a tile: x = the input at the first pixel's window origin; window
+// rows [rlo, rhi) and the tile's input columns [clo, chi) lie inside the input.
 template <int SW, int NP, bool FULL>
 static inline void dw3_tile(const DepthwiseArgs* a, const T* x, T* y, const V::reg* w,
-                            const V::reg& b, bool bias, int64_t rlo, int64_t rhi, int64_t slo,
-                            int64_t shi, int cvalid) {
+                            const V::reg& b, bool bias, int64_t rlo, int64_t rhi, int64_t clo,
+                            int64_t chi, int cvalid) {
   typedef V::reg reg;
   reg acc[NP];
   TC_UNROLL for (int p = 0; p < NP; ++p) acc[p] = V::zero();
@@ -667,7 +667,7 @@ static inline void dw3_tile(const DepthwiseArgs* a, const T* x, T* y, const V::r
     if (r < rlo || r >= rhi) continue;
     const T* xr = x + r * a->xh;
     TC_UNROLL for (int j = 0; j < kCols; ++j) {
-      if (NP == 1 && (j < slo || j >= shi)) continue;
+      if (j < clo || j >= chi) continue;
       const reg xv = FULL ? V::load(xr + j * a->xw) : V::load_n(xr + j * a->xw, cvalid);
       // pixel p reads column j through tap s = j - p*SW: for each p, s rises with j (in order)
       TC_UNROLL for (int s = 0; s < 3; ++s) {
@@ -687,6 +687,22 @@ static inline void dw3_tile(const DepthwiseArgs* a, const T* x, T* y, const V::r
   }
 }
 
+// A tile of np (< NP) pixels: the tile of that size.
+template <int SW, int NP, bool FULL>
+struct Dw3Dispatch {
+  static void run(int np, const DepthwiseArgs* a, const T* x, T* y, const V::reg* w,
+                  const V::reg& b, bool bias, int64_t rlo, int64_t rhi, int64_t clo,
+                  int64_t chi, int cvalid) {
+    if (np == NP - 1) dw3_tile<SW, NP - 1, FULL>(a, x, y, w, b, bias, rlo, rhi, clo, chi, cvalid);
+    else Dw3Dispatch<SW, NP - 1, FULL>::run(np, a, x, y, w, b, bias, rlo, rhi, clo, chi, cvalid);
+  }
+};
+template <int SW, bool FULL>
+struct Dw3Dispatch<SW, 1, FULL> {
+  static void run(int, const DepthwiseArgs*, const T*, T*, const V::reg*, const V::reg&, bool,
+                  int64_t, int64_t, int64_t, int64_t, int) {}
+};
+
 // One channel vector (c0, cvalid channels of it) over output pixels [p0, p1) of an image.
 template <int SW, bool FULL>
 static void dw3_vector(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
@@ -697,10 +713,6 @@ static void dw3_vector(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
   TC_UNROLL for (int t = 0; t < 9; ++t) w[t] = V::load(wc + t * V::N);
   const reg b = bias ? V::load(bias + c0) : V::zero();
   const int64_t OW = a->OW;
-  // interior columns [in_lo, in_hi): ow*SW >= left and ow*SW + 2 <= left + W - 1
-  const int64_t in_lo = (a->left + SW - 1) / SW;
-  const int64_t lim = a->left + a->W - 3;
-  const int64_t in_hi = lim < 0 ? 0 : lim / SW + 1;
   for (int64_t p = p0; p < p1;) {
     const int64_t oh = p / OW, ow_a = p % OW, ow_b = tc_min(OW, ow_a + (p1 - p));
     const int64_t ih0 = oh * a->sh;
@@ -708,25 +720,19 @@ static void dw3_vector(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
     dw_tap_range(ih0, 3, 1, a->top, a->H, &rlo, &rhi);
     const T* xrow = x + ih0 * a->xh + c0;
     T* yrow = y + oh * a->yh + c0;
-    const int64_t lo = tc_min(ow_b, tc_max(in_lo, ow_a));
-    const int64_t hi = tc_max(lo, tc_min(in_hi, ow_b));
-    int64_t ow = ow_a;
-    const auto border = [&](int64_t o) {
-      int64_t slo, shi;
-      dw_tap_range(o * SW, 3, 1, a->left, a->W, &slo, &shi);
-      dw3_tile<SW, 1, FULL>(a, xrow + o * SW * a->xw, yrow + o * a->yw, w, b, bias, rlo, rhi,
-                            slo, shi, cvalid);
-    };
-    for (; ow < lo; ++ow) border(ow);
-    for (; ow + DW3_NP <= hi; ow += DW3_NP) {
-      dw3_tile<SW, DW3_NP, FULL>(a, xrow + ow * SW * a->xw, yrow + ow * a->yw, w, b, bias, rlo,
-                                 rhi, 0, 3, cvalid);
+    for (int64_t ow = ow_a; ow < ow_b; ow += DW3_NP) {
+      const int np = (int)tc_min(DW3_NP, ow_b - ow);
+      // the tile's input columns inside the input: ow*SW + j in [left, left + W)
+      const int64_t clo = a->left - ow * SW, chi = a->left + a->W - ow * SW;
+      const T* xt = xrow + ow * SW * a->xw;
+      T* yt = yrow + ow * a->yw;
+      if (np == DW3_NP) {
+        dw3_tile<SW, DW3_NP, FULL>(a, xt, yt, w, b, bias, rlo, rhi, clo, chi, cvalid);
+      } else {
+        Dw3Dispatch<SW, DW3_NP, FULL>::run(np, a, xt, yt, w, b, bias, rlo, rhi, clo, chi,
+                                           cvalid);
+      }
     }
-    for (; ow < hi; ++ow) {
-      dw3_tile<SW, 1, FULL>(a, xrow + ow * SW * a->xw, yrow + ow * a->yw, w, b, bias, rlo, rhi,
-                            0, 3, cvalid);
-    }
-    for (; ow < ow_b; ++ow) border(ow);
     p += ow_b - ow_a;
   }
 }
