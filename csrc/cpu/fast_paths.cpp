@@ -510,8 +510,8 @@ struct Stager {
   // One or several convolutions over the same input (grad_input phases) share one staged
   // copy covering the union of their windows.
   // unit_channel: the kernel needs channel stride 1. padding_in_place: the kernel
-  // bounds-checks windows itself (depthwise), so an input with unit channel stride is never
-  // copied.
+  // bounds-checks windows itself (depthwise, the Winograd input transform), so an input with
+  // unit channel stride is never copied.
   // cache_min_images > 0: chunks of about kStageCacheBytes where those hold at least that many
   // images (fewer would leave threads idle at the end of every chunk: GoogLeNet 5x5, 3 tasks
   // per image, ran 4% slower in chunks of 3 images).

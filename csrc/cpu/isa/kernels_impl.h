@@ -592,6 +592,22 @@ static inline void dw_tap_range(int64_t i0, int64_t taps, int64_t d, int64_t beg
   *lo = l, *hi = h;
 }
 
+// f(oh, ow_a, ow_b, ih0, rlo, rhi) for each output row's segment [ow_a, ow_b) among the
+// pixels [p0, p1) of an image: ih0 = the first padded input row of its windows, whose rows
+// [rlo, rhi) lie inside the input.
+template <typename F>
+static inline void dw_row_segments(const DepthwiseArgs* a, int64_t p0, int64_t p1, const F& f) {
+  const int64_t OW = a->OW;
+  for (int64_t p = p0; p < p1;) {
+    const int64_t oh = p / OW, ow_a = p % OW, ow_b = tc_min(OW, ow_a + (p1 - p));
+    const int64_t ih0 = oh * a->sh;
+    int64_t rlo, rhi;
+    dw_tap_range(ih0, a->R, a->dh, a->top, a->H, &rlo, &rhi);
+    f(oh, ow_a, ow_b, ih0, rlo, rhi);
+    p += ow_b - ow_a;
+  }
+}
+
 // Row by row: the interior segment of a row (every column tap inside the input) in tiles of
 // DW_NP pixels, the border pixels one at a time with their own valid column taps; rows whose
 // windows cross the top / bottom border use their valid row taps.
@@ -599,16 +615,13 @@ static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
                              const T* wpack, const T* bias, int64_t p0, int64_t p1) {
   const T* xp[DW_NP];
   T* yp[DW_NP];
-  const int64_t OW = a->OW, ext_w = (a->S - 1) * a->dw;
+  const int64_t ext_w = (a->S - 1) * a->dw;
   // interior columns: ow*sw >= left and ow*sw + ext_w <= left + W - 1
   const int64_t in_lo = (a->left + a->sw - 1) / a->sw;
   const int64_t lim = a->left + a->W - 1 - ext_w;
   const int64_t in_hi = lim < 0 ? 0 : lim / a->sw + 1;  // exclusive
-  for (int64_t p = p0; p < p1;) {
-    const int64_t oh = p / OW, ow_a = p % OW, ow_b = tc_min(OW, ow_a + (p1 - p));
-    const int64_t ih0 = oh * a->sh;
-    int64_t rng[4] = {0, a->R, 0, a->S};
-    dw_tap_range(ih0, a->R, a->dh, a->top, a->H, &rng[0], &rng[1]);
+  dw_row_segments(a, p0, p1, [&](int64_t oh, int64_t ow_a, int64_t ow_b, int64_t ih0,
+                                 int64_t rlo, int64_t rhi) {
     const T* xrow = x + ih0 * a->xh;
     T* yrow = y + oh * a->yh;
     const int64_t lo = tc_min(ow_b, in_lo > ow_a ? in_lo : ow_a);
@@ -617,7 +630,7 @@ static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
     for (int64_t ow = ow_a; ow < ow_b; ++ow) {
       if (ow == lo && hi > lo) {  // the interior segment
         int np = 0;
-        int64_t full[4] = {rng[0], rng[1], 0, a->S};
+        int64_t full[4] = {rlo, rhi, 0, a->S};
         for (int64_t o = lo; o < hi; ++o) {
           xp[np] = xrow + o * a->sw * a->xw;
           yp[np] = yrow + o * a->yw;
@@ -631,14 +644,13 @@ static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
         continue;
       }
       const int64_t iw0 = ow * a->sw;
-      int64_t r1[4] = {rng[0], rng[1], 0, a->S};
+      int64_t r1[4] = {rlo, rhi, 0, a->S};
       dw_tap_range(iw0, a->S, a->dw, a->left, a->W, &r1[2], &r1[3]);
       xp[0] = xrow + iw0 * a->xw;
       yp[0] = yrow + ow * a->yw;
       dw_tile<1>(a, xp, yp, wpack, bias, r1);
     }
-    p += ow_b - ow_a;
-  }
+  });
   if (a->stream) V::fence();
 }
 
@@ -687,7 +699,7 @@ static inline void dw3_tile(const DepthwiseArgs* a, const T* x, T* y, const V::r
   }
 }
 
-// A tile of np (< NP) pixels: the tile of that size.
+// A tile of np (< NP) pixels: the tile of that size (the largest first).
 template <int SW, int NP, bool FULL>
 struct Dw3Dispatch {
   static void run(int np, const DepthwiseArgs* a, const T* x, T* y, const V::reg* w,
@@ -712,29 +724,18 @@ static void dw3_vector(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
   const T* wc = wpack + c0 * 9;  // [C / VL][3][3][VL]: vector c0 / VL
   TC_UNROLL for (int t = 0; t < 9; ++t) w[t] = V::load(wc + t * V::N);
   const reg b = bias ? V::load(bias + c0) : V::zero();
-  const int64_t OW = a->OW;
-  for (int64_t p = p0; p < p1;) {
-    const int64_t oh = p / OW, ow_a = p % OW, ow_b = tc_min(OW, ow_a + (p1 - p));
-    const int64_t ih0 = oh * a->sh;
-    int64_t rlo, rhi;
-    dw_tap_range(ih0, 3, 1, a->top, a->H, &rlo, &rhi);
+  dw_row_segments(a, p0, p1, [&](int64_t oh, int64_t ow_a, int64_t ow_b, int64_t ih0,
+                                 int64_t rlo, int64_t rhi) {
     const T* xrow = x + ih0 * a->xh + c0;
     T* yrow = y + oh * a->yh + c0;
     for (int64_t ow = ow_a; ow < ow_b; ow += DW3_NP) {
       const int np = (int)tc_min(DW3_NP, ow_b - ow);
       // the tile's input columns inside the input: ow*SW + j in [left, left + W)
       const int64_t clo = a->left - ow * SW, chi = a->left + a->W - ow * SW;
-      const T* xt = xrow + ow * SW * a->xw;
-      T* yt = yrow + ow * a->yw;
-      if (np == DW3_NP) {
-        dw3_tile<SW, DW3_NP, FULL>(a, xt, yt, w, b, bias, rlo, rhi, clo, chi, cvalid);
-      } else {
-        Dw3Dispatch<SW, DW3_NP, FULL>::run(np, a, xt, yt, w, b, bias, rlo, rhi, clo, chi,
-                                           cvalid);
-      }
+      Dw3Dispatch<SW, DW3_NP + 1, FULL>::run(np, a, xrow + ow * SW * a->xw, yrow + ow * a->yw,
+                                             w, b, bias, rlo, rhi, clo, chi, cvalid);
     }
-    p += ow_b - ow_a;
-  }
+  });
 }
 
 template <int SW>
