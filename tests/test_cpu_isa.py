@@ -283,6 +283,53 @@ def test_winograd(isa, case, layout):
             assert not torch.equal(ours, other)
 
 
+# The stride-2 form (forward of undilated 3x3 stride-2 layers, 25 products per 2x2 output tile):
+# (N, C, H, W, K, padding)
+WINOGRAD_STRIDE2_CASES = [
+    (2, 16, 16, 16, 16, 1),         # exact vector multiples
+    (3, 17, 15, 13, 33, 1),         # odd input sizes (windows past the input), channel tails
+    (1, 20, 19, 18, 24, 0),         # no padding
+    (2, 24, 12, 12, 20, 2),         # padding larger than the window's reach
+    (2, 16, 14, 18, 16, (2, 0)),    # different padding per dimension
+    (1, 64, 18, 16, 128, 1),        # wide GEMM tiles (64 output channels)
+    (2, 300, 12, 12, 20, 1),        # GEMM sums over more than one group of blocks
+    (1, 16, 12, 12, 16, 1),         # 36 tiles, one image
+    (1, 16, 10, 10, 16, 1),         # 25 tiles: the direct kernel
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl", "strided"])
+@pytest.mark.parametrize("case", WINOGRAD_STRIDE2_CASES, ids=[str(c) for c in WINOGRAD_STRIDE2_CASES])
+def test_winograd_stride2(isa, case, layout):
+    """Forward of a 3x3 stride-2 layer on the stride-2 transforms: max error against float64
+    within 1.5x of native float32's or of our direct kernel's, computed differently from the
+    direct kernel from 32 output tiles on (the same below)."""
+    N, C, H, W, K, pd = case
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(N, C, H, W, generator=gen)
+    w = torch.randn(K, C, 3, 3, generator=gen)
+    b = torch.randn(K, generator=gen)
+    if layout == "strided":  # every other column of a wider input, a permuted weight
+        x = torch.randn(N, C, H, 2 * W, generator=gen)[..., ::2]
+        w = torch.randn(C, K, 3, 3, generator=gen).transpose(0, 1)
+    elif layout == "cl":
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+    pads = list(pd) if isinstance(pd, tuple) else [pd, pd]
+    y = ops.conv2d(x, w, b, [2, 2], pads, [1, 1], 1)
+    with winograd_off():
+        direct = ops.conv2d(x, w, b, [2, 2], pads, [1, 1], 1)
+    y64 = F.conv2d(x.double(), w.double(), b.double(), 2, pads)
+    native = F.conv2d(x, w, b, 2, pads)
+    err = (y.double() - y64).abs().max().item()
+    err_native = (native.double() - y64).abs().max().item()
+    err_direct = (direct.double() - y64).abs().max().item()
+    slack = 2.0 if isa == "scalar" else 1.5
+    assert err <= slack * max(err_native, err_direct), (err, err_native, err_direct)
+    assert y.stride() == native.stride()
+    tiles = N * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)
+    assert torch.equal(y, direct) == (tiles < 32)
+
+
 def test_winograd_needs_32_tiles(isa):
     """Below 32 output tiles the weight transform does not pay: the direct kernels run."""
     gen = torch.Generator().manual_seed(5)
@@ -316,6 +363,10 @@ def test_winograd_nan_inf_fall_back_to_direct(isa, layout):
         (ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1), F.conv2d(x, w, None, 1, 1)),
         (ops.conv2d(finite_x, w_inf, None, [1, 1], [1, 1], [1, 1], 1),
          F.conv2d(finite_x, w_inf, None, 1, 1)),
+        # the stride-2 form (72 tiles)
+        (ops.conv2d(x, w, None, [2, 2], [1, 1], [1, 1], 1), F.conv2d(x, w, None, 2, 1)),
+        (ops.conv2d(finite_x, w_inf, None, [2, 2], [1, 1], [1, 1], 1),
+         F.conv2d(finite_x, w_inf, None, 2, 1)),
         (ops.conv2d_grad_input(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1),
          torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False,
                                              [0, 0], 1, [True, False, False])[0]),
@@ -901,6 +952,18 @@ def _check_packed(x, w, gy, R, stride, groups=1):
     torch.testing.assert_close(y.double(), y64.detach(), **tol)
     torch.testing.assert_close(gi.double(), gi64, **tol)
     return y, gi
+
+
+def test_winograd_packings_per_stride(isa):
+    """One 3x3 weight through the stride-1 and the stride-2 Winograd forms in turn: each form
+    keeps its own transformed weights (16 and 25 values per 3x3 kernel)."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 16, 14, 14, generator=gen)  # 98 tiles at stride 1, 32 at stride 2
+    w = torch.randn(16, 16, 3, 3, generator=gen)
+    for stride in (1, 2, 1, 2):
+        y = ops.conv2d(x, w, None, [stride, stride], [1, 1], [1, 1], 1)
+        y64 = F.conv2d(x.double(), w.double(), None, stride, 1)
+        torch.testing.assert_close(y.double(), y64, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind,R,stride,dtype,groups", PACK_CASES,

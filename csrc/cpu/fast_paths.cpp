@@ -30,8 +30,10 @@
 //    NaN / inf fall back to the direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride
 //    1, no dilation) as 3x3 sub-kernels over the grid of transformed tiles (run_winograd_nested;
 //    5x5: 64 products per tile instead of 100); the weight gradient of both from 256 tiles
-//    (run_winograd_grad_weight). TORCHCONV_CPU_WINOGRAD=0 (or
-//    _C.set_cpu_winograd(False)) turns it off.
+//    (run_winograd_grad_weight). The forward of undilated 3x3 stride-2 layers with the same
+//    minimums (use_winograd_stride2) runs on a stride-2 sibling of those transforms, 25
+//    products per tile instead of 36. TORCHCONV_CPU_WINOGRAD=0 (or
+//    _C.set_cpu_winograd(False)) turns both off.
 //  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
 //    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
 //    scalars broadcast, weights packed into [group][k-block][r][s][c][KB] panels (kept between
@@ -1467,6 +1469,16 @@ bool use_winograd(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
          OH >= 2 * sp.dh && OW >= 2 * sp.dw && winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
 }
 
+// The forward of a 3x3 stride-2 convolution (undilated; the other conditions as use_winograd)
+// on the stride-2 form (WinogradShape): 25 products per 2x2 output tile instead of 36.
+template <typename T>
+bool use_winograd_stride2(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
+  return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
+         sp.G == 1 && sp.R == 3 && sp.S == 3 && sp.sh == 2 && sp.sw == 2 && sp.dh == 1 &&
+         sp.dw == 1 && sp.cpg >= 16 && sp.kpg >= 16 && OH >= 2 && OW >= 2 &&
+         winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
+}
+
 // The 16 planes of the transformed inputs, products and weights lie a multiple of 4 KiB plus
 // one cache line apart: planes a power of two apart map to the same cache sets, and the
 // transforms touch all 16 at once (packing 512 x 512 weights: 10-11 ms -> 5-7 ms).
@@ -1505,15 +1517,41 @@ at::Tensor winograd_sub_kernels(const at::Tensor& w) {
   return sub;
 }
 
-// Packed as [16][nKB][nsub][C][KB] (nsub = nr * ns sub-kernels; 1 for 3x3).
+// The transforms of a Winograd convolution: F(2x2, 3x3) for stride 1, or its stride-2 sibling
+// (isa::WinogradStride2 in kernels_impl.h: 3x3, undilated, 25 products per tile instead of the
+// direct kernel's 36). Both make 2x2 output tiles.
+struct WinogradShape {
+  int64_t positions;  // transformed values (GEMMs) per tile
+  int64_t window;     // input window extent (rows and columns)
+  int64_t step;       // input pixels from one tile's window to the next one's
+};
+WinogradShape winograd_shape(const Spec& sp) {
+  return sp.sh == 2 ? WinogradShape{25, 5, 4} : WinogradShape{16, 4, 2};
+}
+template <typename T>
+struct WinogradForm : WinogradShape {
+  isa::WinogradInputFn<T> input;
+  isa::WinogradOutputFn<T> output;
+  isa::WinogradWeightFn<T> weights;
+  WinogradForm(const Table<T>* kt, const Spec& sp) : WinogradShape(winograd_shape(sp)) {
+    const bool s2 = positions == 25;
+    input = s2 ? kt->winograd_s2_input : kt->winograd_input;
+    output = s2 ? kt->winograd_s2_output : kt->winograd_output;
+    weights = s2 ? kt->winograd_s2_weights : kt->winograd_weights;
+  }
+};
+
+// Packed as [positions][nKB][nsub][C][KB] (nsub = nr * ns sub-kernels; 1 for 3x3).
 template <typename T>
 at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, const Spec& sp,
                          int64_t KB, bool owned) {
+  const WinogradForm<T> form(kt, sp);
   const int64_t K = sp.kpg, C = sp.cpg, nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
   const int64_t nKB = ceil_div(K, KB), plane = winograd_plane(nKB * nsub * C * KB);
-  at::Tensor buf = owned ? at::empty({16 * plane * int64_t(sizeof(T))},
+  const int64_t P = form.positions;
+  at::Tensor buf = owned ? at::empty({P * plane * int64_t(sizeof(T))},
                                      at::TensorOptions().dtype(at::kByte))
-                         : workspace<T>(Workspace::winograd_weights, 16 * plane);
+                         : workspace<T>(Workspace::winograd_weights, P * plane);
   T* dst = data_of<T>(buf);
   at::Tensor wc;
   bool rotate = ww.rotate;
@@ -1529,8 +1567,8 @@ at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, const Sp
   std::atomic<bool> finite{true};
   for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
     for (int64_t j = 0; j < nsub; ++j) {
-      if (!kt->winograd_weights(&a, w + kb * KB * ls + 9 * j, std::min(KB, K - kb * KB), c0,
-                                c1, dst + (kb * nsub + j) * C * KB)) {
+      if (!form.weights(&a, w + kb * KB * ls + 9 * j, std::min(KB, K - kb * KB), c0, c1,
+                        dst + (kb * nsub + j) * C * KB)) {
         finite.store(false, std::memory_order_relaxed);
       }
     }
@@ -1586,13 +1624,14 @@ struct WinogradTiling {
 // windows lie inside the input (the others are zero padding, never copied).
 struct WinogradWindows {
   int64_t top, left, H, W, dh, dw;  // input rows [top, top + H) x columns [left, left + W)
+  WinogradShape shape;
   WinogradWindows(const Spec& sp, int64_t H_, int64_t W_)
-      : top(sp.pt), left(sp.pl), H(H_), W(W_), dh(sp.dh), dw(sp.dw) {}
+      : top(sp.pt), left(sp.pl), H(H_), W(W_), dh(sp.dh), dw(sp.dw), shape(winograd_shape(sp)) {}
   // inside[4] for a run of `tiles` tiles whose first window starts at padded (row, col)
   // (see isa::WinogradInputFn).
   void inside(int64_t row, int64_t col, int64_t tiles, int64_t* in) const {
-    positions(row, dh, top, H, 4, in);
-    positions(col, dw, left, W, 2 * tiles + 2, in + 2);
+    positions(row, dh, top, H, shape.window, in);
+    positions(col, dw, left, W, shape.step * (tiles - 1) + shape.window, in + 2);
   }
   // Positions k in [0, n) at first + k * step inside [lo, lo + size): [range[0], range[1]).
   static void positions(int64_t first, int64_t step, int64_t lo, int64_t size, int64_t n,
@@ -1610,11 +1649,14 @@ struct WinogradWindows {
 template <typename T>
 struct WinogradStore {
   const Table<T>* kt;
+  isa::WinogradOutputFn<T> output;
   isa::WinogradArgs in_place, buffered;
   int64_t K, Kp, sc, sw;  // output channels (stored / per tile) and strides (channel, column)
-  WinogradStore(const Table<T>* kt_, const isa::WinogradArgs& wa, int64_t run_tiles,
-                int64_t K_, int64_t Kp_, int64_t sc_, int64_t sw_)
-      : kt(kt_), in_place(wa), buffered(wa), K(K_), Kp(Kp_), sc(sc_), sw(sw_) {
+  WinogradStore(const Table<T>* kt_, isa::WinogradOutputFn<T> output_,
+                const isa::WinogradArgs& wa, int64_t run_tiles, int64_t K_, int64_t Kp_,
+                int64_t sc_, int64_t sw_)
+      : kt(kt_), output(output_), in_place(wa), buffered(wa), K(K_), Kp(Kp_), sc(sc_),
+        sw(sw_) {
     buffered.yh = 2 * run_tiles * Kp, buffered.yw = Kp;
   }
   static int64_t buffer_elems(int64_t run_tiles, int64_t Kp, int64_t sc) {
@@ -1625,10 +1667,10 @@ struct WinogradStore {
   void operator()(const T* m, int64_t run, const T* bias, int64_t rows, int64_t cols, T* y,
                   T* buf) const {
     if (sc == 1) {
-      kt->winograd_output(&in_place, m, run, bias, rows, cols, y);
+      output(&in_place, m, run, bias, rows, cols, y);
       return;
     }
-    kt->winograd_output(&buffered, m, run, bias, rows, cols, buf);
+    output(&buffered, m, run, bias, rows, cols, buf);
     for (int64_t r = 0; r < rows; ++r) {
       const T* src = buf + r * buffered.yh;
       T* dst = y + r * in_place.yh;
@@ -1647,9 +1689,11 @@ struct WinogradStore {
 template <typename T>
 struct WinogradPanels {
   bool wide;
+  int64_t positions;
   int64_t K, KB, nKB, Kp, NP, panel, uplane;  // panel: one k-block's [nsub][C][KB]
   at::Tensor U;
-  WinogradPanels(const Table<T>* kt, const Spec& sp, const WinogradWeights& ww) : K(sp.kpg) {
+  WinogradPanels(const Table<T>* kt, const Spec& sp, const WinogradWeights& ww)
+      : positions(winograd_shape(sp).positions), K(sp.kpg) {
     const int64_t nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
     const Spec gemm_sp{16, sp.cpg, sp.kpg, (sp.R - 1) / 2, (sp.S - 1) / 2, 1, 1, 1, 1, 0, 0};
     wide = use_wide(kt, gemm_sp);
@@ -1657,16 +1701,18 @@ struct WinogradPanels {
     NP = wide ? kt->wide_pixel_block : kt->pixel_block;
     panel = nsub * sp.cpg * KB, uplane = winograd_plane(nKB * panel);
     U = weight_cache().get(*ww.weight,
-                           {kPackWinograd, ww.rotate, table_id(kt), KB, sp.kpg, sp.cpg},
+                           {kPackWinograd, positions, ww.rotate, table_id(kt), KB, sp.kpg,
+                            sp.cpg},
                            [&](bool owned) { return pack_winograd(kt, ww, sp, KB, owned); });
   }
-  // The 16 GEMMs of a task: products m (16 planes ms apart, output pixels of ga) of the
-  // transformed inputs v (16 planes vs apart) with U, output pixels [0, pixels).
+  // The GEMMs of a task, one per transform position: products m (planes ms apart, output
+  // pixels of ga) of the transformed inputs v (planes vs apart) with U, output pixels
+  // [0, pixels).
   void multiply(const Table<T>* kt, const isa::DirectArgs& ga, const T* v, int64_t vs, T* m,
                 int64_t ms, int64_t pixels) const {
     const isa::DirectFn<T> gemm = wide ? kt->direct_wide : kt->direct;
     const T* up = data_of<T>(U);
-    for (int64_t xi = 0; xi < 16; ++xi) {
+    for (int64_t xi = 0; xi < positions; ++xi) {
       for (int64_t kb = 0; kb < nKB; ++kb) {
         gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * uplane + kb * panel, nullptr,
              std::min(KB, K - kb * KB), 0, pixels);
@@ -1713,27 +1759,32 @@ template <typename T>
 bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                          const WinogradWeights& ww, const T* bias, const Out<T>& y);
 
-// y = the convolution sp (use_winograd) of x with weights ww, plus the bias (K elements, or
-// null). Returns false, with y partly written, where a transformed weight or input is not
+// y = the convolution sp (use_winograd or use_winograd_stride2) of x with weights ww, plus the
+// bias (K elements, or null). Returns false, with y partly written, where a transformed weight or input is not
 // finite: the caller then runs the direct kernels, which keep NaN / inf where F.conv2d has them.
 template <typename T>
 bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const WinogradWeights& ww,
                   const T* bias, const Out<T>& y) {
   if (sp.R != 3 || sp.S != 3) return run_winograd_nested(kt, x, sp, ww, bias, y);
   const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W, dh = sp.dh, dw = sp.dw;
+  const WinogradForm<T> form(kt, sp);
+  const int64_t P = form.positions, step = form.step;
   const WinogradPanels<T> wp(kt, sp, ww);
   if (!wp.U.defined()) return false;
   const int64_t Kp = wp.Kp, NP = wp.NP;
   // padding (and past the input, for tiles overhanging an odd phase output size) is not
   // copied: the input transform reads zeros there
+  // (staged NCHW input: in cache-sized chunks of images, read back from cache by the input
+  // transform; R50 3x3 stride 2 NCHW forward, 2 threads: 20.6 -> 16.4 ms of CPU per call,
+  // 64 channels at stride 1: 13.7 -> 11.5-12.0, smaller images unchanged)
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, 0,
-            /*padding_in_place=*/true);
+            /*padding_in_place=*/true, /*cache_min_images=*/1);
   const WinogradWindows win(sp, x.H, x.W);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw);
   const int64_t per_image = tl.per_image;
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
   // evenly.
-  const int64_t tmax = std::max(NP, wp.max_tiles(16 * (C + Kp) * int64_t(sizeof(T))));
+  const int64_t tmax = std::max(NP, wp.max_tiles(P * (C + Kp) * int64_t(sizeof(T))));
   const int64_t chunk_tiles = std::min(st.chunk, x.N) * per_image;
   const int64_t threads = at::get_num_threads();
   int64_t chunk_tasks = ceil_div(chunk_tiles, tmax);
@@ -1741,26 +1792,25 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   const int64_t Tt = ceil_div(chunk_tiles, chunk_tasks);
   const int64_t row_tiles = std::min(Tt, tl.max_tw);  // tiles of a run (one row of tiles)
   const int64_t vs = winograd_plane(Tt * C), ms = winograd_plane(Tt * Kp);
-  const int64_t scratch =
-      16 * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, Kp, y.sc);
+  const int64_t scratch = P * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, Kp, y.sc);
   const isa::DirectArgs ga{C, 1, 1, /*OW=*/Tt, 1, 1, 1, 1, /*xc=*/1, /*xh=*/0, /*xw=*/C,
                            /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, kWinogradBlock};
   const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, ms, Kp, dh * y.sh, dw * y.sw};
-  const WinogradStore<T> store(kt, wa, row_tiles, K, Kp, y.sc, y.sw * dw);
+  const WinogradStore<T> store(kt, form.output, wa, row_tiles, K, Kp, y.sc, y.sw * dw);
   const auto tasks_of = [&](int64_t nb) { return ceil_div(nb * per_image, Tt); };
   return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
                                                           T* v) {
-    T* m = v + 16 * vs;
-    T* yb = m + 16 * ms;
+    T* m = v + P * vs;
+    T* yb = m + P * ms;
     const int64_t t0 = task * Tt,
                   t1 = std::min(std::min(st.chunk, x.N - n0) * per_image, t0 + Tt);
     bool ok = true;
     tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
                             int64_t tw, int64_t run) {
-      const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
+      const T* xr = x0 + n * st.xn + ph.x_off + step * (th * wa.xh + tw * wa.xw);
       int64_t inside[4];
-      win.inside(ph.row + 2 * th * dh, ph.col + 2 * tw * dw, run, inside);
-      ok &= kt->winograd_input(&wa, xr, run, inside, v + i * C) != 0;
+      win.inside(ph.row + step * th * dh, ph.col + step * tw * dw, run, inside);
+      ok &= form.input(&wa, xr, run, inside, v + i * C) != 0;
     });
     if (!ok) return false;
     wp.multiply(kt, ga, v, vs, m, ms, t1 - t0);
@@ -1793,7 +1843,7 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   if (!wp.U.defined()) return false;
   const int64_t Kp = wp.Kp;
   Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, 0,
-            /*padding_in_place=*/true);
+            /*padding_in_place=*/true, /*cache_min_images=*/1);  // as run_winograd's
   const WinogradWindows win(sp, x.H, x.W);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
   // Rows of tiles per task: as many as the scratch allows, at least one task per thread.
@@ -1809,7 +1859,7 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                            /*xw=*/C, /*yk=*/1, /*yh=*/TW * Kp, /*yw=*/Kp, /*stream=*/0,
                            kWinogradBlock};
   const isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, ms, Kp, y.sh, y.sw};
-  const WinogradStore<T> store(kt, wa, TW, K, Kp, y.sc, y.sw);
+  const WinogradStore<T> store(kt, kt->winograd_output, wa, TW, K, Kp, y.sc, y.sw);
   const auto tasks_of = [&](int64_t nb) { return nb * per_image; };
   return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
                                                           T* v) {
@@ -2273,7 +2323,7 @@ bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
     run_grouped(kt, x, sp, wp.const_data_ptr<T>(), bias_data(bp), y);
     return true;
   }
-  if (use_winograd<T>(sp, y.N, y.H, y.W)) {
+  if (use_winograd<T>(sp, y.N, y.H, y.W) || use_winograd_stride2<T>(sp, y.N, y.H, y.W)) {
     const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
     if (run_winograd(kt, x, sp, WinogradWeights::forward(weight),
                      b.defined() ? b.const_data_ptr<T>() : nullptr, y)) {

@@ -290,6 +290,12 @@ struct KernelTableT {
   WinogradWeightFn<T> winograd_weights;
   WinogradGradOutputFn<T> winograd_grad_output;
   WinogradWeightGradFn<T> winograd_weight_grad;
+  // The same for stride 2 (3x3 taps, no dilation): windows of 5 x 5 inputs, 4 apart, 25
+  // transformed values per tile (xi = 5*i + j), B^T, G and A^T of kernels_impl.h's
+  // WinogradStride2; the products are 25 planes apart as the 16 above.
+  WinogradInputFn<T> winograd_s2_input;
+  WinogradOutputFn<T> winograd_s2_output;
+  WinogradWeightFn<T> winograd_s2_weights;
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
   // result is also written to *sink so the loop cannot be optimised away).
   double (*fma_loop)(int64_t iters, T* sink);

@@ -1536,9 +1536,66 @@ static void transpose_rows(const T* src, int64_t sc, int64_t C, int64_t W, T* ds
 }
 
 // ------------------------------------------------------------------------------------------
-// Winograd F(2x2, 3x3) transforms (see kernel_api.h), one channel vector at a time:
-// B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] and A^T m A with
-// A^T = [1 1 1 0; 0 1 -1 -1] (for cross-correlation: y0 = d0 g0 + d1 g1 + d2 g2).
+// Winograd transforms (see kernel_api.h), one channel vector at a time, for two forms that
+// share everything but their 1-D transforms (applied to rows, then to columns):
+// F(2x2, 3x3), stride 1: B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+// A^T m A with A^T = [1 1 1 0; 0 1 -1 -1] (for cross-correlation: y0 = d0 g0 + d1 g1 + d2 g2).
+// Stride 2: see WinogradStride2.
+
+// F(2, 3): windows of 4 inputs, 2 apart.
+struct WinogradF23 {
+  enum { A = 4, STEP = 2, PREFETCH_LOCALITY = 3 };  // input windows prefetched into L1
+  static inline void input(const V::reg* d, V::reg* t) {
+    t[0] = V::sub(d[0], d[2]);
+    t[1] = V::add(d[1], d[2]);
+    t[2] = V::sub(d[2], d[1]);
+    t[3] = V::sub(d[1], d[3]);
+  }
+  static inline void output(const V::reg* m, V::reg* o) {
+    o[0] = V::add(V::add(m[0], m[1]), m[2]);
+    o[1] = V::sub(V::sub(m[1], m[2]), m[3]);
+  }
+  // G g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (x * 1/2 is exact: fma with zero)
+  static inline void taps(const V::reg* g, V::reg* u) {
+    const V::reg half = V::set1(T(0.5));
+    u[0] = g[0];
+    u[1] = V::fma(V::add(V::add(g[0], g[1]), g[2]), half, V::zero());
+    u[2] = V::fma(V::add(V::sub(g[0], g[1]), g[2]), half, V::zero());
+    u[3] = g[2];
+  }
+};
+
+// Stride 2, 2 outputs of 3 taps from a window of 5 inputs, 4 apart: y0 = g0 d0 + g1 d1 + g2 d2,
+// y1 = g0 d2 + g1 d3 + g2 d4. The odd inputs meet the middle tap alone; the even ones form an
+// F(2, 2) of taps (g0, g2) over (d0, d2, d4): (d0 - d2) g0 + d2 (g0 + g2) = y0 - g1 d1 and
+// d2 (g0 + g2) + (d4 - d2) g2 = y1 - g1 d3. 5 products per row of 2 outputs instead of 6: 25
+// per 2x2 tile instead of 36.
+// B^T = [1 0 -1 0 0; 0 0 1 0 0; 0 0 -1 0 1; 0 1 0 0 0; 0 0 0 1 0],
+// G = [1 0 0; 1 0 1; 0 0 1; 0 1 0; 0 1 0], A^T = [1 1 0 1 0; 0 1 1 0 1].
+struct WinogradStride2 {
+  // prefetched into L2: TC_WINOGRAD_PREFETCH tiles of 5 x 4 new pixels (40 KB for 128
+  // channels) would not stay in L1 (R50 3x3 stride 2 channels_last, 1 thread: 16.1 -> 15.4 ms
+  // of CPU per call; the stride-1 form measured 2% slower so)
+  enum { A = 5, STEP = 4, PREFETCH_LOCALITY = 2 };
+  static inline void input(const V::reg* d, V::reg* t) {
+    t[0] = V::sub(d[0], d[2]);
+    t[1] = d[2];
+    t[2] = V::sub(d[4], d[2]);
+    t[3] = d[1];
+    t[4] = d[3];
+  }
+  static inline void output(const V::reg* m, V::reg* o) {
+    o[0] = V::add(V::add(m[0], m[1]), m[3]);
+    o[1] = V::add(V::add(m[1], m[2]), m[4]);
+  }
+  static inline void taps(const V::reg* g, V::reg* u) {
+    u[0] = g[0];
+    u[1] = V::add(g[0], g[2]);
+    u[2] = g[2];
+    u[3] = g[1];
+    u[4] = g[1];
+  }
+};
 
 // Non-finite values are flagged by sums of x * 0 (0 for finite x, else NaN).
 static inline int all_zero(V::reg v) {
@@ -1550,89 +1607,99 @@ static inline int all_zero(V::reg v) {
   return 1;
 }
 
+// The sum of a row of transformed values, for the finiteness flags (one short dependency chain
+// per row; for 4 values the order of the stride-1 form since its first version).
+template <int A>
+static inline V::reg row_sum(const V::reg* r) {
+  V::reg s = V::add(V::add(r[0], r[1]), V::add(r[2], r[3]));
+  TC_UNROLL for (int j = 4; j < A; ++j) s = V::add(s, r[j]);
+  return s;
+}
+
 // Tiles ahead whose window columns the input transform prefetches (the staged input is far
 // larger than L2).
 #ifndef TC_WINOGRAD_PREFETCH
 #define TC_WINOGRAD_PREFETCH 4
 #endif
 
-// One tile's B^T d B for every channel, into vt (planes vs apart). WHOLE: the 4 x 4 window
+// One tile's B^T d B for every channel, into vt (planes vs apart). WHOLE: the A x A window
 // lies inside the input; else window row i / column j is read only for i in [r0, r1) and
 // j in [c0, c1), zeros elsewhere (padding that is not in memory).
-template <bool WHOLE>
+template <typename F, bool WHOLE>
 static inline void winograd_input_tile(const WinogradArgs* a, const T* xt, T* vt,
                                        int64_t r0, int64_t r1, int64_t c0, int64_t c1,
                                        V::reg* finite) {
   typedef V::reg reg;
+  enum { A = F::A };
   const int64_t C = a->C, xh = a->xh, xw = a->xw, vs = a->vs;
   for (int64_t c = 0; c < C; c += V::N) {
     const int64_t n = C - c;
-    reg d[4][4], e[4][4];
-    TC_UNROLL for (int i = 0; i < 4; ++i) {
-      TC_UNROLL for (int j = 0; j < 4; ++j) {
+    reg d[A][A], e[A][A];
+    TC_UNROLL for (int i = 0; i < A; ++i) {
+      TC_UNROLL for (int j = 0; j < A; ++j) {
         d[i][j] = WHOLE || (i >= r0 && i < r1 && j >= c0 && j < c1)
                       ? load_k(xt + i * xh + j * xw + c, n)
                       : V::zero();
       }
     }
-    TC_UNROLL for (int j = 0; j < 4; ++j) {  // B^T d: combinations of rows
-      e[0][j] = V::sub(d[0][j], d[2][j]);
-      e[1][j] = V::add(d[1][j], d[2][j]);
-      e[2][j] = V::sub(d[2][j], d[1][j]);
-      e[3][j] = V::sub(d[1][j], d[3][j]);
+    TC_UNROLL for (int j = 0; j < A; ++j) {  // B^T d: combinations of rows
+      reg col[A], t[A];
+      TC_UNROLL for (int i = 0; i < A; ++i) col[i] = d[i][j];
+      F::input(col, t);
+      TC_UNROLL for (int i = 0; i < A; ++i) e[i][j] = t[i];
     }
-    TC_UNROLL for (int i = 0; i < 4; ++i) {  // (B^T d) B: combinations of columns
-      d[i][0] = V::sub(e[i][0], e[i][2]);
-      d[i][1] = V::add(e[i][1], e[i][2]);
-      d[i][2] = V::sub(e[i][2], e[i][1]);
-      d[i][3] = V::sub(e[i][1], e[i][3]);
-    }
-    TC_UNROLL for (int i = 0; i < 4; ++i) {
-      TC_UNROLL for (int j = 0; j < 4; ++j) {
-        T* dst = vt + (4 * i + j) * vs + c;
+    TC_UNROLL for (int i = 0; i < A; ++i) F::input(e[i], d[i]);  // (B^T d) B: of columns
+    TC_UNROLL for (int i = 0; i < A; ++i) {
+      TC_UNROLL for (int j = 0; j < A; ++j) {
+        T* dst = vt + (A * i + j) * vs + c;
         if (n >= V::N) V::store(dst, d[i][j]);
         else V::store_n(dst, d[i][j], (int)n);
       }
       // x * 0 is NaN for NaN / inf (a sum that overflows only sends finite inputs to the
-      // direct kernels); one short dependency chain per row
-      const reg row = V::add(V::add(d[i][0], d[i][1]), V::add(d[i][2], d[i][3]));
-      finite[i] = V::fma(row, V::zero(), finite[i]);
+      // direct kernels)
+      finite[i] = V::fma(row_sum<A>(d[i]), V::zero(), finite[i]);
     }
   }
 }
 
-static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
-                          T* v) {
+template <typename F>
+static int winograd_input_t(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
+                            T* v) {
   typedef V::reg reg;
+  enum { A = F::A, STEP = F::STEP };
   const int64_t C = a->C, xh = a->xh, xw = a->xw;
   const int64_t r0 = inside[0], r1 = inside[1], c0 = inside[2], c1 = inside[3];
-  const bool rows_whole = r0 <= 0 && r1 >= 4;
-  const reg zero = V::zero();
-  reg finite[4] = {zero, zero, zero, zero};
+  const bool rows_whole = r0 <= 0 && r1 >= A;
+  reg finite[A];
+  TC_UNROLL for (int i = 0; i < A; ++i) finite[i] = V::zero();
   for (int64_t t = 0; t < nt; ++t) {
-    const T* xt = x + 2 * t * xw;
+    const T* xt = x + STEP * t * xw;
     T* vt = v + t * C;
     if (TC_WINOGRAD_PREFETCH > 0 && t + TC_WINOGRAD_PREFETCH < nt) {
-      // the two columns a later tile adds to its predecessor's window
-      const char* p = (const char*)(xt + (2 * TC_WINOGRAD_PREFETCH + 2) * xw);
-      for (int i = 0; i < 4; ++i) {
-        for (int64_t b = 0; b < int64_t(sizeof(T)) * (xw + C); b += 64) {
-          __builtin_prefetch(p + i * xh * int64_t(sizeof(T)) + b, 0, 3);
+      // the STEP columns a later tile adds to its predecessor's window
+      const char* p = (const char*)(xt + (STEP * TC_WINOGRAD_PREFETCH + A - STEP) * xw);
+      for (int i = 0; i < A; ++i) {
+        for (int64_t b = 0; b < int64_t(sizeof(T)) * ((STEP - 1) * xw + C); b += 64) {
+          __builtin_prefetch(p + i * xh * int64_t(sizeof(T)) + b, 0, F::PREFETCH_LOCALITY);
         }
       }
     }
-    if (rows_whole && c0 <= 2 * t && c1 >= 2 * t + 4) {
-      winograd_input_tile<true>(a, xt, vt, 0, 4, 0, 4, finite);
+    if (rows_whole && c0 <= STEP * t && c1 >= STEP * t + A) {
+      winograd_input_tile<F, true>(a, xt, vt, 0, A, 0, A, finite);
     } else {
-      winograd_input_tile<false>(a, xt, vt, r0, r1, c0 - 2 * t, c1 - 2 * t, finite);
+      winograd_input_tile<F, false>(a, xt, vt, r0, r1, c0 - STEP * t, c1 - STEP * t, finite);
     }
   }
-  return all_zero(V::add(V::add(finite[0], finite[1]), V::add(finite[2], finite[3])));
+  reg any = V::add(V::add(finite[0], finite[1]), V::add(finite[2], finite[3]));
+  TC_UNROLL for (int i = 4; i < A; ++i) any = V::add(any, finite[i]);
+  return all_zero(any);
 }
 
-static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
-                            int64_t rows, int64_t cols, T* y) {
+template <typename F>
+static void winograd_output_t(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
+                              int64_t rows, int64_t cols, T* y) {
   typedef V::reg reg;
+  enum { A = F::A };
   const int64_t K = a->K, ms = a->ms, mt = a->mt, yh = a->yh, yw = a->yw;
   for (int64_t t = 0; t < nt; ++t) {
     const T* mp = m + t * mt;
@@ -1640,18 +1707,19 @@ static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const
     const int64_t tcols = tc_min(2, cols - 2 * t);
     for (int64_t k = 0; k < K; k += V::N) {
       const int64_t n = K - k;
-      reg o[2][4];
-      TC_UNROLL for (int j = 0; j < 4; ++j) {  // A^T m: combinations of rows
-        const reg m0 = load_k(mp + j * ms + k, n), m1 = load_k(mp + (4 + j) * ms + k, n);
-        const reg m2 = load_k(mp + (8 + j) * ms + k, n), m3 = load_k(mp + (12 + j) * ms + k, n);
-        o[0][j] = V::add(V::add(m0, m1), m2);
-        o[1][j] = V::sub(V::sub(m1, m2), m3);
+      reg o[2][A];
+      TC_UNROLL for (int j = 0; j < A; ++j) {  // A^T m: combinations of rows
+        reg col[A], r[2];
+        TC_UNROLL for (int i = 0; i < A; ++i) col[i] = load_k(mp + (A * i + j) * ms + k, n);
+        F::output(col, r);
+        o[0][j] = r[0], o[1][j] = r[1];
       }
       const reg b = bias ? load_k(bias + k, n) : V::zero();
       TC_UNROLL for (int i = 0; i < 2; ++i) {  // (A^T m) A: combinations of columns, + bias
         if (i >= rows) break;
-        const reg y0 = V::add(V::add(V::add(o[i][0], o[i][1]), o[i][2]), b);
-        const reg y1 = V::add(V::sub(V::sub(o[i][1], o[i][2]), o[i][3]), b);
+        reg r[2];
+        F::output(o[i], r);
+        const reg y0 = V::add(r[0], b), y1 = V::add(r[1], b);
         T* yr = yt + i * yh + k;
         if (n >= V::N) {
           V::store(yr, y0);
@@ -1665,12 +1733,13 @@ static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const
   }
 }
 
-static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
-                            int64_t c1, T* dst) {
+template <typename F>
+static int winograd_weights_t(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
+                              int64_t c1, T* dst) {
   typedef V::reg reg;
+  enum { A = F::A };
   const int64_t KB = a->KB, plane = a->plane;
   reg finite = V::zero();
-  const reg half = V::set1(T(0.5));
   T taps[9 * V::N];  // taps[t*N + l]: tap t of lane l0 + l
   for (int64_t c = c0; c < c1; ++c) {
     for (int64_t l0 = 0; l0 < KB; l0 += V::N) {
@@ -1688,26 +1757,48 @@ static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl,
       } else {
         TC_UNROLL for (int t = 0; t < 9; ++t) g[t] = V::zero();
       }
-      reg u[4][3];
-      TC_UNROLL for (int q = 0; q < 3; ++q) {  // G g (x * 1/2 is exact: fma with zero)
-        u[0][q] = g[q];
-        u[1][q] = V::fma(V::add(V::add(g[q], g[3 + q]), g[6 + q]), half, V::zero());
-        u[2][q] = V::fma(V::add(V::sub(g[q], g[3 + q]), g[6 + q]), half, V::zero());
-        u[3][q] = g[6 + q];
+      reg u[A][3];
+      TC_UNROLL for (int q = 0; q < 3; ++q) {  // G g: combinations of rows
+        const reg col[3] = {g[q], g[3 + q], g[6 + q]};
+        reg t[A];
+        F::taps(col, t);
+        TC_UNROLL for (int i = 0; i < A; ++i) u[i][q] = t[i];
       }
       T* d = dst + c * KB + l0;
-      TC_UNROLL for (int i = 0; i < 4; ++i) {  // (G g) G^T
-        const reg r[4] = {u[i][0],
-                          V::fma(V::add(V::add(u[i][0], u[i][1]), u[i][2]), half, V::zero()),
-                          V::fma(V::add(V::sub(u[i][0], u[i][1]), u[i][2]), half, V::zero()),
-                          u[i][2]};
-        TC_UNROLL for (int j = 0; j < 4; ++j) V::store(d + (4 * i + j) * plane, r[j]);
-        const reg row = V::add(V::add(r[0], r[1]), V::add(r[2], r[3]));
-        finite = V::fma(row, V::zero(), finite);  // as in winograd_input
+      TC_UNROLL for (int i = 0; i < A; ++i) {  // (G g) G^T
+        reg r[A];
+        F::taps(u[i], r);
+        TC_UNROLL for (int j = 0; j < A; ++j) V::store(d + (A * i + j) * plane, r[j]);
+        finite = V::fma(row_sum<A>(r), V::zero(), finite);  // as in winograd_input
       }
     }
   }
   return all_zero(finite);
+}
+
+static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
+                          T* v) {
+  return winograd_input_t<WinogradF23>(a, x, nt, inside, v);
+}
+static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
+                            int64_t rows, int64_t cols, T* y) {
+  winograd_output_t<WinogradF23>(a, m, nt, bias, rows, cols, y);
+}
+static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
+                            int64_t c1, T* dst) {
+  return winograd_weights_t<WinogradF23>(a, w, nl, c0, c1, dst);
+}
+static int winograd_s2_input(const WinogradArgs* a, const T* x, int64_t nt,
+                             const int64_t* inside, T* v) {
+  return winograd_input_t<WinogradStride2>(a, x, nt, inside, v);
+}
+static void winograd_s2_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
+                               int64_t rows, int64_t cols, T* y) {
+  winograd_output_t<WinogradStride2>(a, m, nt, bias, rows, cols, y);
+}
+static int winograd_s2_weights(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
+                               int64_t c1, T* dst) {
+  return winograd_weights_t<WinogradStride2>(a, w, nl, c0, c1, dst);
 }
 
 // A = [1 0; 1 1; 1 -1; 0 -1] (A^T of the output transform, transposed).
@@ -1818,8 +1909,8 @@ static const KernelTableT<T> kTable = {
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,
     &depthwise_plane_grad_weight,
     TC_GROUPED, &transpose_rows, &winograd_input, &winograd_output, &winograd_weights,
-    &winograd_grad_output, &winograd_weight_grad,
-    &fma_loop,
+    &winograd_grad_output, &winograd_weight_grad, &winograd_s2_input, &winograd_s2_output,
+    &winograd_s2_weights, &fma_loop,
 };
 
 // Defined here, per inclusion (a TU includes this file once per element type).
