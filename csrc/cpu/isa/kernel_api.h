@@ -207,6 +207,7 @@ struct WinogradArgs {
   int64_t vs;       // v: [16][tiles][C], stride between the 16 planes
   int64_t ms, mt;   // m: [16][tiles][mt], mt >= K, stride between the 16 planes
   int64_t yh, yw;   // output strides (row, column)
+  int64_t stream = 0;  // output transform: whole aligned vectors as non-temporal stores
 };
 // v[xi*vs + t*C + c] = (B^T d B)[xi] of channel c of tile t, where the window rows
 // [inside[0], inside[1]) and the run's window columns [inside[2], inside[3]) are in the input

@@ -1721,7 +1721,10 @@ static void winograd_output_t(const WinogradArgs* a, const T* m, int64_t nt, con
         F::output(o[i], r);
         const reg y0 = V::add(r[0], b), y1 = V::add(r[1], b);
         T* yr = yt + i * yh + k;
-        if (n >= V::N) {
+        if (n >= V::N && a->stream) {
+          V::stream(yr, y0);
+          if (tcols > 1) V::stream(yr + yw, y1);
+        } else if (n >= V::N) {
           V::store(yr, y0);
           if (tcols > 1) V::store(yr + yw, y1);
         } else {
@@ -1731,6 +1734,7 @@ static void winograd_output_t(const WinogradArgs* a, const T* m, int64_t nt, con
       }
     }
   }
+  if (a->stream) V::fence();  // the streamed outputs are visible before the task ends
 }
 
 template <typename F>
