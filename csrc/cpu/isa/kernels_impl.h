@@ -1663,8 +1663,8 @@ static inline void winograd_input_tile(const WinogradArgs* a, const T* xt, T* vt
 }
 
 template <typename F>
-static int winograd_input_t(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
-                            T* v) {
+static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
+                          T* v) {
   typedef V::reg reg;
   enum { A = F::A, STEP = F::STEP };
   const int64_t C = a->C, xh = a->xh, xw = a->xw;
@@ -1696,8 +1696,8 @@ static int winograd_input_t(const WinogradArgs* a, const T* x, int64_t nt, const
 }
 
 template <typename F>
-static void winograd_output_t(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
-                              int64_t rows, int64_t cols, T* y) {
+static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
+                            int64_t rows, int64_t cols, T* y) {
   typedef V::reg reg;
   enum { A = F::A };
   const int64_t K = a->K, ms = a->ms, mt = a->mt, yh = a->yh, yw = a->yw;
@@ -1738,8 +1738,8 @@ static void winograd_output_t(const WinogradArgs* a, const T* m, int64_t nt, con
 }
 
 template <typename F>
-static int winograd_weights_t(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
-                              int64_t c1, T* dst) {
+static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
+                            int64_t c1, T* dst) {
   typedef V::reg reg;
   enum { A = F::A };
   const int64_t KB = a->KB, plane = a->plane;
@@ -1778,31 +1778,6 @@ static int winograd_weights_t(const WinogradWeightArgs* a, const T* w, int64_t n
     }
   }
   return all_zero(finite);
-}
-
-static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
-                          T* v) {
-  return winograd_input_t<WinogradF23>(a, x, nt, inside, v);
-}
-static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
-                            int64_t rows, int64_t cols, T* y) {
-  winograd_output_t<WinogradF23>(a, m, nt, bias, rows, cols, y);
-}
-static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
-                            int64_t c1, T* dst) {
-  return winograd_weights_t<WinogradF23>(a, w, nl, c0, c1, dst);
-}
-static int winograd_s2_input(const WinogradArgs* a, const T* x, int64_t nt,
-                             const int64_t* inside, T* v) {
-  return winograd_input_t<WinogradStride2>(a, x, nt, inside, v);
-}
-static void winograd_s2_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
-                               int64_t rows, int64_t cols, T* y) {
-  winograd_output_t<WinogradStride2>(a, m, nt, bias, rows, cols, y);
-}
-static int winograd_s2_weights(const WinogradWeightArgs* a, const T* w, int64_t nl, int64_t c0,
-                               int64_t c1, T* dst) {
-  return winograd_weights_t<WinogradStride2>(a, w, nl, c0, c1, dst);
 }
 
 // A = [1 0; 1 1; 1 -1; 0 -1] (A^T of the output transform, transposed).
@@ -1912,9 +1887,10 @@ static const KernelTableT<T> kTable = {
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, &grad_weight_planes,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,
     &depthwise_plane_grad_weight,
-    TC_GROUPED, &transpose_rows, &winograd_input, &winograd_output, &winograd_weights,
-    &winograd_grad_output, &winograd_weight_grad, &winograd_s2_input, &winograd_s2_output,
-    &winograd_s2_weights, &fma_loop,
+    TC_GROUPED, &transpose_rows, &winograd_input<WinogradF23>, &winograd_output<WinogradF23>,
+    &winograd_weights<WinogradF23>, &winograd_grad_output, &winograd_weight_grad,
+    &winograd_input<WinogradStride2>, &winograd_output<WinogradStride2>,
+    &winograd_weights<WinogradStride2>, &fma_loop,
 };
 
 // Defined here, per inclusion (a TU includes this file once per element type).
