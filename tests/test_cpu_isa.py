@@ -283,27 +283,32 @@ def test_winograd(isa, case, layout):
             assert not torch.equal(ours, other)
 
 
-# The stride-2 form (forward of undilated 3x3 stride-2 layers, 25 products per 2x2 output tile):
-# (N, C, H, W, K, padding)
+# The stride-2 forms of undilated 3x3 stride-2 layers: the forward (25 products per 2x2 output
+# tile) and the input gradient (25 per 4x4 tile of grad_input; padding of one parity in both
+# dimensions). (N, C, H, W, K, padding)
 WINOGRAD_STRIDE2_CASES = [
     (2, 16, 16, 16, 16, 1),         # exact vector multiples
     (3, 17, 15, 13, 33, 1),         # odd input sizes (windows past the input), channel tails
     (1, 20, 19, 18, 24, 0),         # no padding
     (2, 24, 12, 12, 20, 2),         # padding larger than the window's reach
-    (2, 16, 14, 18, 16, (2, 0)),    # different padding per dimension
-    (1, 64, 18, 16, 128, 1),        # wide GEMM tiles (64 output channels)
-    (2, 300, 12, 12, 20, 1),        # GEMM sums over more than one group of blocks
-    (1, 16, 12, 12, 16, 1),         # 36 tiles, one image
+    (2, 16, 14, 18, 16, (2, 0)),    # different padding per dimension, one parity
+    (2, 16, 16, 16, 16, (1, 3)),    # ... odd
+    (2, 16, 23, 21, 16, 3),         # grad_input windows start inside grad_output
+    (2, 16, 16, 16, 16, (1, 2)),    # parities differ: grad_input direct
+    (1, 64, 34, 32, 128, 1),        # wide GEMM tiles (64 output channels)
+    (2, 300, 16, 16, 20, 1),        # GEMM sums over more than one group of blocks
+    (1, 16, 12, 12, 16, 1),         # forward: 36 tiles, grad_input: 9 (direct)
     (1, 16, 10, 10, 16, 1),         # 25 tiles: the direct kernel
 ]
 
 
 @pytest.mark.parametrize("layout", ["nchw", "cl", "strided"])
-@pytest.mark.parametrize("case", WINOGRAD_STRIDE2_CASES, ids=[str(c) for c in WINOGRAD_STRIDE2_CASES])
+@pytest.mark.parametrize("case", WINOGRAD_STRIDE2_CASES,
+                         ids=[str(c) for c in WINOGRAD_STRIDE2_CASES])
 def test_winograd_stride2(isa, case, layout):
-    """Forward of a 3x3 stride-2 layer on the stride-2 transforms: max error against float64
-    within 1.5x of native float32's or of our direct kernel's, computed differently from the
-    direct kernel from 32 output tiles on (the same below)."""
+    """Forward and input gradient of a 3x3 stride-2 layer on the stride-2 transforms: max error
+    against float64 within 1.5x of native float32's or of our direct kernels', computed
+    differently from the direct kernels from 32 tiles on (the same below)."""
     N, C, H, W, K, pd = case
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(N, C, H, W, generator=gen)
@@ -315,19 +320,31 @@ def test_winograd_stride2(isa, case, layout):
     elif layout == "cl":
         x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
     pads = list(pd) if isinstance(pd, tuple) else [pd, pd]
-    y = ops.conv2d(x, w, b, [2, 2], pads, [1, 1], 1)
-    with winograd_off():
-        direct = ops.conv2d(x, w, b, [2, 2], pads, [1, 1], 1)
     y64 = F.conv2d(x.double(), w.double(), b.double(), 2, pads)
-    native = F.conv2d(x, w, b, 2, pads)
-    err = (y.double() - y64).abs().max().item()
-    err_native = (native.double() - y64).abs().max().item()
-    err_direct = (direct.double() - y64).abs().max().item()
+    gy = torch.randn(y64.shape, generator=gen)
+    if layout == "cl":
+        gy = gy.contiguous(memory_format=torch.channels_last)
+
+    def ours():
+        return (ops.conv2d(x, w, b, [2, 2], pads, [1, 1], 1),
+                ops.conv2d_grad_input(gy, w, list(x.shape), [2, 2], pads, [1, 1], 1))
+    y, gi = ours()
+    with winograd_off():
+        direct = ours()
+    _, gi64, _ = reference(x, w, b, gy, 2, pads, 1, 1, torch.float64)
+    y32, gi32, _ = reference(x, w, b, gy, 2, pads, 1, 1, torch.float32)
     slack = 2.0 if isa == "scalar" else 1.5
-    assert err <= slack * max(err_native, err_direct), (err, err_native, err_direct)
-    assert y.stride() == native.stride()
+    for name, o, r64, nat, dir_ in zip(("forward", "grad_input"), (y, gi), (y64, gi64),
+                                       (y32, gi32), direct):
+        err = (o.double() - r64).abs().max().item()
+        err_native = (nat.double() - r64).abs().max().item()
+        err_direct = (dir_.double() - r64).abs().max().item()
+        assert err <= slack * max(err_native, err_direct), (name, err, err_native, err_direct)
+        assert o.stride() == nat.stride(), name
     tiles = N * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)
-    assert torch.equal(y, direct) == (tiles < 32)
+    assert torch.equal(y, direct[0]) == (tiles < 32)
+    gi_tiles = N * ((H + 3) // 4) * ((W + 3) // 4)
+    assert torch.equal(gi, direct[1]) == (gi_tiles < 32 or pads[0] % 2 != pads[1] % 2)
 
 
 def test_winograd_needs_32_tiles(isa):
@@ -359,14 +376,24 @@ def test_winograd_nan_inf_fall_back_to_direct(isa, layout):
         x, w, gy, w_inf = (t.contiguous(memory_format=torch.channels_last)
                            for t in (x, w, gy, w_inf))
     finite_x = x.nan_to_num(0.0, 0.0, 0.0)
+    gy2 = gy[..., ::2, ::2].clone()  # a stride-2 layer's grad_output
+    gy2[0, 3, 2, 2], gy2[1, 5, 7, 4] = float("inf"), float("nan")
     pairs = [
         (ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1), F.conv2d(x, w, None, 1, 1)),
         (ops.conv2d(finite_x, w_inf, None, [1, 1], [1, 1], [1, 1], 1),
          F.conv2d(finite_x, w_inf, None, 1, 1)),
-        # the stride-2 form (72 tiles)
+        # the stride-2 forms (72 tiles each)
         (ops.conv2d(x, w, None, [2, 2], [1, 1], [1, 1], 1), F.conv2d(x, w, None, 2, 1)),
         (ops.conv2d(finite_x, w_inf, None, [2, 2], [1, 1], [1, 1], 1),
          F.conv2d(finite_x, w_inf, None, 2, 1)),
+        (ops.conv2d_grad_input(gy2, w, list(x.shape), [2, 2], [1, 1], [1, 1], 1),
+         torch.ops.aten.convolution_backward(gy2, x, w, None, [2, 2], [1, 1], [1, 1], False,
+                                             [0, 0], 1, [True, False, False])[0]),
+        (ops.conv2d_grad_input(gy2.nan_to_num(0.0, 0.0, 0.0), w_inf, list(x.shape), [2, 2],
+                               [1, 1], [1, 1], 1),
+         torch.ops.aten.convolution_backward(gy2.nan_to_num(0.0, 0.0, 0.0), x, w_inf, None,
+                                             [2, 2], [1, 1], [1, 1], False, [0, 0], 1,
+                                             [True, False, False])[0]),
         (ops.conv2d_grad_input(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1),
          torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False,
                                              [0, 0], 1, [True, False, False])[0]),
@@ -964,6 +991,16 @@ def test_winograd_packings_per_stride(isa):
         y = ops.conv2d(x, w, None, [stride, stride], [1, 1], [1, 1], 1)
         y64 = F.conv2d(x.double(), w.double(), None, stride, 1)
         torch.testing.assert_close(y.double(), y64, rtol=1e-4, atol=1e-4)
+    # the input gradients: rotated taps, 16 (stride 1) and 25 (stride 2, 2 x 4 x 4 tiles of
+    # a 2 x 16 x 32 x 32 grad_input) values per 3x3 kernel
+    x = torch.randn(2, 16, 32, 32, generator=gen)
+    for stride in (1, 2, 1, 2):
+        xr = x.double().requires_grad_()
+        y64 = F.conv2d(xr, w.double(), None, stride, 1)
+        gy = torch.randn(y64.shape, generator=gen)
+        gi = ops.conv2d_grad_input(gy, w, list(x.shape), [stride, stride], [1, 1], [1, 1], 1)
+        (gi64,) = torch.autograd.grad(y64, xr, gy.double())
+        torch.testing.assert_close(gi.double(), gi64, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind,R,stride,dtype,groups", PACK_CASES,

@@ -1479,6 +1479,17 @@ bool use_winograd_stride2(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
          winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
 }
 
+// The input gradient of such a layer (one group, >= 16 channels in and out, >= 32 tiles of
+// 4 x 4 grad_input pixels, the same padding parity for rows and columns: one form for both).
+template <typename T>
+bool use_winograd_stride2_grad_input(const Geometry& g) {
+  return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
+         g.groups == 1 && g.kernel_height == 3 && g.kernel_width == 3 && g.stride_h == 2 &&
+         g.stride_w == 2 && g.dilation_h == 1 && g.dilation_w == 1 && g.in_channels >= 16 &&
+         g.out_channels >= 16 && g.pad_top % 2 == g.pad_left % 2 &&
+         g.batch * ceil_div(g.in_height, 4) * ceil_div(g.in_width, 4) >= kWinogradMinTiles;
+}
+
 // The 16 planes of the transformed inputs, products and weights lie a multiple of 4 KiB plus
 // one cache line apart: planes a power of two apart map to the same cache sets, and the
 // transforms touch all 16 at once (packing 512 x 512 weights: 10-11 ms -> 5-7 ms).
@@ -1517,35 +1528,57 @@ at::Tensor winograd_sub_kernels(const at::Tensor& w) {
   return sub;
 }
 
-// The transforms of a Winograd convolution: F(2x2, 3x3) for stride 1, or its stride-2 sibling
-// (isa::WinogradStride2 in kernels_impl.h: 3x3, undilated, 25 products per tile instead of the
-// direct kernel's 36). Both make 2x2 output tiles.
+// The transforms of a Winograd convolution (kernels_impl.h): F(2x2, 3x3) for stride 1 (and
+// the nested larger kernels), its stride-2 sibling (isa::WinogradStride2: 3x3, undilated, 25
+// products per 2x2 output tile instead of the direct kernel's 36), and the input gradient of
+// such a stride-2 layer (isa::WinogradStride2GradInput: 25 products per 4x4 tile of
+// grad_input instead of 36; "even" / "odd": the parity of the tiles' first padded pixel).
+enum class WinogradKind { f2x2_3x3, stride2, stride2_grad_input_even, stride2_grad_input_odd };
+WinogradKind winograd_kind(const Spec& sp) {
+  return sp.sh == 2 ? WinogradKind::stride2 : WinogradKind::f2x2_3x3;
+}
 struct WinogradShape {
   int64_t positions;  // transformed values (GEMMs) per tile
   int64_t window;     // input window extent (rows and columns)
   int64_t step;       // input pixels from one tile's window to the next one's
+  int64_t out_tile;   // output pixels per tile (rows and columns)
 };
-WinogradShape winograd_shape(const Spec& sp) {
-  return sp.sh == 2 ? WinogradShape{25, 5, 4} : WinogradShape{16, 4, 2};
+WinogradShape winograd_shape(WinogradKind kind) {
+  switch (kind) {
+    case WinogradKind::f2x2_3x3: return {16, 4, 2, 2};
+    case WinogradKind::stride2: return {25, 5, 4, 2};
+    default: return {25, 3, 2, 4};
+  }
 }
 template <typename T>
 struct WinogradForm : WinogradShape {
   isa::WinogradInputFn<T> input;
   isa::WinogradOutputFn<T> output;
   isa::WinogradWeightFn<T> weights;
-  WinogradForm(const Table<T>* kt, const Spec& sp) : WinogradShape(winograd_shape(sp)) {
-    const bool s2 = positions == 25;
-    input = s2 ? kt->winograd_s2_input : kt->winograd_input;
-    output = s2 ? kt->winograd_s2_output : kt->winograd_output;
-    weights = s2 ? kt->winograd_s2_weights : kt->winograd_weights;
+  WinogradForm(const Table<T>* kt, WinogradKind kind) : WinogradShape(winograd_shape(kind)) {
+    switch (kind) {
+      case WinogradKind::f2x2_3x3:
+        input = kt->winograd_input, output = kt->winograd_output;
+        break;
+      case WinogradKind::stride2:
+        input = kt->winograd_s2_input, output = kt->winograd_s2_output;
+        break;
+      case WinogradKind::stride2_grad_input_even:
+        input = kt->winograd_s2_gi_even_input, output = kt->winograd_s2_gi_even_output;
+        break;
+      case WinogradKind::stride2_grad_input_odd:
+        input = kt->winograd_s2_gi_odd_input, output = kt->winograd_s2_gi_odd_output;
+        break;
+    }
+    weights = positions == 25 ? kt->winograd_s2_weights : kt->winograd_weights;
   }
 };
 
 // Packed as [positions][nKB][nsub][C][KB] (nsub = nr * ns sub-kernels; 1 for 3x3).
 template <typename T>
 at::Tensor pack_winograd(const Table<T>* kt, const WinogradWeights& ww, const Spec& sp,
-                         int64_t KB, bool owned) {
-  const WinogradForm<T> form(kt, sp);
+                         WinogradKind kind, int64_t KB, bool owned) {
+  const WinogradForm<T> form(kt, kind);
   const int64_t K = sp.kpg, C = sp.cpg, nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
   const int64_t nKB = ceil_div(K, KB), plane = winograd_plane(nKB * nsub * C * KB);
   const int64_t P = form.positions;
@@ -1586,20 +1619,20 @@ struct WinogradPhase {
   int64_t first;         // tiles of an image's earlier phases
 };
 
-// The 2x2 output tiles of every phase of an image; x / y: strides of the input rows / columns
-// and of the output (or grad_output) rows / columns.
+// The output tiles (ot x ot pixels) of every phase of an image; x / y: strides of the input
+// rows / columns and of the output (or grad_output) rows / columns.
 struct WinogradTiling {
   std::vector<WinogradPhase> phases;
   int64_t per_image = 0, max_tw = 0;
   WinogradTiling(int64_t OH, int64_t OW, int64_t dh, int64_t dw, int64_t xh, int64_t xw,
-                 int64_t yh, int64_t yw) {
+                 int64_t yh, int64_t yw, int64_t ot = 2) {
     for (int64_t a = 0; a < std::min(dh, OH); ++a) {
       for (int64_t b = 0; b < std::min(dw, OW); ++b) {
         const int64_t ph = ceil_div(OH - a, dh), pw = ceil_div(OW - b, dw);
-        phases.push_back({a, b, a * xh + b * xw, a * yh + b * yw, ph, pw, ceil_div(pw, 2),
+        phases.push_back({a, b, a * xh + b * xw, a * yh + b * yw, ph, pw, ceil_div(pw, ot),
                           per_image});
-        per_image += ceil_div(ph, 2) * ceil_div(pw, 2);
-        max_tw = std::max(max_tw, ceil_div(pw, 2));
+        per_image += ceil_div(ph, ot) * ceil_div(pw, ot);
+        max_tw = std::max(max_tw, ceil_div(pw, ot));
       }
     }
   }
@@ -1625,8 +1658,8 @@ struct WinogradTiling {
 struct WinogradWindows {
   int64_t top, left, H, W, dh, dw;  // input rows [top, top + H) x columns [left, left + W)
   WinogradShape shape;
-  WinogradWindows(const Spec& sp, int64_t H_, int64_t W_)
-      : top(sp.pt), left(sp.pl), H(H_), W(W_), dh(sp.dh), dw(sp.dw), shape(winograd_shape(sp)) {}
+  WinogradWindows(const Spec& sp, int64_t H_, int64_t W_, WinogradKind kind)
+      : top(sp.pt), left(sp.pl), H(H_), W(W_), dh(sp.dh), dw(sp.dw), shape(winograd_shape(kind)) {}
   // inside[4] for a run of `tiles` tiles whose first window starts at padded (row, col)
   // (see isa::WinogradInputFn).
   void inside(int64_t row, int64_t col, int64_t tiles, int64_t* in) const {
@@ -1652,16 +1685,17 @@ struct WinogradStore {
   isa::WinogradOutputFn<T> output;
   isa::WinogradArgs in_place, buffered;
   int64_t K, Kp, sc, sw;  // output channels (stored / per tile) and strides (channel, column)
+  // ot: output pixels per tile (rows and columns)
   WinogradStore(const Table<T>* kt_, isa::WinogradOutputFn<T> output_,
-                const isa::WinogradArgs& wa, int64_t run_tiles, int64_t K_, int64_t Kp_,
-                int64_t sc_, int64_t sw_)
+                const isa::WinogradArgs& wa, int64_t run_tiles, int64_t ot, int64_t K_,
+                int64_t Kp_, int64_t sc_, int64_t sw_)
       : kt(kt_), output(output_), in_place(wa), buffered(wa), K(K_), Kp(Kp_), sc(sc_),
         sw(sw_) {
-    buffered.yh = 2 * run_tiles * Kp, buffered.yw = Kp;
+    buffered.yh = ot * run_tiles * Kp, buffered.yw = Kp;
     buffered.stream = 0;  // read back at once
   }
-  static int64_t buffer_elems(int64_t run_tiles, int64_t Kp, int64_t sc) {
-    return sc == 1 ? 0 : 2 * 2 * run_tiles * Kp;
+  static int64_t buffer_elems(int64_t run_tiles, int64_t ot, int64_t Kp, int64_t sc) {
+    return sc == 1 ? 0 : ot * ot * run_tiles * Kp;
   }
   // Tiles [0, run) of products m (tile stride in_place.mt): output rows [0, rows), columns
   // [0, cols) from y.
@@ -1693,8 +1727,8 @@ struct WinogradPanels {
   int64_t positions;
   int64_t K, KB, nKB, Kp, NP, panel, uplane;  // panel: one k-block's [nsub][C][KB]
   at::Tensor U;
-  WinogradPanels(const Table<T>* kt, const Spec& sp, const WinogradWeights& ww)
-      : positions(winograd_shape(sp).positions), K(sp.kpg) {
+  WinogradPanels(const Table<T>* kt, const Spec& sp, const WinogradWeights& ww, WinogradKind kind)
+      : positions(winograd_shape(kind).positions), K(sp.kpg) {
     const int64_t nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
     const Spec gemm_sp{16, sp.cpg, sp.kpg, (sp.R - 1) / 2, (sp.S - 1) / 2, 1, 1, 1, 1, 0, 0};
     wide = use_wide(kt, gemm_sp);
@@ -1704,7 +1738,7 @@ struct WinogradPanels {
     U = weight_cache().get(*ww.weight,
                            {kPackWinograd, positions, ww.rotate, table_id(kt), KB, sp.kpg,
                             sp.cpg},
-                           [&](bool owned) { return pack_winograd(kt, ww, sp, KB, owned); });
+                           [&](bool owned) { return pack_winograd(kt, ww, sp, kind, KB, owned); });
   }
   // The GEMMs of a task, one per transform position: products m (planes ms apart, output
   // pixels of ga) of the transformed inputs v (planes vs apart) with U, output pixels
@@ -1761,16 +1795,19 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                          const WinogradWeights& ww, const T* bias, const Out<T>& y);
 
 // y = the convolution sp (use_winograd or use_winograd_stride2) of x with weights ww, plus the
-// bias (K elements, or null). Returns false, with y partly written, where a transformed weight or input is not
-// finite: the caller then runs the direct kernels, which keep NaN / inf where F.conv2d has them.
+// bias (K elements, or null), in the form `kind` (the stride-2 input gradient: x is
+// grad_output, sp its rotated-tap convolution whose padding places the first window, see
+// grad_input_on). Returns false, with y partly written, where a transformed weight or input is
+// not finite: the caller then runs the direct kernels, which keep NaN / inf where F.conv2d has
+// them.
 template <typename T>
 bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const WinogradWeights& ww,
-                  const T* bias, const Out<T>& y) {
+                  const T* bias, const Out<T>& y, WinogradKind kind) {
   if (sp.R != 3 || sp.S != 3) return run_winograd_nested(kt, x, sp, ww, bias, y);
   const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W, dh = sp.dh, dw = sp.dw;
-  const WinogradForm<T> form(kt, sp);
-  const int64_t P = form.positions, step = form.step;
-  const WinogradPanels<T> wp(kt, sp, ww);
+  const WinogradForm<T> form(kt, kind);
+  const int64_t P = form.positions, step = form.step, ot = form.out_tile;
+  const WinogradPanels<T> wp(kt, sp, ww, kind);
   if (!wp.U.defined()) return false;
   const int64_t Kp = wp.Kp, NP = wp.NP;
   // padding (and past the input, for tiles overhanging an odd phase output size) is not
@@ -1780,8 +1817,8 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   // 64 channels at stride 1: 13.7 -> 11.5-12.0, smaller images unchanged)
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, 0,
             /*padding_in_place=*/true, /*cache_min_images=*/1);
-  const WinogradWindows win(sp, x.H, x.W);
-  const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw);
+  const WinogradWindows win(sp, x.H, x.W, kind);
+  const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw, ot);
   const int64_t per_image = tl.per_image;
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
   // evenly.
@@ -1793,14 +1830,15 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   const int64_t Tt = ceil_div(chunk_tiles, chunk_tasks);
   const int64_t row_tiles = std::min(Tt, tl.max_tw);  // tiles of a run (one row of tiles)
   const int64_t vs = winograd_plane(Tt * C), ms = winograd_plane(Tt * Kp);
-  const int64_t scratch = P * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, Kp, y.sc);
+  const int64_t scratch =
+      P * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, ot, Kp, y.sc);
   const isa::DirectArgs ga{C, 1, 1, /*OW=*/Tt, 1, 1, 1, 1, /*xc=*/1, /*xh=*/0, /*xw=*/C,
                            /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, kWinogradBlock};
   // (outputs of kStreamBytes and more as streaming stores, as the direct kernel's: R50 3x3
   // channels_last, 2 threads, medians of 5 alternating processes 12.7 -> 12.0 ms of CPU)
   const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, ms, Kp, dh * y.sh, dw * y.sw,
                              stream_output<T>(y.N * y.C * y.H * y.W)};
-  const WinogradStore<T> store(kt, form.output, wa, row_tiles, K, Kp, y.sc, y.sw * dw);
+  const WinogradStore<T> store(kt, form.output, wa, row_tiles, ot, K, Kp, y.sc, y.sw * dw);
   const auto tasks_of = [&](int64_t nb) { return ceil_div(nb * per_image, Tt); };
   return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
                                                           T* v) {
@@ -1820,10 +1858,10 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
     wp.multiply(kt, ga, v, vs, m, ms, t1 - t0);
     tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
                             int64_t tw, int64_t run) {
-      const int64_t rows = std::min<int64_t>(2, ph.OH - 2 * th);
-      const int64_t cols = std::min(2 * run, ph.OW - 2 * tw);
+      const int64_t rows = std::min(ot, ph.OH - ot * th);
+      const int64_t cols = std::min(ot * run, ph.OW - ot * tw);
       store(m + i * Kp, run, bias, rows, cols,
-            y.p + (n0 + n) * y.sn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw, yb);
+            y.p + (n0 + n) * y.sn + ph.y_off + ot * (th * wa.yh + tw * wa.yw), yb);
     });
     return true;
   });
@@ -1843,12 +1881,12 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                          const WinogradWeights& ww, const T* bias, const Out<T>& y) {
   const int64_t C = sp.cpg, K = sp.kpg, OH = y.H, OW = y.W;
   const int64_t nr = (sp.R - 1) / 2, ns = (sp.S - 1) / 2;
-  const WinogradPanels<T> wp(kt, sp, ww);
+  const WinogradPanels<T> wp(kt, sp, ww, WinogradKind::f2x2_3x3);
   if (!wp.U.defined()) return false;
   const int64_t Kp = wp.Kp;
   Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, 0,
             /*padding_in_place=*/true, /*cache_min_images=*/1);  // as run_winograd's
-  const WinogradWindows win(sp, x.H, x.W);
+  const WinogradWindows win(sp, x.H, x.W, WinogradKind::f2x2_3x3);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
   // Rows of tiles per task: as many as the scratch allows, at least one task per thread.
   const int64_t per_row = 16 * (TWx * C + TW * Kp) * int64_t(sizeof(T));
@@ -1858,13 +1896,13 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
       TH, std::max(ceil_div(TH, rows_max), ceil_div(threads, std::min(st.chunk, x.N))));
   const int64_t RB = ceil_div(TH, blocks), per_image = ceil_div(TH, RB);  // tasks
   const int64_t vs = winograd_plane((RB + nr - 1) * TWx * C), ms = winograd_plane(RB * TW * Kp);
-  const int64_t scratch = 16 * (vs + ms) + WinogradStore<T>::buffer_elems(TW, Kp, y.sc);
+  const int64_t scratch = 16 * (vs + ms) + WinogradStore<T>::buffer_elems(TW, 2, Kp, y.sc);
   const isa::DirectArgs ga{C, nr, ns, /*OW=*/TW, 1, 1, 1, 1, /*xc=*/1, /*xh=*/TWx * C,
                            /*xw=*/C, /*yk=*/1, /*yh=*/TW * Kp, /*yw=*/Kp, /*stream=*/0,
                            kWinogradBlock};
   const isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, ms, Kp, y.sh, y.sw,
                              stream_output<T>(y.N * y.C * y.H * y.W)};  // as run_winograd's
-  const WinogradStore<T> store(kt, kt->winograd_output, wa, TW, K, Kp, y.sc, y.sw);
+  const WinogradStore<T> store(kt, kt->winograd_output, wa, TW, 2, K, Kp, y.sc, y.sw);
   const auto tasks_of = [&](int64_t nb) { return nb * per_image; };
   return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
                                                           T* v) {
@@ -1936,7 +1974,7 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
   const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K,
             /*padding_in_place=*/true);
-  const WinogradWindows win(sp, x.H, x.W);
+  const WinogradWindows win(sp, x.H, x.W, WinogradKind::f2x2_3x3);
   PixelMajor pm(kt, d, st.chunk);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, OW * pm.dyp, pm.dyp);
   constexpr int64_t kPass = 256;  // tiles per kernel call (as the direct weight gradient)
@@ -2037,7 +2075,7 @@ bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const 
   const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
   Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, OH * OW * K,
             /*padding_in_place=*/true);
-  const WinogradWindows win(sp, x.H, x.W);
+  const WinogradWindows win(sp, x.H, x.W, WinogradKind::f2x2_3x3);
   PixelMajor pm(kt, d, st.chunk);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
   const int64_t VI = (TH + nr - 1) * TWx, ZI = TH * TW;  // transformed tiles per image
@@ -2331,7 +2369,7 @@ bool forward_on(const Table<T>* kt, const Geometry& g, const at::Tensor& input,
   if (use_winograd<T>(sp, y.N, y.H, y.W) || use_winograd_stride2<T>(sp, y.N, y.H, y.W)) {
     const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
     if (run_winograd(kt, x, sp, WinogradWeights::forward(weight),
-                     b.defined() ? b.const_data_ptr<T>() : nullptr, y)) {
+                     b.defined() ? b.const_data_ptr<T>() : nullptr, y, winograd_kind(sp))) {
       return true;
     }
   }
@@ -2357,6 +2395,18 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
   // (G, cpg, kpg, R, S): the rewritten convolution's output channel c reads input channel k
   const at::Tensor wt = weight.reshape({G, kpg, cpg, g.kernel_height, g.kernel_width})
                             .transpose(1, 2);
+  if (use_winograd_stride2_grad_input<T>(g)) {
+    // grad_input tile rows start at padded row pad_top: the first window is grad_output row
+    // floor((pad_top - 1) / 2), placed by a "padding" of minus that row (and so for columns)
+    const auto first = [](int64_t pad) { return pad == 0 ? -1 : (pad - 1) / 2; };
+    const Spec gs{1, kpg, cpg, 3, 3, 1, 1, 1, 1, -first(g.pad_top), -first(g.pad_left)};
+    const WinogradKind kind = g.pad_top % 2 == 0 ? WinogradKind::stride2_grad_input_even
+                                                 : WinogradKind::stride2_grad_input_odd;
+    if (run_winograd(kt, d, gs, WinogradWeights::grad_input(weight),
+                     static_cast<const T*>(nullptr), o, kind)) {
+      return true;
+    }  // (not finite: the phases below overwrite all of grad_input)
+  }
   std::vector<DirectJob<T>> jobs;
   std::vector<at::Tensor> keep;  // packed weights of the jobs
   bool some_phase_empty = false;
@@ -2405,7 +2455,7 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
         run_grouped(kt, d, ps, wp.const_data_ptr<T>(), static_cast<const T*>(nullptr), oo);
       } else if (g.stride_h == 1 && g.stride_w == 1 && use_winograd<T>(ps, o.N, Hi, Wi) &&
                  run_winograd(kt, d, ps, WinogradWeights::grad_input(weight),
-                              static_cast<const T*>(nullptr), oo)) {
+                              static_cast<const T*>(nullptr), oo, WinogradKind::f2x2_3x3)) {
         // done; where it returns false (not finite) the direct kernels overwrite oo
       } else {
         const at::Tensor wp = weight_cache().get(

@@ -297,6 +297,15 @@ struct KernelTableT {
   WinogradInputFn<T> winograd_s2_input;
   WinogradOutputFn<T> winograd_s2_output;
   WinogradWeightFn<T> winograd_s2_weights;
+  // The input gradient of a 3x3 stride-2 convolution from grad_output (as "x": windows of 3 x 3
+  // values, 2 apart) with winograd_s2_weights of the rotated taps: 25 values per tile, 4 x 4
+  // grad_input pixels per tile (the output pixels are (i, 4t + j), i < rows, 4t + j < cols),
+  // kernels_impl.h's WinogradStride2GradInput; "even" where a tile's first pixel is at an even
+  // padded coordinate.
+  WinogradInputFn<T> winograd_s2_gi_even_input;
+  WinogradOutputFn<T> winograd_s2_gi_even_output;
+  WinogradInputFn<T> winograd_s2_gi_odd_input;
+  WinogradOutputFn<T> winograd_s2_gi_odd_output;
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
   // result is also written to *sink so the loop cannot be optimised away).
   double (*fma_loop)(int64_t iters, T* sink);

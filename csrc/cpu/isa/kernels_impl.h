@@ -1537,14 +1537,16 @@ static void transpose_rows(const T* src, int64_t sc, int64_t C, int64_t W, T* ds
 
 // ------------------------------------------------------------------------------------------
 // Winograd transforms (see kernel_api.h), one channel vector at a time, for two forms that
-// share everything but their 1-D transforms (applied to rows, then to columns):
+// share everything but their 1-D transforms (applied to rows, then to columns): WINDOW
+// inputs (STEP apart from one tile to the next) -> A transformed values; A products -> OT
+// outputs; 3 taps -> A transformed taps.
 // F(2x2, 3x3), stride 1: B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
 // A^T m A with A^T = [1 1 1 0; 0 1 -1 -1] (for cross-correlation: y0 = d0 g0 + d1 g1 + d2 g2).
-// Stride 2: see WinogradStride2.
+// Stride 2: see WinogradStride2 and WinogradStride2GradInput.
 
 // F(2, 3): windows of 4 inputs, 2 apart.
 struct WinogradF23 {
-  enum { A = 4, STEP = 2, PREFETCH_LOCALITY = 3 };  // input windows prefetched into L1
+  enum { WINDOW = 4, A = 4, OT = 2, STEP = 2, PREFETCH_LOCALITY = 3 };  // prefetch into L1
   static inline void input(const V::reg* d, V::reg* t) {
     t[0] = V::sub(d[0], d[2]);
     t[1] = V::add(d[1], d[2]);
@@ -1576,7 +1578,7 @@ struct WinogradStride2 {
   // prefetched into L2: TC_WINOGRAD_PREFETCH tiles of 5 x 4 new pixels (40 KB for 128
   // channels) would not stay in L1 (R50 3x3 stride 2 channels_last, 1 thread: 16.1 -> 15.4 ms
   // of CPU per call; the stride-1 form measured 2% slower so)
-  enum { A = 5, STEP = 4, PREFETCH_LOCALITY = 2 };
+  enum { WINDOW = 5, A = 5, OT = 2, STEP = 4, PREFETCH_LOCALITY = 2 };
   static inline void input(const V::reg* d, V::reg* t) {
     t[0] = V::sub(d[0], d[2]);
     t[1] = d[2];
@@ -1594,6 +1596,35 @@ struct WinogradStride2 {
     u[2] = g[2];
     u[3] = g[1];
     u[4] = g[1];
+  }
+};
+
+// The input gradient of a 3x3 stride-2 convolution, per row of 4 grad_input pixels from 3
+// grad_output values (2 apart from one tile to the next), with the taps rotated (as the
+// stride-1 input gradient reads them: g = (w2, w1, w0), transformed as WinogradStride2's).
+// grad_input pixel I (padded coordinates) takes w0 dy[I/2] + w2 dy[I/2 - 1] at even I and
+// w1 dy[(I-1)/2] at odd I: the even pixels of a tile are an F(2, 2) of taps (w2, w0), the odd
+// ones a product each, 5 products per 4 pixels instead of 6 (25 per 4x4 tile instead of 36).
+// EVEN: the tile's first pixel is even (window dy[m-1 .. m+1] for first pixel 2m), else odd
+// (window dy[m .. m+2] for first pixel 2m + 1).
+// B^T d = [d0 - d1, d1, d2 - d1, d1, d2] (EVEN) / [.., .., .., d0, d1];
+// A^T m = [m0 + m1, m3, m1 + m2, m4] (EVEN) / [m3, m0 + m1, m4, m1 + m2].
+template <bool EVEN>
+struct WinogradStride2GradInput {
+  enum { WINDOW = 3, A = 5, OT = 4, STEP = 2, PREFETCH_LOCALITY = 3 };
+  static inline void input(const V::reg* d, V::reg* t) {
+    t[0] = V::sub(d[0], d[1]);
+    t[1] = d[1];
+    t[2] = V::sub(d[2], d[1]);
+    t[3] = EVEN ? d[1] : d[0];
+    t[4] = EVEN ? d[2] : d[1];
+  }
+  static inline void output(const V::reg* m, V::reg* o) {
+    const V::reg even0 = V::add(m[0], m[1]), even1 = V::add(m[1], m[2]);
+    o[0] = EVEN ? even0 : m[3];
+    o[1] = EVEN ? m[3] : even0;
+    o[2] = EVEN ? even1 : m[4];
+    o[3] = EVEN ? m[4] : even1;
   }
 };
 
@@ -1622,29 +1653,29 @@ static inline V::reg row_sum(const V::reg* r) {
 #define TC_WINOGRAD_PREFETCH 4
 #endif
 
-// One tile's B^T d B for every channel, into vt (planes vs apart). WHOLE: the A x A window
-// lies inside the input; else window row i / column j is read only for i in [r0, r1) and
+// One tile's B^T d B for every channel, into vt (planes vs apart). WHOLE: the window lies
+// inside the input; else window row i / column j is read only for i in [r0, r1) and
 // j in [c0, c1), zeros elsewhere (padding that is not in memory).
 template <typename F, bool WHOLE>
 static inline void winograd_input_tile(const WinogradArgs* a, const T* xt, T* vt,
                                        int64_t r0, int64_t r1, int64_t c0, int64_t c1,
                                        V::reg* finite) {
   typedef V::reg reg;
-  enum { A = F::A };
+  enum { A = F::A, W = F::WINDOW };
   const int64_t C = a->C, xh = a->xh, xw = a->xw, vs = a->vs;
   for (int64_t c = 0; c < C; c += V::N) {
     const int64_t n = C - c;
-    reg d[A][A], e[A][A];
-    TC_UNROLL for (int i = 0; i < A; ++i) {
-      TC_UNROLL for (int j = 0; j < A; ++j) {
-        d[i][j] = WHOLE || (i >= r0 && i < r1 && j >= c0 && j < c1)
+    reg w[W][W], e[A][W], d[A][A];
+    TC_UNROLL for (int i = 0; i < W; ++i) {
+      TC_UNROLL for (int j = 0; j < W; ++j) {
+        w[i][j] = WHOLE || (i >= r0 && i < r1 && j >= c0 && j < c1)
                       ? load_k(xt + i * xh + j * xw + c, n)
                       : V::zero();
       }
     }
-    TC_UNROLL for (int j = 0; j < A; ++j) {  // B^T d: combinations of rows
-      reg col[A], t[A];
-      TC_UNROLL for (int i = 0; i < A; ++i) col[i] = d[i][j];
+    TC_UNROLL for (int j = 0; j < W; ++j) {  // B^T d: combinations of rows
+      reg col[W], t[A];
+      TC_UNROLL for (int i = 0; i < W; ++i) col[i] = w[i][j];
       F::input(col, t);
       TC_UNROLL for (int i = 0; i < A; ++i) e[i][j] = t[i];
     }
@@ -1666,10 +1697,10 @@ template <typename F>
 static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const int64_t* inside,
                           T* v) {
   typedef V::reg reg;
-  enum { A = F::A, STEP = F::STEP };
+  enum { A = F::A, W = F::WINDOW, STEP = F::STEP };
   const int64_t C = a->C, xh = a->xh, xw = a->xw;
   const int64_t r0 = inside[0], r1 = inside[1], c0 = inside[2], c1 = inside[3];
-  const bool rows_whole = r0 <= 0 && r1 >= A;
+  const bool rows_whole = r0 <= 0 && r1 >= W;
   reg finite[A];
   TC_UNROLL for (int i = 0; i < A; ++i) finite[i] = V::zero();
   for (int64_t t = 0; t < nt; ++t) {
@@ -1677,15 +1708,15 @@ static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const i
     T* vt = v + t * C;
     if (TC_WINOGRAD_PREFETCH > 0 && t + TC_WINOGRAD_PREFETCH < nt) {
       // the STEP columns a later tile adds to its predecessor's window
-      const char* p = (const char*)(xt + (STEP * TC_WINOGRAD_PREFETCH + A - STEP) * xw);
-      for (int i = 0; i < A; ++i) {
+      const char* p = (const char*)(xt + (STEP * TC_WINOGRAD_PREFETCH + W - STEP) * xw);
+      for (int i = 0; i < W; ++i) {
         for (int64_t b = 0; b < int64_t(sizeof(T)) * ((STEP - 1) * xw + C); b += 64) {
           __builtin_prefetch(p + i * xh * int64_t(sizeof(T)) + b, 0, F::PREFETCH_LOCALITY);
         }
       }
     }
-    if (rows_whole && c0 <= STEP * t && c1 >= STEP * t + A) {
-      winograd_input_tile<F, true>(a, xt, vt, 0, A, 0, A, finite);
+    if (rows_whole && c0 <= STEP * t && c1 >= STEP * t + W) {
+      winograd_input_tile<F, true>(a, xt, vt, 0, W, 0, W, finite);
     } else {
       winograd_input_tile<F, false>(a, xt, vt, r0, r1, c0 - STEP * t, c1 - STEP * t, finite);
     }
@@ -1699,37 +1730,33 @@ template <typename F>
 static void winograd_output(const WinogradArgs* a, const T* m, int64_t nt, const T* bias,
                             int64_t rows, int64_t cols, T* y) {
   typedef V::reg reg;
-  enum { A = F::A };
+  enum { A = F::A, OT = F::OT };
   const int64_t K = a->K, ms = a->ms, mt = a->mt, yh = a->yh, yw = a->yw;
   for (int64_t t = 0; t < nt; ++t) {
     const T* mp = m + t * mt;
-    T* yt = y + 2 * t * yw;
-    const int64_t tcols = tc_min(2, cols - 2 * t);
+    T* yt = y + OT * t * yw;
+    const int64_t tcols = tc_min(OT, cols - OT * t);
     for (int64_t k = 0; k < K; k += V::N) {
       const int64_t n = K - k;
-      reg o[2][A];
+      reg o[OT][A];
       TC_UNROLL for (int j = 0; j < A; ++j) {  // A^T m: combinations of rows
-        reg col[A], r[2];
+        reg col[A], r[OT];
         TC_UNROLL for (int i = 0; i < A; ++i) col[i] = load_k(mp + (A * i + j) * ms + k, n);
         F::output(col, r);
-        o[0][j] = r[0], o[1][j] = r[1];
+        TC_UNROLL for (int i = 0; i < OT; ++i) o[i][j] = r[i];
       }
       const reg b = bias ? load_k(bias + k, n) : V::zero();
-      TC_UNROLL for (int i = 0; i < 2; ++i) {  // (A^T m) A: combinations of columns, + bias
+      TC_UNROLL for (int i = 0; i < OT; ++i) {  // (A^T m) A: combinations of columns, + bias
         if (i >= rows) break;
-        reg r[2];
+        reg r[OT];
         F::output(o[i], r);
-        const reg y0 = V::add(r[0], b), y1 = V::add(r[1], b);
         T* yr = yt + i * yh + k;
-        if (n >= V::N && a->stream) {
-          V::stream(yr, y0);
-          if (tcols > 1) V::stream(yr + yw, y1);
-        } else if (n >= V::N) {
-          V::store(yr, y0);
-          if (tcols > 1) V::store(yr + yw, y1);
-        } else {
-          V::store_n(yr, y0, (int)n);
-          if (tcols > 1) V::store_n(yr + yw, y1, (int)n);
+        TC_UNROLL for (int j = 0; j < OT; ++j) {
+          if (j >= tcols) break;
+          const reg yv = V::add(r[j], b);
+          if (n >= V::N && a->stream) V::stream(yr + j * yw, yv);
+          else if (n >= V::N) V::store(yr + j * yw, yv);
+          else V::store_n(yr + j * yw, yv, (int)n);
         }
       }
     }
@@ -1890,7 +1917,10 @@ static const KernelTableT<T> kTable = {
     TC_GROUPED, &transpose_rows, &winograd_input<WinogradF23>, &winograd_output<WinogradF23>,
     &winograd_weights<WinogradF23>, &winograd_grad_output, &winograd_weight_grad,
     &winograd_input<WinogradStride2>, &winograd_output<WinogradStride2>,
-    &winograd_weights<WinogradStride2>, &fma_loop,
+    &winograd_weights<WinogradStride2>, &winograd_input<WinogradStride2GradInput<true>>,
+    &winograd_output<WinogradStride2GradInput<true>>,
+    &winograd_input<WinogradStride2GradInput<false>>,
+    &winograd_output<WinogradStride2GradInput<false>>, &fma_loop,
 };
 
 // Defined here, per inclusion (a TU includes this file once per element type).
