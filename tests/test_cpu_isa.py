@@ -560,8 +560,10 @@ def test_autograd_end_to_end(isa):
 @DTYPES
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 def test_threads_bitwise_identical(isa, layout, dtype):
-    # the first one runs through Winograd (float32)
-    cases = [(2, 20, 13, 11, 36, 3, 3, 1, 1, 1, 1), (2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16),
+    # the first two run through Winograd (float32; the second's forward and input gradient on
+    # the stride-2 forms)
+    cases = [(2, 20, 13, 11, 36, 3, 3, 1, 1, 1, 1), (2, 20, 26, 22, 36, 3, 3, 2, 1, 1, 1),
+             (2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16),
              (2, 32, 10, 10, 32, 3, 3, 1, 1, 1, 8), (3, 40, 9, 9, 24, 1, 1, 2, 0, 1, 1),
              (3, 70, 40, 40, 20, 1, 1, 1, 0, 1, 1), (2, 24, 40, 40, 36, 1, 1, 1, 0, 1, 1),
              # depthwise over rows narrower than half a vector, one image: NCHW splits it
