@@ -30,10 +30,11 @@
 //    NaN / inf fall back to the direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride
 //    1, no dilation) as 3x3 sub-kernels over the grid of transformed tiles (run_winograd_nested;
 //    5x5: 64 products per tile instead of 100); the weight gradient of both from 256 tiles
-//    (run_winograd_grad_weight). The forward of undilated 3x3 stride-2 layers with the same
-//    minimums (use_winograd_stride2) runs on a stride-2 sibling of those transforms, 25
-//    products per tile instead of 36. TORCHCONV_CPU_WINOGRAD=0 (or
-//    _C.set_cpu_winograd(False)) turns both off.
+//    (run_winograd_grad_weight). The forward and the input gradient of undilated 3x3
+//    stride-2 layers with the same minimums (use_winograd_stride2,
+//    use_winograd_stride2_grad_input) run on stride-2 forms of those transforms, 25 products
+//    per tile instead of 36 (WinogradKind). TORCHCONV_CPU_WINOGRAD=0 (or
+//    _C.set_cpu_winograd(False)) turns them all off.
 //  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
 //    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
 //    scalars broadcast, weights packed into [group][k-block][r][s][c][KB] panels (kept between
