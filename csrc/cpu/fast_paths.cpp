@@ -1471,7 +1471,7 @@ bool use_winograd(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
 }
 
 // The forward of a 3x3 stride-2 convolution (undilated; the other conditions as use_winograd)
-// on the stride-2 form (WinogradShape): 25 products per 2x2 output tile instead of 36.
+// on the stride-2 form (WinogradKind::stride2): 25 products per 2x2 output tile instead of 36.
 template <typename T>
 bool use_winograd_stride2(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
   return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
@@ -1737,6 +1737,7 @@ struct WinogradPanels {
     NP = wide ? kt->wide_pixel_block : kt->pixel_block;
     panel = nsub * sp.cpg * KB, uplane = winograd_plane(nKB * panel);
     U = weight_cache().get(*ww.weight,
+                           // (both stride-2 input-gradient forms share one packing)
                            {kPackWinograd, positions, ww.rotate, table_id(kt), KB, sp.kpg,
                             sp.cpg},
                            [&](bool owned) { return pack_winograd(kt, ww, sp, kind, KB, owned); });
