@@ -3,6 +3,7 @@
 import copy
 import os
 import socket
+import sys
 import tempfile
 
 import pytest
@@ -419,6 +420,13 @@ def _ddp_worker(rank, world_size, port, result_dir):
                    os.path.join(result_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    # The results are saved: leave without the interpreter's teardown. With torch 2.14.1 a
+    # gloo worker process sometimes aborts there ("terminate called without an active
+    # exception"), with or without torchconv: 4 of 24 runs of this worker with nn.Conv2d only
+    # and torchconv not imported.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def test_ddp_gloo_two_processes():
