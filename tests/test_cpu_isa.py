@@ -241,6 +241,15 @@ def winograd_off():
 ALL_WINOGRAD_CASES = WINOGRAD_CASES + WINOGRAD_NESTED_CASES
 
 
+def assert_error_within(name, ours, r64, native, direct, slack):
+    """Max error against the float64 reference r64 within slack x native float32's or our
+    direct kernels', whichever is larger."""
+    err = (ours.double() - r64).abs().max().item()
+    err_native = (native.double() - r64).abs().max().item()
+    err_direct = (direct.double() - r64).abs().max().item()
+    assert err <= slack * max(err_native, err_direct), (name, err, err_native, err_direct)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "cl", "strided"])
 @pytest.mark.parametrize("case", ALL_WINOGRAD_CASES, ids=[str(c) for c in ALL_WINOGRAD_CASES])
 def test_winograd(isa, case, layout):
@@ -270,10 +279,7 @@ def test_winograd(isa, case, layout):
         direct = run_ops(x, w, b, gy, 1, pd, dl, 1)
     for name, ours, r64, nat, dir_ in zip(("forward", "grad_input", "grad_weight"), (y, gi, gw),
                                           (y64, gi64, gw64), (y32, gi32, gw32), direct):
-        err = (ours.double() - r64).abs().max().item()
-        err_native = (nat.double() - r64).abs().max().item()
-        err_direct = (dir_.double() - r64).abs().max().item()
-        assert err <= slack * max(err_native, err_direct), (name, err, err_native, err_direct)
+        assert_error_within(name, ours, r64, nat, dir_, slack)
     tiles = N * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)
     for ours, other in zip((y, gi, gw), direct):
         assert ours.stride() == other.stride()
@@ -336,10 +342,7 @@ def test_winograd_stride2(isa, case, layout):
     slack = 2.0 if isa == "scalar" else 1.5
     for name, o, r64, nat, dir_ in zip(("forward", "grad_input"), (y, gi), (y64, gi64),
                                        (y32, gi32), direct):
-        err = (o.double() - r64).abs().max().item()
-        err_native = (nat.double() - r64).abs().max().item()
-        err_direct = (dir_.double() - r64).abs().max().item()
-        assert err <= slack * max(err_native, err_direct), (name, err, err_native, err_direct)
+        assert_error_within(name, o, r64, nat, dir_, slack)
         assert o.stride() == nat.stride(), name
     tiles = N * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)
     assert torch.equal(y, direct[0]) == (tiles < 32)

@@ -1460,35 +1460,40 @@ constexpr int64_t kWinogradMinTiles = 32;
 int64_t winograd_tiles(int64_t N, int64_t OH, int64_t OW) {
   return N * ceil_div(OH, 2) * ceil_div(OW, 2);
 }
+// What every Winograd form needs: float32, Winograd switched on, one group, >= 16 channels in
+// and out, and kWinogradMinTiles tiles.
+template <typename T>
+bool winograd_allowed(int64_t groups, int64_t in_channels, int64_t out_channels,
+                      int64_t tiles) {
+  return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
+         groups == 1 && in_channels >= 16 && out_channels >= 16 && tiles >= kWinogradMinTiles;
+}
 template <typename T>
 bool use_winograd(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
   const bool kernel = (sp.R == 3 && sp.S == 3) ||  // larger: run_winograd_nested
                       (sp.R % 2 == 1 && sp.S % 2 == 1 && sp.R >= 3 && sp.S >= 3 &&
                        sp.dh == 1 && sp.dw == 1);
-  return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
-         sp.G == 1 && kernel && sp.sh == 1 && sp.sw == 1 && sp.cpg >= 16 && sp.kpg >= 16 &&
-         OH >= 2 * sp.dh && OW >= 2 * sp.dw && winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
+  return winograd_allowed<T>(sp.G, sp.cpg, sp.kpg, winograd_tiles(N, OH, OW)) && kernel &&
+         sp.sh == 1 && sp.sw == 1 && OH >= 2 * sp.dh && OW >= 2 * sp.dw;
 }
 
 // The forward of a 3x3 stride-2 convolution (undilated; the other conditions as use_winograd)
 // on the stride-2 form (WinogradKind::stride2): 25 products per 2x2 output tile instead of 36.
 template <typename T>
 bool use_winograd_stride2(const Spec& sp, int64_t N, int64_t OH, int64_t OW) {
-  return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
-         sp.G == 1 && sp.R == 3 && sp.S == 3 && sp.sh == 2 && sp.sw == 2 && sp.dh == 1 &&
-         sp.dw == 1 && sp.cpg >= 16 && sp.kpg >= 16 && OH >= 2 && OW >= 2 &&
-         winograd_tiles(N, OH, OW) >= kWinogradMinTiles;
+  return winograd_allowed<T>(sp.G, sp.cpg, sp.kpg, winograd_tiles(N, OH, OW)) && sp.R == 3 &&
+         sp.S == 3 && sp.sh == 2 && sp.sw == 2 && sp.dh == 1 && sp.dw == 1 && OH >= 2 &&
+         OW >= 2;
 }
 
-// The input gradient of such a layer (one group, >= 16 channels in and out, >= 32 tiles of
-// 4 x 4 grad_input pixels, the same padding parity for rows and columns: one form for both).
+// The input gradient of such a layer (tiles of 4 x 4 grad_input pixels; the same padding
+// parity for rows and columns: one form for both).
 template <typename T>
 bool use_winograd_stride2_grad_input(const Geometry& g) {
-  return std::is_same_v<T, float> && winograd_switch().load(std::memory_order_relaxed) &&
-         g.groups == 1 && g.kernel_height == 3 && g.kernel_width == 3 && g.stride_h == 2 &&
-         g.stride_w == 2 && g.dilation_h == 1 && g.dilation_w == 1 && g.in_channels >= 16 &&
-         g.out_channels >= 16 && g.pad_top % 2 == g.pad_left % 2 &&
-         g.batch * ceil_div(g.in_height, 4) * ceil_div(g.in_width, 4) >= kWinogradMinTiles;
+  return winograd_allowed<T>(g.groups, g.out_channels, g.in_channels,
+                             g.batch * ceil_div(g.in_height, 4) * ceil_div(g.in_width, 4)) &&
+         g.kernel_height == 3 && g.kernel_width == 3 && g.stride_h == 2 && g.stride_w == 2 &&
+         g.dilation_h == 1 && g.dilation_w == 1 && g.pad_top % 2 == g.pad_left % 2;
 }
 
 // The 16 planes of the transformed inputs, products and weights lie a multiple of 4 KiB plus

@@ -1536,7 +1536,7 @@ static void transpose_rows(const T* src, int64_t sc, int64_t C, int64_t W, T* ds
 }
 
 // ------------------------------------------------------------------------------------------
-// Winograd transforms (see kernel_api.h), one channel vector at a time, for two forms that
+// Winograd transforms (see kernel_api.h), one channel vector at a time, for forms that
 // share everything but their 1-D transforms (applied to rows, then to columns): WINDOW
 // inputs (STEP apart from one tile to the next) -> A transformed values; A products -> OT
 // outputs; 3 taps -> A transformed taps.
@@ -1638,8 +1638,8 @@ static inline int all_zero(V::reg v) {
   return 1;
 }
 
-// The sum of a row of transformed values, for the finiteness flags (one short dependency chain
-// per row; for 4 values the order of the stride-1 form since its first version).
+// The sum of A vectors (a row of transformed values, or the rows' finiteness flags): one short
+// dependency chain; for 4 values the order of the stride-1 form since its first version.
 template <int A>
 static inline V::reg row_sum(const V::reg* r) {
   V::reg s = V::add(V::add(r[0], r[1]), V::add(r[2], r[3]));
@@ -1721,9 +1721,7 @@ static int winograd_input(const WinogradArgs* a, const T* x, int64_t nt, const i
       winograd_input_tile<F, false>(a, xt, vt, r0, r1, c0 - STEP * t, c1 - STEP * t, finite);
     }
   }
-  reg any = V::add(V::add(finite[0], finite[1]), V::add(finite[2], finite[3]));
-  TC_UNROLL for (int i = 4; i < A; ++i) any = V::add(any, finite[i]);
-  return all_zero(any);
+  return all_zero(row_sum<A>(finite));
 }
 
 template <typename F>
