@@ -430,6 +430,16 @@ PLANE_CASES = [
     # than a vector): stride 2 of even width, stride 3 whose first phase is one column longer
     (1, 3, 11, 70, 3, 3, 2, 1, 1),
     (1, 2, 10, 100, 5, 5, 3, 2, 2),
+    # stride 2: column pairs split by vectors, with zero-padded copies at both row ends
+    # (padding 0, 1, 2, odd widths, dilation, a row of fewer than two vectors per phase)
+    (2, 2, 6, 113, 3, 3, 2, 1, 1),
+    (1, 3, 5, 64, 3, 3, 2, 0, 1),
+    (1, 2, 7, 81, 5, 5, 2, 2, 1),
+    (1, 2, 8, 90, 3, 3, 2, 2, 2),
+    (1, 2, 4, 37, 3, 3, 2, (0, 1), 1),
+    # a grad_input of >= 2M floats: its phases interleaved by streaming stores (odd width: the
+    # first phase's last column stored apart)
+    (1, 8, 256, 257, 3, 3, 2, 1, 1),
 ]
 
 

@@ -1326,6 +1326,8 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
     out_elems = std::max(out_elems, ph.Hi * (interleave ? Wmax : ph.Wi));
   }
   const int64_t phase_bufs = interleave ? int64_t(phases.size()) : 1;
+  // grad_input is written once: past the caches where large (MBv2 dw s2, 38.5 MB)
+  const bool stream = stream_output<T>(o.N * o.C * o.H * o.W);
   const int64_t per_worker = staged_elems + phase_bufs * out_elems;
   const int64_t workers = worker_count(planes, 1);
   at::Tensor scratch = at::empty({workers * per_worker}, options_of<T>());
@@ -1353,12 +1355,13 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
     T* plane = o.p + n * o.sn + c * o.sc;
     for (int64_t a = 0; a < stride_h; ++a) {
       const int64_t first = a * stride_w, Wmin = phases[first + stride_w - 1].Wi;
+      const T* src = out + first * out_elems;
+      kt->interleave_phases(src, out_elems, Wmax, stride_w, Wmin, phases[first].Hi,
+                            plane + a * o.sh, stride_h * o.sh, stream);
       for (int64_t i = 0; i < phases[first].Hi; ++i) {
         T* row = plane + (a + i * stride_h) * o.sh;
-        const T* src = out + first * out_elems + i * Wmax;
-        kt->transpose(src, out_elems, stride_w, Wmin, row, stride_w);
         for (int64_t b = 0; b < stride_w && phases[first + b].Wi > Wmin; ++b) {
-          row[Wmin * stride_w + b] = src[b * out_elems + Wmin];
+          row[Wmin * stride_w + b] = src[b * out_elems + i * Wmax + Wmin];
         }
       }
     }

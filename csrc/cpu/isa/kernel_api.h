@@ -256,6 +256,15 @@ using WinogradWeightGradFn = void (*)(const WinogradWeightArgs* a, const T* m, i
 template <typename T>
 using TransposeFn = void (*)(const T* src, int64_t sc, int64_t C, int64_t W, T* dst, int64_t dc);
 
+// The rows of P (2..4) column phases into whole rows: dst[i*dst_row + j*P + p] =
+// src[p*phase_stride + i*src_row + j] for p < P, j < W, i < rows (the stride phases of an input
+// gradient into its plane). `stream`: non-temporal stores where the V interleaves rows
+// (kernels_impl.h interleave_rows), else as TransposeFn.
+template <typename T>
+using InterleavePhasesFn = void (*)(const T* src, int64_t phase_stride, int64_t src_row,
+                                    int64_t P, int64_t W, int64_t rows, T* dst,
+                                    int64_t dst_row, bool stream);
+
 template <typename T>
 struct KernelTableT {
   const char* name;
@@ -286,6 +295,7 @@ struct KernelTableT {
   GroupedFn<T> grouped;                      // null where VL == 1
   GroupedGradWeightFn<T> grouped_grad_weight;
   TransposeFn<T> transpose;
+  InterleavePhasesFn<T> interleave_phases;
   WinogradInputFn<T> winograd_input;
   WinogradOutputFn<T> winograd_output;
   WinogradWeightFn<T> winograd_weights;

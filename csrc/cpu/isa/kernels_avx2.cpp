@@ -58,6 +58,15 @@ struct V {
     if (((uintptr_t)p & 31) == 0) _mm256_stream_ps(p, v);
     else _mm256_storeu_ps(p, v);
   }
+  // even = p[0], p[2], ..., p[14]; odd = p[1], ..., p[15] (the two stride-2 column phases
+  // of a row): pairs picked within 128-bit lanes, then the lanes' 64-bit halves reordered
+  static inline void load_even_odd(const float* p, reg& even, reg& odd) {
+    const reg a = load(p), b = load(p + 8);
+    even = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+    odd = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+  }
   static inline void fence() { _mm_sfence(); }
   // 8 x 8: 32-bit then 64-bit interleaves within 128-bit lanes, then the lanes swapped.
   // Blocks with nc < 8 rows or nw < 8 columns load and store through masks.
@@ -89,8 +98,9 @@ struct V {
   // vector v taking pixel (8v + l) / C of row (8v + l) % C through one permute per row and
   // blends. The 8 x 8 transpose would store C elements per pixel through masks (microcoded on
   // AMD: the AVX2 R50 stem NCHW forward spent 5% of its time there). Whole groups of 8 pixels;
-  // returns how many (kernels_impl.h interleave_rows copies the rest).
-  template <int NC>
+  // returns how many (kernels_impl.h interleave_rows copies the rest). STREAM: non-temporal
+  // stores.
+  template <int NC, bool STREAM = false>
   static inline int64_t interleave_rows_n(const float* src, int64_t sc, int64_t W, float* dst) {
     __m256i pixel[NC];
     __m256 row[NC][NC];
@@ -113,7 +123,8 @@ struct V {
         __m256 o = _mm256_permutevar8x32_ps(r[0], pixel[v]);
         for (int k = 1; k < NC; ++k)
           o = _mm256_blendv_ps(o, _mm256_permutevar8x32_ps(r[k], pixel[v]), row[v][k]);
-        _mm256_storeu_ps(dst + i0 * NC + 8 * v, o);
+        if (STREAM) stream(dst + i0 * NC + 8 * v, o);
+        else _mm256_storeu_ps(dst + i0 * NC + 8 * v, o);
       }
     }
     return i0;
@@ -172,6 +183,11 @@ struct V {
   static inline void stream(double* p, reg v) {
     if (((uintptr_t)p & 31) == 0) _mm256_stream_pd(p, v);
     else _mm256_storeu_pd(p, v);
+  }
+  static inline void load_even_odd(const double* p, reg& even, reg& odd) {  // as for float32
+    const reg a = load(p), b = load(p + 4);
+    even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8);
+    odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), 0xD8);
   }
   static inline void fence() { _mm_sfence(); }
   // 4 x 4: interleave pairs of rows, then combine their 128-bit halves.

@@ -64,6 +64,14 @@ struct V {
     if (((uintptr_t)p & 63) == 0) _mm512_stream_ps(p, v);
     else _mm512_storeu_ps(p, v);
   }
+  // even = p[0], p[2], ..., p[30]; odd = p[1], p[3], ..., p[31] (a row split into its two
+  // stride-2 column phases)
+  static inline void load_even_odd(const float* p, reg& even, reg& odd) {
+    const reg a = load(p), b = load(p + 16);
+    const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    even = _mm512_permutex2var_ps(a, e, b);
+    odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
+  }
   static inline void fence() { _mm_sfence(); }
   // 16 x 16 in registers (avx512_transpose.h); blocks with nc < 16 rows or nw < 16 columns
   // load and store through masks.
@@ -83,8 +91,8 @@ struct V {
   // permutes each (lane l of output vector v takes pixel (16v + l) / C of row (16v + l) % C),
   // where the 16 x 16 register transpose spends 64 shuffles and 16 masked stores of C
   // elements. Whole groups of 16 pixels; returns how many (kernels_impl.h interleave_rows
-  // copies the rest).
-  template <int NC>
+  // copies the rest). STREAM: non-temporal stores.
+  template <int NC, bool STREAM = false>
   static inline int64_t interleave_rows_n(const float* src, int64_t sc, int64_t W, float* dst) {
     __m512i pixel[NC];
     __mmask16 row[NC][NC];
@@ -105,7 +113,8 @@ struct V {
       for (int v = 0; v < NC; ++v) {
         __m512 o = _mm512_permutexvar_ps(pixel[v], r[0]);
         for (int k = 1; k < NC; ++k) o = _mm512_mask_permutexvar_ps(o, row[v][k], pixel[v], r[k]);
-        _mm512_storeu_ps(dst + i0 * NC + 16 * v, o);
+        if (STREAM) stream(dst + i0 * NC + 16 * v, o);
+        else _mm512_storeu_ps(dst + i0 * NC + 16 * v, o);
       }
     }
     return i0;
@@ -163,6 +172,12 @@ struct V {
   static inline void stream(double* p, reg v) {
     if (((uintptr_t)p & 63) == 0) _mm512_stream_pd(p, v);
     else _mm512_storeu_pd(p, v);
+  }
+  static inline void load_even_odd(const double* p, reg& even, reg& odd) {  // as for float32
+    const reg a = load(p), b = load(p + 8);
+    const __m512i e = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    even = _mm512_permutex2var_pd(a, e, b);
+    odd = _mm512_permutex2var_pd(a, _mm512_add_epi64(e, _mm512_set1_epi64(1)), b);
   }
   static inline void fence() { _mm_sfence(); }
   // 8 x 8: interleave pairs of rows, t[2k + e] holds rows 2k, 2k+1 of columns 2L + e in its

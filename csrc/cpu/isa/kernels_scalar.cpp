@@ -49,6 +49,10 @@ struct Lane {
   static inline void store(E* p, reg v) { *p = v; }
   static inline void stream(E* p, reg v) { *p = v; }
   static inline void fence() {}
+  static inline void load_even_odd(const E* p, reg& even, reg& odd) {
+    even = p[0];
+    odd = p[1];
+  }
   static inline void transpose(const E* src, int64_t, E* dst, int64_t, int, int) {
     *dst = *src;
   }
