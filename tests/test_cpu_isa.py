@@ -426,6 +426,7 @@ PLANE_CASES = [
     (1, 3, 20, 26, 5, 5, 3, 2, 2),            # stride 3, dilation 2
     (1, 2, 9, 17, 4, 2, (2, 1), (1, 3), 1),   # asymmetric everything, padding > kernel
     (1, 2, 12, 40, 3, 7, 1, 0, (1, 3)),       # no padding, wide dilated rows
+    (1, 3, 12, 40, 3, 3, (1, 2), 1, (1, 2)),  # 3x3 by blocks of rows: column phases, dilated
     # rows of at least a vector in every stride phase (the plane kernels take rows no shorter
     # than a vector): stride 2 of even width, stride 3 whose first phase is one column longer
     (1, 3, 11, 70, 3, 3, 2, 1, 1),

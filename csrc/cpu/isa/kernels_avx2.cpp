@@ -29,6 +29,7 @@ namespace avx2 {
 #define DW_NP 6
 #define DW3_NP 4
 #define FMA_CHAINS 10
+#define PLANE_ROWS 3
 #define PLANE_NS 8
 #define GP_NS 2
 #define TC_HAS_PERMUTE 1

@@ -33,6 +33,7 @@ namespace avx512 {
 #define DW_NP 8
 #define DW3_NP 8
 #define FMA_CHAINS 16
+#define PLANE_ROWS 8
 #define PLANE_NS 8
 #define GP_NS 4
 #define TC_HAS_PERMUTE 1

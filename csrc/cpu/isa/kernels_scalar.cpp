@@ -29,6 +29,7 @@ namespace scalar {
 #define DW_NP 4
 #define DW3_NP 4
 #define FMA_CHAINS 8
+#define PLANE_ROWS 4
 #define PLANE_NS 4
 #define GP_NS 1
 #define TC_HAS_PERMUTE 0
