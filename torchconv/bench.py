@@ -153,20 +153,19 @@ def keep_freed_memory():
     the OS, and whether an output is fresh (page faults on first touch: 6270 of them, 8 ms, for
     a 25.7 MB output) depends on which calls ran before it, so alternating torchconv and native
     runs charged one side or the other at random (R50 1x1 expand channels_last measured 1.1x in
-    one full run, 0.5x in the next). Both sides then run on reused memory, as in a steady loop."""
+    one full run, 0.5x in the next). Both sides then run on reused memory, as in a steady loop.
+    mmap is switched off altogether: glibc mmaps every block above 32 MB that its free lists
+    cannot serve (MBv2 dw s2's 38.5 MB input gradient: 17.5 ms in a fresh process, 4.9 ms where
+    earlier calls had grown the heap; its channels_last forward+backward 0.47x in one suite run,
+    1.2-1.3x alone)."""
     import ctypes
     try:
         libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: bigger blocks stay mmapped
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        libc.mallopt(M_MMAP_MAX, 0)  # every block from the heap, reused after free
         libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
     except (OSError, AttributeError):
-        return  # not glibc: nothing to tune
-    # Blocks above 32 MB are still mmapped (fresh pages on every call) unless the heap already
-    # has room for them: grow it once, untouched (MBv2 dw s2's 38.5 MB input gradient measured
-    # 17.5 ms in a fresh process, 4.9 ms after the suite's earlier layers had grown the heap).
-    reserve = [torch.empty(16 << 20, dtype=torch.uint8) for _ in range(32)]
-    del reserve
+        pass  # not glibc: nothing to tune
 
 
 def geomean(values):
