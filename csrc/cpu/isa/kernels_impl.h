@@ -33,6 +33,21 @@ typedef V::T T;  // element type: float or double
 static inline int64_t tc_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t tc_abs(int64_t a) { return a < 0 ? -a : a; }
 
+// Register tiles are templates over their size (loops over a compile-time count keep the
+// accumulators in registers). with_count<K>(n, tile) calls tile(Count<n>()) for a runtime n
+// in 1..K, the tile of that size: tiles read Count's value as decltype(k)::value.
+template <int K>
+struct Count {
+  static constexpr int value = K;
+};
+template <int K, typename Tile>
+static inline void with_count(int n, const Tile& tile) {
+  if constexpr (K > 0) {
+    if (n == K) tile(Count<K>());
+    else with_count<K - 1>(n, tile);
+  }
+}
+
 // Loads lanes [0, n) of a vector (n may be >= N: full load; <= 0: zeros).
 static inline V::reg load_k(const T* p, int64_t n) {
   if (n >= V::N) return V::load(p);
@@ -279,20 +294,6 @@ static void direct_planes(const PlanesDirectArgs* a, const T* x, T* y, const T* 
   }
 }
 
-template <int NV, int K>
-struct DirectDispatch {
-  static void run(int np, const DirectArgs* a, const T* const* xp, T* const* yp,
-                  const T* w, const T* b, int64_t kvalid) {
-    if (np == K) direct_tile<K, NV>(a, xp, yp, w, b, kvalid);
-    else DirectDispatch<NV, K - 1>::run(np, a, xp, yp, w, b, kvalid);
-  }
-};
-template <int NV>
-struct DirectDispatch<NV, 0> {
-  static void run(int, const DirectArgs*, const T* const*, T* const*, const T*,
-                  const T*, int64_t) {}
-};
-
 // Elements per 64-byte cache line (software prefetches).
 static constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
 
@@ -361,7 +362,9 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
         if (++qw == a->OW) { qw = 0; ++qh; }
       }
     }
-    DirectDispatch<NVX, NPX>::run(np, a, xp, yp, wpanel, bias, kvalid);
+    with_count<NPX>(np, [&](auto k) {
+      direct_tile<decltype(k)::value, NVX>(a, xp, yp, wpanel, bias, kvalid);
+    });
     p += np;
   }
 }
@@ -386,7 +389,6 @@ static void direct_pixels_wide(const DirectArgs* a, const T* x, T* y,
                                int64_t p0, int64_t p1) {
   direct_pixels_any<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
-
 
 // ------------------------------------------------------------------------------------------
 // Few output channels: vectorised over the reduction channels (see kernel_api.h). Per output:
@@ -429,20 +431,6 @@ static void reduce_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
   }
 }
 
-template <int NK, int K>
-struct ReduceDispatch {
-  static void run(int np, const DirectArgs* a, const T* const* xp, T* const* yp,
-                  const T* w, const T* b) {
-    if (np == K) reduce_tile<K, NK>(a, xp, yp, w, b);
-    else ReduceDispatch<NK, K - 1>::run(np, a, xp, yp, w, b);
-  }
-};
-template <int NK>
-struct ReduceDispatch<NK, 0> {
-  static void run(int, const DirectArgs*, const T* const*, T* const*, const T*,
-                  const T*) {}
-};
-
 template <int NK>
 static void reduce_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpack,
                             const T* bias, int64_t p0, int64_t p1) {
@@ -456,7 +444,9 @@ static void reduce_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpac
       yp[i] = y + oh * a->yh + ow * a->yw;
       if (++ow == a->OW) { ow = 0; ++oh; }
     }
-    ReduceDispatch<NK, REDUCE_NP>::run(np, a, xp, yp, wpack, bias);
+    with_count<REDUCE_NP>(np, [&](auto k) {
+      reduce_tile<decltype(k)::value, NK>(a, xp, yp, wpack, bias);
+    });
     p += np;
   }
 }
@@ -561,20 +551,6 @@ static void dw_tile(const DepthwiseArgs* a, const T* const* xp, T* const* yp,
   for (; c0 < C; c0 += V::N) dw_block<NP, 1>(a, xp, yp, wpack, bias, rng, c0, C - c0);
 }
 
-template <int K>
-struct DwDispatch {
-  static void run(int np, const DepthwiseArgs* a, const T* const* xp, T* const* yp,
-                  const T* w, const T* b, const int64_t* rng) {
-    if (np == K) dw_tile<K>(a, xp, yp, w, b, rng);
-    else DwDispatch<K - 1>::run(np, a, xp, yp, w, b, rng);
-  }
-};
-template <>
-struct DwDispatch<0> {
-  static void run(int, const DepthwiseArgs*, const T* const*, T* const*, const T*,
-                  const T*, const int64_t*) {}
-};
-
 // Valid taps [lo, hi) of a window starting at input position i0 (padded coordinates) with
 // `taps` taps of dilation d, the input being [begin, begin + size).
 // (Called per border pixel: undilated windows avoid the divisions.)
@@ -632,15 +608,20 @@ static void depthwise_pixels(const DepthwiseArgs* a, const T* x, T* y,
       if (ow == lo && hi > lo) {  // the interior segment
         int np = 0;
         int64_t full[4] = {rlo, rhi, 0, a->S};
+        const auto run_tile = [&] {
+          with_count<DW_NP>(np, [&](auto k) {
+            dw_tile<decltype(k)::value>(a, xp, yp, wpack, bias, full);
+          });
+        };
         for (int64_t o = lo; o < hi; ++o) {
           xp[np] = xrow + o * a->sw * a->xw;
           yp[np] = yrow + o * a->yw;
           if (++np == DW_NP) {
-            DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, full);
+            run_tile();
             np = 0;
           }
         }
-        if (np) DwDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, full);
+        if (np) run_tile();
         ow = hi - 1;
         continue;
       }
@@ -700,22 +681,6 @@ static inline void dw3_tile(const DepthwiseArgs* a, const T* x, T* y, const V::r
   }
 }
 
-// A tile of np (< NP) pixels: the tile of that size (the largest first).
-template <int SW, int NP, bool FULL>
-struct Dw3Dispatch {
-  static void run(int np, const DepthwiseArgs* a, const T* x, T* y, const V::reg* w,
-                  const V::reg& b, bool bias, int64_t rlo, int64_t rhi, int64_t clo,
-                  int64_t chi, int cvalid) {
-    if (np == NP - 1) dw3_tile<SW, NP - 1, FULL>(a, x, y, w, b, bias, rlo, rhi, clo, chi, cvalid);
-    else Dw3Dispatch<SW, NP - 1, FULL>::run(np, a, x, y, w, b, bias, rlo, rhi, clo, chi, cvalid);
-  }
-};
-template <int SW, bool FULL>
-struct Dw3Dispatch<SW, 1, FULL> {
-  static void run(int, const DepthwiseArgs*, const T*, T*, const V::reg*, const V::reg&, bool,
-                  int64_t, int64_t, int64_t, int64_t, int) {}
-};
-
 // One channel vector (c0, cvalid channels of it) over output pixels [p0, p1) of an image.
 template <int SW, bool FULL>
 static void dw3_vector(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
@@ -733,8 +698,10 @@ static void dw3_vector(const DepthwiseArgs* a, const T* x, T* y, const T* wpack,
       const int np = (int)tc_min(DW3_NP, ow_b - ow);
       // the tile's input columns inside the input: ow*SW + j in [left, left + W)
       const int64_t clo = a->left - ow * SW, chi = a->left + a->W - ow * SW;
-      Dw3Dispatch<SW, DW3_NP + 1, FULL>::run(np, a, xrow + ow * SW * a->xw, yrow + ow * a->yw,
-                                             w, b, bias, rlo, rhi, clo, chi, cvalid);
+      with_count<DW3_NP>(np, [&](auto k) {
+        dw3_tile<SW, decltype(k)::value, FULL>(a, xrow + ow * SW * a->xw, yrow + ow * a->yw, w,
+                                               b, bias, rlo, rhi, clo, chi, cvalid);
+      });
     }
   });
 }
@@ -841,28 +808,16 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
   }
 }
 
-template <int NV, int K>
-struct GwDispatch {
-  static void run(int nc, const GradWeightArgs* a, const T* x, const T* dy, T* acc,
-                  int64_t kvalid, int64_t r, int64_t s, int accumulate) {
-    if (nc == K) gw_tile<K, NV>(a, x, dy, acc, kvalid, r, s, accumulate);
-    else GwDispatch<NV, K - 1>::run(nc, a, x, dy, acc, kvalid, r, s, accumulate);
-  }
-};
-template <int NV>
-struct GwDispatch<NV, 0> {
-  static void run(int, const GradWeightArgs*, const T*, const T*, T*, int64_t,
-                  int64_t, int64_t, int) {}
-};
-
 template <int NV, int NC>
 static void grad_weight_block_t(const GradWeightArgs* a, const T* x, const T* dy,
                                 T* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                                 int accumulate) {
   for (int64_t c = 0; c < nc; c += NC) {
     const int n = (int)tc_min(NC, nc - c);
-    GwDispatch<NV, NC>::run(n, a, x + c * a->xc, dy, acc + c * a->acc_c, kvalid, r, s,
-                            accumulate);
+    with_count<NC>(n, [&](auto k) {
+      gw_tile<decltype(k)::value, NV>(a, x + c * a->xc, dy, acc + c * a->acc_c, kvalid, r, s,
+                                      accumulate);
+    });
   }
 }
 static void grad_weight_block(const GradWeightArgs* a, const T* x, const T* dy,
@@ -1086,7 +1041,6 @@ static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const T* x,
   }
 }
 
-
 // ------------------------------------------------------------------------------------------
 // Depthwise on NCHW planes (see PlaneArgs): slots of one vector of consecutive output columns
 // of one row, PLANE_NS slots per register tile (for_plane_slots).
@@ -1223,20 +1177,6 @@ static void plane_tile(const PlaneArgs* a, const T* const* xs, T* const* ys,
   }
 }
 
-template <int K>
-struct PlaneDispatch {
-  static void run(int ns, const PlaneArgs* a, const T* const* xs, T* const* ys,
-                  const int64_t* valid, const T* w, T bias) {
-    if (ns == K) plane_tile<K>(a, xs, ys, valid, w, bias);
-    else PlaneDispatch<K - 1>::run(ns, a, xs, ys, valid, w, bias);
-  }
-};
-template <>
-struct PlaneDispatch<0> {
-  static void run(int, const PlaneArgs*, const T* const*, T* const*, const int64_t*,
-                  const T*, T) {}
-};
-
 // 3 x 3 taps over input rows one apart (sh = dh = 1): a tile is NR output rows of one vector
 // column, and each input row's three column taps, loaded once, feed the up to three output rows
 // that read it: 3 (NR + 2) loads for 9 NR multiply-adds instead of 9 NR, the taps in registers.
@@ -1268,19 +1208,6 @@ static void plane_rows3x3_tile(const PlaneArgs* a, const T* x, T* y, int64_t val
   }
 }
 
-template <int K>
-struct PlaneRowsDispatch {
-  static void run(int nr, const PlaneArgs* a, const T* x, T* y, int64_t valid,
-                  const V::reg* w, V::reg bias) {
-    if (nr == K) plane_rows3x3_tile<K>(a, x, y, valid, w, bias);
-    else PlaneRowsDispatch<K - 1>::run(nr, a, x, y, valid, w, bias);
-  }
-};
-template <>
-struct PlaneRowsDispatch<0> {
-  static void run(int, const PlaneArgs*, const T*, T*, int64_t, const V::reg*, V::reg) {}
-};
-
 // Vector columns right to left within a block of rows: a row's last, partial vector may be
 // stored in full (see for_plane_slots) only because the columns it spills into, the next
 // row's first ones, are stored after it.
@@ -1299,8 +1226,10 @@ static void depthwise_plane_rows3x3(const PlaneArgs* a, const T* x, T* y, const 
       if (dense_rows && valid < V::N && (oh0 + nr - 1) * a->OW + ow + V::N <= a->OH * a->OW) {
         valid = -valid;  // the block's last row too: its spill stays in the plane
       }
-      PlaneRowsDispatch<PLANE_ROWS>::run(nr, a, x + oh0 * a->xh + ow, y + oh0 * a->yh + ow * a->yw,
-                                         valid, wv, b);
+      with_count<PLANE_ROWS>(nr, [&](auto k) {
+        plane_rows3x3_tile<decltype(k)::value>(a, x + oh0 * a->xh + ow,
+                                               y + oh0 * a->yh + ow * a->yw, valid, wv, b);
+      });
     }
   }
   if (a->stream) V::fence();
@@ -1314,7 +1243,9 @@ static void depthwise_plane(const PlaneArgs* a, const T* x, T* y, const T* w,
   }
   for_plane_slots<PLANE_NS>(a, x, y, [&](int ns, const T* const* xs, T* const* ys,
                                          const int64_t* valid) {
-    PlaneDispatch<PLANE_NS>::run(ns, a, xs, ys, valid, w, bias);
+    with_count<PLANE_NS>(ns, [&](auto k) {
+      plane_tile<decltype(k)::value>(a, xs, ys, valid, w, bias);
+    });
   });
 }
 
@@ -1351,26 +1282,13 @@ static void grouped_plane_tile(const PlaneArgs* a, const T* const* xs, T* const*
   }
 }
 
-template <int K>
-struct GroupedPlaneDispatch {
-  static void run(int ns, const PlaneArgs* a, const T* const* xs, T* const* ys,
-                  const int64_t* valid, int64_t xplane, int64_t cpg, int64_t yk, int64_t kn,
-                  const T* w, const T* bias) {
-    if (ns == K) grouped_plane_tile<K>(a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
-    else GroupedPlaneDispatch<K - 1>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
-  }
-};
-template <>
-struct GroupedPlaneDispatch<0> {
-  static void run(int, const PlaneArgs*, const T* const*, T* const*, const int64_t*, int64_t,
-                  int64_t, int64_t, int64_t, const T*, const T*) {}
-};
-
 static void grouped_plane(const PlaneArgs* a, const T* x, int64_t xplane, int64_t cpg, T* y,
                           int64_t yk, int64_t kn, const T* w, const T* bias) {
   for_plane_slots<GP_NS>(a, x, y, [&](int ns, const T* const* xs, T* const* ys,
                                       const int64_t* valid) {
-    GroupedPlaneDispatch<GP_NS>::run(ns, a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
+    with_count<GP_NS>(ns, [&](auto k) {
+      grouped_plane_tile<decltype(k)::value>(a, xs, ys, valid, xplane, cpg, yk, kn, w, bias);
+    });
   });
 }
 
@@ -1404,25 +1322,13 @@ static void plane_gw_taps(const PlaneArgs* a, const T* x, const T* dy, T* acc,
   TC_UNROLL for (int t = 0; t < NT; ++t) end_block(acc + (t0 + t) * V::N, &A[t], &accumulate);
 }
 
-template <int K>
-struct PlaneGwDispatch {
-  static void run(int nt, const PlaneArgs* a, const T* x, const T* dy, T* acc,
-                  int64_t t0, int accumulate) {
-    if (nt == K) plane_gw_taps<K>(a, x, dy, acc, t0, accumulate);
-    else PlaneGwDispatch<K - 1>::run(nt, a, x, dy, acc, t0, accumulate);
-  }
-};
-template <>
-struct PlaneGwDispatch<0> {
-  static void run(int, const PlaneArgs*, const T*, const T*, T*, int64_t, int) {}
-};
-
 static void depthwise_plane_grad_weight(const PlaneArgs* a, const T* x, const T* dy,
                                         T* acc, int accumulate) {
   const int64_t RS = a->R * a->S;
   for (int64_t t0 = 0; t0 < RS; t0 += PLANE_NS) {
-    PlaneGwDispatch<PLANE_NS>::run((int)tc_min(PLANE_NS, RS - t0), a, x, dy, acc, t0,
-                                   accumulate);
+    with_count<PLANE_NS>((int)tc_min(PLANE_NS, RS - t0), [&](auto k) {
+      plane_gw_taps<decltype(k)::value>(a, x, dy, acc, t0, accumulate);
+    });
   }
 }
 
@@ -1484,20 +1390,6 @@ static void grouped_tile(const GroupedArgs* a, const T* const* xp, T* const* yp,
   }
 }
 
-template <int K>
-struct GroupedDispatch {
-  static void run(int np, const GroupedArgs* a, const T* const* xp, T* const* yp,
-                  const T* w, const T* b, const int idx[][V::N]) {
-    if (np == K) grouped_tile<K>(a, xp, yp, w, b, idx);
-    else GroupedDispatch<K - 1>::run(np, a, xp, yp, w, b, idx);
-  }
-};
-template <>
-struct GroupedDispatch<0> {
-  static void run(int, const GroupedArgs*, const T* const*, T* const*, const T*,
-                  const T*, const int[][V::N]) {}
-};
-
 static void grouped_pixels(const GroupedArgs* a, const T* x, T* y, const T* wpack,
                            const T* bias, int64_t p0, int64_t p1) {
   int idx[V::N][V::N];
@@ -1512,7 +1404,9 @@ static void grouped_pixels(const GroupedArgs* a, const T* x, T* y, const T* wpac
       yp[i] = y + oh * a->yh + ow * a->yw;
       if (++ow == a->OW) { ow = 0; ++oh; }
     }
-    GroupedDispatch<DW_NP>::run(np, a, xp, yp, wpack, bias, idx);
+    with_count<DW_NP>(np, [&](auto k) {
+      grouped_tile<decltype(k)::value>(a, xp, yp, wpack, bias, idx);
+    });
     p += np;
   }
   if (a->stream) V::fence();
@@ -1570,24 +1464,12 @@ static void grouped_gw_t(const GroupedGradWeightArgs* a, const T* x, const T* dy
   end_mid();
 }
 
-template <int K>
-struct GroupedGwDispatch {
-  static void run(int cpg, const GroupedGradWeightArgs* a, const T* x, const T* dy, T* acc,
-                  int64_t cv, int64_t r, int64_t s, int accumulate) {
-    if (cpg == K) grouped_gw_t<K>(a, x, dy, acc, cv, r, s, accumulate);
-    else GroupedGwDispatch<K - 1>::run(cpg, a, x, dy, acc, cv, r, s, accumulate);
-  }
-};
-template <>
-struct GroupedGwDispatch<0> {
-  static void run(int, const GroupedGradWeightArgs*, const T*, const T*, T*, int64_t, int64_t,
-                  int64_t, int) {}
-};
-
 // cpg <= kpg <= V::N (kpg divides V::N)
 static void grouped_grad_weight(const GroupedGradWeightArgs* a, const T* x, const T* dy,
                                 T* acc, int64_t cv, int64_t r, int64_t s, int accumulate) {
-  GroupedGwDispatch<V::N>::run((int)a->cpg, a, x, dy, acc, cv, r, s, accumulate);
+  with_count<V::N>((int)a->cpg, [&](auto k) {
+    grouped_gw_t<decltype(k)::value>(a, x, dy, acc, cv, r, s, accumulate);
+  });
 }
 #define TC_GROUPED &grouped_pixels, &grouped_grad_weight
 #else
@@ -2031,8 +1913,9 @@ static const KernelTableT<T> kTable = {
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, &grad_weight_planes,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,
     &depthwise_plane_grad_weight,
-    TC_GROUPED, &transpose_rows, &interleave_phase_rows, &winograd_input<WinogradF23>, &winograd_output<WinogradF23>,
-    &winograd_weights<WinogradF23>, &winograd_grad_output, &winograd_weight_grad,
+    TC_GROUPED, &transpose_rows, &interleave_phase_rows, &winograd_input<WinogradF23>,
+    &winograd_output<WinogradF23>, &winograd_weights<WinogradF23>, &winograd_grad_output,
+    &winograd_weight_grad,
     &winograd_input<WinogradStride2>, &winograd_output<WinogradStride2>,
     &winograd_weights<WinogradStride2>, &winograd_input<WinogradStride2GradInput<true>>,
     &winograd_output<WinogradStride2GradInput<true>>,
