@@ -21,6 +21,21 @@ namespace torchconv {
 namespace cpu {
 namespace isa {
 
+// Register tiles are templates over their size (loops over a compile-time count keep the
+// accumulators in registers). with_count<K>(n, tile) calls tile(Count<n>()) for a runtime n
+// in 1..K, the tile of that size: tiles read Count's value as decltype(k)::value.
+template <int K>
+struct Count {
+  static constexpr int value = K;
+};
+template <int K, typename Tile>
+static inline void with_count(int n, const Tile& tile) {
+  if constexpr (K > 0) {
+    if (n == K) tile(Count<K>());
+    else with_count<K - 1>(n, tile);
+  }
+}
+
 // Dense direct convolution of one image and one group (forward; also grad_input through
 // rotated weights / phase decomposition).
 struct DirectArgs {

@@ -127,21 +127,6 @@ void tile(const Bf16DirectArgs* a, const uint32_t* const* xp, uint16_t* const* y
   }
 }
 
-template <int K>
-struct Dispatch {
-  static void run(int np, const Bf16DirectArgs* a, const uint32_t* const* xp,
-                  uint16_t* const* yp, const uint32_t* w, const float* b, int64_t kvalid,
-                  float* fout, int64_t ldr) {
-    if (np == K) tile<K>(a, xp, yp, w, b, kvalid, fout, ldr);
-    else Dispatch<K - 1>::run(np, a, xp, yp, w, b, kvalid, fout, ldr);
-  }
-};
-template <>
-struct Dispatch<0> {
-  static void run(int, const Bf16DirectArgs*, const uint32_t* const*, uint16_t* const*,
-                  const uint32_t*, const float*, int64_t, float*, int64_t) {}
-};
-
 // Output pixels [p0, p1) (p = oh * OW + ow) in tiles of nearly equal size; with `fout`, into
 // float32 rows (pixel p at fout[k * ldr + p - p0]).
 void tiles(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32_t* wpanel,
@@ -158,8 +143,10 @@ void tiles(const Bf16DirectArgs* a, const uint32_t* x, uint16_t* y, const uint32
       yp[i] = y + oh * a->yh + ow * a->yw;
       if (++ow == a->OW) ow = 0, ++oh;
     }
-    Dispatch<kNP>::run(np, a, xp, yp, wpanel, bias, kvalid, fout ? fout + (p - p0) : nullptr,
-                       ldr);
+    float* tile_out = fout ? fout + (p - p0) : nullptr;
+    with_count<kNP>(np, [&](auto k) {
+      tile<decltype(k)::value>(a, xp, yp, wpanel, bias, kvalid, tile_out, ldr);
+    });
     p += np;
   }
 }

@@ -33,21 +33,6 @@ typedef V::T T;  // element type: float or double
 static inline int64_t tc_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t tc_abs(int64_t a) { return a < 0 ? -a : a; }
 
-// Register tiles are templates over their size (loops over a compile-time count keep the
-// accumulators in registers). with_count<K>(n, tile) calls tile(Count<n>()) for a runtime n
-// in 1..K, the tile of that size: tiles read Count's value as decltype(k)::value.
-template <int K>
-struct Count {
-  static constexpr int value = K;
-};
-template <int K, typename Tile>
-static inline void with_count(int n, const Tile& tile) {
-  if constexpr (K > 0) {
-    if (n == K) tile(Count<K>());
-    else with_count<K - 1>(n, tile);
-  }
-}
-
 // Loads lanes [0, n) of a vector (n may be >= N: full load; <= 0: zeros).
 static inline V::reg load_k(const T* p, int64_t n) {
   if (n >= V::N) return V::load(p);
