@@ -2556,12 +2556,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     // a channels_last input is read in place (a zero-padded copy of a 7x7 MBv2 layer, 2.5 MB,
     // cost more than the kernel's border work: 0.4-0.8x native with it, 0.55-1.05x without).
     const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL), RSV = R * S * VL;
-    Stager st(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_elems, /*padding_in_place=*/true);
     // valid input region in the coordinates of the kernels' x origin
     const int64_t top = sp.pt, left = sp.pl, valid_h = x.H, valid_w = x.W;
-    PixelMajor pm(kt, d, st.chunk);
     constexpr int64_t kPartPixels = 1024;
-    const int64_t P = OH * OW;
+    const int64_t P = OH * OW, HW = x.H * x.W;
     int64_t rows_pp = OH, imgs_pp = 1;  // rows / images per part
     if (P >= kPartPixels) {
       rows_pp = ceil_div(OH, std::min(OH, ceil_div(P, kPartPixels)));
@@ -2569,32 +2567,62 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
       imgs_pp = kPartPixels / P;
     }
     const int64_t parts_per_image = ceil_div(OH, rows_pp);
+    // Small NCHW images (several per part): each task copies its channel vector of its
+    // images' input and grad_output planes pixel-major into per-worker scratch (about 64 KiB
+    // of grad_output), instead of all threads staging whole chunks of both first and every
+    // task reading them back from memory.
+    const bool stage_in_task = imgs_pp > 1 && x.sw == 1 && x.sh == x.W && x.sc != 1 &&
+                               d.sw == 1 && d.sh == d.W && d.sc != 1;
+    std::optional<Stager<T>> st;
+    std::optional<PixelMajor<T>> pm;
+    if (!stage_in_task) {
+      st.emplace(kt, x, sp, OH, OW, /*unit_channel=*/true, dy_elems, /*padding_in_place=*/true);
+      pm.emplace(kt, d, st->chunk);
+    }
+    const int64_t chunk = st ? st->chunk : x.N;
+    const int64_t task_x = imgs_pp * HW * VL, task_elems = task_x + imgs_pp * P * VL;
     at::Tensor acc = at::empty({nCV * RSV}, options_of<T>());
     T* ap = acc.data_ptr<T>();
-    for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
-      const int64_t nb = std::min(st.chunk, x.N - n0);
-      st.prepare(n0, nb);
-      pm.prepare(n0, nb);
+    for (int64_t n0 = 0; n0 < x.N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, x.N - n0);
+      if (st) st->prepare(n0, nb), pm->prepare(n0, nb);
       const int64_t parts = imgs_pp > 1 ? ceil_div(nb, imgs_pp) : nb * parts_per_image;
       // one part: straight into the sums (no slots, no second pass)
-      at::Tensor slots;
+      at::Tensor slots, staged;
       if (parts > 1) slots = at::empty({parts * nCV * RSV}, options_of<T>());
       T* sp_ = parts > 1 ? slots.data_ptr<T>() : nullptr;
-      dynamic_for(parts * nCV, 1, [&](int64_t t) {
-        const int64_t q = t / nCV, cv = t % nCV;
+      const int64_t workers = worker_count(parts * nCV, 1);
+      if (stage_in_task) staged = at::empty({workers * task_elems}, options_of<T>());
+      dynamic_for_workers(parts * nCV, workers, [&](int64_t t, int64_t worker) {
+        const int64_t q = t / nCV, cv = t % nCV, cn = std::min(VL, C - cv * VL);
         int64_t n = q * imgs_pp, nimg = std::min(imgs_pp, nb - n), oh0 = 0, rows = OH;
         if (imgs_pp == 1) {
           n = q / parts_per_image, nimg = 1;
           oh0 = q % parts_per_image * rows_pp, rows = std::min(rows_pp, OH - oh0);
         }
+        T* const acc_out = parts > 1 ? sp_ + t * RSV : ap + cv * RSV;
+        const int64_t accumulate = parts > 1 ? 0 : n0 > 0;
+        if (stage_in_task) {
+          T* xs = staged.data_ptr<T>() + worker * task_elems;
+          T* ds = xs + task_x;
+          for (int64_t i = 0; i < nimg; ++i) {
+            const int64_t img = n0 + n + i;
+            kt->transpose(x.p + img * x.sn + cv * VL * x.sc, x.sc, cn, HW, xs + i * HW * VL, VL);
+            kt->transpose(d.p + img * d.sn + cv * VL * d.sc, d.sc, cn, P, ds + i * P * VL, VL);
+          }
+          const isa::DepthwiseGradWeightArgs a{R, S, OH, OW, sp.sh, sp.sw, sp.dh, sp.dw,
+                                               HW * VL, x.W * VL, VL, P * VL, VL, nimg,
+                                               top, left, valid_h, valid_w};
+          kt->depthwise_grad_weight(&a, xs - sp.pt * x.W * VL - sp.pl * VL, ds, acc_out, cn,
+                                    accumulate);
+          return;
+        }
         const isa::DepthwiseGradWeightArgs a{R, S, rows, OW, sp.sh, sp.sw, sp.dh, sp.dw,
-                                             st.xn, st.xh, st.xw, pm.dyn, pm.dyp, nimg,
+                                             st->xn, st->xh, st->xw, pm->dyn, pm->dyp, nimg,
                                              top - oh0 * sp.sh, left, valid_h, valid_w};
         kt->depthwise_grad_weight(
-            &a, st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh + cv * VL,
-            pm.origin + n * pm.dyn + oh0 * OW * pm.dyp + cv * VL,
-            parts > 1 ? sp_ + t * RSV : ap + cv * RSV, std::min(VL, C - cv * VL),
-            parts > 1 ? 0 : n0 > 0);
+            &a, st->origin(sp.pt, sp.pl) + n * st->xn + oh0 * sp.sh * st->xh + cv * VL,
+            pm->origin + n * pm->dyn + oh0 * OW * pm->dyp + cv * VL, acc_out, cn, accumulate);
       });
       if (parts == 1) continue;
       at::parallel_for(0, nCV, 1, [&](int64_t b, int64_t e) {
