@@ -2732,6 +2732,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
   // small images: a pass spans several whole images (about 256 pixels per pass)
   const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
+  // Tasks (group, k-block, channel block, row, column), the threads' shares contiguous ranges
+  // (pass by pass, see below). Row runs put the channel block innermost: their last block is
+  // short (an RGB stem's 21 = 6 + 6 + 6 + 3) and as the outer index it went all to one thread
+  // (84 : 63 channel-rows of work).
   const int64_t ntasks = G * nKB * nCE * R * SE;
   int64_t passes = 0;
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -2778,10 +2782,15 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
                                       st.xn, st.xc, st.xh, st.xw, dyn, dyp, nimg, acc_c};
           const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
           for (int64_t t = b; t < e; ++t) {
-            int64_t rest = t;
-            const int64_t s = rest % SE; rest /= SE;
-            const int64_t r = rest % R; rest /= R;
-            const int64_t cb = rest % nCE; rest /= nCE;
+            int64_t rest = t, s, r, cb;
+            if (row_runs) {  // (k-block, row, channel block): see ntasks
+              cb = rest % nCE; rest /= nCE;
+              s = 0, r = rest % R; rest /= R;
+            } else {
+              s = rest % SE; rest /= SE;
+              r = rest % R; rest /= R;
+              cb = rest % nCE; rest /= nCE;
+            }
             const int64_t kb = rest % nKB; rest /= nKB;
             const int64_t gr = rest;
             const int64_t c0 = cb * CB, nc = std::min(CB, CE - c0), kvalid = std::min(KB, kpg - kb * KB);
