@@ -407,6 +407,11 @@ struct Act {
   const T* p;
   int64_t N, C, H, W, sn, sc, sh, sw;
 };
+// NCHW-like: each channel's plane is H * W consecutive elements
+template <typename T>
+bool dense_planes(const Act<T>& a) {
+  return a.sw == 1 && a.sh == a.W;
+}
 template <typename T>
 struct Out {
   T* p;
@@ -567,7 +572,7 @@ struct Stager {
     T* dst = data_of<T>(buf);
     base = dst;
     const int64_t C = x.C, rowlen = Wp * C;
-    if (kernel_pads && x.sw == 1 && x.sh == x.W) {  // dense NCHW planes, no padding rows
+    if (kernel_pads && dense_planes(x)) {  // no padding rows
       planes_to_pixel_major(kt, x.p + n0 * x.sn, x.sn, x.sc, C, x.H * x.W, nb, dst, xn);
       return;
     }
@@ -610,8 +615,6 @@ struct PixelMajor {
   const T* origin = nullptr;
   // grad_output that is read in place (pixel-major already: channel stride 1, dense rows)
   static bool in_place(const Act<T>& d) { return (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw; }
-  // NCHW-like: each channel's plane is H * W consecutive elements
-  static bool dense_planes(const Act<T>& d) { return d.sw == 1 && d.sh == d.W; }
   PixelMajor(const Table<T>* kt_, const Act<T>& d_, int64_t chunk) : kt(kt_), d(d_) {
     direct = in_place(d);
     if (direct) {
@@ -1147,7 +1150,7 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Ta
   // over the chunk by all threads first: MBv2 7 x 7 x 960 NCHW forward took 0.15 ms in most
   // processes and 0.40 ms in one of four to seven, both threads slower, 1 thread 0.22 ms.)
   const int64_t in_plane = x.H * x.W;
-  const bool stage_in_task = via_scratch && PC == P && x.sw == 1 && x.sh == x.W && x.sc != 1 &&
+  const bool stage_in_task = via_scratch && PC == P && dense_planes(x) && x.sc != 1 &&
                              in_plane * x.C * int64_t(sizeof(T)) <= kDwScratchBytes;
   std::optional<Stager<T>> st;
   if (!stage_in_task) {
@@ -2235,7 +2238,7 @@ constexpr int64_t kPlanesMinPixels = 256;
 template <typename T>
 bool use_planes_grad_weight(const Spec& sp, const Act<T>& x, const Act<T>& d) {
   return sp.R == 1 && sp.S == 1 && sp.sh == 1 && sp.sw == 1 && sp.pt == 0 && sp.pl == 0 &&
-         d.H == x.H && d.W == x.W && x.sw == 1 && x.sh == x.W && d.sw == 1 && d.sh == d.W &&
+         d.H == x.H && d.W == x.W && dense_planes(x) && dense_planes(d) &&
          x.H * x.W >= kPlanesMinPixels;
 }
 
@@ -2571,8 +2574,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     // images' input and grad_output planes pixel-major into per-worker scratch (about 64 KiB
     // of grad_output), instead of all threads staging whole chunks of both first and every
     // task reading them back from memory.
-    const bool stage_in_task = imgs_pp > 1 && x.sw == 1 && x.sh == x.W && x.sc != 1 &&
-                               d.sw == 1 && d.sh == d.W && d.sc != 1;
+    const bool stage_in_task =
+        imgs_pp > 1 && dense_planes(x) && x.sc != 1 && dense_planes(d) && d.sc != 1;
     std::optional<Stager<T>> st;
     std::optional<PixelMajor<T>> pm;
     if (!stage_in_task) {
@@ -2708,7 +2711,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // of the standard tile instead, the same sums (R50 stem NCHW weight gradient, 64 output
   // channels, 60 calls in alternating processes: 27.4-28.2 -> 25.9-26.0 ms of CPU per call,
   // 13.7-14.2 -> 13.0-13.1 ms wall).
-  const bool dy_per_pass = !PixelMajor<T>::in_place(d) && PixelMajor<T>::dense_planes(d);
+  const bool dy_per_pass = !PixelMajor<T>::in_place(d) && dense_planes(d);
   const GradWeightTiles<T> gwt(kt, kpg, cpg, /*split_k=*/dy_per_pass && G == 1);
   const isa::GradWeightFn<T> gw_fn = gwt.fn;
   const int64_t KB = gwt.KB, nKB = gwt.nKB, CB = gwt.CB, nCB = gwt.nCB;
