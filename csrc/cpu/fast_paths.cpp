@@ -1983,109 +1983,246 @@ struct GradWeightTiles {
 
 // Weight gradient of the convolution sp (use_winograd) into grad_weight (K, C, 3, 3):
 // dL/dU[xi] = sum over tiles of (A dy A^T)[xi] (x) (B^T d B)[xi] as 16 GEMMs that sum over the
-// tiles (on the dense weight-gradient kernel, tiles as pixels, in passes of kPass tiles with
-// the same three-level sums as the direct weight gradient), then dL/dg = G^T (dL/dU) G.
-// Blocks of tiles are transformed first (one parallel region), then every task (transform
-// position, k-block, channel block) sums the block into its own accumulators (a second one):
-// no cross-thread reduction, the same order for any number of threads. Returns false where a
-// transformed value is not finite (the caller runs the direct kernel).
+// tiles (on the dense weight-gradient kernel, tiles as pixels), then dL/dg = G^T (dL/dU) G.
+// Two schedules of the GEMM sums, both with no cross-thread reduction and the same order for
+// any number of threads; both return an undefined tensor where a transformed value is not
+// finite (the caller runs the direct kernel):
+//  * by tasks of tiles (winograd_gw_by_tiles, where the 16 x C x K accumulators are small):
+//    a task transforms its own tiles, a pass of them at a time into per-worker scratch (L2),
+//    and sums all 16 GEMMs of the pass into its own accumulators; the tasks' sums are then
+//    added in task order. Nothing but the accumulators passes between cores: a transformed
+//    block that one core writes and the other reads ran at half speed in some processes
+//    (R50 3x3: 6.5-7.5 ms or 11.8-13.6 ms);
+//  * by transform position (winograd_gw_by_position, larger accumulators): blocks of tiles
+//    are transformed (one parallel region), then every task (transform position, k-block,
+//    channel block) sums the block into its own accumulators (a second one), in passes of
+//    kPass tiles with the same three-level sums as the direct weight gradient.
 constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed operands per block
 // Short sums over few tiles have little rounding error of their own, and the transforms' then
 // show: below a pass of tiles the weight gradient stays direct (R50 L4 3x3, 128 tiles:
 // 0.9-1.1x native's max error channels_last through Winograd, 0.6x direct; 2 x 16 x 16 x 16:
 // 2x vs 0.5x; from 392 tiles (R50 L3) on, Winograd stays at 0.1-0.8x).
 constexpr int64_t kWinogradGwMinTiles = 256;
+// By tasks of tiles: accumulators of one task at most (16 x C x K), the transformed operands
+// of one pass (kept in L2), tasks per call (every task has accumulators of its own) and tiles
+// per task (one sum in order, as a group of passes of the three-level sums).
+constexpr int64_t kWinogradGwTaskAccBytes = int64_t(512) << 10;
+constexpr int64_t kWinogradGwPassBytes = int64_t(1) << 20;
+constexpr int64_t kWinogradGwTasks = 16;
+constexpr int64_t kWinogradGwTaskMaxTiles = 4096;
+constexpr int64_t kWinogradGwTaskMinTiles = 256;
+
 template <typename T>
 bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
                                      const Spec& sp, at::Tensor& grad_weight);
 
+// What both schedules of the 3x3 Winograd weight gradient share: the staged input, the
+// pixel-major grad_output, the tiling and the accumulator layout [16][nKB][C][KB] (planes
+// `plane` apart).
 template <typename T>
-bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
-                              const Spec& sp, at::Tensor& grad_weight) {
-  if (sp.R != 3 || sp.S != 3) return run_winograd_grad_weight_nested(kt, x, d, sp, grad_weight);
-  const int64_t C = sp.cpg, K = sp.kpg, OH = d.H, OW = d.W, dh = sp.dh, dw = sp.dw;
-  const GradWeightTiles<T> gwt(kt, K, C);
-  const isa::GradWeightFn<T> gw_fn = gwt.fn;
-  const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
-  Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K,
-            /*padding_in_place=*/true);
-  const WinogradWindows win(sp, x.H, x.W, WinogradKind::f2x2_3x3);
-  PixelMajor pm(kt, d, st.chunk);
-  const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, OW * pm.dyp, pm.dyp);
+struct WinogradGradWeight {
+  const Table<T>* kt;
+  const Act<T>& x;
+  const Spec& sp;
+  const int64_t C, K, OH, OW, dh, dw;
+  const GradWeightTiles<T> gwt;
+  const int64_t Kp, plane;
+  Stager<T> st;
+  const WinogradWindows win;
+  PixelMajor<T> pm;
+  const WinogradTiling tl;
+  WinogradGradWeight(const Table<T>* kt_, const Act<T>& x_, const Act<T>& d, const Spec& sp_)
+      : kt(kt_), x(x_), sp(sp_), C(sp.cpg), K(sp.kpg), OH(d.H), OW(d.W), dh(sp.dh), dw(sp.dw),
+        gwt(kt, K, C), Kp(gwt.nKB * gwt.KB), plane(winograd_plane(gwt.nKB * C * gwt.KB)),
+        st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K,
+           /*padding_in_place=*/true),
+        win(sp, x.H, x.W, WinogradKind::f2x2_3x3),
+        pm(kt, d, st.chunk),
+        tl(OH, OW, dh, dw, st.xh, st.xw, OW * pm.dyp, pm.dyp) {}
+  // Transform arguments with transformed planes vs / zs elements apart.
+  isa::WinogradArgs args(int64_t vs, int64_t zs) const {
+    return {C, K, dh * st.xh, dw * st.xw, vs, zs, Kp, dh * OW * pm.dyp, dw * pm.dyp};
+  }
+  // Transforms tiles [t0, t1) of the prepared chunk (origin x0) into v / z (tile i at v + i*C,
+  // z + i*Kp); false where a value is not finite.
+  bool transform(const isa::WinogradArgs& wa, const T* x0, int64_t t0, int64_t t1, T* v,
+                 T* z) const {
+    bool ok = true;
+    tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
+                            int64_t tw, int64_t run) {
+      const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
+      const T* dr = pm.origin + n * pm.dyn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
+      int64_t inside[4];
+      win.inside(ph.row + 2 * th * dh, ph.col + 2 * tw * dw, run, inside);
+      ok &= kt->winograd_input(&wa, xr, run, inside, v + i * C) != 0;
+      ok &= kt->winograd_grad_output(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
+                                     std::min(2 * run, ph.OW - 2 * tw), z + i * Kp) != 0;
+    });
+    return ok;
+  }
+  // The 16 GEMMs of transform positions [xi0, xi1) x k-blocks x channel blocks [t0, t1) (task
+  // numbering (position, k-block, channel block)) over np transformed tiles into acc.
+  void multiply(const T* v, int64_t vs, const T* z, int64_t zs, int64_t np, T* acc,
+                int64_t t0, int64_t t1, int accumulate) const {
+    const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, gwt.KB};
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t cb = t % gwt.nCB, kb = t / gwt.nCB % gwt.nKB, xi = t / (gwt.nCB * gwt.nKB);
+      const int64_t c0 = cb * gwt.CB;
+      gwt.fn(&ga, v + xi * vs + c0, z + xi * zs + kb * gwt.KB,
+             acc + xi * plane + (kb * C + c0) * gwt.KB, std::min(gwt.CB, C - c0),
+             std::min(gwt.KB, K - kb * gwt.KB), 0, 0, accumulate);
+    }
+  }
+  int64_t gemm_tasks() const { return 16 * gwt.nKB * gwt.nCB; }
+  int64_t total_tiles() const { return x.N * tl.per_image; }
+  // Tiles per task of winograd_gw_by_tiles, or 0 where that schedule does not apply.
+  int64_t tiles_per_task() const {
+    if (16 * plane * int64_t(sizeof(T)) > kWinogradGwTaskAccBytes) return 0;
+    const int64_t tiles = std::max(ceil_div(total_tiles(), kWinogradGwTasks), kWinogradGwTaskMinTiles);
+    return tiles <= kWinogradGwTaskMaxTiles ? tiles : 0;
+  }
+};
+
+// Sums in tasks of tiles (see run_winograd_grad_weight): [16][plane] accumulators.
+template <typename T>
+at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
+  const int64_t C = w.C, Kp = w.Kp, x_n = w.x.N, chunk = w.st.chunk;
+  // a task's tiles in equal passes of at most pass_max tiles
+  const int64_t pass_max = std::clamp<int64_t>(
+      kWinogradGwPassBytes / (16 * (C + Kp) * int64_t(sizeof(T))), 16, 256);
+  const int64_t pass = ceil_div(per_task, ceil_div(per_task, pass_max));
+  int64_t tasks = 0;
+  for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
+    tasks += ceil_div(std::min(chunk, x_n - n0) * w.tl.per_image, per_task);
+  }
+  const int64_t vs = winograd_plane(pass * C), zs = winograd_plane(pass * Kp);
+  const int64_t scratch = 16 * (vs + zs), sums = 16 * w.plane;
+  const int64_t workers_max = std::max<int64_t>(1, at::get_num_threads());
+  const at::Tensor buf = workspace<T>(Workspace::winograd_scratch,
+                                      tasks * sums + workers_max * scratch);
+  T* acc = data_of<T>(buf);
+  T* scratch0 = acc + tasks * sums;
+  const isa::WinogradArgs wa = w.args(vs, zs);
+  int64_t first = 0;  // tasks of the chunks before
+  for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
+    const int64_t nb = std::min(chunk, x_n - n0), tiles = nb * w.tl.per_image;
+    const int64_t ntasks = ceil_div(tiles, per_task);
+    w.st.prepare(n0, nb);
+    w.pm.prepare(n0, nb);
+    const T* x0 = w.st.origin(w.sp.pt, w.sp.pl);
+    std::atomic<bool> finite{true};
+    dynamic_for_workers(ntasks, worker_count(ntasks, 1), [&](int64_t task, int64_t worker) {
+      if (!finite.load(std::memory_order_relaxed)) return;
+      T* v = scratch0 + worker * scratch;
+      T* z = v + 16 * vs;
+      const int64_t a0 = task * per_task, a1 = std::min(tiles, a0 + per_task);
+      for (int64_t t0 = a0; t0 < a1; t0 += pass) {
+        const int64_t t1 = std::min(a1, t0 + pass);
+        if (!w.transform(wa, x0, t0, t1, v, z)) {
+          finite.store(false, std::memory_order_relaxed);
+          return;
+        }
+        w.multiply(v, vs, z, zs, t1 - t0, acc + (first + task) * sums, 0, w.gemm_tasks(),
+                   t0 > a0);
+      }
+    });
+    if (!finite.load()) return {};
+    first += ntasks;
+  }
+  // the tasks' sums in task order into the first task's (only the K valid lanes are written)
+  const int64_t KB = w.gwt.KB, nKB = w.gwt.nKB;
+  at::parallel_for(0, 16 * nKB, 1, [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t xi = row / nKB, kb = row % nKB, kvalid = std::min(KB, w.K - kb * KB);
+      T* a = acc + xi * w.plane + kb * C * KB;
+      for (int64_t t = 1; t < tasks; ++t) {
+        const T* s = a + t * sums;
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t k = 0; k < kvalid; ++k) a[c * KB + k] += s[c * KB + k];
+        }
+      }
+    }
+  });
+  return buf;
+}
+
+// Sums by transform position (see run_winograd_grad_weight): [16][plane] accumulators.
+template <typename T>
+at::Tensor winograd_gw_by_position(WinogradGradWeight<T>& w) {
+  const int64_t C = w.C, Kp = w.Kp, x_n = w.x.N, chunk = w.st.chunk;
   constexpr int64_t kPass = 256;  // tiles per kernel call (as the direct weight gradient)
   const int64_t per_tile = 16 * (C + Kp) * int64_t(sizeof(T));
-  const int64_t chunk_tiles = std::min(st.chunk, x.N) * tl.per_image;
+  const int64_t chunk_tiles = std::min(chunk, x_n) * w.tl.per_image;
   const int64_t Tb = std::min(std::max<int64_t>(1, kWinogradGwBlockBytes / per_tile / kPass) * kPass,
                               chunk_tiles);
   const int64_t vs = winograd_plane(Tb * C), zs = winograd_plane(Tb * Kp);
   const at::Tensor ops = workspace<T>(Workspace::winograd_scratch, 16 * (vs + zs));
   T* v = data_of<T>(ops);
   T* z = v + 16 * vs;
-  // accumulators [16][nKB][C][KB] (and their middle level), planes `plane` apart
-  const int64_t plane = winograd_plane(nKB * C * KB);
   int64_t passes = 0;
-  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
-    const int64_t tiles = std::min(st.chunk, x.N - n0) * tl.per_image;
+  for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
+    const int64_t tiles = std::min(chunk, x_n - n0) * w.tl.per_image;
     for (int64_t b0 = 0; b0 < tiles; b0 += Tb) passes += ceil_div(std::min(Tb, tiles - b0), kPass);
   }
-  const PassSums<T> sums(passes, 16 * plane);
-  const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, zs, Kp, dh * OW * pm.dyp,
-                             dw * pm.dyp};
-  const int64_t ntasks = 16 * nKB * nCB;
+  const PassSums<T> sums(passes, 16 * w.plane);
+  const isa::WinogradArgs wa = w.args(vs, zs);
+  const int64_t KB = w.gwt.KB, nKB = w.gwt.nKB, nCB = w.gwt.nCB, CB = w.gwt.CB;
   int64_t q0 = 0;  // passes before the current block
-  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
-    const int64_t nb = std::min(st.chunk, x.N - n0), tiles = nb * tl.per_image;
-    st.prepare(n0, nb);
-    pm.prepare(n0, nb);
-    const T* x0 = st.origin(sp.pt, sp.pl);
+  for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
+    const int64_t nb = std::min(chunk, x_n - n0), tiles = nb * w.tl.per_image;
+    w.st.prepare(n0, nb);
+    w.pm.prepare(n0, nb);
+    const T* x0 = w.st.origin(w.sp.pt, w.sp.pl);
     for (int64_t b0 = 0; b0 < tiles; b0 += Tb) {
       const int64_t bt = std::min(Tb, tiles - b0);
       std::atomic<bool> finite{true};
       constexpr int64_t kTransformTiles = 64;  // per task
       dynamic_for(ceil_div(bt, kTransformTiles), 1, [&](int64_t task) {
         const int64_t t0 = b0 + task * kTransformTiles, t1 = std::min(b0 + bt, t0 + kTransformTiles);
-        bool ok = true;
-        tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
-                                int64_t tw, int64_t run) {
-          const int64_t b = t0 - b0 + i;  // tile within the block
-          const T* xr = x0 + n * st.xn + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
-          const T* dr = pm.origin + n * pm.dyn + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
-          int64_t inside[4];
-          win.inside(ph.row + 2 * th * dh, ph.col + 2 * tw * dw, run, inside);
-          ok &= kt->winograd_input(&wa, xr, run, inside, v + b * C) != 0;
-          ok &= kt->winograd_grad_output(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
-                                         std::min(2 * run, ph.OW - 2 * tw), z + b * Kp) != 0;
-        });
-        if (!ok) finite.store(false, std::memory_order_relaxed);
+        if (!w.transform(wa, x0, t0, t1, v + (t0 - b0) * C, z + (t0 - b0) * Kp)) {
+          finite.store(false, std::memory_order_relaxed);
+        }
       });
-      if (!finite.load()) return false;
+      if (!finite.load()) return {};
       const int64_t npass = ceil_div(bt, kPass);
       // passes outside: a thread's tasks all use one pass of the block (L2) before the next
-      at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+      at::parallel_for(0, w.gemm_tasks(), 1, [&](int64_t b, int64_t e) {
         for (int64_t p = 0; p < npass; ++p) {
+          const int64_t q = q0 + p, p0 = p * kPass, np = std::min(kPass, bt - p0);
           for (int64_t t = b; t < e; ++t) {
+            w.multiply(v + p0 * C, vs, z + p0 * Kp, zs, np, sums.target(), t, t + 1,
+                       sums.accumulate(q));
             const int64_t cb = t % nCB, kb = t / nCB % nKB, xi = t / (nCB * nKB);
-            const int64_t c0 = cb * CB, nc = std::min(CB, C - c0);
-            const int64_t kvalid = std::min(KB, K - kb * KB);
-            const int64_t off = xi * plane + (kb * C + c0) * KB;
-            const int64_t q = q0 + p, p0 = p * kPass, np = std::min(kPass, bt - p0);
-            const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, KB};
-            gw_fn(&ga, v + xi * vs + p0 * C + c0, z + xi * zs + p0 * Kp + kb * KB,
-                  sums.target() + off, nc, kvalid, 0, 0, sums.accumulate(q));
-            sums.end_pass(q, off, nc, KB, kvalid);
+            const int64_t c0 = cb * CB;
+            sums.end_pass(q, xi * w.plane + (kb * C + c0) * KB, std::min(CB, C - c0), KB,
+                          std::min(KB, w.K - kb * KB));
           }
         }
       });
       q0 += npass;
     }
   }
+  return sums.acc;
+}
+
+template <typename T>
+bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
+                              const Spec& sp, at::Tensor& grad_weight) {
+  if (sp.R != 3 || sp.S != 3) return run_winograd_grad_weight_nested(kt, x, d, sp, grad_weight);
+  WinogradGradWeight<T> w(kt, x, d, sp);
+  const int64_t per_task = w.tiles_per_task();
+  const at::Tensor sums = per_task > 0 ? winograd_gw_by_tiles(w, per_task)
+                                       : winograd_gw_by_position(w);
+  if (!sums.defined()) return false;
+  const int64_t C = w.C, K = w.K, KB = w.gwt.KB, nKB = w.gwt.nKB;
   // G^T (dL/dU) G into the weight (taps contiguous, else through a contiguous copy)
   const bool taps_dense = grad_weight.stride(3) == 1 && grad_weight.stride(2) == 3;
   at::Tensor out = taps_dense ? grad_weight : at::empty({K, C, 3, 3}, options_of<T>());
   T* gw = out.mutable_data_ptr<T>();
-  const isa::WinogradWeightArgs wg{KB, out.stride(0), out.stride(1), plane, 0};
+  const T* acc = static_cast<const T*>(sums.data_ptr());
+  const isa::WinogradWeightArgs wg{KB, out.stride(0), out.stride(1), w.plane, 0};
   for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
-    kt->winograd_weight_grad(&wg, sums.ap + kb * C * KB, std::min(KB, K - kb * KB), c0, c1,
+    kt->winograd_weight_grad(&wg, acc + kb * C * KB, std::min(KB, K - kb * KB), c0, c1,
                              gw + kb * KB * wg.ls);
   });
   if (!taps_dense) grad_weight.copy_(out);
