@@ -205,8 +205,10 @@ WINOGRAD_CASES = [
     # >= 256 tiles: the weight gradient too (a pass of 256 tiles per kernel call)
     (2, 24, 34, 30, 40, 1, 1),        # two passes, the second short
     (1, 16, 40, 36, 20, 2, 2),        # dilated
-    (5, 16, 64, 64, 32, 1, 1),        # 20 passes: three-level sums (groups of 16 passes)
-    (40, 64, 40, 40, 16, 1, 1),       # staged in two chunks of images (16 MB each at most)
+    (5, 16, 64, 64, 32, 1, 1),        # 16 tasks of 320 tiles, two passes each
+    (40, 64, 40, 40, 16, 2, 2),       # dilated, staged in two chunks of images (16 MB each)
+    (2, 96, 24, 24, 96, 1, 1),        # accumulators over 512 KiB: by transform position
+    (2, 16, 17, 23, 16, 7, 1),        # a task's rows of one image all in the padding
 ]
 # Larger odd kernels, as 3x3 sub-kernels over the grid of transformed tiles (stride 1, no
 # dilation). (N, C, H, W, K, padding, dilation, (R, S))
@@ -348,6 +350,32 @@ def test_winograd_stride2(isa, case, layout):
     assert torch.equal(y, direct[0]) == (tiles < 32)
     gi_tiles = N * ((H + 3) // 4) * ((W + 3) // 4)
     assert torch.equal(gi, direct[1]) == (gi_tiles < 32 or pads[0] % 2 != pads[1] % 2)
+
+
+@pytest.mark.parametrize("case", [(2, 24, 34, 30, 40, 1), (2, 16, 17, 23, 16, 7),
+                                  (5, 20, 17, 19, 24, 0), (40, 64, 40, 40, 16, 1)])
+def test_winograd_grad_weight_same_for_every_layout(isa, case):
+    """The Winograd weight gradient by tasks of tiles copies the rows of NCHW operands each
+    task reads; channels_last ones are read in place. Same tiles, same sums: bitwise equal
+    results for every layout and thread count."""
+    N, C, H, W, K, pd = case
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(N, C, H, W, generator=gen)
+    gy = torch.randn(N, K, H + 2 * pd - 2, W + 2 * pd - 2, generator=gen)
+    cl = torch.channels_last
+    strided = torch.zeros(N, C, H, 2 * W)[..., ::2].copy_(x)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for xx, gg in ((x, gy), (x.contiguous(memory_format=cl), gy.contiguous(memory_format=cl)),
+                       (strided, gy.contiguous(memory_format=cl)), (x.contiguous(memory_format=cl), gy)):
+            results.append(ops.conv2d_grad_weight(gg, xx, [K, C, 3, 3], [1, 1], [pd, pd], [1, 1], 1))
+    with winograd_off():
+        direct = ops.conv2d_grad_weight(gy, x, [K, C, 3, 3], [1, 1], [pd, pd], [1, 1], 1)
+    assert not torch.equal(results[0], direct)  # through Winograd
+    torch.testing.assert_close(results[0], direct, rtol=1e-4, atol=1e-4 * (N * H * W) ** 0.5)
+    for r in results[1:]:
+        assert torch.equal(r, results[0])
 
 
 def test_winograd_needs_32_tiles(isa):

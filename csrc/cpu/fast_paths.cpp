@@ -1711,6 +1711,27 @@ struct WinogradWindows {
   }
 };
 
+// For the per-task copies of winograd_gw_by_tiles: for tiles [a0, a1) of images of per_image
+// tiles in rows of TW (one phase), f(image, first tile row, last tile row).
+template <typename F>
+void for_tile_rows(int64_t a0, int64_t a1, int64_t per_image, int64_t TW, const F& f) {
+  for (int64_t n = a0 / per_image; n * per_image < a1; ++n) {
+    const int64_t lo = std::max(a0, n * per_image) - n * per_image;
+    const int64_t hi = std::min(a1, (n + 1) * per_image) - n * per_image;
+    f(n, lo / TW, (hi - 1) / TW);
+  }
+}
+// Rows [r0, r1) (r0 <= r1) of image n of a pixel-major into dst (rows of W * C elements);
+// returns the elements written.
+template <typename T>
+int64_t copy_rows_pixel_major(const Table<T>* kt, const Act<T>& a, int64_t n, int64_t r0,
+                              int64_t r1, T* dst) {
+  for (int64_t r = r0; r < r1; ++r) {
+    transpose_rows(kt, a.p + n * a.sn + r * a.sh, a.sc, a.sw, a.C, a.W, dst + (r - r0) * a.W * a.C);
+  }
+  return (r1 - r0) * a.W * a.C;
+}
+
 // The output transforms of runs of tiles: written in place into an NHWC output, else into an
 // NHWC buffer of one run (buffer_elems) and transposed into the NCHW rows.
 template <typename T>
@@ -2100,19 +2121,21 @@ struct WinogradGradWeight {
 // 2 threads for 1.1 ms of copying at 1).
 template <typename T>
 at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
-  const int64_t C = w.C, K = w.K, Kp = w.Kp, x_n = w.x.N, chunk = w.st.chunk;
+  const int64_t C = w.C, K = w.K, Kp = w.Kp, x_n = w.x.N;
   const int64_t per_image = w.tl.per_image, TW = ceil_div(w.OW, 2);
   const bool undilated = w.dh == 1 && w.dw == 1;
   const bool own_x = undilated && !w.st.direct, own_d = undilated && !w.pm.direct;
+  // all images in one chunk where no operand is staged a chunk at a time: then the tasks (and
+  // the sums) are the same for every layout
+  const int64_t chunk = (own_x || w.st.direct) && (own_d || w.pm.direct) ? x_n : w.st.chunk;
   // f(image, input rows [x0, x1), grad_output rows [d0, d1)) for each image of tiles [a0, a1)
   const auto rows_of = [&](int64_t a0, int64_t a1, const auto& f) {
-    for (int64_t n = a0 / per_image; n * per_image < a1; ++n) {
-      const int64_t lo = std::max(a0, n * per_image) - n * per_image;
-      const int64_t hi = std::min(a1, (n + 1) * per_image) - n * per_image;
-      const int64_t th0 = lo / TW, th1 = (hi - 1) / TW;  // tile rows
-      f(n, std::max<int64_t>(0, 2 * th0 - w.sp.pt), std::min(w.x.H, 2 * th1 + 4 - w.sp.pt),
-        2 * th0, std::min(w.OH, 2 * th1 + 2));
-    }
+    for_tile_rows(a0, a1, per_image, TW, [&](int64_t n, int64_t th0, int64_t th1) {
+      // (rows whose windows lie in the padding read no input rows)
+      const int64_t x0 = std::clamp<int64_t>(2 * th0 - w.sp.pt, 0, w.x.H);
+      f(n, x0, std::clamp<int64_t>(2 * th1 + 4 - w.sp.pt, x0, w.x.H), 2 * th0,
+        std::min(w.OH, 2 * th1 + 2));
+    });
   };
   // a task's tiles in equal passes of at most pass_max tiles
   const int64_t pass_max = std::clamp<int64_t>(
@@ -2158,20 +2181,12 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
       T* copy = z + 16 * zs;
       rows_of(a0, a1, [&](int64_t n, int64_t r0, int64_t r1, int64_t q0, int64_t q1) {
         if (own_x) {
-          for (int64_t r = r0; r < r1; ++r) {
-            transpose_rows(w.kt, x.p + (n0 + n) * x.sn + r * x.sh, x.sc, x.sw, C, x.W,
-                           copy + (r - r0) * x.W * C);
-          }
           x_own.push_back(copy - (w.sp.pt + r0) * x.W * C - w.sp.pl * C);
-          copy += (r1 - r0) * x.W * C;
+          copy += copy_rows_pixel_major(w.kt, x, n0 + n, r0, r1, copy);
         }
         if (own_d) {
-          for (int64_t q = q0; q < q1; ++q) {
-            transpose_rows(w.kt, d.p + (n0 + n) * d.sn + q * d.sh, d.sc, d.sw, K, d.W,
-                           copy + (q - q0) * d.W * K);
-          }
           d_own.push_back(copy - q0 * d.W * K);
-          copy += (q1 - q0) * d.W * K;
+          copy += copy_rows_pixel_major(w.kt, d, n0 + n, q0, q1, copy);
         }
       });
       const int64_t n_first = a0 / per_image;
