@@ -550,7 +550,6 @@ struct Stager {
     } else {
       PT = padding_in_place ? 0 : top, PL = padding_in_place ? 0 : left;
       xc = 1, xw = x.C, xh = Wp * x.C, xn = Hp * Wp * x.C;
-      buf = workspace<T>(Workspace::stage, chunk * xn + 64);
     }
   }
   Stager(const Table<T>* kt_, const Act<T>& x_, const Spec& sp, int64_t OH, int64_t OW,
@@ -569,6 +568,8 @@ struct Stager {
       base = x.p + n0 * x.sn;
       return;
     }
+    // (allocated on first use: a caller may copy per task instead, see winograd_gw_by_tiles)
+    if (!buf.defined()) buf = workspace<T>(Workspace::stage, chunk * xn + 64);
     T* dst = data_of<T>(buf);
     base = dst;
     const int64_t C = x.C, rowlen = Wp * C;
@@ -610,18 +611,18 @@ struct PixelMajor {
   const Table<T>* kt;
   const Act<T>& d;
   bool direct;
-  int64_t dyn = 0, dyp = 0;
+  int64_t chunk, dyn = 0, dyp = 0;
   at::Tensor buf;
   const T* origin = nullptr;
   // grad_output that is read in place (pixel-major already: channel stride 1, dense rows)
   static bool in_place(const Act<T>& d) { return (d.sc == 1 || d.C == 1) && d.sh == d.W * d.sw; }
-  PixelMajor(const Table<T>* kt_, const Act<T>& d_, int64_t chunk) : kt(kt_), d(d_) {
+  PixelMajor(const Table<T>* kt_, const Act<T>& d_, int64_t chunk_)
+      : kt(kt_), d(d_), chunk(chunk_) {
     direct = in_place(d);
     if (direct) {
       dyn = d.sn, dyp = d.sw;
     } else {
       dyp = d.C, dyn = d.H * d.W * d.C;
-      buf = workspace<T>(Workspace::grad_output, chunk * dyn + 64);
     }
   }
   void prepare(int64_t n0, int64_t nb) {
@@ -629,6 +630,7 @@ struct PixelMajor {
       origin = d.p + n0 * d.sn;
       return;
     }
+    if (!buf.defined()) buf = workspace<T>(Workspace::grad_output, chunk * dyn + 64);  // first use
     T* dst = data_of<T>(buf);
     origin = dst;
     const int64_t C = d.C;
