@@ -221,11 +221,13 @@ WINOGRAD_NESTED_CASES = [
     (1, 24, 40, 30, 16, 0, 1, (5, 5)),        # no padding, several tasks of tile rows
     # >= 256 tiles: the weight gradient too
     (2, 24, 34, 30, 40, 2, 1, (5, 5)),        # one pass per image
-    (1, 16, 70, 40, 20, 3, 1, (7, 7)),        # three passes of tile rows, the last shorter
+    (1, 16, 70, 40, 20, 3, 1, (7, 7)),        # by tiles: two tasks of units of tile rows
     (2, 16, 24, 40, 24, (1, 2), 1, (3, 5)),   # 3 x 5
     (2, 16, 40, 24, 24, (2, 1), 1, (5, 3)),   # 5 x 3: one sub-kernel column
-    (20, 16, 16, 16, 16, 2, 1, (5, 5)),       # 20 passes: three-level sums
-    (4, 64, 60, 60, 16, 2, 1, (5, 5)),        # blocks of 3 images (16 MB of transforms)
+    (20, 16, 16, 16, 16, 2, 1, (5, 5)),       # by tiles: 5 tasks of 4 whole images
+    (4, 64, 60, 60, 16, 2, 1, (5, 5)),        # by tiles: units of 10 tile rows, 3 per image
+    (17, 144, 8, 8, 144, (1, 2), 1, (3, 5)),  # accumulators over 2 MiB: by transform
+    #                                           position, 17 passes (three-level sums)
 ]
 WINOGRAD_GW_MIN_TILES = 256
 

@@ -2034,10 +2034,35 @@ constexpr int64_t kWinogradGwPassBytes = int64_t(1) << 20;
 constexpr int64_t kWinogradGwTasks = 16;
 constexpr int64_t kWinogradGwTaskMaxTiles = 4096;
 constexpr int64_t kWinogradGwTaskMinTiles = 256;
+constexpr int64_t kWinogradGwSumsBytes = int64_t(16) << 20;  // all tasks' (5x5 and larger)
+// The larger kernels' accumulators (16 x sub-kernels x C x K) for tasks of tiles: GoogLeNet 5x5
+// (1.5 MiB) ran 7.4-8.4 ms by tiles against 7.7-11.2 by transform position (bimodal).
+constexpr int64_t kWinogradGwNestedTaskAccBytes = int64_t(2) << 20;
 
 template <typename T>
 bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
                                      const Spec& sp, at::Tensor& grad_weight);
+
+// Adds the accumulators of tasks 1, 2, ... onto task 0's, in task order (tasks `stride`
+// elements apart; each [16][blocks][C][KB], planes `plane` apart, a block being (k-block,
+// sub-kernel) with nsub sub-kernels), only the K valid lanes.
+template <typename T>
+void add_task_sums(T* acc, int64_t tasks, int64_t stride, int64_t plane, int64_t blocks,
+                   int64_t nsub, int64_t C, int64_t KB, int64_t K) {
+  at::parallel_for(0, 16 * blocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t xi = row / blocks, blk = row % blocks;
+      const int64_t kvalid = std::min(KB, K - blk / nsub * KB);
+      T* a = acc + xi * plane + blk * C * KB;
+      for (int64_t t = 1; t < tasks; ++t) {
+        const T* s = a + t * stride;
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t k = 0; k < kvalid; ++k) a[c * KB + k] += s[c * KB + k];
+        }
+      }
+    }
+  });
+}
 
 // What both schedules of the 3x3 Winograd weight gradient share: the staged input, the
 // pixel-major grad_output, the tiling and the accumulator layout [16][nKB][C][KB] (planes
@@ -2211,20 +2236,7 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
     if (!finite.load()) return {};
     first += ntasks;
   }
-  // the tasks' sums in task order into the first task's (only the K valid lanes are written)
-  const int64_t KB = w.gwt.KB, nKB = w.gwt.nKB;
-  at::parallel_for(0, 16 * nKB, 1, [&](int64_t b, int64_t e) {
-    for (int64_t row = b; row < e; ++row) {
-      const int64_t xi = row / nKB, kb = row % nKB, kvalid = std::min(KB, w.K - kb * KB);
-      T* a = acc + xi * w.plane + kb * C * KB;
-      for (int64_t t = 1; t < tasks; ++t) {
-        const T* s = a + t * sums;
-        for (int64_t c = 0; c < C; ++c) {
-          for (int64_t k = 0; k < kvalid; ++k) a[c * KB + k] += s[c * KB + k];
-        }
-      }
-    }
-  });
+  add_task_sums(acc, tasks, sums, w.plane, w.gwt.nKB, 1, C, w.gwt.KB, w.K);
   return buf;
 }
 
@@ -2315,94 +2327,227 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
 // The weight gradient of run_winograd_nested: per transform position and sub-kernel (a, b),
 // dL/dU(a, b) = sum over tiles (i, j) of (A dy A^T)(i, j) (x) (B^T d B)(i + a, j + b), on the
 // weight-gradient kernel with tiles as pixels and sub-kernels as taps; then
-// dL/dg = G^T (dL/dU) G per sub-kernel, each tap taken from the sub-kernel that owns it. Blocks
-// of whole images are transformed first (every image's tile grid and its nr - 1 / ns - 1
-// neighbouring rows / columns of input tiles), then every task (transform position,
-// sub-kernel, k-block, channel block) sums the block's passes (up to kPass tiles of whole tile
-// rows of one image) into its own accumulators, as run_winograd_grad_weight.
+// dL/dg = G^T (dL/dU) G per sub-kernel, each tap taken from the sub-kernel that owns it. The
+// sums are scheduled as run_winograd_grad_weight's, a unit of tiles being whole rows of tiles
+// of one image (with the nr - 1 / ns - 1 neighbouring rows / columns of input tiles they read):
+//  * by tasks of tiles (winograd_gw_nested_by_tiles): a task transforms its own units, one at
+//    a time into per-worker scratch, and sums them into accumulators of its own;
+//  * by transform position (winograd_gw_nested_by_position): blocks of whole images are
+//    transformed first, then every task (transform position, sub-kernel, k-block, channel
+//    block) sums the block's passes into its own accumulators.
 template <typename T>
-bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
-                                     const Spec& sp, at::Tensor& grad_weight) {
-  const int64_t C = sp.cpg, K = sp.kpg, OH = d.H, OW = d.W, R = sp.R, S = sp.S;
-  const int64_t nr = (R - 1) / 2, ns = (S - 1) / 2, nsub = nr * ns;
-  const GradWeightTiles<T> gwt(kt, K, C);
-  const isa::GradWeightFn<T> gw_fn = gwt.fn;
-  const int64_t KB = gwt.KB, nKB = gwt.nKB, Kp = nKB * KB, CB = gwt.CB, nCB = gwt.nCB;
-  Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, OH * OW * K,
-            /*padding_in_place=*/true);
-  const WinogradWindows win(sp, x.H, x.W, WinogradKind::f2x2_3x3);
-  PixelMajor pm(kt, d, st.chunk);
-  const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
+struct WinogradNestedGradWeight {
+  const Table<T>* kt;
+  const Act<T>& x;
+  const Act<T>& d;
+  const Spec& sp;
+  const int64_t C, K, OH, OW, nr, ns, nsub;
+  const GradWeightTiles<T> gwt;
+  const int64_t Kp, plane;  // accumulators [16][nKB][nsub][C][KB], planes `plane` apart
+  Stager<T> st;
+  const WinogradWindows win;
+  PixelMajor<T> pm;
+  const int64_t TH, TW, TWx;  // output tile rows / columns, input tile columns
+  WinogradNestedGradWeight(const Table<T>* kt_, const Act<T>& x_, const Act<T>& d_,
+                           const Spec& sp_)
+      : kt(kt_), x(x_), d(d_), sp(sp_), C(sp.cpg), K(sp.kpg), OH(d.H), OW(d.W), nr((sp.R - 1) / 2),
+        ns((sp.S - 1) / 2), nsub(nr * ns), gwt(kt, K, C), Kp(gwt.nKB * gwt.KB),
+        plane(winograd_plane(gwt.nKB * nsub * C * gwt.KB)),
+        st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, OH * OW * K,
+           /*padding_in_place=*/true),
+        win(sp, x.H, x.W, WinogradKind::f2x2_3x3),
+        pm(kt, d, st.chunk),
+        TH(ceil_div(OH, 2)), TW(ceil_div(OW, 2)), TWx(TW + ns - 1) {}
+  isa::WinogradArgs args(int64_t vs, int64_t zs) const {
+    return {C, K, st.xh, st.xw, vs, zs, Kp, OW * pm.dyp, pm.dyp};
+  }
+  // Input tile row th of an image (input origin xo: padded coordinate (0, 0); grad_output
+  // origin dn) into v and, unless z is null, grad_output tile row th (< TH) into z; false
+  // where a value is not finite.
+  bool transform_row(const isa::WinogradArgs& wa, const T* xo, const T* dn, int64_t th, T* v,
+                     T* z) const {
+    int64_t inside[4];
+    win.inside(2 * th, 0, TWx, inside);
+    bool ok = kt->winograd_input(&wa, xo + 2 * th * wa.xh, TWx, inside, v) != 0;
+    if (z) {
+      ok &= kt->winograd_grad_output(&wa, dn + 2 * th * wa.yh, TW,
+                                     std::min<int64_t>(2, OH - 2 * th), OW, z) != 0;
+    }
+    return ok;
+  }
+  int64_t gemm_tasks() const { return 16 * nsub * gwt.nKB * gwt.nCB; }
+  // Accumulator offset of GEMM task t, numbered (position, sub-kernel, k-block, channel block).
+  int64_t offset(int64_t t) const {
+    const int64_t cb = t % gwt.nCB, kb = t / gwt.nCB % gwt.nKB, j = t / (gwt.nCB * gwt.nKB) % nsub;
+    const int64_t xi = t / (gwt.nCB * gwt.nKB * nsub);
+    return xi * plane + ((kb * nsub + j) * C + cb * gwt.CB) * gwt.KB;
+  }
+  // GEMM task t over `rows` rows of tiles: v holds their rows + nr - 1 rows of TWx input
+  // tiles, z their rows of TW grad_output tiles.
+  void multiply(const T* v, int64_t vs, const T* z, int64_t zs, int64_t rows, T* acc, int64_t t,
+                int accumulate) const {
+    const isa::GradWeightArgs ga{rows, TW, 1, 1, 1, 1, 0, 1, TWx * C, C, 0, Kp, 1, gwt.KB};
+    const int64_t cb = t % gwt.nCB, kb = t / gwt.nCB % gwt.nKB, j = t / (gwt.nCB * gwt.nKB) % nsub;
+    const int64_t xi = t / (gwt.nCB * gwt.nKB * nsub), c0 = cb * gwt.CB;
+    gwt.fn(&ga, v + xi * vs + c0, z + xi * zs + kb * gwt.KB, acc + offset(t),
+           std::min(gwt.CB, C - c0), std::min(gwt.KB, K - kb * gwt.KB), j / ns, j % ns,
+           accumulate);
+  }
+};
+
+// Sums by transform position (see WinogradNestedGradWeight): [16][plane] accumulators.
+template <typename T>
+at::Tensor winograd_gw_nested_by_position(WinogradNestedGradWeight<T>& w) {
+  const int64_t C = w.C, Kp = w.Kp, TH = w.TH, TW = w.TW, TWx = w.TWx, nr = w.nr;
+  const int64_t x_n = w.x.N, chunk = w.st.chunk;
   const int64_t VI = (TH + nr - 1) * TWx, ZI = TH * TW;  // transformed tiles per image
   constexpr int64_t kPass = 256;  // tiles per kernel call, at least one row of them
   const int64_t pass_rows = std::max<int64_t>(1, kPass / TW);
   const int64_t per_image = 16 * (VI * C + ZI * Kp) * int64_t(sizeof(T));
   const int64_t block = std::clamp<int64_t>(kWinogradGwBlockBytes / per_image, 1,
-                                            std::min(st.chunk, x.N));  // images
+                                            std::min(chunk, x_n));  // images
   const int64_t vs = winograd_plane(block * VI * C), zs = winograd_plane(block * ZI * Kp);
   const at::Tensor ops = workspace<T>(Workspace::winograd_scratch, 16 * (vs + zs));
   T* v = data_of<T>(ops);
   T* z = v + 16 * vs;
-  // accumulators [16][nKB][nsub][C][KB] (and their middle level), planes `plane` apart
-  const int64_t plane = winograd_plane(nKB * nsub * C * KB);
   const int64_t passes_per_image = ceil_div(TH, pass_rows);
-  const PassSums<T> sums(x.N * passes_per_image, 16 * plane);
-  const isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, zs, Kp, OW * pm.dyp, pm.dyp};
-  const int64_t ntasks = 16 * nsub * nKB * nCB;
-  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
-    const int64_t nb = std::min(st.chunk, x.N - n0);
-    st.prepare(n0, nb);
-    pm.prepare(n0, nb);
-    const T* x0 = st.origin(sp.pt, sp.pl);
+  const PassSums<T> sums(x_n * passes_per_image, 16 * w.plane);
+  const isa::WinogradArgs wa = w.args(vs, zs);
+  const int64_t KB = w.gwt.KB, CB = w.gwt.CB, nCB = w.gwt.nCB, nKB = w.gwt.nKB;
+  for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
+    const int64_t nb = std::min(chunk, x_n - n0);
+    w.st.prepare(n0, nb);
+    w.pm.prepare(n0, nb);
+    const T* x0 = w.st.origin(w.sp.pt, w.sp.pl);
     for (int64_t b0 = 0; b0 < nb; b0 += block) {
       const int64_t bn = std::min(block, nb - b0);
       std::atomic<bool> finite{true};
       // one task per image and row of input tiles (the last TH of them: grad_output too)
       const int64_t rows_per_image = TH + nr - 1;
       dynamic_for(bn * rows_per_image, 1, [&](int64_t task) {
-        const int64_t i = task / rows_per_image, th = task % rows_per_image, n = b0 + i;
-        int64_t inside[4];
-        win.inside(2 * th, 0, TWx, inside);
-        bool ok = kt->winograd_input(&wa, x0 + n * st.xn + 2 * th * wa.xh, TWx, inside,
-                                     v + (i * VI + th * TWx) * C) != 0;
-        if (th < TH) {
-          ok &= kt->winograd_grad_output(&wa, pm.origin + n * pm.dyn + 2 * th * wa.yh, TW,
-                                         std::min<int64_t>(2, OH - 2 * th), OW,
-                                         z + (i * ZI + th * TW) * Kp) != 0;
+        const int64_t i = task / rows_per_image, th = task % rows_per_image;
+        if (!w.transform_row(wa, x0 + (b0 + i) * w.st.xn, w.pm.origin + (b0 + i) * w.pm.dyn,
+                             th, v + (i * VI + th * TWx) * C,
+                             th < TH ? z + (i * ZI + th * TW) * Kp : nullptr)) {
+          finite.store(false, std::memory_order_relaxed);
         }
-        if (!ok) finite.store(false, std::memory_order_relaxed);
       });
-      if (!finite.load()) return false;
+      if (!finite.load()) return {};
       // passes outside: a thread's tasks all use one pass of the block (L2) before the next
-      at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+      at::parallel_for(0, w.gemm_tasks(), 1, [&](int64_t b, int64_t e) {
         for (int64_t p = 0; p < bn * passes_per_image; ++p) {
           const int64_t i = p / passes_per_image, r0 = p % passes_per_image * pass_rows;
           const int64_t q = (n0 + b0) * passes_per_image + p;
-          const isa::GradWeightArgs ga{std::min(pass_rows, TH - r0), TW, 1, 1, 1, 1, 0, 1,
-                                       TWx * C, C, 0, Kp, 1, KB};
           const T* vp = v + (i * VI + r0 * TWx) * C;
           const T* zp = z + (i * ZI + r0 * TW) * Kp;
           for (int64_t t = b; t < e; ++t) {
-            const int64_t cb = t % nCB, kb = t / nCB % nKB, j = t / (nCB * nKB) % nsub;
-            const int64_t xi = t / (nCB * nKB * nsub);
-            const int64_t c0 = cb * CB, nc = std::min(CB, C - c0);
-            const int64_t kvalid = std::min(KB, K - kb * KB);
-            const int64_t off = xi * plane + ((kb * nsub + j) * C + c0) * KB;
-            gw_fn(&ga, vp + xi * vs + c0, zp + xi * zs + kb * KB, sums.target() + off, nc,
-                  kvalid, j / ns, j % ns, sums.accumulate(q));
-            sums.end_pass(q, off, nc, KB, kvalid);
+            w.multiply(vp, vs, zp, zs, std::min(pass_rows, TH - r0), sums.target(), t,
+                       sums.accumulate(q));
+            const int64_t cb = t % nCB, kb = t / nCB % nKB;
+            sums.end_pass(q, w.offset(t), std::min(CB, C - cb * CB), KB,
+                          std::min(KB, w.K - kb * KB));
           }
         }
       });
     }
   }
+  return sums.acc;
+}
+
+// Sums by tasks of tiles (see WinogradNestedGradWeight): [16][plane] accumulators. Units are
+// `unit_rows` rows of tiles of one image; task t sums units [t U / tasks, (t + 1) U / tasks).
+// An NCHW input or grad_output is copied pixel-major per unit, only the rows it reads (as
+// winograd_gw_by_tiles'), so all images are one chunk.
+template <typename T>
+at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t unit_rows,
+                                       int64_t tasks) {
+  const int64_t C = w.C, K = w.K, Kp = w.Kp, TH = w.TH, TW = w.TW, TWx = w.TWx, nr = w.nr;
+  const int64_t x_n = w.x.N, per_image = ceil_div(TH, unit_rows), units = x_n * per_image;
+  const bool own_x = !w.st.direct, own_d = !w.pm.direct;
+  const auto first_unit = [&](int64_t t) { return t * units / tasks; };
+  const int64_t vs = winograd_plane((unit_rows + nr - 1) * TWx * C);
+  const int64_t zs = winograd_plane(unit_rows * TW * Kp);
+  // a unit's input rows (its tile rows and nr - 1 more) and grad_output rows
+  const int64_t copy_rows_x = std::min(w.x.H, 2 * (unit_rows + nr - 1) + 2);
+  const int64_t copy = (own_x ? copy_rows_x * w.x.W * C : 0) +
+                       (own_d ? std::min(w.OH, 2 * unit_rows) * w.OW * K : 0);
+  const int64_t scratch = 16 * (vs + zs) + copy, sums = 16 * w.plane;
+  const int64_t workers_max = std::max<int64_t>(1, at::get_num_threads());
+  const at::Tensor buf = workspace<T>(Workspace::winograd_scratch,
+                                      tasks * sums + workers_max * scratch);
+  T* acc = data_of<T>(buf);
+  T* scratch0 = acc + tasks * sums;
+  const isa::WinogradArgs wa = w.args(vs, zs);
+  if (!own_x) w.st.prepare(0, x_n);
+  if (!own_d) w.pm.prepare(0, x_n);
+  const T* x0 = own_x ? nullptr : w.st.origin(w.sp.pt, w.sp.pl);
+  std::atomic<bool> finite{true};
+  dynamic_for_workers(tasks, worker_count(tasks, 1), [&](int64_t t, int64_t worker) {
+    if (!finite.load(std::memory_order_relaxed)) return;
+    T* v = scratch0 + worker * scratch;
+    T* z = v + 16 * vs;
+    T* xc = z + 16 * zs;
+    T* dc = xc + (own_x ? copy_rows_x * w.x.W * C : 0);
+    for (int64_t u = first_unit(t); u < first_unit(t + 1); ++u) {
+      const int64_t n = u / per_image, r0 = u % per_image * unit_rows;
+      const int64_t rows = std::min(unit_rows, TH - r0);
+      // image n's input at padded coordinate (0, 0), its grad_output
+      const T* xo = own_x ? xc : x0 + n * w.st.xn;
+      const T* dn = own_d ? dc : w.pm.origin + n * w.pm.dyn;
+      if (own_x) {  // (rows whose windows lie in the padding read no input rows)
+        const int64_t lo = std::clamp<int64_t>(2 * r0 - w.sp.pt, 0, w.x.H);
+        const int64_t hi = std::clamp<int64_t>(2 * (r0 + rows + nr - 2) + 4 - w.sp.pt, lo, w.x.H);
+        copy_rows_pixel_major(w.kt, w.x, n, lo, hi, xc);
+        xo = xc - (w.sp.pt + lo) * w.x.W * C - w.sp.pl * C;
+      }
+      if (own_d) {
+        copy_rows_pixel_major(w.kt, w.d, n, 2 * r0, std::min(w.OH, 2 * (r0 + rows)), dc);
+        dn = dc - 2 * r0 * w.OW * K;
+      }
+      for (int64_t r = 0; r < rows + nr - 1; ++r) {
+        if (!w.transform_row(wa, xo, dn, r0 + r, v + r * TWx * C,
+                             r < rows ? z + r * TW * Kp : nullptr)) {
+          finite.store(false, std::memory_order_relaxed);
+          return;
+        }
+      }
+      for (int64_t g = 0; g < w.gemm_tasks(); ++g) {
+        w.multiply(v, vs, z, zs, rows, acc + t * sums, g, u > first_unit(t));
+      }
+    }
+  });
+  if (!finite.load()) return {};
+  add_task_sums(acc, tasks, sums, w.plane, w.gwt.nKB * w.nsub, w.nsub, C, w.gwt.KB, w.K);
+  return buf;
+}
+
+template <typename T>
+bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const Act<T>& d,
+                                     const Spec& sp, at::Tensor& grad_weight) {
+  WinogradNestedGradWeight<T> w(kt, x, d, sp);
+  const int64_t C = w.C, K = w.K, R = sp.R, S = sp.S, nr = w.nr, ns = w.ns, nsub = w.nsub;
+  const int64_t KB = w.gwt.KB, nKB = w.gwt.nKB, plane = w.plane;
+  // by tasks of tiles where a task's accumulators fit kWinogradGwNestedTaskAccBytes: units of
+  // equal rows of tiles, about two passes of transformed operands each, and at least
+  // kWinogradGwTaskMinTiles tiles per task
+  const int64_t acc_bytes = 16 * plane * int64_t(sizeof(T));
+  const int64_t per_row = 16 * (w.TWx * C + w.TW * w.Kp) * int64_t(sizeof(T));
+  const int64_t rows_max = std::max<int64_t>(1, 2 * kWinogradGwPassBytes / per_row - (nr - 1));
+  const int64_t unit_rows = ceil_div(w.TH, ceil_div(w.TH, rows_max));
+  const int64_t tasks = std::min({kWinogradGwTasks, x.N * w.TH * w.TW / kWinogradGwTaskMinTiles,
+                                  x.N * ceil_div(w.TH, unit_rows), kWinogradGwSumsBytes / acc_bytes});
+  const at::Tensor sums = acc_bytes <= kWinogradGwNestedTaskAccBytes && tasks >= 2
+                              ? winograd_gw_nested_by_tiles(w, unit_rows, tasks)
+                              : winograd_gw_nested_by_position(w);
+  if (!sums.defined()) return false;
+  const T* acc = static_cast<const T*>(sums.data_ptr());
   // G^T (dL/dU) G per sub-kernel, then every tap from the sub-kernel that owns it
   at::Tensor sub = at::empty({K, C, nr, ns, 3, 3}, options_of<T>());
   T* sp_out = sub.mutable_data_ptr<T>();
   const isa::WinogradWeightArgs wg{KB, sub.stride(0), sub.stride(1), plane, 0};
   for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
     for (int64_t j = 0; j < nsub; ++j) {
-      kt->winograd_weight_grad(&wg, sums.ap + (kb * nsub + j) * C * KB, std::min(KB, K - kb * KB),
+      kt->winograd_weight_grad(&wg, acc + (kb * nsub + j) * C * KB, std::min(KB, K - kb * KB),
                                c0, c1, sp_out + kb * KB * wg.ls + 9 * j);
     }
   });
