@@ -2064,6 +2064,23 @@ void add_task_sums(T* acc, int64_t tasks, int64_t stride, int64_t plane, int64_t
   });
 }
 
+// One workspace for the Winograd weight gradient's tasks of tiles: every task's accumulators
+// (`sums` elements each) and per-worker scratch of `scratch` elements.
+template <typename T>
+struct TaskBuffers {
+  at::Tensor buf;
+  T* acc;
+  T* scratch0;
+  int64_t scratch;
+  TaskBuffers(int64_t tasks, int64_t sums, int64_t scratch_) : scratch(scratch_) {
+    const int64_t workers = std::max<int64_t>(1, at::get_num_threads());
+    buf = workspace<T>(Workspace::winograd_scratch, tasks * sums + workers * scratch);
+    acc = data_of<T>(buf);
+    scratch0 = acc + tasks * sums;
+  }
+  T* of_worker(int64_t worker) const { return scratch0 + worker * scratch; }
+};
+
 // What both schedules of the 3x3 Winograd weight gradient share: the staged input, the
 // pixel-major grad_output, the tiling and the accumulator layout [16][nKB][C][KB] (planes
 // `plane` apart).
@@ -2182,12 +2199,9 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
     tasks += ntasks;
   }
   const int64_t vs = winograd_plane(pass * C), zs = winograd_plane(pass * Kp);
-  const int64_t scratch = 16 * (vs + zs) + copy_max, sums = 16 * w.plane;
-  const int64_t workers_max = std::max<int64_t>(1, at::get_num_threads());
-  const at::Tensor buf = workspace<T>(Workspace::winograd_scratch,
-                                      tasks * sums + workers_max * scratch);
-  T* acc = data_of<T>(buf);
-  T* scratch0 = acc + tasks * sums;
+  const int64_t sums = 16 * w.plane;
+  const TaskBuffers<T> tb(tasks, sums, 16 * (vs + zs) + copy_max);
+  T* acc = tb.acc;
   const isa::WinogradArgs wa = w.args(vs, zs);
   const Act<T>&x = w.x, &d = w.d;
   int64_t first = 0;  // tasks of the chunks before
@@ -2200,7 +2214,7 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
     std::atomic<bool> finite{true};
     dynamic_for_workers(ntasks, worker_count(ntasks, 1), [&](int64_t task, int64_t worker) {
       if (!finite.load(std::memory_order_relaxed)) return;
-      T* v = scratch0 + worker * scratch;
+      T* v = tb.of_worker(worker);
       T* z = v + 16 * vs;
       const int64_t a0 = task * per_task, a1 = std::min(tiles, a0 + per_task);
       // the task's own copies: per image, the origin of its rows (padded coordinate (0, 0))
@@ -2237,7 +2251,7 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
     first += ntasks;
   }
   add_task_sums(acc, tasks, sums, w.plane, w.gwt.nKB, 1, C, w.gwt.KB, w.K);
-  return buf;
+  return tb.buf;
 }
 
 // Sums by transform position (see run_winograd_grad_weight): [16][plane] accumulators.
@@ -2471,12 +2485,9 @@ at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t u
   const int64_t copy_rows_x = std::min(w.x.H, 2 * (unit_rows + nr - 1) + 2);
   const int64_t copy = (own_x ? copy_rows_x * w.x.W * C : 0) +
                        (own_d ? std::min(w.OH, 2 * unit_rows) * w.OW * K : 0);
-  const int64_t scratch = 16 * (vs + zs) + copy, sums = 16 * w.plane;
-  const int64_t workers_max = std::max<int64_t>(1, at::get_num_threads());
-  const at::Tensor buf = workspace<T>(Workspace::winograd_scratch,
-                                      tasks * sums + workers_max * scratch);
-  T* acc = data_of<T>(buf);
-  T* scratch0 = acc + tasks * sums;
+  const int64_t sums = 16 * w.plane;
+  const TaskBuffers<T> tb(tasks, sums, 16 * (vs + zs) + copy);
+  T* acc = tb.acc;
   const isa::WinogradArgs wa = w.args(vs, zs);
   if (!own_x) w.st.prepare(0, x_n);
   if (!own_d) w.pm.prepare(0, x_n);
@@ -2484,7 +2495,7 @@ at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t u
   std::atomic<bool> finite{true};
   dynamic_for_workers(tasks, worker_count(tasks, 1), [&](int64_t t, int64_t worker) {
     if (!finite.load(std::memory_order_relaxed)) return;
-    T* v = scratch0 + worker * scratch;
+    T* v = tb.of_worker(worker);
     T* z = v + 16 * vs;
     T* xc = z + 16 * zs;
     T* dc = xc + (own_x ? copy_rows_x * w.x.W * C : 0);
@@ -2518,7 +2529,7 @@ at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t u
   });
   if (!finite.load()) return {};
   add_task_sums(acc, tasks, sums, w.plane, w.gwt.nKB * w.nsub, w.nsub, C, w.gwt.KB, w.K);
-  return buf;
+  return tb.buf;
 }
 
 template <typename T>
