@@ -1713,8 +1713,9 @@ struct WinogradWindows {
   }
 };
 
-// For the per-task copies of winograd_gw_by_tiles: for tiles [a0, a1) of images of per_image
-// tiles in rows of TW (one phase), f(image, first tile row, last tile row).
+// The per-task copies of the Winograd weight gradients by tasks of tiles (2x2 output tiles,
+// 4x4 input windows, undilated): for tiles [a0, a1) of images of per_image tiles in rows of
+// TW, f(image, first tile row, last tile row).
 template <typename F>
 void for_tile_rows(int64_t a0, int64_t a1, int64_t per_image, int64_t TW, const F& f) {
   for (int64_t n = a0 / per_image; n * per_image < a1; ++n) {
@@ -1723,15 +1724,30 @@ void for_tile_rows(int64_t a0, int64_t a1, int64_t per_image, int64_t TW, const 
     f(n, lo / TW, (hi - 1) / TW);
   }
 }
-// Rows [r0, r1) (r0 <= r1) of image n of a pixel-major into dst (rows of W * C elements);
-// returns the elements written.
+// The rows [lo, hi) that output tile rows th0..th1 read: of the input (top padding pt, H rows;
+// rows whose windows lie in the padding read none), of grad_output (OH rows).
+struct RowRange {
+  int64_t lo, hi;
+};
+RowRange input_tile_rows(int64_t pt, int64_t H, int64_t th0, int64_t th1) {
+  const int64_t lo = std::clamp<int64_t>(2 * th0 - pt, 0, H);
+  return {lo, std::clamp<int64_t>(2 * th1 + 4 - pt, lo, H)};
+}
+RowRange grad_tile_rows(int64_t OH, int64_t th0, int64_t th1) {
+  return {2 * th0, std::min(OH, 2 * th1 + 2)};
+}
+// Rows r of image n of a, pixel-major (rows of W * C elements) at dst, which moves past them;
+// returns where row 0, column 0 of the image would be.
 template <typename T>
-int64_t copy_rows_pixel_major(const Table<T>* kt, const Act<T>& a, int64_t n, int64_t r0,
-                              int64_t r1, T* dst) {
-  for (int64_t r = r0; r < r1; ++r) {
-    transpose_rows(kt, a.p + n * a.sn + r * a.sh, a.sc, a.sw, a.C, a.W, dst + (r - r0) * a.W * a.C);
+const T* copy_rows_pixel_major(const Table<T>* kt, const Act<T>& a, int64_t n, RowRange r,
+                               T*& dst) {
+  const int64_t row = a.W * a.C;
+  for (int64_t i = r.lo; i < r.hi; ++i) {
+    transpose_rows(kt, a.p + n * a.sn + i * a.sh, a.sc, a.sw, a.C, a.W, dst + (i - r.lo) * row);
   }
-  return (r1 - r0) * a.W * a.C;
+  const T* origin = dst - r.lo * row;
+  dst += (r.hi - r.lo) * row;
+  return origin;
 }
 
 // The output transforms of runs of tiles: written in place into an NHWC output, else into an
@@ -2135,8 +2151,8 @@ struct WinogradGradWeight {
   auto chunk_d() const {
     return [this](int64_t n) { return pm.origin + n * pm.dyn; };
   }
-  // The 16 GEMMs of transform positions [xi0, xi1) x k-blocks x channel blocks [t0, t1) (task
-  // numbering (position, k-block, channel block)) over np transformed tiles into acc.
+  // GEMM tasks [t0, t1), numbered (transform position, k-block, channel block), over np
+  // transformed tiles into acc.
   void multiply(const T* v, int64_t vs, const T* z, int64_t zs, int64_t np, T* acc,
                 int64_t t0, int64_t t1, int accumulate) const {
     const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, gwt.KB};
@@ -2172,15 +2188,6 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
   // all images in one chunk where no operand is staged a chunk at a time: then the tasks (and
   // the sums) are the same for every layout
   const int64_t chunk = (own_x || w.st.direct) && (own_d || w.pm.direct) ? x_n : w.st.chunk;
-  // f(image, input rows [x0, x1), grad_output rows [d0, d1)) for each image of tiles [a0, a1)
-  const auto rows_of = [&](int64_t a0, int64_t a1, const auto& f) {
-    for_tile_rows(a0, a1, per_image, TW, [&](int64_t n, int64_t th0, int64_t th1) {
-      // (rows whose windows lie in the padding read no input rows)
-      const int64_t x0 = std::clamp<int64_t>(2 * th0 - w.sp.pt, 0, w.x.H);
-      f(n, x0, std::clamp<int64_t>(2 * th1 + 4 - w.sp.pt, x0, w.x.H), 2 * th0,
-        std::min(w.OH, 2 * th1 + 2));
-    });
-  };
   // a task's tiles in equal passes of at most pass_max tiles
   const int64_t pass_max = std::clamp<int64_t>(
       kWinogradGwPassBytes / (16 * (C + Kp) * int64_t(sizeof(T))), 16, 256);
@@ -2190,10 +2197,13 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
     const int64_t tiles = std::min(chunk, x_n - n0) * per_image, ntasks = ceil_div(tiles, per_task);
     for (int64_t t = 0; t < ntasks && (own_x || own_d); ++t) {
       int64_t elems = 0;
-      rows_of(t * per_task, std::min(tiles, (t + 1) * per_task),
-              [&](int64_t, int64_t x0, int64_t x1, int64_t d0, int64_t d1) {
-                elems += (own_x ? (x1 - x0) * w.x.W * C : 0) + (own_d ? (d1 - d0) * w.OW * K : 0);
-              });
+      for_tile_rows(t * per_task, std::min(tiles, (t + 1) * per_task), per_image, TW,
+                    [&](int64_t, int64_t th0, int64_t th1) {
+                      const RowRange rx = input_tile_rows(w.sp.pt, w.x.H, th0, th1);
+                      const RowRange rd = grad_tile_rows(w.OH, th0, th1);
+                      elems += (own_x ? (rx.hi - rx.lo) * w.x.W * C : 0) +
+                               (own_d ? (rd.hi - rd.lo) * w.OW * K : 0);
+                    });
       copy_max = std::max(copy_max, elems);
     }
     tasks += ntasks;
@@ -2220,23 +2230,20 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
       // the task's own copies: per image, the origin of its rows (padded coordinate (0, 0))
       std::vector<const T*> x_own, d_own;
       T* copy = z + 16 * zs;
-      rows_of(a0, a1, [&](int64_t n, int64_t r0, int64_t r1, int64_t q0, int64_t q1) {
+      for_tile_rows(a0, a1, per_image, TW, [&](int64_t n, int64_t th0, int64_t th1) {
         if (own_x) {
-          x_own.push_back(copy - (w.sp.pt + r0) * x.W * C - w.sp.pl * C);
-          copy += copy_rows_pixel_major(w.kt, x, n0 + n, r0, r1, copy);
+          x_own.push_back(copy_rows_pixel_major(w.kt, x, n0 + n,
+                                                input_tile_rows(w.sp.pt, x.H, th0, th1), copy) -
+                          w.sp.pt * x.W * C - w.sp.pl * C);
         }
         if (own_d) {
-          d_own.push_back(copy - q0 * d.W * K);
-          copy += copy_rows_pixel_major(w.kt, d, n0 + n, q0, q1, copy);
+          d_own.push_back(copy_rows_pixel_major(w.kt, d, n0 + n, grad_tile_rows(w.OH, th0, th1),
+                                                copy));
         }
       });
       const int64_t n_first = a0 / per_image;
-      const auto x_of = [&](int64_t n) {
-        return own_x ? x_own[n - n_first] : x0 + n * w.st.xn;
-      };
-      const auto d_of = [&](int64_t n) {
-        return own_d ? d_own[n - n_first] : w.pm.origin + n * w.pm.dyn;
-      };
+      const auto x_of = [&](int64_t n) { return own_x ? x_own[n - n_first] : w.chunk_x(x0)(n); };
+      const auto d_of = [&](int64_t n) { return own_d ? d_own[n - n_first] : w.chunk_d()(n); };
       for (int64_t t0 = a0; t0 < a1; t0 += pass) {
         const int64_t t1 = std::min(a1, t0 + pass);
         if (!w.transform(wa, x_of, d_of, t0, t1, v, z)) {
@@ -2481,9 +2488,8 @@ at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t u
   const auto first_unit = [&](int64_t t) { return t * units / tasks; };
   const int64_t vs = winograd_plane((unit_rows + nr - 1) * TWx * C);
   const int64_t zs = winograd_plane(unit_rows * TW * Kp);
-  // a unit's input rows (its tile rows and nr - 1 more) and grad_output rows
-  const int64_t copy_rows_x = std::min(w.x.H, 2 * (unit_rows + nr - 1) + 2);
-  const int64_t copy = (own_x ? copy_rows_x * w.x.W * C : 0) +
+  // at most a unit's input rows (its tile rows and nr - 1 more) and grad_output rows
+  const int64_t copy = (own_x ? std::min(w.x.H, 2 * (unit_rows + nr - 1) + 2) * w.x.W * C : 0) +
                        (own_d ? std::min(w.OH, 2 * unit_rows) * w.OW * K : 0);
   const int64_t sums = 16 * w.plane;
   const TaskBuffers<T> tb(tasks, sums, 16 * (vs + zs) + copy);
@@ -2497,24 +2503,19 @@ at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t u
     if (!finite.load(std::memory_order_relaxed)) return;
     T* v = tb.of_worker(worker);
     T* z = v + 16 * vs;
-    T* xc = z + 16 * zs;
-    T* dc = xc + (own_x ? copy_rows_x * w.x.W * C : 0);
     for (int64_t u = first_unit(t); u < first_unit(t + 1); ++u) {
       const int64_t n = u / per_image, r0 = u % per_image * unit_rows;
       const int64_t rows = std::min(unit_rows, TH - r0);
-      // image n's input at padded coordinate (0, 0), its grad_output
-      const T* xo = own_x ? xc : x0 + n * w.st.xn;
-      const T* dn = own_d ? dc : w.pm.origin + n * w.pm.dyn;
-      if (own_x) {  // (rows whose windows lie in the padding read no input rows)
-        const int64_t lo = std::clamp<int64_t>(2 * r0 - w.sp.pt, 0, w.x.H);
-        const int64_t hi = std::clamp<int64_t>(2 * (r0 + rows + nr - 2) + 4 - w.sp.pt, lo, w.x.H);
-        copy_rows_pixel_major(w.kt, w.x, n, lo, hi, xc);
-        xo = xc - (w.sp.pt + lo) * w.x.W * C - w.sp.pl * C;
-      }
-      if (own_d) {
-        copy_rows_pixel_major(w.kt, w.d, n, 2 * r0, std::min(w.OH, 2 * (r0 + rows)), dc);
-        dn = dc - 2 * r0 * w.OW * K;
-      }
+      // image n's input at padded coordinate (0, 0) (the unit's tile rows and the nr - 1 below
+      // them), its grad_output
+      T* copy = z + 16 * zs;
+      const T* xo = own_x ? copy_rows_pixel_major(
+                                w.kt, w.x, n, input_tile_rows(w.sp.pt, w.x.H, r0, r0 + rows + nr - 2),
+                                copy) - w.sp.pt * w.x.W * C - w.sp.pl * C
+                          : x0 + n * w.st.xn;
+      const T* dn = own_d ? copy_rows_pixel_major(w.kt, w.d, n, grad_tile_rows(w.OH, r0, r0 + rows - 1),
+                                                  copy)
+                          : w.pm.origin + n * w.pm.dyn;
       for (int64_t r = 0; r < rows + nr - 1; ++r) {
         if (!w.transform_row(wa, xo, dn, r0 + r, v + r * TWx * C,
                              r < rows ? z + r * TW * Kp : nullptr)) {
