@@ -1,11 +1,13 @@
 // Python module torchconv._C: exposes the shared argument checks and shape arithmetic
-// (conv2d_checks.h) to the fake kernels in torchconv/_meta.py. Loading this module also runs
-// the TORCH_LIBRARY registrations of the ops.
+// (conv2d_checks.h) to the fake kernels in torchconv/_meta.py, and the C++ autograd node of
+// eager training steps (recorded_conv2d.h). Loading this module also runs the TORCH_LIBRARY
+// registrations of the ops.
 #include <torch/csrc/utils/pybind.h>
 #include <torch/extension.h>
 
 #include "conv2d_checks.h"
 #include "cpu/fast_paths.h"
+#include "recorded_conv2d.h"
 #ifdef TORCHCONV_WITH_CUDA
 #include "cuda/conv2d_cuda_kernels.h"
 #endif
@@ -47,10 +49,15 @@ py::tuple plan_grad_weight_py(const at::Tensor& grad_output, const at::Tensor& i
 }  // namespace torchconv
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "torchconv native extension: argument checks and shapes shared with the fake kernels";
+  m.doc() = "torchconv native extension: argument checks and shapes shared with the fake "
+            "kernels, the eager autograd node, kernel settings";
   m.def("plan_forward", &torchconv::plan_forward_py);
   m.def("plan_grad_input", &torchconv::plan_grad_input_py);
   m.def("plan_grad_weight", &torchconv::plan_grad_weight_py);
+  m.def("conv2d_recorded", &torchconv::conv2d_recorded,
+        "conv2d recorded for eager reverse-mode autograd by a C++ node",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("set_recorded_backward", &torchconv::set_recorded_backward);
   m.def("set_cpu_isa", &torchconv::cpu::fast::set_cpu_isa,
         "Select the CPU kernels: 'avx512', 'avx2', 'scalar' or 'generic' (fast paths off)");
   m.def("cpu_isa", &torchconv::cpu::fast::cpu_isa, "The CPU kernels in use");

@@ -141,6 +141,48 @@ def test_eager_calls_without_autograd_keep_autocast_and_dispatch_modes():
         assert conv2d(x, w).dtype == F.conv2d(x, w).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+@pytest.mark.parametrize("case", SMALL)
+def test_plain_backward_runs_in_the_cpp_node(case, dtype):
+    # A backward that records nothing runs in the C++ node (csrc/recorded_conv2d.cpp): same
+    # gradients as F.conv2d (every subset of operands), its ops visible to dispatch modes, its
+    # saved tensors packed through saved_tensors_hooks, in-place changes detected.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, w, b, args = _inputs(case, dtype)
+    for leaves in ((x, w, b), (x,), (w,), (b,), (x, b)):
+        out = conv2d(x, w, b, *args)
+        assert "RecordedConv2d" in out.grad_fn.name()
+        g = torch.randn_like(out)
+        with Seen() as seen:
+            ours = torch.autograd.grad(out, leaves, g)
+        native = torch.autograd.grad(F.conv2d(x, w, b, *args), leaves, g)
+        for got, want in zip(ours, native):
+            torch.testing.assert_close(got, want)
+        assert ("torchconv.conv2d_grad_input.default" in seen.ops) == any(t is x for t in leaves)
+        assert ("torchconv.conv2d_grad_weight.default" in seen.ops) == any(t is w for t in leaves)
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        out = conv2d(x, w, b, *args)
+    assert len(packed) == 2
+    torch.testing.assert_close(torch.autograd.grad(out.abs().sum(), x)[0],
+                               torch.autograd.grad(F.conv2d(x, w, b, *args).abs().sum(), x)[0])
+    out = conv2d(x, w, b, *args)
+    with torch.no_grad():
+        w.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.abs().sum().backward()
+
+
 @pytest.mark.parametrize("requires_grad", [(True, True), (False, True), (True, False)],
                          ids=["both", "weight_only", "input_only"])
 def test_autocast_training_step_matches_native(requires_grad):

@@ -77,26 +77,32 @@ PAIRS = [
 ]
 
 
-def _call(fn, overrides):
+def _call(fn, overrides, requires_grad=False):
     args = dict(input=x, weight=w, bias=b, stride=1, padding=0, dilation=1, groups=1)
     args.update(overrides)
+    if requires_grad:  # a recorded call (the C++ autograd node) checks the same way
+        for name in ("input", "weight", "bias"):
+            t = args[name]
+            if t is not None and (t.is_floating_point() or t.is_complex()):
+                args[name] = t.detach().requires_grad_()
     return fn(args["input"], args["weight"], args["bias"], args["stride"], args["padding"],
               args["dilation"], args["groups"])
 
 
-def _assert_same_error(overrides):
+def _assert_same_error(overrides, requires_grad=False):
     with pytest.raises(Exception) as native:
-        _call(F.conv2d, overrides)
+        _call(F.conv2d, overrides, requires_grad)
     with pytest.raises(Exception) as ours:
-        _call(conv2d, overrides)
+        _call(conv2d, overrides, requires_grad)
     assert type(ours.value) is type(native.value)
     if not overrides.get("input", x).dtype == torch.bool:  # op names differ for 'not implemented'
         assert str(ours.value).splitlines()[0] == str(native.value).splitlines()[0]
 
 
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["plain", "recorded"])
 @pytest.mark.parametrize("name", sorted(FAULTS))
-def test_single_fault(name):
-    _assert_same_error(FAULTS[name])
+def test_single_fault(name, requires_grad):
+    _assert_same_error(FAULTS[name], requires_grad)
 
 
 @pytest.mark.parametrize("first,second", PAIRS)

@@ -71,8 +71,8 @@ def conv2d(
         # forward-mode AD / functorch: the autograd.Function with jvp
         return _autograd.Conv2dFunction.apply(*args)
     if _autograd.records_autograd(input, weight, bias):
-        # reverse mode only: the registered formula, in a lean autograd.Function
-        return _autograd.ReverseConv2d.apply(*args)
+        # reverse mode only: the registered formula, recorded by a C++ node
+        return _autograd.conv2d_recorded(*args)
     # nothing recorded: below the autograd key (its Python kernel costs about 6 us); autocast
     # and dispatch modes sit above autograd and still apply
     return _autograd.BELOW.conv2d(*args)

@@ -1,0 +1,26 @@
+// conv2d recorded for eager reverse-mode autograd by a C++ graph node (recorded_conv2d.cpp).
+#pragma once
+
+#include <torch/csrc/utils/pybind.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torchconv {
+
+// F.conv2d's call on torchconv's op, recorded for backward. `padding_mode` is "" for numeric
+// `padding`, else 'same' / 'valid' (and `padding` is empty).
+at::Tensor conv2d_recorded(const at::Tensor& input, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias,
+                           const std::vector<int64_t>& stride,
+                           const std::vector<int64_t>& padding,
+                           const std::string& padding_mode,
+                           const std::vector<int64_t>& dilation, int64_t groups);
+
+// The Python formula for backward passes that record a graph or run under functorch / forward
+// AD: fn(grad, input, weight, stride, padding, dilation, groups, has_bias, needs) -> the
+// gradients of input, weight and bias (None where not needed).
+void set_recorded_backward(py::object fn);
+
+}  // namespace torchconv
