@@ -1046,13 +1046,16 @@ PlaneGeom plane_geom(const Spec& sp, int64_t OH, int64_t OW, int64_t VL) {
 }
 
 // Geometry, tap offsets and kernel arguments of the plane kernels for one convolution; yh / yw:
-// strides of the output rows (grad_weight: of grad_output's rows, yw = 1).
+// strides of the output rows (grad_weight: of grad_output's rows, yw = 1). staged_Wq > 0: the
+// staged plane's rows are that long (a plane staged once for several stride-1 convolutions).
 struct PlanePlan {
   PlaneGeom pg;
   std::vector<int64_t> taps;  // staged offset of tap (r, s): row r*dh, phase / column of s*dw
   isa::PlaneArgs args;
-  PlanePlan(const Spec& sp, int64_t OH, int64_t OW, int64_t VL, int64_t yh, int64_t yw)
+  PlanePlan(const Spec& sp, int64_t OH, int64_t OW, int64_t VL, int64_t yh, int64_t yw,
+            int64_t staged_Wq = 0)
       : pg(plane_geom(sp, OH, OW, VL)) {
+    if (staged_Wq > 0) pg.Wq = staged_Wq;
     for (int64_t r = 0; r < sp.R; ++r) {
       for (int64_t s = 0; s < sp.S; ++s) {
         const int64_t cw = s * sp.dw;
@@ -1332,6 +1335,9 @@ struct PlanePhase {
 // The phases of a depthwise input gradient over NCHW planes, one plane at a time: each phase
 // into a dense scratch plane, then from there into its elements of grad_input's plane, which
 // stays in cache. Every element is written once, by its phase, as in one pass per phase.
+// The phases (stride-1 convolutions of grad_output with different leading paddings) read one
+// staged copy of the grad_output plane, padded by the largest of them, each from its own
+// origin in it (a copy per phase: MBv2 dw s2 spent 24% of its 1-thread time staging).
 template <typename T>
 void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
                                     const std::vector<PlanePhase>& phases, int64_t stride_h,
@@ -1340,16 +1346,26 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
   // Every phase present (in order a, b) and grad_input rows dense: a row of grad_input is the
   // stride_w phases' rows interleaved, one transpose of stride_w rows (element-wise strided
   // stores were 15% of MBv2 dw s2's NCHW input gradient). Phase rows are then Wmax apart.
-  int64_t Wmax = 0;
-  for (const PlanePhase& ph : phases) Wmax = std::max(Wmax, ph.Wi);
+  int64_t Wmax = 0, pt = phases[0].ps.pt, pl = phases[0].ps.pl;
+  for (const PlanePhase& ph : phases) {
+    TORCH_INTERNAL_ASSERT(ph.ps.sh == 1 && ph.ps.sw == 1);
+    Wmax = std::max(Wmax, ph.Wi);
+    pt = std::max(pt, ph.ps.pt), pl = std::max(pl, ph.ps.pl);
+  }
+  // the shared staged plane: Hp rows of Wq, every phase's plane inside it
+  int64_t Hp = 0, Wq = 0;
+  for (const PlanePhase& ph : phases) {
+    const PlaneGeom pg = plane_geom(ph.ps, ph.Hi, ph.Wi, VL);
+    Hp = std::max(Hp, pg.Hp + pt - ph.ps.pt), Wq = std::max(Wq, pg.Wq + pl - ph.ps.pl);
+  }
   const bool interleave = o.sw == 1 && stride_w <= VL &&
                           int64_t(phases.size()) == stride_h * stride_w;
   std::vector<std::unique_ptr<PlanePlan>> plans;
-  int64_t staged_elems = 0, out_elems = 0;
+  const int64_t staged_elems = Hp * Wq + 16;  // slack: as plane_geom's
+  int64_t out_elems = 0;
   for (const PlanePhase& ph : phases) {
     plans.push_back(std::make_unique<PlanePlan>(ph.ps, ph.Hi, ph.Wi, VL,
-                                                interleave ? Wmax : ph.Wi, 1));
-    staged_elems = std::max(staged_elems, plans.back()->pg.elems);
+                                                interleave ? Wmax : ph.Wi, 1, Wq));
     out_elems = std::max(out_elems, ph.Hi * (interleave ? Wmax : ph.Wi));
   }
   const int64_t phase_bufs = interleave ? int64_t(phases.size()) : 1;
@@ -1362,13 +1378,11 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
     const int64_t n = t / d.C, c = t % d.C;
     T* staged = scratch.data_ptr<T>() + worker * per_worker;
     T* out = staged + staged_elems;
+    kt->stage_plane(d.p + n * d.sn + c * d.sc, d.sh, d.H, d.W, pt, pl, Hp, 1, Wq, staged);
     for (size_t p = 0; p < phases.size(); ++p) {
       const PlanePhase& ph = phases[p];
-      const PlaneGeom& pg = plans[p]->pg;
-      kt->stage_plane(d.p + n * d.sn + c * d.sc, d.sh, d.H, d.W, ph.ps.pt, ph.ps.pl, pg.Hp,
-                      ph.ps.sw, pg.Wq, staged);
       T* po = interleave ? out + p * out_elems : out;
-      kt->depthwise_plane(&plans[p]->args, staged, po,
+      kt->depthwise_plane(&plans[p]->args, staged + (pt - ph.ps.pt) * Wq + (pl - ph.ps.pl), po,
                           ph.w.const_data_ptr<T>() + c * ph.ps.R * ph.ps.S, T(0));
       if (interleave) continue;
       T* dst = o.p + n * o.sn + c * o.sc + ph.a * o.sh + ph.b * o.sw;
