@@ -9,9 +9,10 @@
 //
 // It handles plain backward passes only: no graph is recorded (GradMode off), no functorch
 // transform and no forward-mode dual level is active. Anything else (create_graph=True,
-// vmap over the backward, forward-over-reverse) calls the Python formula with the eager
-// autograd.Functions (set_recorded_backward), exactly as the Python node did, so derivatives
-// of any order, jvp and vmap keep working.
+// torch.func transforms over the backward, forward-over-reverse) calls the Python formula
+// with the eager autograd.Functions (set_recorded_backward), as the Python node did, so
+// derivatives of any order, jvp and vmap keep working. (A backward with is_grads_batched
+// batches below autograd: the ops' vmap rules handle it here as they did there.)
 #include "recorded_conv2d.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -21,6 +22,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "conv2d_checks.h"
+#include "cpu/fast_paths.h"
 
 namespace torchconv {
 namespace {
@@ -147,6 +149,8 @@ struct RecordedConv2d : torch::autograd::Function<RecordedConv2d> {
       if (needs_bias) {
         if (input.size(-3) == 0) {  // zero input channels: the output has no channels either
           grad_bias = at::zeros({weight.size(0)}, grad.options());
+        } else if (std::optional<at::Tensor> sums = cpu::fast::try_channel_sums(grad)) {
+          grad_bias = *sums;  // channels_last on CPU: at::sum took twice a full reduction
         } else {
           grad_bias = grad.dim() == 4 ? grad.sum({0, 2, 3}) : grad.sum({1, 2});
         }

@@ -602,6 +602,30 @@ def test_autograd_end_to_end(isa):
 
 
 @DTYPES
+@pytest.mark.parametrize("N,K,OH,OW", [(2, 17, 9, 7), (3, 70, 5, 30), (8, 144, 12, 12),
+                                       (1, 33, 1, 1), (4, 5, 64, 9)])
+def test_bias_gradient_of_channels_last_grad_output(isa, N, K, OH, OW, dtype):
+    # channels_last grad_output: torchconv's own channel sums (blocks of 64 pixel rows, runs of
+    # 8, the blocks added pairwise); channel tails, row counts off the blocks, 1 and 2 threads
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(N, 3, OH, OW, generator=gen, dtype=dtype)
+    w = torch.randn(K, 3, 1, 1, generator=gen, dtype=dtype)
+    b = torch.randn(K, generator=gen, dtype=dtype, requires_grad=True)
+    g = torch.randn(N, K, OH, OW, generator=gen, dtype=dtype)
+    x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(torch.autograd.grad(torchconv.functional.conv2d(x, w, b), b, g)[0])
+    assert torch.equal(results[0], results[1])
+    ref = g.double().sum((0, 2, 3))
+    # no worse than at::sum's error (plus a few ulps of the sum's largest partial magnitude)
+    native_err = (g.sum((0, 2, 3)).double() - ref).abs().max().item()
+    scale = g.abs().sum((0, 2, 3)).double().max().item() * torch.finfo(dtype).eps
+    assert (results[0].double() - ref).abs().max().item() <= 2 * native_err + 4 * scale
+
+
+@DTYPES
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 def test_threads_bitwise_identical(isa, layout, dtype):
     # the first two run through Winograd (float32; the second's forward and input gradient on

@@ -30,6 +30,12 @@ bool try_grad_input(const Geometry& g, const at::Tensor& grad_output, const at::
 bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                      at::Tensor& grad_weight);
 
+// The sums of a 4-D channels_last float32 / float64 CPU tensor over its images and pixels (the
+// bias gradient of grad_output): fixed blocks of rows, each summed in order, the block sums
+// added pairwise, so the result does not depend on the number of threads; nullopt for any
+// other tensor (or with the fast paths off).
+std::optional<at::Tensor> try_channel_sums(const at::Tensor& t);
+
 // A float32 copy of float16 / bfloat16 weights, kept between calls with the packed weights
 // (see WeightCache in fast_paths.cpp: found again for the same, unchanged weights). The same
 // copy comes back call after call, so the packings made from it are found again too.

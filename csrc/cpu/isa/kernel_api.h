@@ -334,6 +334,9 @@ struct KernelTableT {
   // Register-only FMA loop: `iters` iterations, returns the number of flops executed (the
   // result is also written to *sink so the loop cannot be optimised away).
   double (*fma_loop)(int64_t iters, T* sink);
+  // sums[c] = x[c] + x[ld + c] + ... + x[(rows-1)*ld + c] for c < C, rows added in order (the
+  // bias gradient over channels_last rows of pixels).
+  void (*column_sums)(const T* x, int64_t rows, int64_t ld, int64_t C, T* sums);
 };
 
 // bfloat16 direct convolution on AVX-512 BF16 dot products (forward, one group): per float32

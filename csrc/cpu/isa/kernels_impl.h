@@ -1891,6 +1891,39 @@ static double fma_loop(int64_t iters, T* sink) {
   return (double)iters * FMA_CHAINS * V::N * 2.0;
 }
 
+// Four channel vectors at a time down the rows, masked loads for the last partial vector;
+// runs of 8 rows are summed apart and then added up (the error of a sum grows with the number
+// of terms added one by one: a block of 256 rows in one chain had twice at::sum's error).
+template <bool FULL>
+static void column_sums_vectors(const T* x, int64_t rows, int64_t ld, int64_t n, T* sums) {
+  typedef V::reg reg;
+  reg tot[4], run[4];
+  const int nv = (int)tc_min(4, (n + V::N - 1) / V::N);
+  TC_UNROLL for (int j = 0; j < 4; ++j) tot[j] = V::zero();
+  for (int64_t i0 = 0; i0 < rows; i0 += 8) {
+    TC_UNROLL for (int j = 0; j < 4; ++j) run[j] = V::zero();
+    for (int64_t i = i0; i < tc_min(rows, i0 + 8); ++i) {
+      TC_UNROLL for (int j = 0; j < 4; ++j) {
+        if (FULL) run[j] = V::add(run[j], V::load(x + i * ld + j * V::N));
+        else if (j < nv) run[j] = V::add(run[j], load_k(x + i * ld + j * V::N, n - j * V::N));
+      }
+    }
+    TC_UNROLL for (int j = 0; j < 4; ++j) tot[j] = V::add(tot[j], run[j]);
+  }
+  for (int j = 0; j < nv; ++j) {
+    const int64_t left = n - j * V::N;
+    if (left >= V::N) V::store(sums + j * V::N, tot[j]);
+    else V::store_n(sums + j * V::N, tot[j], (int)left);
+  }
+}
+
+static void column_sums(const T* x, int64_t rows, int64_t ld, int64_t C, T* sums) {
+  for (int64_t c0 = 0; c0 < C; c0 += 4 * V::N) {
+    if (c0 + 4 * V::N <= C) column_sums_vectors<true>(x + c0, rows, ld, 4 * V::N, sums + c0);
+    else column_sums_vectors<false>(x + c0, rows, ld, C - c0, sums + c0);
+  }
+}
+
 static const KernelTableT<T> kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, PD_NK,
@@ -1905,7 +1938,7 @@ static const KernelTableT<T> kTable = {
     &winograd_weights<WinogradStride2>, &winograd_input<WinogradStride2GradInput<true>>,
     &winograd_output<WinogradStride2GradInput<true>>,
     &winograd_input<WinogradStride2GradInput<false>>,
-    &winograd_output<WinogradStride2GradInput<false>>, &fma_loop,
+    &winograd_output<WinogradStride2GradInput<false>>, &fma_loop, &column_sums,
 };
 
 // Defined here, per inclusion (a TU includes this file once per element type).
