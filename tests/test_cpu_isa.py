@@ -133,6 +133,13 @@ CASES = [
     (2, 20, 9, 9, 64, 3, 3, 1, 1, 1, 1),      # wide tiles (64 output channels)
     (1, 16, 7, 7, 128, 3, 3, 2, 1, 1, 2),     # wide tiles, grouped, strided
     (1, 64, 8, 8, 24, 3, 3, 2, 1, 1, 1),      # wide grad_input tile (64 input channels)
+    # the mid tile (AVX-512: 3 vectors x 8 pixels) where K is a multiple of 3 vectors but not
+    # of 4: 1x1 (three k-blocks of 48), strided 3x3, Winograd GEMMs (float32) with a mid
+    # grad_input tile (96 input channels), grouped (48 per group)
+    (2, 24, 20, 20, 144, 1, 1, 1, 0, 1, 1),
+    (1, 12, 11, 13, 48, 3, 3, 2, 1, 1, 1),
+    (2, 96, 9, 9, 48, 3, 3, 1, 1, 1, 1),
+    (1, 32, 8, 8, 96, 3, 3, 1, 1, 1, 2),
     # long reductions, summed in three levels: grad_weight over 35 passes (groups of 16, 16,
     # 3), grouped grad_weight over 36 blocks, direct tiles over 42 blocks of products
     (5, 8, 40, 40, 16, 3, 3, 1, 1, 1, 1),

@@ -40,7 +40,8 @@
 //    scalars broadcast, weights packed into [group][k-block][r][s][c][KB] panels (kept between
 //    calls: WeightCache).
 //    KB = 2 vectors x 12 pixels, or the "wide" 4 vectors x 6 pixels (fewer broadcasts per FMA)
-//    when kpg is a multiple of 4 vectors and the panel stays L2-sized (use_wide). 1x1
+//    when kpg is a multiple of 4 vectors, else the "mid" 3 vectors x 8 pixels (AVX-512) when
+//    kpg is a multiple of 3, the panel staying L2-sized (direct_tile). 1x1
 //    convolutions are the R = S = 1 case; they read a channels_last input in place, and an
 //    NCHW one through per-task pixel-major panels (a task's pixels, all channels;
 //    use_pixel_panel), or, with at most 64 input channels over large images, vectorised
@@ -439,7 +440,7 @@ bool planar_output(const Out<T>& y) {
 struct Spec {
   int64_t G, cpg, kpg, R, S, sh, sw, dh, dw, pt, pl;
   // The direct kernels' output is channel planes with dense rows (NCHW): their tiles leave
-  // through an L1 buffer of channel runs (see use_wide).
+  // through an L1 buffer of channel runs (see direct_tile).
   bool planar_out = false;
 };
 
@@ -768,10 +769,13 @@ const T* bias_data(const std::vector<T>& packed) {
 // Engines.
 
 // The wide direct tile (more output channels, fewer pixels) when the group's output channels
-// fill it exactly; the standard one otherwise (less padding waste on small / odd K).
-// Only while its weight panel (R*S*C*KB elements, read whole by every tile) stays within a third
-// of a 1 MB L2: past that the standard tile's twice as many pixels per panel pass win (AVX-512
-// R50 L4 1x1, C = 2048: 0.74x -> 0.83x of native).
+// fill it exactly; else the mid tile (AVX-512) when they fill that; the standard one
+// otherwise (less padding waste on small / odd K). The mid tile took MBv2 pointwise 24 -> 144
+// channels_last forward (144 = 9 vectors: 5 standard k-blocks, the last half padding, or 3
+// mid ones) from 1.22-1.27 to 1.08-1.14 ms at 2 threads, 2.39-2.72 to 2.07-2.17 at 1.
+// A larger tile only while its weight panel (R*S*C*KB elements, read whole by every tile)
+// stays within a third of a 1 MB L2: past that the standard tile's twice as many pixels per
+// panel pass win (AVX-512 R50 L4 1x1, C = 2048: 0.74x -> 0.83x of native).
 // NCHW outputs also keep an L1 buffer of 48-pixel channel runs per k-block (isa
 // direct_pixels_nchw): where the standard tile's panel and buffer fit a 32 KB L1 and the wide
 // tile's do not, the standard one (R50 stem NCHW forward, 147 x 64 weights: 24.6-25.4 ->
@@ -779,19 +783,35 @@ const T* bias_data(const std::vector<T>& packed) {
 // 5% faster there, as did R50 1x1 256 -> 64 NCHW, whose standard panel alone fills L1).
 constexpr int64_t kL1Bytes = int64_t(32) << 10;
 template <typename T>
-bool use_wide(const Table<T>* kt, const Spec& sp) {
+bool larger_tile_fits(const Table<T>* kt, const Spec& sp, int64_t KB) {
   const int64_t per_lane = (sp.R * sp.S * sp.cpg + (sp.planar_out ? isa::kNchwRunPixels : 0)) *
                            int64_t(sizeof(T));
-  if (sp.planar_out && per_lane * kt->wide_kernel_block > kL1Bytes &&
-      per_lane * kt->kernel_block <= kL1Bytes) {
+  if (sp.planar_out && per_lane * KB > kL1Bytes && per_lane * kt->kernel_block <= kL1Bytes) {
     return false;
   }
-  return kt->wide_kernel_block != kt->kernel_block && sp.kpg % kt->wide_kernel_block == 0 &&
-         sp.R * sp.S * sp.cpg * kt->wide_kernel_block * int64_t(sizeof(T)) <= (int64_t(288) << 10);
+  return KB != kt->kernel_block && sp.kpg % KB == 0 &&
+         sp.R * sp.S * sp.cpg * KB * int64_t(sizeof(T)) <= (int64_t(288) << 10);
+}
+
+// The direct kernel's register tile for a spec: its function, output channels and pixels.
+template <typename T>
+struct DirectTile {
+  isa::DirectFn<T> fn;
+  int64_t KB, pixels;
+};
+template <typename T>
+DirectTile<T> direct_tile(const Table<T>* kt, const Spec& sp) {
+  if (larger_tile_fits(kt, sp, kt->wide_kernel_block)) {
+    return {kt->direct_wide, kt->wide_kernel_block, kt->wide_pixel_block};
+  }
+  if (larger_tile_fits(kt, sp, kt->mid_kernel_block)) {
+    return {kt->direct_mid, kt->mid_kernel_block, kt->mid_pixel_block};
+  }
+  return {kt->direct, kt->kernel_block, kt->pixel_block};
 }
 template <typename T>
 int64_t direct_block(const Table<T>* kt, const Spec& sp) {
-  return use_wide(kt, sp) ? kt->wide_kernel_block : kt->kernel_block;
+  return direct_tile(kt, sp).KB;
 }
 
 // Few output channels per group and a long reduction: the reduction-vectorised kernel.
@@ -886,7 +906,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
   // give every thread 4 tasks
   int64_t tasks_per_image = 0;
   for (const DirectJob<T>& j : jobs) {
-    const int64_t tile = use_wide(kt, j.sp) ? kt->wide_pixel_block : kt->pixel_block;
+    const int64_t tile = direct_tile(kt, j.sp).pixels;
     tasks_per_image += j.sp.G * ceil_div(j.sp.kpg, direct_block(kt, j.sp)) *
                        ceil_div(j.y.H * j.y.W, tile * kDirectTilesPerTask);
   }
@@ -905,10 +925,10 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
   int64_t panel_elems = 0;  // per worker, for the pixel-panel jobs
   for (const DirectJob<T>& j : jobs) {
     const Spec& sp = j.sp;
-    const bool wide = use_wide(kt, sp);
+    const DirectTile<T> tile = direct_tile(kt, sp);
     Plan pl;
-    pl.fn = wide ? kt->direct_wide : kt->direct;
-    pl.KB = direct_block(kt, sp);
+    pl.fn = tile.fn;
+    pl.KB = tile.KB;
     pl.nKB = ceil_div(sp.kpg, pl.KB);
     pl.panel = sp.R * sp.S * sp.cpg * pl.KB;
     if (use_reduce(kt, sp)) {
@@ -918,7 +938,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     }
     pl.P = j.y.H * j.y.W;
     // pixel chunks of kDirectTilesPerTask tiles per task
-    const int64_t tile_pixels = wide ? kt->wide_pixel_block : kt->pixel_block;
+    const int64_t tile_pixels = tile.pixels;
     pl.nPC = ceil_div(pl.P, tile_pixels * kDirectTilesPerTask);
     // Task order: small images (<= 16 tiles) loop images inside k-blocks so that a weight
     // panel serves the whole chunk of images; large images keep the image outside (its input
@@ -1810,7 +1830,7 @@ struct WinogradStore {
 // The weight panels U of a Winograd convolution on the GEMM kernel, packed (cached).
 template <typename T>
 struct WinogradPanels {
-  bool wide;
+  isa::DirectFn<T> gemm;
   int64_t positions;
   int64_t K, KB, nKB, Kp, NP, panel, uplane;  // panel: one k-block's [nsub][C][KB]
   at::Tensor U;
@@ -1818,9 +1838,10 @@ struct WinogradPanels {
       : positions(winograd_shape(kind).positions), K(sp.kpg) {
     const int64_t nsub = (sp.R - 1) / 2 * ((sp.S - 1) / 2);
     const Spec gemm_sp{16, sp.cpg, sp.kpg, (sp.R - 1) / 2, (sp.S - 1) / 2, 1, 1, 1, 1, 0, 0};
-    wide = use_wide(kt, gemm_sp);
-    KB = direct_block(kt, gemm_sp), nKB = ceil_div(sp.kpg, KB), Kp = nKB * KB;
-    NP = wide ? kt->wide_pixel_block : kt->pixel_block;
+    const DirectTile<T> tile = direct_tile(kt, gemm_sp);
+    gemm = tile.fn;
+    KB = tile.KB, nKB = ceil_div(sp.kpg, KB), Kp = nKB * KB;
+    NP = tile.pixels;
     panel = nsub * sp.cpg * KB, uplane = winograd_plane(nKB * panel);
     U = weight_cache().get(*ww.weight,
                            // (both stride-2 input-gradient forms share one packing)
@@ -1831,9 +1852,8 @@ struct WinogradPanels {
   // The GEMMs of a task, one per transform position: products m (planes ms apart, output
   // pixels of ga) of the transformed inputs v (planes vs apart) with U, output pixels
   // [0, pixels).
-  void multiply(const Table<T>* kt, const isa::DirectArgs& ga, const T* v, int64_t vs, T* m,
-                int64_t ms, int64_t pixels) const {
-    const isa::DirectFn<T> gemm = wide ? kt->direct_wide : kt->direct;
+  void multiply(const isa::DirectArgs& ga, const T* v, int64_t vs, T* m, int64_t ms,
+                int64_t pixels) const {
     const T* up = data_of<T>(U);
     for (int64_t xi = 0; xi < positions; ++xi) {
       for (int64_t kb = 0; kb < nKB; ++kb) {
@@ -1943,7 +1963,7 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
       ok &= form.input(&wa, xr, run, inside, v + i * C) != 0;
     });
     if (!ok) return false;
-    wp.multiply(kt, ga, v, vs, m, ms, t1 - t0);
+    wp.multiply(ga, v, vs, m, ms, t1 - t0);
     tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
                             int64_t tw, int64_t run) {
       const int64_t rows = std::min(ot, ph.OH - ot * th);
@@ -2006,7 +2026,7 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
       ok &= kt->winograd_input(&wa, xr, TWx, inside, v + i * TWx * C) != 0;
     }
     if (!ok) return false;
-    wp.multiply(kt, ga, v, vs, m, ms, rows * TW);
+    wp.multiply(ga, v, vs, m, ms, rows * TW);
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t th = th0 + i;
       store(m + i * TW * Kp, TW, bias, std::min<int64_t>(2, OH - 2 * th), OW,

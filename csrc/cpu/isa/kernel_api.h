@@ -291,6 +291,9 @@ struct KernelTableT {
   int wide_kernel_block;  // KB and pixels of a second direct tile with more output channels
   int wide_pixel_block;   // (fewer pixels, fewer broadcasts per FMA)
   DirectFn<T> direct_wide;
+  int mid_kernel_block;   // a third tile between the two (AVX-512: 3 vectors x 8 pixels;
+  int mid_pixel_block;    // where there is none, the standard one's sizes)
+  DirectFn<T> direct_mid;
   DirectFn<T> direct_reduce;  // null where VL == 1
   int planes_kernel_block;    // output channels per tile of direct_planes (divides both KBs)
   int planes_pixel_block;     // pixels per tile of direct_planes

@@ -17,6 +17,8 @@ namespace avx2 {
 #define DIRECT_NP 6
 #define DIRECT_WIDE_NV 2
 #define DIRECT_WIDE_NP 6
+#define DIRECT_MID_NV 2
+#define DIRECT_MID_NP 6
 #define REDUCE_NP 3
 #define GW_WIDE_NV 2
 #define GW_WIDE_NC 6

@@ -21,6 +21,8 @@ namespace avx512 {
 #define DIRECT_NP 12
 #define DIRECT_WIDE_NV 4
 #define DIRECT_WIDE_NP 6
+#define DIRECT_MID_NV 3
+#define DIRECT_MID_NP 8
 #define REDUCE_NP 6
 #define GW_WIDE_NV 4
 #define GW_WIDE_NC 6

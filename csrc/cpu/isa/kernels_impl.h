@@ -13,6 +13,7 @@
 //   optionally interleave_rows_n<C, STREAM>(src, sc, W, dst) (see HasInterleaveRows).
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
+//   DIRECT_MID_NV/NP      : a third, between the two (K a multiple of it but not of the wide)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
 //   PD_NK, PD_NV          : output channels x pixel vectors of the NCHW 1x1 direct tile
 //                           (PD_NK divides both direct kernel blocks)
@@ -373,6 +374,11 @@ static void direct_pixels_wide(const DirectArgs* a, const T* x, T* y,
                                const T* wpanel, const T* bias, int64_t kvalid,
                                int64_t p0, int64_t p1) {
   direct_pixels_any<DIRECT_WIDE_NV, DIRECT_WIDE_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
+}
+static void direct_pixels_mid(const DirectArgs* a, const T* x, T* y,
+                              const T* wpanel, const T* bias, int64_t kvalid,
+                              int64_t p0, int64_t p1) {
+  direct_pixels_any<DIRECT_MID_NV, DIRECT_MID_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1926,7 +1932,8 @@ static void column_sums(const T* x, int64_t rows, int64_t ld, int64_t C, T* sums
 
 static const KernelTableT<T> kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
-    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide, TC_REDUCE, PD_NK,
+    DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide,
+    DIRECT_MID_NV * V::N, DIRECT_MID_NP, &direct_pixels_mid, TC_REDUCE, PD_NK,
     PD_NV * V::N, &direct_planes, &depthwise_pixels, &depthwise3x3_pixels,
     &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, &grad_weight_planes,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,

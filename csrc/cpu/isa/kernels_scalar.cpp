@@ -17,6 +17,8 @@ namespace scalar {
 #define DIRECT_NP 4
 #define DIRECT_WIDE_NV 4
 #define DIRECT_WIDE_NP 4
+#define DIRECT_MID_NV 4
+#define DIRECT_MID_NP 4
 #define REDUCE_NP 1
 #define GW_WIDE_NV 4
 #define GW_WIDE_NC 4
