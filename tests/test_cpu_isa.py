@@ -157,6 +157,12 @@ CASES = [
     # the pixels instead (two chunks with a masked tail above; here 64 channels, output
     # channel tails in forward and input gradient)
     (3, 64, 24, 24, 50, 1, 1, 1, 0, 1, 1),
+    # ... up to 256 channels in blocks of 64 sums: forward 100 (2 blocks) / 256 (4, with pixel
+    # tails), input gradient 144 (3 blocks, the MBv2 pointwise one) / 200
+    (1, 100, 24, 24, 20, 1, 1, 1, 0, 1, 1),
+    (2, 256, 23, 25, 12, 1, 1, 1, 0, 1, 1),
+    (2, 24, 24, 24, 144, 1, 1, 1, 0, 1, 1),
+    (1, 40, 30, 20, 200, 1, 1, 1, 0, 1, 1),
     # the weight gradient of those (>= 128 pixels per image) is vectorised along the pixels:
     # tails of the register tile and of the task blocks (70 = 64 + 6 input, 13 = 8 + 5
     # output channels), images of 143 pixels (7 per pass, each with a masked vector), 24

@@ -857,10 +857,14 @@ bool use_pixel_panel(const Spec& sp, int64_t xc, int64_t xw, int64_t task_pixels
 // alternating processes, 2 threads (ms, panels -> planes): 64 -> 256 over 56x56 7.2-7.4 ->
 // 5.3-5.8 (its input gradient 7.4-7.6 -> 5.9-6.3), MBv2 pointwise 24 -> 144 1.9-2.0 ->
 // 1.5-1.7; 256 -> 64 over 56x56 and 128 -> 512 over 28x28 equal; 512 -> 128 over 28x28
-// 5.2-5.7 -> 5.9-6.2, 256 -> 1024 over 14x14 5.0-6.3 -> 8.6-9.5.
+// 5.2-5.7 -> 5.9-6.2, 256 -> 1024 over 14x14 5.0-6.3 -> 8.6-9.5. Up to 64 channels at first
+// (one block of sums); with block sums up to 256 (2026-12-05, same measure, panels ->
+// planes): R50 1x1 256 -> 64 over 56x56 forward 5.67-7.00 -> 4.78-4.84, its input gradient
+// (64 -> 256) 5.73-6.11 -> 4.88-5.01, MBv2 pointwise input gradient (144 -> 24) 1.80-2.03 ->
+// 1.44-1.62.
 constexpr int64_t kPlanesChunkBytes = int64_t(256) << 10;
 constexpr int64_t kPlanesChunkPixels = 1024;
-constexpr int64_t kPlanesDirectMaxChannels = 64;  // also the kernel's limit (one block of sums)
+constexpr int64_t kPlanesDirectMaxChannels = 256;  // 4 blocks of sums (the kernel: <= 16)
 constexpr int64_t kPlanesDirectMinPixels = 512;
 template <typename T>
 bool use_direct_planes(const Table<T>* kt, const Spec& sp, int64_t xc, int64_t xh, int64_t xw,

@@ -216,35 +216,56 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
 // ------------------------------------------------------------------------------------------
 // 1x1 stride-1 convolution over NCHW planes (PlanesDirectArgs): register tile of NK output
 // channels x NV vectors of pixels, input vectors loaded from the planes, weights broadcast,
-// outputs stored as rows of their planes. The reduction is one block (C <= TC_BLOCK: the
-// direct kernel's order, channels in order, then the bias).
+// outputs stored as rows of their planes. The direct kernel's order: channels in blocks of
+// TC_BLOCK, the blocks' sums added in order (C <= 16 blocks: no middle level), then the bias.
+
+// acc += the products of channels [c0, c1) (FULL: all NV vectors of pixels valid).
+template <int NK, int NV, bool FULL>
+static inline __attribute__((always_inline)) void planes_products(
+    const PlanesDirectArgs* a, const T* x, const T* w, int64_t c0, int64_t c1, int64_t np,
+    V::reg (&acc)[NK][NV]) {
+  typedef V::reg reg;
+  const int64_t xc = a->xc, KB = a->KB;
+  for (int64_t c = c0; c < c1; ++c) {
+    reg xv[NV];
+    TC_UNROLL for (int j = 0; j < NV; ++j) {
+      xv[j] = FULL ? V::load(x + c * xc + j * V::N) : load_k(x + c * xc + j * V::N, np - j * V::N);
+    }
+    TC_UNROLL for (int i = 0; i < NK; ++i) {
+      const reg b = V::bcast(w + c * KB + i);
+      TC_UNROLL for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(b, xv[j], acc[i][j]);
+    }
+  }
+}
 
 template <int NK, int NV>
 static void planes_direct_tile(const PlanesDirectArgs* a, const T* x, T* y, const T* w,
                                const T* bias, int64_t kn, int64_t np) {
   typedef V::reg reg;
   reg acc[NK][NV];
-  const int64_t C = a->C, xc = a->xc, KB = a->KB;
+  T tot[NK][NV * V::N];  // sums of the finished blocks
+  const int64_t C = a->C;
   TC_UNROLL for (int i = 0; i < NK; ++i) {
     TC_UNROLL for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
   }
-  // (two loops: with the choice inside, GCC keeps the accumulators in memory)
-  if (np >= NV * V::N) {
-    for (int64_t c = 0; c < C; ++c) {
-      reg xv[NV];
-      TC_UNROLL for (int j = 0; j < NV; ++j) xv[j] = V::load(x + c * xc + j * V::N);
-      TC_UNROLL for (int i = 0; i < NK; ++i) {
-        const reg b = V::bcast(w + c * KB + i);
-        TC_UNROLL for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(b, xv[j], acc[i][j]);
+  for (int64_t c0 = 0; c0 < C; c0 += TC_BLOCK) {
+    const int64_t c1 = tc_min(C, c0 + TC_BLOCK);
+    // (two calls: with the choice inside the channel loop, GCC keeps the sums in memory)
+    if (np >= NV * V::N) planes_products<NK, NV, true>(a, x, w, c0, c1, np, acc);
+    else planes_products<NK, NV, false>(a, x, w, c0, c1, np, acc);
+    if (c1 == C) break;
+    TC_UNROLL for (int i = 0; i < NK; ++i) {
+      TC_UNROLL for (int j = 0; j < NV; ++j) {
+        V::store(&tot[i][j * V::N],
+                 c0 == 0 ? acc[i][j] : V::add(V::load(&tot[i][j * V::N]), acc[i][j]));
+        acc[i][j] = V::zero();
       }
     }
-  } else {
-    for (int64_t c = 0; c < C; ++c) {
-      reg xv[NV];
-      TC_UNROLL for (int j = 0; j < NV; ++j) xv[j] = load_k(x + c * xc + j * V::N, np - j * V::N);
-      TC_UNROLL for (int i = 0; i < NK; ++i) {
-        const reg b = V::bcast(w + c * KB + i);
-        TC_UNROLL for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(b, xv[j], acc[i][j]);
+  }
+  if (C > TC_BLOCK) {
+    TC_UNROLL for (int i = 0; i < NK; ++i) {
+      TC_UNROLL for (int j = 0; j < NV; ++j) {
+        acc[i][j] = V::add(V::load(&tot[i][j * V::N]), acc[i][j]);
       }
     }
   }
