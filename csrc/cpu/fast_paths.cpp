@@ -41,10 +41,10 @@
 //    calls: WeightCache).
 //    KB = 2 vectors x 12 pixels, or the "wide" 4 vectors x 6 pixels (fewer broadcasts per FMA)
 //    when kpg is a multiple of 4 vectors, else the "mid" 3 vectors x 8 pixels (AVX-512) when
-//    kpg is a multiple of 3, the panel staying L2-sized (direct_tile). 1x1
+//    kpg is a multiple of 3 vectors, the panel staying L2-sized (direct_tile). 1x1
 //    convolutions are the R = S = 1 case; they read a channels_last input in place, and an
 //    NCHW one through per-task pixel-major panels (a task's pixels, all channels;
-//    use_pixel_panel), or, with at most 64 input channels over large images, vectorised
+//    use_pixel_panel), or, with at most 256 input channels over large images, vectorised
 //    along the pixels (use_direct_planes: rows of NCHW planes in and out, no transposes).
 //    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
