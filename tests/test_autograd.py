@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, jacfwd, jvp, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchconv.functional import conv2d
 
@@ -118,20 +119,21 @@ def test_graph_recorded_exactly_when_autograd_needs_it():
         assert not conv2d(x.detach(), w).requires_grad
 
 
+class Seen(TorchDispatchMode):
+    """Records the ops a dispatch mode sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
 def test_eager_calls_without_autograd_keep_autocast_and_dispatch_modes():
     # They call the op below the autograd key; autocast and Python dispatch modes (above it)
     # must still see the call.
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Seen(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with Seen() as seen:
         y = conv2d(x, w, None, 1, 1)
@@ -147,17 +149,6 @@ def test_plain_backward_runs_in_the_cpp_node(case, dtype):
     # A backward that records nothing runs in the C++ node (csrc/recorded_conv2d.cpp): same
     # gradients as F.conv2d (every subset of operands), its ops visible to dispatch modes, its
     # saved tensors packed through saved_tensors_hooks, in-place changes detected.
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Seen(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     x, w, b, args = _inputs(case, dtype)
     for leaves in ((x, w, b), (x,), (w,), (b,), (x, b)):
         out = conv2d(x, w, b, *args)
