@@ -243,6 +243,21 @@ T* data_of(const at::Tensor& workspace_buffer) {
   return static_cast<T*>(workspace_buffer.data_ptr());
 }
 
+// Scratch of the worker thread that asks for it (in a task), kept between calls: the lines it
+// last wrote are in its own core's caches. A per-call buffer split among the workers hands a
+// worker lines that the other core wrote in an earlier call, wherever its part moved. Callers
+// bound the size (about 512 KiB per purpose).
+enum class WorkerScratch { depthwise_input, depthwise_output, count };
+template <typename T>
+T* worker_scratch(WorkerScratch purpose, int64_t elements) {
+  thread_local std::vector<char> kept[int(WorkerScratch::count)];
+  std::vector<char>& k = kept[int(purpose)];
+  const size_t bytes = size_t(elements) * sizeof(T) + 64;
+  if (k.size() < bytes) k.resize(bytes);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(k.data());
+  return reinterpret_cast<T*>((p + 63) & ~uintptr_t(63));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Packed weights kept between calls. Inference passes the same weights again and again, and
 // packing them is repeated work (Winograd's transformed weights, 16/9 of the weights: 1.5 ms
@@ -1215,14 +1230,7 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Ta
     const int64_t parts = via_scratch ? ceil_div(min_tasks, nb * nPC) : 1;
     const int64_t CB = ceil_div(ceil_div(x.C, parts), VL) * VL, nCB = ceil_div(x.C, CB);
     const int64_t workers = worker_count(nb * nPC * nCB, 1);
-    at::Tensor scratch, staged;
-    if (via_scratch) {
-      scratch = at::empty({workers * PC * x.C}, options_of<T>());
-    }
-    if (stage_in_task) {
-      staged = at::empty({workers * in_plane * CB}, options_of<T>());
-    }
-    dynamic_for_workers(nb * nPC * nCB, workers, [&](int64_t t, int64_t worker) {
+    dynamic_for_workers(nb * nPC * nCB, workers, [&](int64_t t, int64_t) {
       const int64_t cb = t % nCB, pc = (t / nCB) % nPC, n = t / (nCB * nPC);
       const int64_t p0 = pc * PC, p1 = std::min(P, p0 + PC);
       T* y0 = y.p + (n0 + n) * y.sn;
@@ -1236,14 +1244,14 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Ta
       ac.C = cn;
       const T* xc;  // channel c0 at the origin
       if (stage_in_task) {
-        T* xs = staged.data_ptr<T>() + worker * in_plane * CB;
+        T* xs = worker_scratch<T>(WorkerScratch::depthwise_input, in_plane * CB);
         kt->transpose(x.p + (n0 + n) * x.sn + c0 * x.sc, x.sc, cn, in_plane, xs, CB);
         ac.xh = x.W * CB, ac.xw = CB;
         xc = xs - sp.pt * ac.xh - sp.pl * ac.xw;
       } else {
         xc = st->origin(sp.pt, sp.pl) + n * st->xn + c0;
       }
-      T* buf = scratch.data_ptr<T>() + worker * PC * x.C;
+      T* buf = worker_scratch<T>(WorkerScratch::depthwise_output, PC * x.C);
       kernel_scratch(&ac, xc, buf - p0 * x.C + c0, wpack + c0 * RS,
                     bpack ? bpack + c0 : nullptr, p0, p1);
       kt->transpose(buf + c0, x.C, p1 - p0, cn, y0 + p0 + c0 * y.sc, y.sc);
