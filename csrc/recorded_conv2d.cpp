@@ -43,8 +43,8 @@ std::vector<int64_t> concrete_ints(const std::vector<c10::SymInt>& values) {
 }
 
 template <typename Signature>
-c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+c10::TypedOperatorHandle<Signature> op_handle(const char* name, const char* overload = "") {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, overload).typed<Signature>();
 }
 
 using BackwardOpSignature = at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
@@ -63,12 +63,11 @@ at::Tensor call_forward(const at::Tensor& input, const at::Tensor& weight,
             "torchconv::conv2d");
     return op.call(input, weight, bias, stride, padding, dilation, groups);
   }
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("torchconv::conv2d", "padding")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const std::optional<at::Tensor>&,
-                                               c10::SymIntArrayRef, c10::string_view,
-                                               c10::SymIntArrayRef, c10::SymInt)>();
+  static const auto op =
+      op_handle<at::Tensor(const at::Tensor&, const at::Tensor&,
+                           const std::optional<at::Tensor>&, c10::SymIntArrayRef,
+                           c10::string_view, c10::SymIntArrayRef, c10::SymInt)>(
+          "torchconv::conv2d", "padding");
   return op.call(input, weight, bias, stride, padding_mode, dilation, groups);
 }
 

@@ -224,7 +224,14 @@ void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
 // time, 0.9 ms in a reused buffer). Each calling thread keeps its largest buffer of every
 // purpose up to kKeepBytes (so at most kKeepBytes per purpose and thread stay allocated
 // between calls); a buffer that is still in use (a nested call) or larger is allocated anew.
-enum class Workspace { stage, grad_output, winograd_weights, winograd_scratch, pixel_panel, count };
+// Asked for inside a task, it is the worker thread's own buffer: the lines it last wrote are in
+// that core's caches (a per-call buffer split among the workers hands a worker lines that the
+// other core wrote in an earlier call).
+enum class Workspace {
+  stage, grad_output, winograd_weights, winograd_scratch, pixel_panel,
+  depthwise_input, depthwise_output,  // per task (run_depthwise)
+  count
+};
 constexpr int64_t kKeepBytes = int64_t(24) << 20;
 
 // A byte buffer of at least `elements` T (see above), valid while the returned tensor lives.
@@ -241,21 +248,6 @@ at::Tensor workspace(Workspace purpose, int64_t elements) {
 template <typename T>
 T* data_of(const at::Tensor& workspace_buffer) {
   return static_cast<T*>(workspace_buffer.data_ptr());
-}
-
-// Scratch of the worker thread that asks for it (in a task), kept between calls: the lines it
-// last wrote are in its own core's caches. A per-call buffer split among the workers hands a
-// worker lines that the other core wrote in an earlier call, wherever its part moved. Callers
-// bound the size (about 512 KiB per purpose).
-enum class WorkerScratch { depthwise_input, depthwise_output, count };
-template <typename T>
-T* worker_scratch(WorkerScratch purpose, int64_t elements) {
-  thread_local std::vector<char> kept[int(WorkerScratch::count)];
-  std::vector<char>& k = kept[int(purpose)];
-  const size_t bytes = size_t(elements) * sizeof(T) + 64;
-  if (k.size() < bytes) k.resize(bytes);
-  const uintptr_t p = reinterpret_cast<uintptr_t>(k.data());
-  return reinterpret_cast<T*>((p + 63) & ~uintptr_t(63));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1243,15 +1235,18 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Ta
       isa::DepthwiseArgs ac = a_scratch;
       ac.C = cn;
       const T* xc;  // channel c0 at the origin
+      at::Tensor copy;  // (held for the task)
       if (stage_in_task) {
-        T* xs = worker_scratch<T>(WorkerScratch::depthwise_input, in_plane * CB);
+        copy = workspace<T>(Workspace::depthwise_input, in_plane * CB);
+        T* xs = data_of<T>(copy);
         kt->transpose(x.p + (n0 + n) * x.sn + c0 * x.sc, x.sc, cn, in_plane, xs, CB);
         ac.xh = x.W * CB, ac.xw = CB;
         xc = xs - sp.pt * ac.xh - sp.pl * ac.xw;
       } else {
         xc = st->origin(sp.pt, sp.pl) + n * st->xn + c0;
       }
-      T* buf = worker_scratch<T>(WorkerScratch::depthwise_output, PC * x.C);
+      const at::Tensor scratch = workspace<T>(Workspace::depthwise_output, PC * x.C);
+      T* buf = data_of<T>(scratch);
       kernel_scratch(&ac, xc, buf - p0 * x.C + c0, wpack + c0 * RS,
                     bpack ? bpack + c0 : nullptr, p0, p1);
       kt->transpose(buf + c0, x.C, p1 - p0, cn, y0 + p0 + c0 * y.sc, y.sc);
@@ -3673,7 +3668,7 @@ at::Tensor channel_sums(const Table<T>* kt, const at::Tensor& t) {
       for (int64_t c = 0; c < C; ++c) ps[b * C + c] += ps[(b + step) * C + c];
     }
   }
-  return partial[0];
+  return partial[0].clone();  // (a view would keep all the blocks' sums alive)
 }
 
 }  // namespace
