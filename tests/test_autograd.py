@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, jacfwd, jvp, vmap
@@ -95,7 +96,6 @@ def test_jvp_and_jacfwd_match_native():
 def test_dual_tensors_without_requires_grad_carry_tangents():
     # Eager calls that autograd does not record skip the autograd.Function; tangents of dual
     # tensors (which need not require grad, even under no_grad) must still propagate.
-    import torch.autograd.forward_ad as fwAD
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
     tx, tw = torch.randn_like(x), torch.randn_like(w)
@@ -172,6 +172,32 @@ def test_plain_backward_runs_in_the_cpp_node(case, dtype):
         w.add_(1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.abs().sum().backward()
+
+
+def test_backward_of_a_recorded_graph_under_transforms_started_later():
+    # The graph is recorded outside any transform; its backward then runs with a dual level,
+    # under torch.func.jvp and under vmap over grad_outputs. The C++ node must hand these to the
+    # formula that sees the transforms (tangents of the gradients, batched grad_outputs).
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    g, tangent = torch.randn(2, 2, 4, 4, 3, dtype=torch.float64).unbind(0)
+    grad_outputs = torch.randn(3, 2, 4, 4, 3, dtype=torch.float64)
+    results = []
+    for fn in (conv2d, F.conv2d):
+        out = fn(x, w, b, 2, 1)
+        with fwAD.dual_level():
+            dual = torch.autograd.grad(out, (x, w, b), fwAD.make_dual(g, tangent),
+                                       retain_graph=True)
+            dual = [tuple(fwAD.unpack_dual(t)) for t in dual]
+        under_jvp = torch.func.jvp(
+            lambda v: torch.autograd.grad(out, (x, w), v, retain_graph=True), (g,), (tangent,))
+        batched = vmap(lambda v: torch.autograd.grad(out, (x, w, b), v, retain_graph=True))(
+            grad_outputs)
+        results.append((dual, under_jvp, batched))
+    ours, native = results
+    assert all(t is not None for _, t in ours[0])
+    torch.testing.assert_close(ours, native)
 
 
 @pytest.mark.parametrize("requires_grad", [(True, True), (False, True), (True, False)],
