@@ -322,6 +322,9 @@ WINOGRAD_STRIDE2_CASES = [
     (2, 300, 16, 16, 20, 1),        # GEMM sums over more than one group of blocks
     (1, 16, 12, 12, 16, 1),         # forward: 36 tiles, grad_input: 9 (direct)
     (1, 16, 10, 10, 16, 1),         # 25 tiles: the direct kernel
+    (4, 16, 33, 35, 24, 1),         # grad_weight too (324 tiles), by tasks of tiles
+    (3, 20, 46, 44, 17, 0),         # ... odd output channels, no padding (363 tiles)
+    (4, 96, 34, 34, 64, 1),         # ... by transform position (larger accumulators)
 ]
 
 
@@ -329,9 +332,10 @@ WINOGRAD_STRIDE2_CASES = [
 @pytest.mark.parametrize("case", WINOGRAD_STRIDE2_CASES,
                          ids=[str(c) for c in WINOGRAD_STRIDE2_CASES])
 def test_winograd_stride2(isa, case, layout):
-    """Forward and input gradient of a 3x3 stride-2 layer on the stride-2 transforms: max error
+    """Forward and both gradients of a 3x3 stride-2 layer on the stride-2 transforms: max error
     against float64 within 1.5x of native float32's or of our direct kernels', computed
-    differently from the direct kernels from 32 tiles on (the same below)."""
+    differently from the direct kernels from 32 tiles on (the weight gradient: from
+    WINOGRAD_GW_MIN_TILES; the same below)."""
     N, C, H, W, K, pd = case
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(N, C, H, W, generator=gen)
@@ -350,33 +354,38 @@ def test_winograd_stride2(isa, case, layout):
 
     def ours():
         return (ops.conv2d(x, w, b, [2, 2], pads, [1, 1], 1),
-                ops.conv2d_grad_input(gy, w, list(x.shape), [2, 2], pads, [1, 1], 1))
-    y, gi = ours()
+                ops.conv2d_grad_input(gy, w, list(x.shape), [2, 2], pads, [1, 1], 1),
+                ops.conv2d_grad_weight(gy, x, list(w.shape), [2, 2], pads, [1, 1], 1))
+    y, gi, gw = ours()
     with winograd_off():
         direct = ours()
-    _, gi64, _ = reference(x, w, b, gy, 2, pads, 1, 1, torch.float64)
-    y32, gi32, _ = reference(x, w, b, gy, 2, pads, 1, 1, torch.float32)
+    _, gi64, gw64 = reference(x, w, b, gy, 2, pads, 1, 1, torch.float64)
+    y32, gi32, gw32 = reference(x, w, b, gy, 2, pads, 1, 1, torch.float32)
     slack = 2.0 if isa == "scalar" else 1.5
-    for name, o, r64, nat, dir_ in zip(("forward", "grad_input"), (y, gi), (y64, gi64),
-                                       (y32, gi32), direct):
+    for name, o, r64, nat, dir_ in zip(("forward", "grad_input", "grad_weight"), (y, gi, gw),
+                                       (y64, gi64, gw64), (y32, gi32, gw32), direct):
         assert_error_within(name, o, r64, nat, dir_, slack)
         assert o.stride() == nat.stride(), name
     tiles = N * ((y.shape[2] + 1) // 2) * ((y.shape[3] + 1) // 2)
     assert torch.equal(y, direct[0]) == (tiles < 32)
     gi_tiles = N * ((H + 3) // 4) * ((W + 3) // 4)
     assert torch.equal(gi, direct[1]) == (gi_tiles < 32 or pads[0] % 2 != pads[1] % 2)
+    assert torch.equal(gw, direct[2]) == (tiles < WINOGRAD_GW_MIN_TILES)
 
 
-@pytest.mark.parametrize("case", [(2, 24, 34, 30, 40, 1), (2, 16, 17, 23, 16, 7),
-                                  (5, 20, 17, 19, 24, 0), (40, 64, 40, 40, 16, 1)])
+@pytest.mark.parametrize("case", [(2, 24, 34, 30, 40, 1, 1), (2, 16, 17, 23, 16, 7, 1),
+                                  (5, 20, 17, 19, 24, 0, 1), (40, 64, 40, 40, 16, 1, 1),
+                                  (3, 128, 20, 20, 80, 1, 1), (4, 16, 33, 35, 24, 1, 2),
+                                  (4, 96, 34, 34, 64, 1, 2)])
 def test_winograd_grad_weight_same_for_every_layout(isa, case):
-    """The Winograd weight gradient by tasks of tiles copies the rows of NCHW operands each
-    task reads; channels_last ones are read in place. Same tiles, same sums: bitwise equal
-    results for every layout and thread count."""
-    N, C, H, W, K, pd = case
+    """The Winograd weight gradient's transforms copy the rows of NCHW operands each task reads
+    (both schedules: by tasks of tiles, and by transform position for the larger accumulators
+    of the last three cases); channels_last ones are read in place. Same tiles, same sums:
+    bitwise equal results for every layout and thread count (stride 1 and 2)."""
+    N, C, H, W, K, pd, st = case
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(N, C, H, W, generator=gen)
-    gy = torch.randn(N, K, H + 2 * pd - 2, W + 2 * pd - 2, generator=gen)
+    gy = torch.randn(N, K, (H + 2 * pd - 3) // st + 1, (W + 2 * pd - 3) // st + 1, generator=gen)
     cl = torch.channels_last
     strided = torch.zeros(N, C, H, 2 * W)[..., ::2].copy_(x)
     results = []
@@ -384,9 +393,10 @@ def test_winograd_grad_weight_same_for_every_layout(isa, case):
         torch.set_num_threads(threads)
         for xx, gg in ((x, gy), (x.contiguous(memory_format=cl), gy.contiguous(memory_format=cl)),
                        (strided, gy.contiguous(memory_format=cl)), (x.contiguous(memory_format=cl), gy)):
-            results.append(ops.conv2d_grad_weight(gg, xx, [K, C, 3, 3], [1, 1], [pd, pd], [1, 1], 1))
+            results.append(ops.conv2d_grad_weight(gg, xx, [K, C, 3, 3], [st, st], [pd, pd], [1, 1],
+                                                  1))
     with winograd_off():
-        direct = ops.conv2d_grad_weight(gy, x, [K, C, 3, 3], [1, 1], [pd, pd], [1, 1], 1)
+        direct = ops.conv2d_grad_weight(gy, x, [K, C, 3, 3], [st, st], [pd, pd], [1, 1], 1)
     assert not torch.equal(results[0], direct)  # through Winograd
     torch.testing.assert_close(results[0], direct, rtol=1e-4, atol=1e-4 * (N * H * W) ** 0.5)
     for r in results[1:]:
@@ -453,6 +463,29 @@ def test_winograd_nan_inf_fall_back_to_direct(isa, layout):
                                              [False, True, False])[1]),
     ]
     for ours, ref in pairs:
+        assert torch.equal(ours.isnan(), ref.isnan())
+        assert torch.equal(ours.isinf(), ref.isinf())
+        assert torch.equal(ours[ours.isinf()], ref[ref.isinf()])
+        finite = ref.isfinite()
+        torch.testing.assert_close(ours[finite], ref[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_winograd_stride2_grad_weight_nan_inf_fall_back_to_direct(isa, layout):
+    """As above for the stride-2 weight gradient (288 tiles)."""
+    torch.manual_seed(1)
+    x = torch.randn(8, 16, 24, 24)
+    gy = torch.randn(8, 16, 12, 12)
+    x[2, 1, 7, 4], x[5, 3, 0, 23] = float("nan"), float("inf")
+    gy[6, 2, 3, 3], gy[6, 2, 3, 4] = float("inf"), float("-inf")
+    if layout == "cl":
+        x, gy = (t.contiguous(memory_format=torch.channels_last) for t in (x, gy))
+    for xx, gg in ((x, gy.nan_to_num(0.0, 0.0, 0.0)), (x.nan_to_num(0.0, 0.0, 0.0), gy)):
+        ours = ops.conv2d_grad_weight(gg, xx, [16, 16, 3, 3], [2, 2], [1, 1], [1, 1], 1)
+        ref = torch.ops.aten.convolution_backward(gg, xx, torch.empty(16, 16, 3, 3), None, [2, 2],
+                                                  [1, 1], [1, 1], False, [0, 0], 1,
+                                                  [False, True, False])[1]
+        assert ref.isnan().any() or ref.isinf().any()
         assert torch.equal(ours.isnan(), ref.isnan())
         assert torch.equal(ours.isinf(), ref.isinf())
         assert torch.equal(ours[ours.isinf()], ref[ref.isinf()])

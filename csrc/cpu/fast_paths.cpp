@@ -30,10 +30,10 @@
 //    NaN / inf fall back to the direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride
 //    1, no dilation) as 3x3 sub-kernels over the grid of transformed tiles (run_winograd_nested;
 //    5x5: 64 products per tile instead of 100); the weight gradient of both from 256 tiles
-//    (run_winograd_grad_weight). The forward and the input gradient of undilated 3x3
-//    stride-2 layers with the same minimums (use_winograd_stride2,
-//    use_winograd_stride2_grad_input) run on stride-2 forms of those transforms, 25 products
-//    per tile instead of 36 (WinogradKind). TORCHCONV_CPU_WINOGRAD=0 (or
+//    (run_winograd_grad_weight). The forward, the input gradient and (from 256 tiles) the
+//    weight gradient of undilated 3x3 stride-2 layers with the same minimums
+//    (use_winograd_stride2, use_winograd_stride2_grad_input) run on stride-2 forms of those
+//    transforms, 25 products per tile instead of 36 (WinogradKind). TORCHCONV_CPU_WINOGRAD=0 (or
 //    _C.set_cpu_winograd(False)) turns them all off.
 //  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
 //    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
@@ -1766,13 +1766,15 @@ void for_tile_rows(int64_t a0, int64_t a1, int64_t per_image, int64_t TW, const 
   }
 }
 // The rows [lo, hi) that output tile rows th0..th1 read: of the input (top padding pt, H rows;
-// rows whose windows lie in the padding read none), of grad_output (OH rows).
+// windows of `window` rows, `step` apart; rows whose windows lie in the padding read none), of
+// grad_output (OH rows).
 struct RowRange {
   int64_t lo, hi;
 };
-RowRange input_tile_rows(int64_t pt, int64_t H, int64_t th0, int64_t th1) {
-  const int64_t lo = std::clamp<int64_t>(2 * th0 - pt, 0, H);
-  return {lo, std::clamp<int64_t>(2 * th1 + 4 - pt, lo, H)};
+RowRange input_tile_rows(int64_t pt, int64_t H, int64_t th0, int64_t th1, int64_t step = 2,
+                         int64_t window = 4) {
+  const int64_t lo = std::clamp<int64_t>(step * th0 - pt, 0, H);
+  return {lo, std::clamp<int64_t>(step * th1 + window - pt, lo, H)};
 }
 RowRange grad_tile_rows(int64_t OH, int64_t th0, int64_t th1) {
   return {2 * th0, std::min(OH, 2 * th1 + 2)};
@@ -2061,9 +2063,10 @@ struct GradWeightTiles {
   }
 };
 
-// Weight gradient of the convolution sp (use_winograd) into grad_weight (K, C, 3, 3):
-// dL/dU[xi] = sum over tiles of (A dy A^T)[xi] (x) (B^T d B)[xi] as 16 GEMMs that sum over the
-// tiles (on the dense weight-gradient kernel, tiles as pixels), then dL/dg = G^T (dL/dU) G.
+// Weight gradient of the convolution sp (use_winograd, or use_winograd_stride2: the stride-2
+// form's 25 positions) into grad_weight (K, C, 3, 3): dL/dU[xi] = sum over tiles of
+// (A dy A^T)[xi] (x) (B^T d B)[xi] as 16 (25) GEMMs that sum over the tiles (on the dense
+// weight-gradient kernel, tiles as pixels), then dL/dg = G^T (dL/dU) G.
 // Two schedules of the GEMM sums, both with no cross-thread reduction and the same order for
 // any number of threads; both return an undefined tensor where a transformed value is not
 // finite (the caller runs the direct kernel):
@@ -2101,12 +2104,12 @@ bool run_winograd_grad_weight_nested(const Table<T>* kt, const Act<T>& x, const 
                                      const Spec& sp, at::Tensor& grad_weight);
 
 // Adds the accumulators of tasks 1, 2, ... onto task 0's, in task order (tasks `stride`
-// elements apart; each [16][blocks][C][KB], planes `plane` apart, a block being (k-block,
-// sub-kernel) with nsub sub-kernels), only the K valid lanes.
+// elements apart; each [positions][blocks][C][KB], planes `plane` apart, a block being
+// (k-block, sub-kernel) with nsub sub-kernels), only the K valid lanes.
 template <typename T>
-void add_task_sums(T* acc, int64_t tasks, int64_t stride, int64_t plane, int64_t blocks,
-                   int64_t nsub, int64_t C, int64_t KB, int64_t K) {
-  at::parallel_for(0, 16 * blocks, 1, [&](int64_t b, int64_t e) {
+void add_task_sums(T* acc, int64_t tasks, int64_t stride, int64_t positions, int64_t plane,
+                   int64_t blocks, int64_t nsub, int64_t C, int64_t KB, int64_t K) {
+  at::parallel_for(0, positions * blocks, 1, [&](int64_t b, int64_t e) {
     for (int64_t row = b; row < e; ++row) {
       const int64_t xi = row / blocks, blk = row % blocks;
       const int64_t kvalid = std::min(KB, K - blk / nsub * KB);
@@ -2138,15 +2141,20 @@ struct TaskBuffers {
   T* of_worker(int64_t worker) const { return scratch0 + worker * scratch; }
 };
 
-// What both schedules of the 3x3 Winograd weight gradient share: the staged input, the
-// pixel-major grad_output, the tiling and the accumulator layout [16][nKB][C][KB] (planes
-// `plane` apart).
+// What both schedules of the 3x3 Winograd weight gradient share: the form (F(2x2, 3x3), or
+// stride 2: WinogradKind), the staged input, the pixel-major grad_output, the tiling and the
+// accumulator layout [P][nKB][C][KB] (P transform positions, planes `plane` apart).
 template <typename T>
 struct WinogradGradWeight {
   const Table<T>* kt;
   const Act<T>& x;
   const Act<T>& d;
   const Spec& sp;
+  const WinogradShape form;  // 2x2 grad_output tiles; input windows `step` apart
+  const int64_t P;
+  isa::WinogradInputFn<T> input_fn;
+  isa::WinogradGradOutputFn<T> grad_output_fn;
+  isa::WinogradWeightGradFn<T> weight_grad_fn;
   const int64_t C, K, OH, OW, dh, dw;
   const GradWeightTiles<T> gwt;
   const int64_t Kp, plane;
@@ -2155,11 +2163,16 @@ struct WinogradGradWeight {
   PixelMajor<T> pm;
   const WinogradTiling tl;
   WinogradGradWeight(const Table<T>* kt_, const Act<T>& x_, const Act<T>& d_, const Spec& sp_)
-      : kt(kt_), x(x_), d(d_), sp(sp_), C(sp.cpg), K(sp.kpg), OH(d.H), OW(d.W), dh(sp.dh),
+      : kt(kt_), x(x_), d(d_), sp(sp_), form(winograd_shape(winograd_kind(sp))),
+        P(form.positions),
+        input_fn(P == 16 ? kt->winograd_input : kt->winograd_s2_input),
+        grad_output_fn(P == 16 ? kt->winograd_grad_output : kt->winograd_s2_grad_output),
+        weight_grad_fn(P == 16 ? kt->winograd_weight_grad : kt->winograd_s2_weight_grad),
+        C(sp.cpg), K(sp.kpg), OH(d.H), OW(d.W), dh(sp.dh),
         dw(sp.dw), gwt(kt, K, C), Kp(gwt.nKB * gwt.KB), plane(winograd_plane(gwt.nKB * C * gwt.KB)),
         st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K,
            /*padding_in_place=*/true),
-        win(sp, x.H, x.W, WinogradKind::f2x2_3x3),
+        win(sp, x.H, x.W, winograd_kind(sp)),
         pm(kt, d, st.chunk),
         tl(OH, OW, dh, dw, st.xh, st.xw, OW * pm.dyp, pm.dyp) {}
   // Transform arguments with transformed planes vs / zs elements apart.
@@ -2175,22 +2188,16 @@ struct WinogradGradWeight {
     bool ok = true;
     tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
                             int64_t tw, int64_t run) {
-      const T* xr = x_of(n) + ph.x_off + 2 * th * wa.xh + 2 * tw * wa.xw;
+      const int64_t step = form.step;
+      const T* xr = x_of(n) + ph.x_off + step * th * wa.xh + step * tw * wa.xw;
       const T* dr = d_of(n) + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
       int64_t inside[4];
-      win.inside(ph.row + 2 * th * dh, ph.col + 2 * tw * dw, run, inside);
-      ok &= kt->winograd_input(&wa, xr, run, inside, v + i * C) != 0;
-      ok &= kt->winograd_grad_output(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
-                                     std::min(2 * run, ph.OW - 2 * tw), z + i * Kp) != 0;
+      win.inside(ph.row + step * th * dh, ph.col + step * tw * dw, run, inside);
+      ok &= input_fn(&wa, xr, run, inside, v + i * C) != 0;
+      ok &= grad_output_fn(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
+                           std::min(2 * run, ph.OW - 2 * tw), z + i * Kp) != 0;
     });
     return ok;
-  }
-  // The prepared chunk's origins (origin x0 of the staged input).
-  auto chunk_x(const T* x0) const {
-    return [this, x0](int64_t n) { return x0 + n * st.xn; };
-  }
-  auto chunk_d() const {
-    return [this](int64_t n) { return pm.origin + n * pm.dyn; };
   }
   // GEMM tasks [t0, t1), numbered (transform position, k-block, channel block), over np
   // transformed tiles into acc.
@@ -2205,86 +2212,107 @@ struct WinogradGradWeight {
              std::min(gwt.KB, K - kb * gwt.KB), 0, 0, accumulate);
     }
   }
-  int64_t gemm_tasks() const { return 16 * gwt.nKB * gwt.nCB; }
+  int64_t gemm_tasks() const { return P * gwt.nKB * gwt.nCB; }
   int64_t total_tiles() const { return x.N * tl.per_image; }
+  // The input rows that tile rows th0..th1 of an image read.
+  RowRange input_rows(int64_t th0, int64_t th1) const {
+    return input_tile_rows(sp.pt, x.H, th0, th1, form.step, form.window);
+  }
   // Tiles per task of winograd_gw_by_tiles, or 0 where that schedule does not apply.
   int64_t tiles_per_task() const {
-    if (16 * plane * int64_t(sizeof(T)) > kWinogradGwTaskAccBytes) return 0;
+    if (P * plane * int64_t(sizeof(T)) > kWinogradGwTaskAccBytes) return 0;
     const int64_t tiles = std::max(ceil_div(total_tiles(), kWinogradGwTasks), kWinogradGwTaskMinTiles);
     return tiles <= kWinogradGwTaskMaxTiles ? tiles : 0;
   }
+  // Undilated, an input or grad_output that is not pixel-major (NCHW) is copied so by the
+  // task that transforms it, only the rows of its tiles, into per-worker scratch: a copy of
+  // the chunk by all threads went to memory and was read back, in part from the other core
+  // (R50 3x3 NCHW took 1.3-1.85 ms more than channels_last at 2 threads for 1.1 ms of
+  // copying at 1).
+  bool own_x() const { return dh == 1 && dw == 1 && !st.direct; }
+  bool own_d() const { return dh == 1 && dw == 1 && !pm.direct; }
+  // Images per chunk: all of them where no operand is staged a chunk at a time; then the tasks
+  // (and the sums) are the same for every layout.
+  int64_t chunk() const {
+    return (own_x() || st.direct) && (own_d() || pm.direct) ? x.N : st.chunk;
+  }
+  // Elements of the own copies of tiles [a0, a1) (numbered from the first of a chunk's images).
+  int64_t copy_elems(int64_t a0, int64_t a1) const {
+    int64_t elems = 0;
+    for_tile_rows(a0, a1, tl.per_image, ceil_div(OW, 2), [&](int64_t, int64_t th0, int64_t th1) {
+      const RowRange rx = input_rows(th0, th1), rd = grad_tile_rows(OH, th0, th1);
+      elems += (own_x() ? (rx.hi - rx.lo) * x.W * C : 0) + (own_d() ? (rd.hi - rd.lo) * OW * K : 0);
+    });
+    return elems;
+  }
+  // The operands of tiles [a0, a1) of the chunk of images from n0 (x0: the staged chunk's
+  // input origin): own copies made into `copy` where own_x() / own_d(), else the chunk's.
+  struct TaskOperands {
+    std::vector<const T*> x_own, d_own;  // per image of the tiles: padded (0, 0) / row 0
+    int64_t n_first;
+    const T* x0;
+    const WinogradGradWeight* w;
+    const T* x_of(int64_t n) const {
+      return w->own_x() ? x_own[n - n_first] : x0 + n * w->st.xn;
+    }
+    const T* d_of(int64_t n) const {
+      return w->own_d() ? d_own[n - n_first] : w->pm.origin + n * w->pm.dyn;
+    }
+  };
+  TaskOperands task_operands(int64_t n0, int64_t a0, int64_t a1, const T* x0, T* copy) const {
+    TaskOperands ops{{}, {}, a0 / tl.per_image, x0, this};
+    for_tile_rows(a0, a1, tl.per_image, ceil_div(OW, 2), [&](int64_t n, int64_t th0, int64_t th1) {
+      if (own_x()) {
+        ops.x_own.push_back(copy_rows_pixel_major(kt, x, n0 + n, input_rows(th0, th1), copy) -
+                            sp.pt * x.W * C - sp.pl * C);
+      }
+      if (own_d()) {
+        ops.d_own.push_back(
+            copy_rows_pixel_major(kt, d, n0 + n, grad_tile_rows(OH, th0, th1), copy));
+      }
+    });
+    return ops;
+  }
 };
 
-// Sums in tasks of tiles (see run_winograd_grad_weight): [16][plane] accumulators. Undilated,
-// an input or grad_output that is not pixel-major (NCHW) is copied so by each task, only the
-// rows its tiles read, into per-worker scratch: a copy of the chunk by all threads is read
-// back in part from the other core (R50 3x3 NCHW took 1.3-1.85 ms more than channels_last at
-// 2 threads for 1.1 ms of copying at 1).
+// Sums in tasks of tiles (see run_winograd_grad_weight): [P][plane] accumulators.
 template <typename T>
 at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
-  const int64_t C = w.C, K = w.K, Kp = w.Kp, x_n = w.x.N;
-  const int64_t per_image = w.tl.per_image, TW = ceil_div(w.OW, 2);
-  const bool undilated = w.dh == 1 && w.dw == 1;
-  const bool own_x = undilated && !w.st.direct, own_d = undilated && !w.pm.direct;
-  // all images in one chunk where no operand is staged a chunk at a time: then the tasks (and
-  // the sums) are the same for every layout
-  const int64_t chunk = (own_x || w.st.direct) && (own_d || w.pm.direct) ? x_n : w.st.chunk;
+  const int64_t C = w.C, Kp = w.Kp, x_n = w.x.N, P = w.P, per_image = w.tl.per_image;
+  const int64_t chunk = w.chunk();
   // a task's tiles in equal passes of at most pass_max tiles
   const int64_t pass_max = std::clamp<int64_t>(
-      kWinogradGwPassBytes / (16 * (C + Kp) * int64_t(sizeof(T))), 16, 256);
+      kWinogradGwPassBytes / (P * (C + Kp) * int64_t(sizeof(T))), 16, 256);
   const int64_t pass = ceil_div(per_task, ceil_div(per_task, pass_max));
   int64_t tasks = 0, copy_max = 0;  // elements of a task's copies
   for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
     const int64_t tiles = std::min(chunk, x_n - n0) * per_image, ntasks = ceil_div(tiles, per_task);
-    for (int64_t t = 0; t < ntasks && (own_x || own_d); ++t) {
-      int64_t elems = 0;
-      for_tile_rows(t * per_task, std::min(tiles, (t + 1) * per_task), per_image, TW,
-                    [&](int64_t, int64_t th0, int64_t th1) {
-                      const RowRange rx = input_tile_rows(w.sp.pt, w.x.H, th0, th1);
-                      const RowRange rd = grad_tile_rows(w.OH, th0, th1);
-                      elems += (own_x ? (rx.hi - rx.lo) * w.x.W * C : 0) +
-                               (own_d ? (rd.hi - rd.lo) * w.OW * K : 0);
-                    });
-      copy_max = std::max(copy_max, elems);
+    for (int64_t t = 0; t < ntasks; ++t) {
+      copy_max = std::max(copy_max, w.copy_elems(t * per_task, std::min(tiles, (t + 1) * per_task)));
     }
     tasks += ntasks;
   }
   const int64_t vs = winograd_plane(pass * C), zs = winograd_plane(pass * Kp);
-  const int64_t sums = 16 * w.plane;
-  const TaskBuffers<T> tb(tasks, sums, 16 * (vs + zs) + copy_max);
+  const int64_t sums = P * w.plane;
+  const TaskBuffers<T> tb(tasks, sums, P * (vs + zs) + copy_max);
   T* acc = tb.acc;
   const isa::WinogradArgs wa = w.args(vs, zs);
-  const Act<T>&x = w.x, &d = w.d;
   int64_t first = 0;  // tasks of the chunks before
   for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
     const int64_t nb = std::min(chunk, x_n - n0), tiles = nb * per_image;
     const int64_t ntasks = ceil_div(tiles, per_task);
-    if (!own_x) w.st.prepare(n0, nb);
-    if (!own_d) w.pm.prepare(n0, nb);
-    const T* x0 = own_x ? nullptr : w.st.origin(w.sp.pt, w.sp.pl);
+    if (!w.own_x()) w.st.prepare(n0, nb);
+    if (!w.own_d()) w.pm.prepare(n0, nb);
+    const T* x0 = w.own_x() ? nullptr : w.st.origin(w.sp.pt, w.sp.pl);
     std::atomic<bool> finite{true};
     dynamic_for_workers(ntasks, worker_count(ntasks, 1), [&](int64_t task, int64_t worker) {
       if (!finite.load(std::memory_order_relaxed)) return;
       T* v = tb.of_worker(worker);
-      T* z = v + 16 * vs;
+      T* z = v + P * vs;
       const int64_t a0 = task * per_task, a1 = std::min(tiles, a0 + per_task);
-      // the task's own copies: per image, the origin of its rows (padded coordinate (0, 0))
-      std::vector<const T*> x_own, d_own;
-      T* copy = z + 16 * zs;
-      for_tile_rows(a0, a1, per_image, TW, [&](int64_t n, int64_t th0, int64_t th1) {
-        if (own_x) {
-          x_own.push_back(copy_rows_pixel_major(w.kt, x, n0 + n,
-                                                input_tile_rows(w.sp.pt, x.H, th0, th1), copy) -
-                          w.sp.pt * x.W * C - w.sp.pl * C);
-        }
-        if (own_d) {
-          d_own.push_back(copy_rows_pixel_major(w.kt, d, n0 + n, grad_tile_rows(w.OH, th0, th1),
-                                                copy));
-        }
-      });
-      const int64_t n_first = a0 / per_image;
-      const auto x_of = [&](int64_t n) { return own_x ? x_own[n - n_first] : w.chunk_x(x0)(n); };
-      const auto d_of = [&](int64_t n) { return own_d ? d_own[n - n_first] : w.chunk_d()(n); };
+      const auto ops = w.task_operands(n0, a0, a1, x0, z + P * zs);
+      const auto x_of = [&](int64_t n) { return ops.x_of(n); };
+      const auto d_of = [&](int64_t n) { return ops.d_of(n); };
       for (int64_t t0 = a0; t0 < a1; t0 += pass) {
         const int64_t t1 = std::min(a1, t0 + pass);
         if (!w.transform(wa, x_of, d_of, t0, t1, v, z)) {
@@ -2298,44 +2326,55 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
     if (!finite.load()) return {};
     first += ntasks;
   }
-  add_task_sums(acc, tasks, sums, w.plane, w.gwt.nKB, 1, C, w.gwt.KB, w.K);
+  add_task_sums(acc, tasks, sums, P, w.plane, w.gwt.nKB, 1, C, w.gwt.KB, w.K);
   return tb.buf;
 }
 
-// Sums by transform position (see run_winograd_grad_weight): [16][plane] accumulators.
+// Sums by transform position (see run_winograd_grad_weight): [P][plane] accumulators.
 template <typename T>
 at::Tensor winograd_gw_by_position(WinogradGradWeight<T>& w) {
-  const int64_t C = w.C, Kp = w.Kp, x_n = w.x.N, chunk = w.st.chunk;
+  const int64_t C = w.C, Kp = w.Kp, x_n = w.x.N, chunk = w.chunk(), P = w.P;
   constexpr int64_t kPass = 256;  // tiles per kernel call (as the direct weight gradient)
-  const int64_t per_tile = 16 * (C + Kp) * int64_t(sizeof(T));
+  constexpr int64_t kTransformTiles = 64;  // per transform task
+  const int64_t per_tile = P * (C + Kp) * int64_t(sizeof(T));
   const int64_t chunk_tiles = std::min(chunk, x_n) * w.tl.per_image;
   const int64_t Tb = std::min(std::max<int64_t>(1, kWinogradGwBlockBytes / per_tile / kPass) * kPass,
                               chunk_tiles);
   const int64_t vs = winograd_plane(Tb * C), zs = winograd_plane(Tb * Kp);
-  const at::Tensor ops = workspace<T>(Workspace::winograd_scratch, 16 * (vs + zs));
-  T* v = data_of<T>(ops);
-  T* z = v + 16 * vs;
-  int64_t passes = 0;
+  int64_t passes = 0, copy_max = 0;  // elements of a transform task's own copies
   for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
     const int64_t tiles = std::min(chunk, x_n - n0) * w.tl.per_image;
-    for (int64_t b0 = 0; b0 < tiles; b0 += Tb) passes += ceil_div(std::min(Tb, tiles - b0), kPass);
+    for (int64_t b0 = 0; b0 < tiles; b0 += Tb) {
+      const int64_t b1 = std::min(tiles, b0 + Tb);
+      passes += ceil_div(b1 - b0, kPass);
+      for (int64_t t0 = b0; t0 < b1 && (w.own_x() || w.own_d()); t0 += kTransformTiles) {
+        copy_max = std::max(copy_max, w.copy_elems(t0, std::min(b1, t0 + kTransformTiles)));
+      }
+    }
   }
-  const PassSums<T> sums(passes, 16 * w.plane);
+  const int64_t workers = std::max<int64_t>(1, at::get_num_threads());
+  const at::Tensor ops =
+      workspace<T>(Workspace::winograd_scratch, P * (vs + zs) + workers * copy_max);
+  T* v = data_of<T>(ops);
+  T* z = v + P * vs;
+  T* copies = z + P * zs;
+  const PassSums<T> sums(passes, P * w.plane);
   const isa::WinogradArgs wa = w.args(vs, zs);
   const int64_t KB = w.gwt.KB, nKB = w.gwt.nKB, nCB = w.gwt.nCB, CB = w.gwt.CB;
   int64_t q0 = 0;  // passes before the current block
   for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
     const int64_t nb = std::min(chunk, x_n - n0), tiles = nb * w.tl.per_image;
-    w.st.prepare(n0, nb);
-    w.pm.prepare(n0, nb);
-    const T* x0 = w.st.origin(w.sp.pt, w.sp.pl);
+    if (!w.own_x()) w.st.prepare(n0, nb);
+    if (!w.own_d()) w.pm.prepare(n0, nb);
+    const T* x0 = w.own_x() ? nullptr : w.st.origin(w.sp.pt, w.sp.pl);
     for (int64_t b0 = 0; b0 < tiles; b0 += Tb) {
-      const int64_t bt = std::min(Tb, tiles - b0);
+      const int64_t bt = std::min(Tb, tiles - b0), ntasks = ceil_div(bt, kTransformTiles);
       std::atomic<bool> finite{true};
-      constexpr int64_t kTransformTiles = 64;  // per task
-      dynamic_for(ceil_div(bt, kTransformTiles), 1, [&](int64_t task) {
+      dynamic_for_workers(ntasks, worker_count(ntasks, 1), [&](int64_t task, int64_t worker) {
         const int64_t t0 = b0 + task * kTransformTiles, t1 = std::min(b0 + bt, t0 + kTransformTiles);
-        if (!w.transform(wa, w.chunk_x(x0), w.chunk_d(), t0, t1, v + (t0 - b0) * C,
+        const auto ops = w.task_operands(n0, t0, t1, x0, copies + worker * copy_max);
+        if (!w.transform(wa, [&](int64_t n) { return ops.x_of(n); },
+                         [&](int64_t n) { return ops.d_of(n); }, t0, t1, v + (t0 - b0) * C,
                          z + (t0 - b0) * Kp)) {
           finite.store(false, std::memory_order_relaxed);
         }
@@ -2379,8 +2418,8 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
   const T* acc = static_cast<const T*>(sums.data_ptr());
   const isa::WinogradWeightArgs wg{KB, out.stride(0), out.stride(1), w.plane, 0};
   for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
-    kt->winograd_weight_grad(&wg, acc + kb * C * KB, std::min(KB, K - kb * KB), c0, c1,
-                             gw + kb * KB * wg.ls);
+    w.weight_grad_fn(&wg, acc + kb * C * KB, std::min(KB, K - kb * KB), c0, c1,
+                     gw + kb * KB * wg.ls);
   });
   if (!taps_dense) grad_weight.copy_(out);
   return true;
@@ -2570,7 +2609,7 @@ at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t u
     }
   });
   if (!finite.load()) return {};
-  add_task_sums(acc, tasks, sums, w.plane, w.gwt.nKB * w.nsub, w.nsub, C, w.gwt.KB, w.K);
+  add_task_sums(acc, tasks, sums, 16, w.plane, w.gwt.nKB * w.nsub, w.nsub, C, w.gwt.KB, w.K);
   return tb.buf;
 }
 
@@ -3116,7 +3155,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     return true;
   }
 
-  if (G == 1 && use_winograd<T>(sp, x.N, OH, OW) &&
+  if (G == 1 && (use_winograd<T>(sp, x.N, OH, OW) || use_winograd_stride2<T>(sp, x.N, OH, OW)) &&
       winograd_tiles(x.N, OH, OW) >= kWinogradGwMinTiles &&
       run_winograd_grad_weight(kt, x, d, sp, grad_weight)) {
     return true;

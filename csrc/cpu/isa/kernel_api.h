@@ -325,6 +325,8 @@ struct KernelTableT {
   WinogradInputFn<T> winograd_s2_input;
   WinogradOutputFn<T> winograd_s2_output;
   WinogradWeightFn<T> winograd_s2_weights;
+  WinogradGradOutputFn<T> winograd_s2_grad_output;  // A dy A^T of 2x2 tiles: 25 values
+  WinogradWeightGradFn<T> winograd_s2_weight_grad;
   // The input gradient of a 3x3 stride-2 convolution from grad_output (as "x": windows of 3 x 3
   // values, 2 apart) with winograd_s2_weights of the rotated taps: 25 values per tile, 4 x 4
   // grad_input pixels per tile (the output pixels are (i, 4t + j), i < rows, 4t + j < cols),

@@ -1578,6 +1578,21 @@ struct WinogradF23 {
     u[2] = V::fma(V::add(V::sub(g[0], g[1]), g[2]), half, V::zero());
     u[3] = g[2];
   }
+  // Weight gradient: A g of 2 grad_output values, A = [1 0; 1 1; 1 -1; 0 -1] (A^T above,
+  // transposed), and G^T m of A values, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1].
+  static inline void grad_output(const V::reg* g, V::reg* p) {
+    p[0] = g[0];
+    p[1] = V::add(g[0], g[1]);
+    p[2] = V::sub(g[0], g[1]);
+    p[3] = V::sub(V::zero(), g[1]);
+  }
+  static inline void tap_grads(const V::reg* m, V::reg* g) {
+    const V::reg half = V::set1(T(0.5));
+    const V::reg h = V::fma(V::add(m[1], m[2]), half, V::zero());
+    g[0] = V::add(m[0], h);
+    g[1] = V::fma(V::sub(m[1], m[2]), half, V::zero());
+    g[2] = V::add(h, m[3]);
+  }
 };
 
 // Stride 2, 2 outputs of 3 taps from a window of 5 inputs, 4 apart: y0 = g0 d0 + g1 d1 + g2 d2,
@@ -1609,6 +1624,20 @@ struct WinogradStride2 {
     u[2] = g[2];
     u[3] = g[1];
     u[4] = g[1];
+  }
+  // Weight gradient: A = [1 0; 1 1; 0 1; 1 0; 0 1], G^T = [1 1 0 0 0; 0 0 0 1 1; 0 1 1 0 0]
+  // (no rounding but the sums').
+  static inline void grad_output(const V::reg* g, V::reg* p) {
+    p[0] = g[0];
+    p[1] = V::add(g[0], g[1]);
+    p[2] = g[1];
+    p[3] = g[0];
+    p[4] = g[1];
+  }
+  static inline void tap_grads(const V::reg* m, V::reg* g) {
+    g[0] = V::add(m[0], m[1]);
+    g[1] = V::add(m[3], m[4]);
+    g[2] = V::add(m[1], m[2]);
   }
 };
 
@@ -1818,72 +1847,71 @@ static int winograd_weights(const WinogradWeightArgs* a, const T* w, int64_t nl,
   return all_zero(finite);
 }
 
-// A = [1 0; 1 1; 1 -1; 0 -1] (A^T of the output transform, transposed).
+// The weight gradient's transforms of form F (its grad_output and tap_grads; OT = 2).
+template <typename F>
 static int winograd_grad_output(const WinogradArgs* a, const T* dy, int64_t nt, int64_t rows,
                                 int64_t cols, T* z) {
   typedef V::reg reg;
+  enum { A = F::A, OT = F::OT };
   const int64_t K = a->K, yh = a->yh, yw = a->yw, ms = a->ms, mt = a->mt;
   const reg zero = V::zero();
-  reg finite[2] = {zero, zero};
+  reg finite = zero;
   for (int64_t t = 0; t < nt; ++t) {
-    const T* dt = dy + 2 * t * yw;
-    const int64_t tcols = tc_min(2, cols - 2 * t);
+    const T* dt = dy + OT * t * yw;
+    const int64_t tcols = tc_min(OT, cols - OT * t);
     T* zt = z + t * mt;
     for (int64_t k = 0; k < K; k += V::N) {
       const int64_t n = K - k;
-      reg g[2][2];
-      TC_UNROLL for (int i = 0; i < 2; ++i) {
-        TC_UNROLL for (int j = 0; j < 2; ++j) {
+      reg g[OT][OT];
+      TC_UNROLL for (int i = 0; i < OT; ++i) {
+        TC_UNROLL for (int j = 0; j < OT; ++j) {
           g[i][j] = i < rows && j < tcols ? load_k(dt + i * yh + j * yw + k, n) : zero;
         }
       }
-      reg p[4][2];  // A g: combinations of rows
-      TC_UNROLL for (int j = 0; j < 2; ++j) {
-        p[0][j] = g[0][j];
-        p[1][j] = V::add(g[0][j], g[1][j]);
-        p[2][j] = V::sub(g[0][j], g[1][j]);
-        p[3][j] = V::sub(zero, g[1][j]);
+      reg p[A][OT];  // A g: combinations of rows
+      TC_UNROLL for (int j = 0; j < OT; ++j) {
+        reg col[OT], q[A];
+        TC_UNROLL for (int i = 0; i < OT; ++i) col[i] = g[i][j];
+        F::grad_output(col, q);
+        TC_UNROLL for (int i = 0; i < A; ++i) p[i][j] = q[i];
       }
-      TC_UNROLL for (int i = 0; i < 4; ++i) {  // (A g) A^T: combinations of columns
-        const reg r[4] = {p[i][0], V::add(p[i][0], p[i][1]), V::sub(p[i][0], p[i][1]),
-                          V::sub(zero, p[i][1])};
-        TC_UNROLL for (int j = 0; j < 4; ++j) {
-          if (n >= V::N) V::store(zt + (4 * i + j) * ms + k, r[j]);
-          else V::store_n(zt + (4 * i + j) * ms + k, r[j], (int)n);
+      TC_UNROLL for (int i = 0; i < A; ++i) {  // (A g) A^T: combinations of columns
+        reg r[A];
+        F::grad_output(p[i], r);
+        TC_UNROLL for (int j = 0; j < A; ++j) {
+          if (n >= V::N) V::store(zt + (A * i + j) * ms + k, r[j]);
+          else V::store_n(zt + (A * i + j) * ms + k, r[j], (int)n);
         }
       }
-      // as in winograd_input: every value enters the combinations of row 1 or 2 of p
-      finite[0] = V::fma(V::add(p[1][0], p[1][1]), zero, finite[0]);
-      finite[1] = V::fma(V::add(p[2][0], p[2][1]), zero, finite[1]);
+      // as in winograd_input (x * 0 is NaN for NaN / inf)
+      finite = V::fma(V::add(V::add(g[0][0], g[0][1]), V::add(g[1][0], g[1][1])), zero, finite);
     }
   }
-  return all_zero(V::add(finite[0], finite[1]));
+  return all_zero(finite);
 }
 
-// G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1].
+// Tap (r, s) of lane l and channel c to dst[l*ls + c*cs + 3*r + s] (see kernel_api.h).
+template <typename F>
 static void winograd_weight_grad(const WinogradWeightArgs* a, const T* m, int64_t nl,
                                  int64_t c0, int64_t c1, T* dst) {
   typedef V::reg reg;
+  enum { A = F::A };
   const int64_t KB = a->KB, plane = a->plane;
-  const reg half = V::set1(T(0.5));
   T taps[9 * V::N];  // taps[t*N + l]: tap t of lane l0 + l
   for (int64_t c = c0; c < c1; ++c) {
     for (int64_t l0 = 0; l0 < nl; l0 += V::N) {
       const T* mc = m + c * KB + l0;
-      reg p[3][4];  // G^T m: combinations of rows (x * 1/2 exact, as in winograd_weights)
-      TC_UNROLL for (int j = 0; j < 4; ++j) {
-        const reg m0 = V::load(mc + j * plane), m1 = V::load(mc + (4 + j) * plane);
-        const reg m2 = V::load(mc + (8 + j) * plane), m3 = V::load(mc + (12 + j) * plane);
-        const reg h = V::fma(V::add(m1, m2), half, V::zero());
-        p[0][j] = V::add(m0, h);
-        p[1][j] = V::fma(V::sub(m1, m2), half, V::zero());
-        p[2][j] = V::add(h, m3);
+      reg p[3][A];  // G^T m: combinations of rows
+      TC_UNROLL for (int j = 0; j < A; ++j) {
+        reg col[A], q[3];
+        TC_UNROLL for (int i = 0; i < A; ++i) col[i] = V::load(mc + (A * i + j) * plane);
+        F::tap_grads(col, q);
+        TC_UNROLL for (int r = 0; r < 3; ++r) p[r][j] = q[r];
       }
-      TC_UNROLL for (int i = 0; i < 3; ++i) {  // (G^T m) G: combinations of columns
-        const reg h = V::fma(V::add(p[i][1], p[i][2]), half, V::zero());
-        V::store(taps + (3 * i) * V::N, V::add(p[i][0], h));
-        V::store(taps + (3 * i + 1) * V::N, V::fma(V::sub(p[i][1], p[i][2]), half, V::zero()));
-        V::store(taps + (3 * i + 2) * V::N, V::add(h, p[i][3]));
+      TC_UNROLL for (int r = 0; r < 3; ++r) {  // (G^T m) G: combinations of columns
+        reg q[3];
+        F::tap_grads(p[r], q);
+        TC_UNROLL for (int s = 0; s < 3; ++s) V::store(taps + (3 * r + s) * V::N, q[s]);
       }
       const int nw = (int)tc_min(V::N, nl - l0);
       for (int t0 = 0; t0 < 9; t0 += V::N) {
@@ -1960,10 +1988,11 @@ static const KernelTableT<T> kTable = {
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,
     &depthwise_plane_grad_weight,
     TC_GROUPED, &transpose_rows, &interleave_phase_rows, &winograd_input<WinogradF23>,
-    &winograd_output<WinogradF23>, &winograd_weights<WinogradF23>, &winograd_grad_output,
-    &winograd_weight_grad,
+    &winograd_output<WinogradF23>, &winograd_weights<WinogradF23>,
+    &winograd_grad_output<WinogradF23>, &winograd_weight_grad<WinogradF23>,
     &winograd_input<WinogradStride2>, &winograd_output<WinogradStride2>,
-    &winograd_weights<WinogradStride2>, &winograd_input<WinogradStride2GradInput<true>>,
+    &winograd_weights<WinogradStride2>, &winograd_grad_output<WinogradStride2>,
+    &winograd_weight_grad<WinogradStride2>, &winograd_input<WinogradStride2GradInput<true>>,
     &winograd_output<WinogradStride2GradInput<true>>,
     &winograd_input<WinogradStride2GradInput<false>>,
     &winograd_output<WinogradStride2GradInput<false>>, &fma_loop, &column_sums,
