@@ -33,8 +33,8 @@
 //    (run_winograd_grad_weight). The forward, the input gradient and (from 256 tiles, both
 //    operands channels_last) the weight gradient of undilated 3x3 stride-2 layers with the
 //    same minimums (use_winograd_stride2, use_winograd_stride2_grad_input) run on stride-2
-//    forms of those transforms, 25 products per tile instead of 36 (WinogradKind). TORCHCONV_CPU_WINOGRAD=0 (or
-//    _C.set_cpu_winograd(False)) turns them all off.
+//    forms of those transforms, 25 products per tile instead of 36 (WinogradKind).
+//    TORCHCONV_CPU_WINOGRAD=0 (or _C.set_cpu_winograd(False)) turns them all off.
 //  * everything else (dense, grouped, 1x1, any R x S / stride / dilation / padding): direct
 //    convolution with a register tile of DIRECT_NP output pixels x KB output channels, input
 //    scalars broadcast, weights packed into [group][k-block][r][s][c][KB] panels (kept between
@@ -2064,15 +2064,16 @@ struct GradWeightTiles {
 };
 
 // Weight gradient of the convolution sp (use_winograd, or use_winograd_stride2 over
-// channels_last operands: the stride-2 form's 25 positions) into grad_weight (K, C, 3, 3): dL/dU[xi] = sum over tiles of
-// (A dy A^T)[xi] (x) (B^T d B)[xi] as 16 (25) GEMMs that sum over the tiles (on the dense
-// weight-gradient kernel, tiles as pixels), then dL/dg = G^T (dL/dU) G.
+// channels_last operands: the stride-2 form's 25 positions) into grad_weight (K, C, 3, 3):
+// dL/dU[xi] = sum over tiles of (A dy A^T)[xi] (x) (B^T d B)[xi] as 16 (25) GEMMs that sum
+// over the tiles (on the dense weight-gradient kernel, tiles as pixels), then
+// dL/dg = G^T (dL/dU) G.
 // Two schedules of the GEMM sums, both with no cross-thread reduction and the same order for
 // any number of threads; both return an undefined tensor where a transformed value is not
 // finite (the caller runs the direct kernel):
-//  * by tasks of tiles (winograd_gw_by_tiles, where the 16 x C x K accumulators are small):
+//  * by tasks of tiles (winograd_gw_by_tiles, where the 16 (25) x C x K accumulators are small):
 //    a task transforms its own tiles, a pass of them at a time into per-worker scratch (L2),
-//    and sums all 16 GEMMs of the pass into its own accumulators; the tasks' sums are then
+//    and sums all 16 (25) GEMMs of the pass into its own accumulators; the tasks' sums are then
 //    added in task order. Nothing but the accumulators passes between cores: a transformed
 //    block that one core writes and the other reads ran at half speed in some processes
 //    (R50 3x3: 6.5-7.5 ms or 11.8-13.6 ms);
@@ -2086,9 +2087,9 @@ constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed ope
 // 0.9-1.1x native's max error channels_last through Winograd, 0.6x direct; 2 x 16 x 16 x 16:
 // 2x vs 0.5x; from 392 tiles (R50 L3) on, Winograd stays at 0.1-0.8x).
 constexpr int64_t kWinogradGwMinTiles = 256;
-// By tasks of tiles: accumulators of one task at most (16 x C x K), the transformed operands
-// of one pass (kept in L2), tasks per call (every task has accumulators of its own) and tiles
-// per task (one sum in order, as a group of passes of the three-level sums).
+// By tasks of tiles: accumulators of one task at most (16 or 25 x C x K), the transformed
+// operands of one pass (kept in L2), tasks per call (every task has accumulators of its own)
+// and tiles per task (one sum in order, as a group of passes of the three-level sums).
 constexpr int64_t kWinogradGwTaskAccBytes = int64_t(512) << 10;
 constexpr int64_t kWinogradGwPassBytes = int64_t(1) << 20;
 constexpr int64_t kWinogradGwTasks = 16;
@@ -2288,7 +2289,8 @@ at::Tensor winograd_gw_by_tiles(WinogradGradWeight<T>& w, int64_t per_task) {
   for (int64_t n0 = 0; n0 < x_n; n0 += chunk) {
     const int64_t tiles = std::min(chunk, x_n - n0) * per_image, ntasks = ceil_div(tiles, per_task);
     for (int64_t t = 0; t < ntasks; ++t) {
-      copy_max = std::max(copy_max, w.copy_elems(t * per_task, std::min(tiles, (t + 1) * per_task)));
+      const int64_t a1 = std::min(tiles, (t + 1) * per_task);
+      copy_max = std::max(copy_max, w.copy_elems(t * per_task, a1));
     }
     tasks += ntasks;
   }
