@@ -1632,13 +1632,18 @@ struct WinogradForm : WinogradShape {
   isa::WinogradInputFn<T> input;
   isa::WinogradOutputFn<T> output;
   isa::WinogradWeightFn<T> weights;
+  // the weight gradient's transforms (the two forward forms; null for the input gradient's)
+  isa::WinogradGradOutputFn<T> grad_output = nullptr;
+  isa::WinogradWeightGradFn<T> weight_grad = nullptr;
   WinogradForm(const Table<T>* kt, WinogradKind kind) : WinogradShape(winograd_shape(kind)) {
     switch (kind) {
       case WinogradKind::f2x2_3x3:
         input = kt->winograd_input, output = kt->winograd_output;
+        grad_output = kt->winograd_grad_output, weight_grad = kt->winograd_weight_grad;
         break;
       case WinogradKind::stride2:
         input = kt->winograd_s2_input, output = kt->winograd_s2_output;
+        grad_output = kt->winograd_s2_grad_output, weight_grad = kt->winograd_s2_weight_grad;
         break;
       case WinogradKind::stride2_grad_input_even:
         input = kt->winograd_s2_gi_even_input, output = kt->winograd_s2_gi_even_output;
@@ -2151,11 +2156,8 @@ struct WinogradGradWeight {
   const Act<T>& x;
   const Act<T>& d;
   const Spec& sp;
-  const WinogradShape form;  // 2x2 grad_output tiles; input windows `step` apart
-  const int64_t P;
-  isa::WinogradInputFn<T> input_fn;
-  isa::WinogradGradOutputFn<T> grad_output_fn;
-  isa::WinogradWeightGradFn<T> weight_grad_fn;
+  const WinogradForm<T> form;  // 2x2 grad_output tiles; input windows `step` apart
+  const int64_t P;             // its transform positions
   const int64_t C, K, OH, OW, dh, dw;
   const GradWeightTiles<T> gwt;
   const int64_t Kp, plane;
@@ -2164,11 +2166,7 @@ struct WinogradGradWeight {
   PixelMajor<T> pm;
   const WinogradTiling tl;
   WinogradGradWeight(const Table<T>* kt_, const Act<T>& x_, const Act<T>& d_, const Spec& sp_)
-      : kt(kt_), x(x_), d(d_), sp(sp_), form(winograd_shape(winograd_kind(sp))),
-        P(form.positions),
-        input_fn(P == 16 ? kt->winograd_input : kt->winograd_s2_input),
-        grad_output_fn(P == 16 ? kt->winograd_grad_output : kt->winograd_s2_grad_output),
-        weight_grad_fn(P == 16 ? kt->winograd_weight_grad : kt->winograd_s2_weight_grad),
+      : kt(kt_), x(x_), d(d_), sp(sp_), form(kt, winograd_kind(sp)), P(form.positions),
         C(sp.cpg), K(sp.kpg), OH(d.H), OW(d.W), dh(sp.dh),
         dw(sp.dw), gwt(kt, K, C), Kp(gwt.nKB * gwt.KB), plane(winograd_plane(gwt.nKB * C * gwt.KB)),
         st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, OH * OW * K,
@@ -2194,9 +2192,9 @@ struct WinogradGradWeight {
       const T* dr = d_of(n) + ph.y_off + 2 * th * wa.yh + 2 * tw * wa.yw;
       int64_t inside[4];
       win.inside(ph.row + step * th * dh, ph.col + step * tw * dw, run, inside);
-      ok &= input_fn(&wa, xr, run, inside, v + i * C) != 0;
-      ok &= grad_output_fn(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
-                           std::min(2 * run, ph.OW - 2 * tw), z + i * Kp) != 0;
+      ok &= form.input(&wa, xr, run, inside, v + i * C) != 0;
+      ok &= form.grad_output(&wa, dr, run, std::min<int64_t>(2, ph.OH - 2 * th),
+                             std::min(2 * run, ph.OW - 2 * tw), z + i * Kp) != 0;
     });
     return ok;
   }
@@ -2240,6 +2238,7 @@ struct WinogradGradWeight {
   // Elements of the own copies of tiles [a0, a1) (numbered from the first of a chunk's images).
   int64_t copy_elems(int64_t a0, int64_t a1) const {
     int64_t elems = 0;
+    if (!own_x() && !own_d()) return elems;
     for_tile_rows(a0, a1, tl.per_image, ceil_div(OW, 2), [&](int64_t, int64_t th0, int64_t th1) {
       const RowRange rx = input_rows(th0, th1), rd = grad_tile_rows(OH, th0, th1);
       elems += (own_x() ? (rx.hi - rx.lo) * x.W * C : 0) + (own_d() ? (rd.hi - rd.lo) * OW * K : 0);
@@ -2349,7 +2348,7 @@ at::Tensor winograd_gw_by_position(WinogradGradWeight<T>& w) {
     for (int64_t b0 = 0; b0 < tiles; b0 += Tb) {
       const int64_t b1 = std::min(tiles, b0 + Tb);
       passes += ceil_div(b1 - b0, kPass);
-      for (int64_t t0 = b0; t0 < b1 && (w.own_x() || w.own_d()); t0 += kTransformTiles) {
+      for (int64_t t0 = b0; t0 < b1; t0 += kTransformTiles) {
         copy_max = std::max(copy_max, w.copy_elems(t0, std::min(b1, t0 + kTransformTiles)));
       }
     }
@@ -2420,8 +2419,8 @@ bool run_winograd_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>&
   const T* acc = static_cast<const T*>(sums.data_ptr());
   const isa::WinogradWeightArgs wg{KB, out.stride(0), out.stride(1), w.plane, 0};
   for_weight_blocks(nKB, C, [&](int64_t kb, int64_t c0, int64_t c1) {
-    w.weight_grad_fn(&wg, acc + kb * C * KB, std::min(KB, K - kb * KB), c0, c1,
-                     gw + kb * KB * wg.ls);
+    w.form.weight_grad(&wg, acc + kb * C * KB, std::min(KB, K - kb * KB), c0, c1,
+                       gw + kb * KB * wg.ls);
   });
   if (!taps_dense) grad_weight.copy_(out);
   return true;
