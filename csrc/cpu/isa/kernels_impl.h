@@ -1853,6 +1853,7 @@ static int winograd_grad_output(const WinogradArgs* a, const T* dy, int64_t nt, 
                                 int64_t cols, T* z) {
   typedef V::reg reg;
   enum { A = F::A, OT = F::OT };
+  static_assert(OT == 2, "the finiteness sum below reads a 2x2 tile");
   const int64_t K = a->K, yh = a->yh, yw = a->yw, ms = a->ms, mt = a->mt;
   const reg zero = V::zero();
   reg finite = zero;
