@@ -891,6 +891,12 @@ struct DirectJob {
   Out<T> y;
 };
 
+// Weight panels (all k-blocks of a group) up to this size go with kb_inner tasks.
+constexpr int64_t kKbInnerPanelBytes = int64_t(256) << 10;
+
+// Pixel chunks of at least this many pixels (on average) start cache-line aligned.
+constexpr int64_t kAlignedChunkPixels = 64;
+
 // Images above this size are prefetched by single k-block 1x1 convolutions (see below).
 constexpr int64_t kDirectPrefetchBytes = int64_t(1) << 20;
 
@@ -904,6 +910,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     bool panel_outer;
     bool pixel_panel;  // use_pixel_panel: tasks are (group, image, pixel chunk), k-blocks inside
     bool planes;       // use_direct_planes: the same tasks
+    bool kb_inner;     // tasks (image, group, pixel chunk), every k-block inside (below)
     int64_t chunk;     // planes: pixels per chunk
     isa::DirectArgs a;
   };
@@ -924,13 +931,14 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
   Stager st(kt, x, needs, /*unit_channel=*/unit, 0, false,
             /*cache_min_images=*/ceil_div(4 * at::get_num_threads(),
                                           std::max<int64_t>(1, tasks_per_image)));
-  // First pixel of chunk pc; chunks of >= 256 pixels start on a 64-pixel boundary: an NCHW
-  // output's rows then start cache-line aligned and take streaming stores (unaligned ones fall
-  // back to normal stores, which read every line first: R50 1x1 64 -> 256 over 56 x 56 spent
-  // half its time there).
+  // First pixel of chunk pc; chunks of >= 64 pixels start on a 16-pixel boundary (a cache
+  // line of floats): an NCHW output's rows then start cache-line aligned and take streaming
+  // stores (unaligned ones fall back to normal stores, which read every line first: R50 1x1
+  // 64 -> 256 over 56 x 56 spent half its time there; with AVX2's 6-pixel tiles, chunks of
+  // 192 pixels, the R50 stem NCHW forward a fifth of its time).
   const auto chunk_begin = [](const Plan& pl, int64_t pc) {
     const int64_t p = pl.P * pc / pl.nPC;
-    return pc >= pl.nPC ? pl.P : pl.P >= 256 * pl.nPC ? p / 64 * 64 : p;
+    return pc >= pl.nPC ? pl.P : pl.P >= kAlignedChunkPixels * pl.nPC ? p / 16 * 16 : p;
   };
   std::vector<Plan> plans;
   int64_t panel_elems = 0;  // per worker, for the pixel-panel jobs
@@ -953,13 +961,17 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     pl.nPC = ceil_div(pl.P, tile_pixels * kDirectTilesPerTask);
     // Task order: small images (<= 16 tiles) loop images inside k-blocks so that a weight
     // panel serves the whole chunk of images; large images keep the image outside (its input
-    // stays in cache while the k-blocks pass over it).
+    // stays in cache while the k-blocks pass over it). Where every k-block's panel fits in
+    // L2 together (kb_inner), a task runs all k-blocks over its pixel chunk, whose input then
+    // stays in L2 between them: an image does not on 512 KiB L2s (Zen 2, AVX2, 2 threads,
+    // alternating processes: R50 1x1 256 -> 64 over 56 x 56 channels_last forward 6.7-8.2
+    // -> 6.3-6.6 ms, 64 -> 256 6.5-6.6 -> 6.3-6.5).
     pl.panel_outer = pl.P <= 16 * tile_pixels;
     pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw,
                            /*stream=*/stream_output<T>(j.y.N * sp.G * sp.kpg * pl.P)};
     // (output pixels are renumbered from the task's first one: dense output rows needed)
-    const int64_t chunk_max = ceil_div(pl.P, pl.nPC) + 64;  // chunk_begin rounds down < 64
+    const int64_t chunk_max = ceil_div(pl.P, pl.nPC) + 16;  // chunk_begin rounds down < 16
     pl.planes = st.direct && use_direct_planes(kt, sp, st.xc, st.xh, st.xw, x.W, j.y);
     if (pl.planes) {  // chunks of whole pixel tiles: NCHW rows keep their alignment
       const int64_t tile = kt->planes_pixel_block;
@@ -980,6 +992,8 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     // Not a pixel panel: the task has just written it.
     pl.a.prefetch = sp.R * sp.S == 1 && pl.nKB == 1 && pl.a.xc == 1 && !pl.pixel_panel &&
                     x.H * x.W * sp.cpg * int64_t(sizeof(T)) > kDirectPrefetchBytes;
+    pl.kb_inner = !pl.planes && !pl.pixel_panel && !pl.panel_outer && pl.nKB > 1 &&
+                  pl.nKB * pl.panel * int64_t(sizeof(T)) <= kKbInnerPanelBytes;
     plans.push_back(pl);
   }
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
@@ -987,7 +1001,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     st.prepare(n0, nb);
     std::vector<int64_t> first(jobs.size() + 1, 0);
     for (size_t i = 0; i < jobs.size(); ++i) {
-      const bool inner_kb = plans[i].pixel_panel || plans[i].planes;
+      const bool inner_kb = plans[i].pixel_panel || plans[i].planes || plans[i].kb_inner;
       first[i + 1] = first[i] + nb * jobs[i].sp.G * (inner_kb ? 1 : plans[i].nKB) * plans[i].nPC;
     }
     const int64_t workers = worker_count(first.back(), 1);
@@ -1039,6 +1053,17 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
           return;
         }
         int64_t pc, kb, g, n;
+        if (pl.kb_inner) {
+          pc = u % nPC, g = (u / nPC) % sp.G, n = u / (nPC * sp.G);
+          const T* x0 = st.origin(sp.pt, sp.pl) + n * st.xn + g * sp.cpg * st.xc;
+          for (kb = 0; kb < nKB; ++kb) {
+            T* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
+            pl.fn(&pl.a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
+                  j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
+                  std::min(pl.KB, sp.kpg - kb * pl.KB), chunk_begin(pl, pc), chunk_begin(pl, pc + 1));
+          }
+          return;
+        }
         if (pl.panel_outer) {
           pc = u % nPC, n = (u / nPC) % nb, kb = (u / nPC / nb) % nKB, g = u / (nPC * nb * nKB);
         } else {
@@ -1175,11 +1200,15 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Ta
   // ends inside a cache line shares it with the next task's, which the other thread is
   // likely writing at the same time: chunks as large as kDwScratchBytes allows (whole images
   // where they fit). MBv2 7 x 7 x 960 NCHW in chunks of 32 pixels ran 0.28-0.41 ms in some
-  // processes and 1.0 ms in others.
+  // processes and 1.0 ms in others. Otherwise (channels_last output) chunks of 32 to 1024
+  // pixels, about 8 per thread: each thread then walks long runs of input rows, which the
+  // other one does not share (Zen 2, AVX2, 2 threads, alternating processes, chunks of 32 ->
+  // 896 pixels: MBv2 dw s2 112 x 112 x 96 channels_last forward 4.9-6.2 -> 4.0-4.1 ms, 56 x
+  // 56 x 144 2.5-3.5 -> 2.1-2.5).
   const int64_t PC =
       via_scratch
           ? std::min(P, std::max<int64_t>(32, kDwScratchBytes / (x.C * int64_t(sizeof(T)))))
-          : 32;
+          : std::clamp<int64_t>(y.N * P / (8 * at::get_num_threads()), 32, 1024);
   const int64_t nPC = ceil_div(P, PC);
   // Whole small NCHW images: every task copies its own channels of its image pixel-major into
   // per-worker scratch, so each thread reads back only what it wrote itself. (A staging pass

@@ -191,18 +191,26 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
       }
     }
   } else {
-    T buf[NP][NV * V::N];
+    // (rows up to a whole vector of pixels: the transposes below store whole vectors)
+    constexpr int NPV = (NP + V::N - 1) / V::N * V::N;
+    T buf[NPV][NV * V::N];
     TC_UNROLL for (int p = 0; p < NP; ++p) {
       TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&buf[p][j * V::N], acc[p][j]);
     }
+    TC_UNROLL for (int p = NP; p < NPV; ++p) {
+      TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&buf[p][j * V::N], V::zero());
+    }
     const int64_t yk = a->yk;
     if (a->yw == 1 && a->yh == a->OW) {
-      // consecutive pixels (dense rows): register transposes of up to N pixels x N channels
+      // Consecutive pixels (dense rows): register transposes of N pixels x up to N channels.
+      // Only direct_pixels_nchw's run buffer gets here: its channel rows have kRunSlack
+      // pixels of slack and the tiles run in pixel order, so the lanes past the tile's pixels
+      // may be stored (the next tile overwrites them) where a masked store would be
+      // microcoded on AMD (AVX2: R50 stem NCHW forward 1.4x slower than channels_last).
       for (int j = 0; j < NV && j * V::N < kvalid; ++j) {
         const int nk = (int)tc_min(V::N, kvalid - j * V::N);
         for (int p = 0; p < NP; p += V::N) {
-          V::transpose(&buf[p][j * V::N], NV * V::N, yp[0] + j * V::N * yk + p, yk,
-                       (int)tc_min(V::N, NP - p), nk);
+          V::transpose(&buf[p][j * V::N], NV * V::N, yp[0] + j * V::N * yk + p, yk, V::N, nk);
         }
       }
     } else {
@@ -315,24 +323,33 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
 // partial cache lines over KB channel planes. 48 pixels: whole tiles of 6 and 12 pixels and
 // whole cache lines per channel (runs of 64 split into tiles of 5 and 6, which cost about as
 // much each: R50 stem NCHW forward 15.0 -> 13.1 ms).
-enum { kRunPixels = kNchwRunPixels };
+enum { kRunPixels = kNchwRunPixels, kRunSlack = V::N, kRunRow = kRunPixels + kRunSlack };
 template <int NVX, int NPX>
 static void direct_pixels_nchw(const DirectArgs* a, const T* x, T* y,
                                const T* wpanel, const T* bias, int64_t kvalid,
                                int64_t p0, int64_t p1) {
-  T buf[NVX * V::N * kRunPixels];
+  T buf[NVX * V::N * kRunRow];
   for (int64_t q0 = p0; q0 < p1; q0 += kRunPixels) {
     const int64_t n = tc_min(kRunPixels, p1 - q0);
     DirectArgs b = *a;
-    b.yk = n, b.yh = a->OW, b.yw = 1;  // output k of pixel q of the run -> buf[k*n + q - q0]
+    // output k of pixel q of the run -> buf[k*kRunRow + q - q0]
+    b.yk = kRunRow, b.yh = a->OW, b.yw = 1;
     b.stream = 0;
     direct_pixels_t<NVX, NPX>(&b, x, buf, wpanel, bias, kvalid, q0, q0 + n, q0);
     for (int64_t k = 0; k < kvalid; ++k) {
-      const T* src = buf + k * n;
+      const T* src = buf + k * kRunRow;
       T* dst = y + k * a->yk + q0;
       int64_t i = 0;
       if (a->stream) {
-        for (; i + V::N <= n; i += V::N) V::stream(dst + i, V::load(src + i));
+        // Whole cache lines stream, the partial ones at the ends take plain stores (a
+        // streamed part of a line costs a read-modify-write in memory: R50 L3 1x1 NCHW,
+        // whose 14 x 14 planes leave most rows unaligned).
+        for (; i < n && (uintptr_t)(dst + i) % 64 != 0; ++i) dst[i] = src[i];
+        for (; i + kLineElems <= n; i += kLineElems) {
+          TC_UNROLL for (int v = 0; v < kLineElems; v += V::N) {
+            V::stream(dst + i + v, V::load(src + i + v));
+          }
+        }
       } else {
         for (; i + V::N <= n; i += V::N) V::store(dst + i, V::load(src + i));
       }
