@@ -456,9 +456,10 @@ struct Spec {
 // Dense rows (sw == 1) take the ISA's register transposes.
 template <typename T>
 void transpose_rows(const Table<T>* kt, const T* src, int64_t sc, int64_t sw, int64_t C,
-                    int64_t W, T* dst) {
+                    int64_t W, T* dst, int64_t dst_pixel = 0) {
+  if (dst_pixel == 0) dst_pixel = C;
   if (sw == 1) {
-    kt->transpose(src, sc, C, W, dst, C);
+    kt->transpose(src, sc, C, W, dst, dst_pixel);
     return;
   }
   constexpr int64_t B = 16;
@@ -466,7 +467,7 @@ void transpose_rows(const Table<T>* kt, const T* src, int64_t sc, int64_t sw, in
     const int64_t nc = std::min(B, C - c0);
     const T* s0 = src + c0 * sc;
     for (int64_t i = 0; i < W; ++i) {
-      T* dd = dst + i * C + c0;
+      T* dd = dst + i * dst_pixel + c0;
       for (int64_t c = 0; c < nc; ++c) dd[c] = s0[c * sc + i * sw];
     }
   }
@@ -531,9 +532,10 @@ struct Stager {
   // cache_min_images > 0: chunks of about kStageCacheBytes where those hold at least that many
   // images (fewer would leave threads idle at the end of every chunk: GoogLeNet 5x5, 3 tasks
   // per image, ran 4% slower in chunks of 3 images).
+  // pixel_gap: elements left between the pixels of a copy (see kGwPixelGapBytes).
   Stager(const Table<T>* kt_, const Act<T>& x_, const std::vector<Need>& needs, bool unit_channel,
          int64_t chunk_extra_per_image = 0, bool padding_in_place = false,
-         int64_t cache_min_images = 0)
+         int64_t cache_min_images = 0, int64_t pixel_gap = 0)
       : kt(kt_), x(x_) {
     int64_t top = 0, left = 0, bottom = -1, right = -1;
     for (const Need& n : needs) {
@@ -546,7 +548,9 @@ struct Stager {
     kernel_pads = padding_in_place;
     Hp = padding_in_place ? x.H : top + bottom + 1;
     Wp = padding_in_place ? x.W : left + right + 1;
-    const int64_t per_image = (direct ? 0 : Hp * Wp * x.C) + chunk_extra_per_image;
+    if (direct || padding_in_place) pixel_gap = 0;
+    const int64_t pixel = x.C + pixel_gap;
+    const int64_t per_image = (direct ? 0 : Hp * Wp * pixel) + chunk_extra_per_image;
     const int64_t budget = kStageBytes / int64_t(sizeof(T));
     chunk = per_image > 0 ? std::clamp<int64_t>(budget / per_image, 1, x.N) : x.N;
     if (cache_min_images > 0 && per_image > 0) {
@@ -557,14 +561,14 @@ struct Stager {
       xn = x.sn, xc = x.sc, xh = x.sh, xw = x.sw;
     } else {
       PT = padding_in_place ? 0 : top, PL = padding_in_place ? 0 : left;
-      xc = 1, xw = x.C, xh = Wp * x.C, xn = Hp * Wp * x.C;
+      xc = 1, xw = pixel, xh = Wp * pixel, xn = Hp * Wp * pixel;
     }
   }
   Stager(const Table<T>* kt_, const Act<T>& x_, const Spec& sp, int64_t OH, int64_t OW,
          bool unit_channel, int64_t chunk_extra_per_image = 0,
-         bool padding_in_place = false, int64_t cache_min_images = 0)
+         bool padding_in_place = false, int64_t cache_min_images = 0, int64_t pixel_gap = 0)
       : Stager(kt_, x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
-               chunk_extra_per_image, padding_in_place, cache_min_images) {}
+               chunk_extra_per_image, padding_in_place, cache_min_images, pixel_gap) {}
 
   // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
   const T* origin(int64_t pt, int64_t pl) const {
@@ -580,7 +584,7 @@ struct Stager {
     if (!buf.defined()) buf = workspace<T>(Workspace::stage, chunk * xn + 64);
     T* dst = data_of<T>(buf);
     base = dst;
-    const int64_t C = x.C, rowlen = Wp * C;
+    const int64_t C = x.C, rowlen = xh;
     if (kernel_pads && dense_planes(x)) {  // no padding rows
       planes_to_pixel_major(kt, x.p + n0 * x.sn, x.sn, x.sc, C, x.H * x.W, nb, dst, xn);
       return;
@@ -595,17 +599,17 @@ struct Stager {
           std::memset(d, 0, sizeof(T) * rowlen);
           return;
         }
-        std::memset(d, 0, sizeof(T) * lo * C);
-        std::memset(d + hi * C, 0, sizeof(T) * (Wp - hi) * C);
+        std::memset(d, 0, sizeof(T) * lo * xw);
+        std::memset(d + hi * xw, 0, sizeof(T) * (Wp - hi) * xw);
         const T* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
-        if (x.sc == 1 && x.sw == C) {
+        if (x.sc == 1 && x.sw == C && xw == C) {
           std::memcpy(d + lo * C, src, sizeof(T) * (hi - lo) * C);
         } else if (x.sc == 1) {
           for (int64_t i = 0; i < hi - lo; ++i) {
-            std::memcpy(d + (lo + i) * C, src + i * x.sw, sizeof(T) * C);
+            std::memcpy(d + (lo + i) * xw, src + i * x.sw, sizeof(T) * C);
           }
         } else {
-          transpose_rows(kt, src, x.sc, x.sw, C, hi - lo, d + lo * C);
+          transpose_rows(kt, src, x.sc, x.sw, C, hi - lo, d + lo * xw, xw);
         }
       }
     });
@@ -2123,6 +2127,14 @@ constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed ope
 // 2 threads, alternating processes: R50 L3 1x1 (1024 output channels) channels_last weight
 // gradient 12.0-12.2 -> 6.6-6.7 ms).
 constexpr int64_t kGwPackDyBytes = 1024;
+// The same for the input: a padded copy (pixel-major) of an input with pixels of this size or
+// more leaves a cache line between its pixels, so that a tile's lines of consecutive pixels
+// (one per pixel) spread over the L1 sets (Zen 2, AVX2, 2 threads, alternating processes: R50
+// L4 3x3 (512 channels) channels_last weight gradient 25.7-26.1 -> 21.8-22.6 ms; 1 x 256 x
+// 14 x 14 NCHW 2.6-2.8 -> 2.0-2.1).
+constexpr int64_t kGwPixelGapBytes = 1024;
+template <typename T>
+constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
 // Short sums over few tiles have little rounding error of their own, and the transforms' then
 // show: below a pass of tiles the weight gradient stays direct (R50 L4 3x3, 128 tiles:
 // 0.9-1.1x native's max error channels_last through Winograd, 0.6x direct; 2 x 16 x 16 x 16:
@@ -3220,7 +3232,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // Cache-sized staging chunks: the tasks are weight blocks that pass over the chunk's images,
   // so smaller chunks leave no thread idle.
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_copied ? dy_elems : 0,
-            /*padding_in_place=*/false, /*cache_min_images=*/1);
+            /*padding_in_place=*/false, /*cache_min_images=*/1,
+            /*pixel_gap=*/x.C * int64_t(sizeof(T)) >= kGwPixelGapBytes ? kLineElems<T> : 0);
   std::optional<PixelMajor<T>> pm_whole;
   if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
   // Few channels (an RGB stem): with channel-contiguous rows and undilated columns, the S taps
