@@ -176,12 +176,13 @@ CASES = [
     (3, 40, 30, 34, 20, 1, 1, (2, 3), 0, 1, 1),
     (2, 70, 64, 64, 13, 1, 1, 2, 0, 1, 1),
     (2, 36, 32, 20, 30, 1, 1, 2, 0, 1, 6),
-    # weight gradients over grad_output rows >= 1 KiB apart copy each k-block of a pass into a
-    # dense block: 1x1 over small images (channels_last: the pass's images as one row of
-    # pixels), output channel tails (300 = 18 x 16 + 12), grouped (k-blocks of group 1), strided
-    (3, 20, 7, 7, 300, 1, 1, 1, 0, 1, 1),
-    (2, 24, 9, 9, 520, 3, 3, 1, 1, 1, 2),
-    (2, 16, 14, 14, 272, 1, 1, 2, 0, 1, 1),
+    # weight gradients over grad_output rows >= 1 KiB apart with >= 32 channel blocks x taps
+    # copy each k-block of a pass into a dense block: 1x1 over small images (channels_last:
+    # the pass's images as one row of pixels), output channel tails (300 = 18 x 16 + 12),
+    # grouped (k-blocks of group 1), strided
+    (3, 400, 7, 7, 300, 1, 1, 1, 0, 1, 1),
+    (2, 80, 9, 9, 520, 3, 3, 1, 1, 1, 2),
+    (2, 400, 14, 14, 272, 1, 1, 2, 0, 1, 1),
     # ... and whose padded input copies (pixels >= 1 KiB) leave a cache line between pixels:
     # grouped (130 per group), strided
     (2, 260, 9, 7, 40, 3, 3, 2, 1, 1, 2),

@@ -2127,6 +2127,11 @@ constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed ope
 // 2 threads, alternating processes: R50 L3 1x1 (1024 output channels) channels_last weight
 // gradient 12.0-12.2 -> 6.6-6.7 ms).
 constexpr int64_t kGwPackDyBytes = 1024;
+// ... where at least this many tasks (channel blocks x taps) share a copied block: each copy
+// reads its lines from memory with nothing to overlap (R50 1x1 expand channels_last, 11
+// channel blocks: 6.8-7.0 -> 9.3-9.4 ms copied), and a prefetch this many pixels ahead.
+constexpr int64_t kGwPackDyMinTasks = 32;
+constexpr int64_t kGwPackDyAhead = 8;
 // The same for the input: a padded copy (pixel-major) of an input with pixels of this size or
 // more leaves a cache line between its pixels, so that a tile's lines of consecutive pixels
 // (one per pixel) spread over the L1 sets (Zen 2, AVX2, 2 threads, alternating processes: R50
@@ -3306,7 +3311,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           // k-blocks of grad_output rows kGwPackDyBytes or more apart are copied, per pass,
           // into a dense [pixel][KB] block that the k-block's tasks read (see there)
           const int64_t pass_pixels = rows * OW;
-          const bool pack_dy = dyp * int64_t(sizeof(T)) >= kGwPackDyBytes;
+          const bool pack_dy = dyp * int64_t(sizeof(T)) >= kGwPackDyBytes &&
+                               per_kb >= kGwPackDyMinTasks;
           if (pack_dy) dy_block.resize(nimg * pass_pixels * KB);
           int64_t packed = -1;  // the (group, k-block) in dy_block
           isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw, st.xn, st.xc, st.xh, st.xw,
@@ -3337,8 +3343,14 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
               if (packed != gr * nKB + kb) {
                 for (int64_t i = 0; i < nimg; ++i) {
                   for (int64_t p = 0; p < pass_pixels; ++p) {
-                    std::memcpy(&dy_block[(i * pass_pixels + p) * KB], dk + i * dyn + p * dyp,
-                                sizeof(T) * kvalid);
+                    const T* src = dk + i * dyn + p * dyp;
+                    T* dst = &dy_block[(i * pass_pixels + p) * KB];
+                    __builtin_prefetch(src + kGwPackDyAhead * dyp);
+                    int64_t j = 0;  // whole lines by fixed-size copies (inlined), then the rest
+                    for (; j + kLineElems<T> <= kvalid; j += kLineElems<T>) {
+                      std::memcpy(dst + j, src + j, 64);
+                    }
+                    if (j < kvalid) std::memcpy(dst + j, src + j, sizeof(T) * (kvalid - j));
                   }
                 }
                 packed = gr * nKB + kb;
