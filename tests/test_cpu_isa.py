@@ -183,9 +183,9 @@ CASES = [
     (3, 400, 7, 7, 300, 1, 1, 1, 0, 1, 1),
     (2, 80, 9, 9, 520, 3, 3, 1, 1, 1, 2),
     (2, 400, 14, 14, 272, 1, 1, 2, 0, 1, 1),
-    # ... and whose padded input copies (pixels >= 1 KiB) leave a cache line between pixels:
-    # grouped (130 per group), strided
-    (2, 260, 9, 7, 40, 3, 3, 2, 1, 1, 2),
+    # ... and whose padded input copies (pixels >= 1 KiB apart, with the column stride) leave
+    # a cache line between pixels: grouped (70 per group), strided
+    (2, 140, 9, 7, 40, 3, 3, 2, 1, 1, 2),
     # direct convolutions stage cache-sized chunks of padded images where each chunk keeps
     # enough tasks: here float32 one image (1.1 MB) per chunk, three chunks
     (3, 64, 64, 64, 200, 3, 3, 2, 1, 1, 1),

@@ -2132,11 +2132,12 @@ constexpr int64_t kGwPackDyBytes = 1024;
 // channel blocks: 6.8-7.0 -> 9.3-9.4 ms copied), and a prefetch this many pixels ahead.
 constexpr int64_t kGwPackDyMinTasks = 32;
 constexpr int64_t kGwPackDyAhead = 8;
-// The same for the input: a padded copy (pixel-major) of an input with pixels of this size or
-// more leaves a cache line between its pixels, so that a tile's lines of consecutive pixels
-// (one per pixel) spread over the L1 sets (Zen 2, AVX2, 2 threads, alternating processes: R50
-// L4 3x3 (512 channels) channels_last weight gradient 25.7-26.1 -> 21.8-22.6 ms; 1 x 256 x
-// 14 x 14 NCHW 2.6-2.8 -> 2.0-2.1).
+// The same for the input: a padded copy (pixel-major) whose pixels a tile steps over this many
+// bytes apart or more (pixel size x column stride) leaves a cache line between its pixels, so
+// that a tile's lines of consecutive pixels (one per pixel) spread over the L1 sets (Zen 2,
+// AVX2, 2 threads, alternating processes: R50 L4 3x3 (512 channels) channels_last weight
+// gradient 25.7-26.1 -> 21.8-22.6 ms; 1 x 256 x 14 x 14 NCHW 2.6-2.8 -> 2.0-2.1; R50 3x3 s2
+// (128 channels, stride 2) NCHW 18.4-18.8 -> 17.2-17.7).
 constexpr int64_t kGwPixelGapBytes = 1024;
 template <typename T>
 constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
@@ -3236,9 +3237,9 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const bool dy_copied = !dy_per_pass && !PixelMajor<T>::in_place(d);
   // Cache-sized staging chunks: the tasks are weight blocks that pass over the chunk's images,
   // so smaller chunks leave no thread idle.
+  const bool gap = x.C * sp.sw * int64_t(sizeof(T)) >= kGwPixelGapBytes;
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_copied ? dy_elems : 0,
-            /*padding_in_place=*/false, /*cache_min_images=*/1,
-            /*pixel_gap=*/x.C * int64_t(sizeof(T)) >= kGwPixelGapBytes ? kLineElems<T> : 0);
+            /*padding_in_place=*/false, /*cache_min_images=*/1, gap ? kLineElems<T> : 0);
   std::optional<PixelMajor<T>> pm_whole;
   if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
   // Few channels (an RGB stem): with channel-contiguous rows and undilated columns, the S taps
