@@ -1056,29 +1056,24 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
           }
           return;
         }
-        int64_t pc, kb, g, n;
+        int64_t pc, g, n, kb0, kb1;  // the task's k-blocks [kb0, kb1)
         if (pl.kb_inner) {
           pc = u % nPC, g = (u / nPC) % sp.G, n = u / (nPC * sp.G);
-          const T* x0 = st.origin(sp.pt, sp.pl) + n * st.xn + g * sp.cpg * st.xc;
-          for (kb = 0; kb < nKB; ++kb) {
-            T* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
-            pl.fn(&pl.a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
-                  j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
-                  std::min(pl.KB, sp.kpg - kb * pl.KB), chunk_begin(pl, pc), chunk_begin(pl, pc + 1));
-          }
-          return;
-        }
-        if (pl.panel_outer) {
-          pc = u % nPC, n = (u / nPC) % nb, kb = (u / nPC / nb) % nKB, g = u / (nPC * nb * nKB);
+          kb0 = 0, kb1 = nKB;
+        } else if (pl.panel_outer) {
+          pc = u % nPC, n = (u / nPC) % nb, kb0 = (u / nPC / nb) % nKB, g = u / (nPC * nb * nKB);
+          kb1 = kb0 + 1;
         } else {
-          pc = u % nPC, kb = (u / nPC) % nKB, g = (u / nPC / nKB) % sp.G;
-          n = u / (nPC * nKB * sp.G);
+          pc = u % nPC, kb0 = (u / nPC) % nKB, g = (u / nPC / nKB) % sp.G;
+          n = u / (nPC * nKB * sp.G), kb1 = kb0 + 1;
         }
         const T* x0 = st.origin(sp.pt, sp.pl) + n * st.xn + g * sp.cpg * st.xc;
-        T* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
-        pl.fn(&pl.a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
-              j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
-              std::min(pl.KB, sp.kpg - kb * pl.KB), chunk_begin(pl, pc), chunk_begin(pl, pc + 1));
+        for (int64_t kb = kb0; kb < kb1; ++kb) {
+          T* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
+          pl.fn(&pl.a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
+                j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
+                std::min(pl.KB, sp.kpg - kb * pl.KB), chunk_begin(pl, pc), chunk_begin(pl, pc + 1));
+        }
       }
     });
   }
@@ -3335,12 +3330,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw, st.xn, st.xc, st.xh, st.xw,
                                 pack_dy ? pass_pixels * KB : dyn, pack_dy ? KB : dyp, nimg,
                                 acc_c};
-          if (consecutive_pixels) {  // the pass as one row: the same pixels in the same order
-            a.OW = pass_pixels, a.OH = 1;
-            if (st.xn == a.OW * st.xw && a.dyn == a.OW * a.dyp) a.OW *= nimg, a.nimg = 1;
-          }
           const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
-          if (gather_x) {  // [image][pass pixel][gathered_pixel], one row per image
+          if (gather_x) {  // [image][pass pixel][gathered_pixel]: consecutive pixels
             x_block.resize(nimg * pass_pixels * gathered_pixel);
             for (int64_t i = 0; i < nimg; ++i) {
               for (int64_t p = 0; p < pass_pixels; ++p) {
@@ -3351,9 +3342,13 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
               }
             }
             xrow = x_block.data();
-            a.OH = 1, a.OW = pass_pixels, a.nimg = nimg, a.sh = a.sw = 1;
-            a.xn = pass_pixels * gathered_pixel, a.xh = 0, a.xw = gathered_pixel;
-            if (a.dyn == a.OW * a.dyp) a.OW *= nimg, a.nimg = 1;
+            a.sh = a.sw = 1, a.xn = pass_pixels * gathered_pixel, a.xw = gathered_pixel;
+          }
+          if (consecutive_pixels || gather_x) {
+            // the pass as one row (and its images too where both operands continue from one
+            // image to the next): the same pixels in the same order
+            a.OW = pass_pixels, a.OH = 1;
+            if (a.xn == a.OW * a.xw && a.dyn == a.OW * a.dyp) a.OW *= nimg, a.nimg = 1;
           }
           for (int64_t t = b; t < e; ++t) {
             int64_t rest = t, s, r, cb;
