@@ -2146,6 +2146,10 @@ constexpr int64_t kGwGatherBytes = int64_t(512) << 10;
 // 0.9-1.1x native's max error channels_last through Winograd, 0.6x direct; 2 x 16 x 16 x 16:
 // 2x vs 0.5x; from 392 tiles (R50 L3) on, Winograd stays at 0.1-0.8x).
 constexpr int64_t kWinogradGwMinTiles = 256;
+// The Winograd weight-gradient GEMMs keep the tile's prefetches, though their operands are
+// per-pass scratch (Zen 2, AVX2, alternating processes: without them R50 3x3 and L3 3x3 the
+// same, R50 3x3 s2 channels_last 1.56x -> 1.49-1.53x native).
+constexpr int kWinogradGwPrefetch = isa::kGwPrefetchX | isa::kGwPrefetchDy;
 // By tasks of tiles: accumulators of one task at most (16 or 25 x C x K), the transformed
 // operands of one pass (kept in L2), tasks per call (every task has accumulators of its own)
 // and tiles per task (one sum in order, as a group of passes of the three-level sums).
@@ -2256,7 +2260,7 @@ struct WinogradGradWeight {
   // transformed tiles into acc.
   void multiply(const T* v, int64_t vs, const T* z, int64_t zs, int64_t np, T* acc,
                 int64_t t0, int64_t t1, int accumulate) const {
-    const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, gwt.KB};
+    const isa::GradWeightArgs ga{1, np, 1, 1, 1, 1, 0, 1, 0, C, 0, Kp, 1, gwt.KB, kWinogradGwPrefetch};
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t cb = t % gwt.nCB, kb = t / gwt.nCB % gwt.nKB, xi = t / (gwt.nCB * gwt.nKB);
       const int64_t c0 = cb * gwt.CB;
@@ -2542,7 +2546,8 @@ struct WinogradNestedGradWeight {
   // tiles, z their rows of TW grad_output tiles.
   void multiply(const T* v, int64_t vs, const T* z, int64_t zs, int64_t rows, T* acc, int64_t t,
                 int accumulate) const {
-    const isa::GradWeightArgs ga{rows, TW, 1, 1, 1, 1, 0, 1, TWx * C, C, 0, Kp, 1, gwt.KB};
+    const isa::GradWeightArgs ga{rows, TW, 1, 1, 1, 1, 0, 1, TWx * C, C, 0, Kp, 1, gwt.KB,
+                                 kWinogradGwPrefetch};
     const int64_t cb = t % gwt.nCB, kb = t / gwt.nCB % gwt.nKB, j = t / (gwt.nCB * gwt.nKB) % nsub;
     const int64_t xi = t / (gwt.nCB * gwt.nKB * nsub), c0 = cb * gwt.CB;
     gwt.fn(&ga, v + xi * vs + c0, z + xi * zs + kb * gwt.KB, acc + offset(t),
@@ -3329,7 +3334,14 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           int64_t packed = -1;  // the (group, k-block) in dy_block
           isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw, st.xn, st.xc, st.xh, st.xw,
                                 pack_dy ? pass_pixels * KB : dyn, pack_dy ? KB : dyp, nimg,
-                                acc_c};
+                                acc_c, 0};
+          // prefetches only for operands read in place (see isa::GradWeightArgs::prefetch; Zen
+          // 2, AVX2, 2 threads, alternating processes: R50 L4 3x3 weight gradient, a padded
+          // copy and copied grad_output blocks, 19.8-21.4 -> 18.3-19.6 ms channels_last,
+          // 19.6-20.5 -> 18.1-19.2 NCHW; R50 downsample's gathered input 13.0-13.3 ->
+          // 12.6-12.7; 1x1 layers read in place the same)
+          a.prefetch = (st.direct && !gather_x ? isa::kGwPrefetchX : 0) |
+                       (!pack_dy && !dy_per_pass ? isa::kGwPrefetchDy : 0);
           const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
           if (gather_x) {  // [image][pass pixel][gathered_pixel]: consecutive pixels
             x_block.resize(nimg * pass_pixels * gathered_pixel);

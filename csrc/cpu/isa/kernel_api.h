@@ -116,7 +116,12 @@ struct GradWeightArgs {
   int64_t dyn, dyp;        // grad_output strides (image, pixel); channel stride is 1
   int64_t nimg;
   int64_t acc_c;           // accumulator stride between channels (the k lanes are contiguous)
+  int prefetch;            // kGwPrefetch* bits: operands streamed from memory (read in place)
 };
+// GradWeightArgs::prefetch: the tile prefetches the input's next line / grad_output ahead.
+// Only for operands read in place: on per-pass copies, already in cache, the prefetches cost
+// load slots that the tile's 8 loads per 12 multiply-adds cannot spare.
+enum { kGwPrefetchX = 1, kGwPrefetchDy = 2 };
 // acc: accumulators [nc][KB] with channel stride acc_c; `accumulate` = add to what is there.
 template <typename T>
 using GradWeightFn = void (*)(const GradWeightArgs* a, const T* x, const T* dy, T* acc,

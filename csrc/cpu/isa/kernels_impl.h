@@ -767,9 +767,9 @@ static constexpr int64_t kGwDyAhead = 8;
 // seg pixels of a row segment into A (see gw_tile), x and dy advanced past them. UNIT: channel
 // stride 1, so the NC channel offsets are constants (with a runtime stride GCC keeps NC
 // addresses in registers and reloads some from the stack every pixel); FULL: all NV vectors of
-// output channels valid (else kvalid of them). One loop per case: with the choices inside, GCC
-// keeps the accumulators in memory.
-template <int NC, int NV, bool UNIT, bool FULL>
+// output channels valid (else kvalid of them); PF: GradWeightArgs::prefetch. One loop per
+// case: with the choices inside, GCC keeps the accumulators in memory.
+template <int NC, int NV, bool UNIT, bool FULL, int PF>
 __attribute__((always_inline)) static inline void gw_segment(V::reg (&A)[NC][NV], const T*& xr,
                                                              const T*& dr, int64_t seg,
                                                              int64_t xc, int64_t step,
@@ -784,10 +784,40 @@ __attribute__((always_inline)) static inline void gw_segment(V::reg (&A)[NC][NV]
     // first tile to touch a line of a large input otherwise waits on memory for every pixel
     // (R50 1x1 256 -> 64 channels_last, 1 thread: 10.3-11.0 -> 8.5-9.0 ms; 2 threads
     // 1.03-1.05x -> 1.27-1.33x native; two lines ahead measured the same)
-    if (UNIT) __builtin_prefetch(xr + kLineElems, 0, 2);
-    __builtin_prefetch(dr + kGwDyAhead * dyp, 0, 3);
+    if (UNIT && (PF & kGwPrefetchX)) __builtin_prefetch(xr + kLineElems, 0, 2);
+    if (PF & kGwPrefetchDy) __builtin_prefetch(dr + kGwDyAhead * dyp, 0, 3);
     xr += step;
     dr += dyp;
+  }
+}
+
+// gw_segment with the runtime choices as template arguments.
+template <int NC, int NV>
+__attribute__((always_inline)) static inline void gw_segment_any(
+    V::reg (&A)[NC][NV], const T*& xr, const T*& dr, int64_t seg, int64_t xc, int64_t step,
+    int64_t dyp, int64_t kvalid, bool full, int prefetch) {
+  const auto run = [&](auto unit, auto pf) {
+    constexpr bool U = decltype(unit)::value != 0;
+    constexpr int P = decltype(pf)::value;
+    if (full) gw_segment<NC, NV, U, true, P>(A, xr, dr, seg, xc, step, dyp, kvalid);
+    else gw_segment<NC, NV, U, false, P>(A, xr, dr, seg, xc, step, dyp, kvalid);
+  };
+  using yes = Count<1>;
+  using no = Count<0>;
+  using pf_none = Count<0>;
+  using pf_x = Count<kGwPrefetchX>;
+  using pf_dy = Count<kGwPrefetchDy>;
+  using pf_both = Count<kGwPrefetchX | kGwPrefetchDy>;
+  if (xc != 1) {  // (the input prefetch is for unit channel stride only)
+    if (prefetch & kGwPrefetchDy) run(no(), pf_dy());
+    else run(no(), pf_none());
+    return;
+  }
+  switch (prefetch & (kGwPrefetchX | kGwPrefetchDy)) {
+    case kGwPrefetchX: run(yes(), pf_x()); break;
+    case kGwPrefetchDy: run(yes(), pf_dy()); break;
+    case kGwPrefetchX | kGwPrefetchDy: run(yes(), pf_both()); break;
+    default: run(yes(), pf_none());
   }
 }
 
@@ -813,13 +843,7 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
       // the row in segments that end where a chain is complete
       for (int64_t ow0 = 0; ow0 < a->OW;) {
         const int64_t seg = tc_min(a->OW - ow0, kGwChain - pending);
-        if (full) {
-          if (xc == 1) gw_segment<NC, NV, true, true>(A, xr, dr, seg, xc, step, dyp, kvalid);
-          else gw_segment<NC, NV, false, true>(A, xr, dr, seg, xc, step, dyp, kvalid);
-        } else {
-          if (xc == 1) gw_segment<NC, NV, true, false>(A, xr, dr, seg, xc, step, dyp, kvalid);
-          else gw_segment<NC, NV, false, false>(A, xr, dr, seg, xc, step, dyp, kvalid);
-        }
+        gw_segment_any<NC, NV>(A, xr, dr, seg, xc, step, dyp, kvalid, full, a->prefetch);
         ow0 += seg;
         pending += seg;
         if (pending == kGwChain) {
