@@ -767,8 +767,7 @@ static constexpr int64_t kGwDyAhead = 8;
 // seg pixels of a row segment into A (see gw_tile), x and dy advanced past them. UNIT: channel
 // stride 1, so the NC channel offsets are constants (with a runtime stride GCC keeps NC
 // addresses in registers and reloads some from the stack every pixel); FULL: all NV vectors of
-// output channels valid (else kvalid of them); PF: GradWeightArgs::prefetch. One loop per
-// case: with the choices inside, GCC keeps the accumulators in memory.
+// output channels valid (else kvalid of them); PF: GradWeightArgs::prefetch.
 template <int NC, int NV, bool UNIT, bool FULL, int PF>
 __attribute__((always_inline)) static inline void gw_segment(V::reg (&A)[NC][NV], const T*& xr,
                                                              const T*& dr, int64_t seg,
@@ -791,39 +790,12 @@ __attribute__((always_inline)) static inline void gw_segment(V::reg (&A)[NC][NV]
   }
 }
 
-// gw_segment with the runtime choices as template arguments.
-template <int NC, int NV>
-__attribute__((always_inline)) static inline void gw_segment_any(
-    V::reg (&A)[NC][NV], const T*& xr, const T*& dr, int64_t seg, int64_t xc, int64_t step,
-    int64_t dyp, int64_t kvalid, bool full, int prefetch) {
-  const auto run = [&](auto unit, auto pf) {
-    constexpr bool U = decltype(unit)::value != 0;
-    constexpr int P = decltype(pf)::value;
-    if (full) gw_segment<NC, NV, U, true, P>(A, xr, dr, seg, xc, step, dyp, kvalid);
-    else gw_segment<NC, NV, U, false, P>(A, xr, dr, seg, xc, step, dyp, kvalid);
-  };
-  using yes = Count<1>;
-  using no = Count<0>;
-  using pf_none = Count<0>;
-  using pf_x = Count<kGwPrefetchX>;
-  using pf_dy = Count<kGwPrefetchDy>;
-  using pf_both = Count<kGwPrefetchX | kGwPrefetchDy>;
-  if (xc != 1) {  // (the input prefetch is for unit channel stride only)
-    if (prefetch & kGwPrefetchDy) run(no(), pf_dy());
-    else run(no(), pf_none());
-    return;
-  }
-  switch (prefetch & (kGwPrefetchX | kGwPrefetchDy)) {
-    case kGwPrefetchX: run(yes(), pf_x()); break;
-    case kGwPrefetchDy: run(yes(), pf_dy()); break;
-    case kGwPrefetchX | kGwPrefetchDy: run(yes(), pf_both()); break;
-    default: run(yes(), pf_none());
-  }
-}
-
-template <int NC, int NV>
-static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
-                    int64_t kvalid, int64_t r, int64_t s, int accumulate) {
+// One tile for one set of the choices above (one body per case, chosen once per call: with the
+// choices inside the loops GCC keeps the accumulators in memory, and between the loops they
+// cost 7-pixel rows a fifth of the tile's time).
+template <int NC, int NV, bool UNIT, bool FULL, int PF>
+static void gw_tile_t(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
+                      int64_t kvalid, int64_t r, int64_t s, int accumulate) {
   typedef V::reg reg;
   reg A[NC][NV];
   // Two levels: chains of kGwChain pixels in registers, added in order onto the call's sums
@@ -834,16 +806,18 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
   }
   int started = 0;  // sums holds chains
   int64_t pending = 0;  // pixels in A
-  const int64_t xc = a->xc, step = a->sw * a->xw, dyp = a->dyp;
-  const bool full = kvalid >= NV * V::N;
+  const int64_t xc = a->xc, step = a->sw * a->xw, dyp = a->dyp, OW = a->OW;
+  const int64_t x_row = a->sh * a->xh, dy_row = OW * dyp;
   for (int64_t n = 0; n < a->nimg; ++n) {
-    for (int64_t oh = 0; oh < a->OH; ++oh) {
-      const T* xr = x + n * a->xn + (oh * a->sh + r * a->dh) * a->xh + s * a->dw * a->xw;
-      const T* dr = dy + n * a->dyn + oh * a->OW * dyp;
+    const T* xrow = x + n * a->xn + r * a->dh * a->xh + s * a->dw * a->xw;
+    const T* drow = dy + n * a->dyn;
+    for (int64_t oh = 0; oh < a->OH; ++oh, xrow += x_row, drow += dy_row) {
+      const T* xr = xrow;
+      const T* dr = drow;
       // the row in segments that end where a chain is complete
-      for (int64_t ow0 = 0; ow0 < a->OW;) {
-        const int64_t seg = tc_min(a->OW - ow0, kGwChain - pending);
-        gw_segment_any<NC, NV>(A, xr, dr, seg, xc, step, dyp, kvalid, full, a->prefetch);
+      for (int64_t ow0 = 0; ow0 < OW;) {
+        const int64_t seg = tc_min(OW - ow0, kGwChain - pending);
+        gw_segment<NC, NV, UNIT, FULL, PF>(A, xr, dr, seg, xc, step, dyp, kvalid);
         ow0 += seg;
         pending += seg;
         if (pending == kGwChain) {
@@ -866,6 +840,32 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
   TC_UNROLL for (int i = 0; i < NC; ++i) {
     TC_UNROLL for (int j = 0; j < NV; ++j)
       end_block(acc + i * a->acc_c + j * V::N, &A[i][j], &accumulate);
+  }
+}
+
+template <int NC, int NV>
+static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
+                    int64_t kvalid, int64_t r, int64_t s, int accumulate) {
+  const auto run = [&](auto unit, auto pf) {
+    constexpr bool U = decltype(unit)::value != 0;
+    constexpr int P = decltype(pf)::value;
+    if (kvalid >= NV * V::N) gw_tile_t<NC, NV, U, true, P>(a, x, dy, acc, kvalid, r, s, accumulate);
+    else gw_tile_t<NC, NV, U, false, P>(a, x, dy, acc, kvalid, r, s, accumulate);
+  };
+  using yes = Count<1>;
+  using no = Count<0>;
+  using pf_none = Count<0>;
+  using pf_dy = Count<kGwPrefetchDy>;
+  if (a->xc != 1) {  // (the input prefetch is for unit channel stride only)
+    if (a->prefetch & kGwPrefetchDy) run(no(), pf_dy());
+    else run(no(), pf_none());
+    return;
+  }
+  switch (a->prefetch & (kGwPrefetchX | kGwPrefetchDy)) {
+    case kGwPrefetchX: run(yes(), Count<kGwPrefetchX>()); break;
+    case kGwPrefetchDy: run(yes(), pf_dy()); break;
+    case kGwPrefetchX | kGwPrefetchDy: run(yes(), Count<kGwPrefetchX | kGwPrefetchDy>()); break;
+    default: run(yes(), pf_none());
   }
 }
 
