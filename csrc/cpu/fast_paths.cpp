@@ -3293,22 +3293,29 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
     if (pm_whole) pm_whole->prepare(n0, nb);
-    // An input read in place with more channels than grad_output: tasks ordered (group, channel
-    // block, k-block, ...), so that each thread's contiguous share of them reads its own
-    // channels of every pass from memory rather than all of them (and grad_output, the smaller
-    // operand, whole). Not with copied grad_output blocks (copied per k-block). Zen 2, AVX2, 2
-    // threads, alternating processes: R50 1x1 256 -> 64 over 56 x 56 channels_last 8.6-8.7 ->
-    // 7.6-7.9 ms; MBv2 project (576 -> 160 over 7 x 7) the same.
-    const bool channel_major = !row_runs && !dy_per_pass && st.direct && nKB > 1 && cpg > kpg &&
-                               !(pm_whole->dyp * int64_t(sizeof(T)) >= kGwPackDyBytes &&
+    // Where a pass reads more input than grad_output (more channels, or a stride): tasks
+    // ordered (group, channel block, k-block, ...), so that each thread's contiguous share of
+    // them reads its own channels of the pass's input rather than all of them, once for all
+    // its k-blocks (and grad_output, the smaller operand, whole: where it is copied per pass,
+    // whole groups of it). Not with copied grad_output blocks (copied per k-block). Zen 2,
+    // AVX2, 2 threads, alternating processes: R50 1x1 256 -> 64 over 56 x 56 channels_last
+    // 8.6-8.7 -> 7.6-7.9 ms, R50 3x3 s2 NCHW 17.4-17.7 -> 16.3-16.6; MBv2 project, GoogLeNet
+    // 5x5 and 100 -> 50 3x3 over 30 x 30 the same.
+    const int64_t pass_rows = std::min(RB, OH);
+    const int64_t pass_input = ((pass_rows - 1) * sp.sh + (R - 1) * sp.dh + 1) *
+                               ((OW - 1) * sp.sw + (S - 1) * sp.dw + 1) * cpg;
+    const int64_t dyp_whole = dy_per_pass ? kpg : pm_whole->dyp;  // (pack_dy below)
+    const bool channel_major = !row_runs && nKB > 1 && pass_input > pass_rows * OW * kpg &&
+                               !(dyp_whole * int64_t(sizeof(T)) >= kGwPackDyBytes &&
                                  nCE * R * SE >= kGwPackDyMinTasks);
     at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-      // output channels [k_lo, k_hi) of this thread's tasks (ordered group, k-block, ...; used
-      // where grad_output is copied per pass, never channel_major)
+      // output channels [k_lo, k_hi) of this thread's tasks (ordered group, k-block, ...; channel
+      // major: whole groups), where grad_output is copied per pass
       const int64_t per_kb = nCE * R * SE;
       const int64_t gk_b = b / per_kb, gk_e = (e - 1) / per_kb;
-      const int64_t k_lo = gk_b / nKB * kpg + gk_b % nKB * KB;
-      const int64_t k_hi = gk_e / nKB * kpg + std::min(kpg, gk_e % nKB * KB + KB);
+      const int64_t k_lo = channel_major ? gk_b / nKB * kpg : gk_b / nKB * kpg + gk_b % nKB * KB;
+      const int64_t k_hi = channel_major ? (gk_e / nKB + 1) * kpg
+                                         : gk_e / nKB * kpg + std::min(kpg, gk_e % nKB * KB + KB);
       const int64_t k_base = dy_per_pass ? k_lo : 0;
       at::Tensor pass_buf;
       if (dy_per_pass) {
