@@ -183,6 +183,9 @@ CASES = [
     (3, 400, 7, 7, 300, 1, 1, 1, 0, 1, 1),
     (2, 80, 9, 9, 520, 3, 3, 1, 1, 1, 2),
     (2, 400, 14, 14, 272, 1, 1, 2, 0, 1, 1),
+    # ... and stride-1 1x1 inputs read in place with pixels >= 2 KiB apart (channels_last) are
+    # gathered per pass with that gap too: two images per pass and a pass of one
+    (3, 600, 9, 9, 40, 1, 1, 1, 0, 1, 1),
     # ... and whose padded input copies (pixels >= 1 KiB apart, with the column stride) leave
     # a cache line between pixels: grouped (70 per group), strided
     (2, 140, 9, 7, 40, 3, 3, 2, 1, 1, 2),

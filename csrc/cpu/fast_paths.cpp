@@ -2141,6 +2141,14 @@ constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
 // downsample (1x1 stride 2, 256 channels) channels_last weight gradient 16.6-16.7 -> 12.8-13.1
 // ms, 0.70x -> 0.90-0.93x native).
 constexpr int64_t kGwGatherBytes = int64_t(512) << 10;
+// ... and a stride-1 1x1 input read in place whose pixels are this many bytes apart or more
+// (channels_last, 512 float32 channels and up): the pixels a tile steps over fall into a few
+// L1 and L2 sets (a stride of 4 KiB or a multiple: one L1 set, 8 L2 sets), so it is gathered
+// too, in passes of what fits kGwGatherBytes (Zen 2, AVX2, 2 threads, alternating processes,
+// channels_last: R50 L4 1x1 2048 -> 512 over 7 x 7 10.0 -> 7.7-8.5 ms, 1024 -> 256 over 14 x 14
+// 8.8 -> 6.9, 512 -> 128 over 28 x 28 8.1 -> 7.0, 512 -> 2048 over 7 x 7 8.3 -> 7.0; 1 KiB
+// apart, R50 L3 1x1 256 -> 1024 over 14 x 14: the same or slower, 6.1 -> 7.0-7.3 ms).
+constexpr int64_t kGwGatherStride1Bytes = 2048;
 // Short sums over few tiles have little rounding error of their own, and the transforms' then
 // show: below a pass of tiles the weight gradient stays direct (R50 L4 3x3, 128 tiles:
 // 0.9-1.1x native's max error channels_last through Winograd, 0.6x direct; 2 x 16 x 16 x 16:
@@ -3257,9 +3265,17 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const int64_t nCE = row_runs ? ceil_div(CE, CB) : nCB;
   // accumulators [G][nKB][cpg][R][S][KB]
   const int64_t acc_c = row_runs ? KB : R * S * KB, panel = cpg * R * S * KB;
-  const int64_t RB = std::max<int64_t>(1, 256 / OW), nRB = ceil_div(OH, RB);
+  // Pixels per pass: about 256, or what fits kGwGatherBytes where a stride-1 input is
+  // gathered (gather_x below) because its pixels are kGwGatherStride1Bytes or more apart.
+  const int64_t gathered_pixel = x.C + kLineElems<T>;
+  const bool gather_stride1 = R == 1 && S == 1 && sp.sh == 1 && sp.sw == 1 && st.direct &&
+                              st.xc == 1 && st.xw * int64_t(sizeof(T)) >= kGwGatherStride1Bytes;
+  const int64_t pass_px =
+      gather_stride1 ? std::max<int64_t>(1, kGwGatherBytes / (gathered_pixel * int64_t(sizeof(T))))
+                     : 256;
+  const int64_t RB = std::max<int64_t>(1, pass_px / OW), nRB = ceil_div(OH, RB);
   // small images: a pass spans several whole images (about 256 pixels per pass)
-  const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, 256 / (OH * OW)) : 1;
+  const int64_t NBI = nRB == 1 ? std::max<int64_t>(1, pass_px / (OH * OW)) : 1;
   // Tasks (group, k-block, channel block, row, column), the threads' shares contiguous ranges
   // (pass by pass, see below). Row runs put the channel block innermost: their last block is
   // short (an RGB stem's 21 = 6 + 6 + 6 + 3) and as the outer index it went all to one thread
@@ -3279,12 +3295,11 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   const bool consecutive_pixels = R == 1 && S == 1 && sp.sh == 1 && sp.sw == 1 &&
                                   st.xh == OW * st.xw;
   // Strided 1x1 windows over an input read in place whose pixels a tile steps over
-  // kGwPixelGapBytes or more apart: each thread gathers the pass's input pixels into a block
-  // with the pixel gap (as the padded copies have), where that block fits kGwGatherBytes.
-  // (Stride 1 measured slower gathered: R50 L3 1x1 channels_last 6.1 -> 7.0-7.3 ms.)
-  const int64_t gathered_pixel = x.C + kLineElems<T>;
-  const bool gather_x = R == 1 && S == 1 && (sp.sh > 1 || sp.sw > 1) && st.direct &&
-                        st.xc == 1 &&
+  // kGwPixelGapBytes or more apart (stride 1: kGwGatherStride1Bytes): each thread gathers the
+  // pass's input pixels into a block with the pixel gap (as the padded copies have), where
+  // that block fits kGwGatherBytes.
+  const bool gather_x = R == 1 && S == 1 && (sp.sh > 1 || sp.sw > 1 || gather_stride1) &&
+                        st.direct && st.xc == 1 &&
                         sp.sw * st.xw * int64_t(sizeof(T)) >= kGwPixelGapBytes &&
                         NBI * std::min(RB, OH) * OW * gathered_pixel * int64_t(sizeof(T)) <=
                             kGwGatherBytes;
