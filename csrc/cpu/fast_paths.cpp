@@ -3298,31 +3298,34 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // kGwPixelGapBytes or more apart (stride 1: kGwGatherStride1Bytes): each thread gathers the
   // pass's input pixels into a block with the pixel gap (as the padded copies have), where
   // that block fits kGwGatherBytes.
+  const int64_t pass_rows = std::min(RB, OH);
   const bool gather_x = R == 1 && S == 1 && (sp.sh > 1 || sp.sw > 1 || gather_stride1) &&
                         st.direct && st.xc == 1 &&
                         sp.sw * st.xw * int64_t(sizeof(T)) >= kGwPixelGapBytes &&
-                        NBI * std::min(RB, OH) * OW * gathered_pixel * int64_t(sizeof(T)) <=
+                        NBI * pass_rows * OW * gathered_pixel * int64_t(sizeof(T)) <=
                             kGwGatherBytes;
+  // k-blocks of grad_output rows kGwPackDyBytes or more apart (pixel stride dyp) are copied, per
+  // pass, into a dense [pixel][KB] block that the k-block's tasks read (see there)
+  const auto packs_dy = [&](int64_t dyp) {
+    return dyp * int64_t(sizeof(T)) >= kGwPackDyBytes && nCE * R * SE >= kGwPackDyMinTasks;
+  };
+  // Where a pass reads more input than grad_output (more channels, or a stride): tasks
+  // ordered (group, channel block, k-block, ...), so that each thread's contiguous share of
+  // them reads its own channels of the pass's input rather than all of them, once for all
+  // its k-blocks (and grad_output, the smaller operand, whole: where it is copied per pass,
+  // whole groups of it). Not with copied grad_output blocks (copied per k-block). Zen 2,
+  // AVX2, 2 threads, alternating processes: R50 1x1 256 -> 64 over 56 x 56 channels_last
+  // 8.6-8.7 -> 7.6-7.9 ms, R50 3x3 s2 NCHW 17.4-17.7 -> 16.3-16.6; MBv2 project, GoogLeNet
+  // 5x5 and 100 -> 50 3x3 over 30 x 30 the same.
+  const int64_t pass_input = ((pass_rows - 1) * sp.sh + (R - 1) * sp.dh + 1) *
+                             ((OW - 1) * sp.sw + (S - 1) * sp.dw + 1) * cpg;
+  const bool channel_major = !row_runs && nKB > 1 && pass_input > pass_rows * OW * kpg &&
+                             !packs_dy(dy_per_pass ? kpg : pm_whole->dyp);
   int64_t q0 = 0;  // passes of earlier chunks
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
     if (pm_whole) pm_whole->prepare(n0, nb);
-    // Where a pass reads more input than grad_output (more channels, or a stride): tasks
-    // ordered (group, channel block, k-block, ...), so that each thread's contiguous share of
-    // them reads its own channels of the pass's input rather than all of them, once for all
-    // its k-blocks (and grad_output, the smaller operand, whole: where it is copied per pass,
-    // whole groups of it). Not with copied grad_output blocks (copied per k-block). Zen 2,
-    // AVX2, 2 threads, alternating processes: R50 1x1 256 -> 64 over 56 x 56 channels_last
-    // 8.6-8.7 -> 7.6-7.9 ms, R50 3x3 s2 NCHW 17.4-17.7 -> 16.3-16.6; MBv2 project, GoogLeNet
-    // 5x5 and 100 -> 50 3x3 over 30 x 30 the same.
-    const int64_t pass_rows = std::min(RB, OH);
-    const int64_t pass_input = ((pass_rows - 1) * sp.sh + (R - 1) * sp.dh + 1) *
-                               ((OW - 1) * sp.sw + (S - 1) * sp.dw + 1) * cpg;
-    const int64_t dyp_whole = dy_per_pass ? kpg : pm_whole->dyp;  // (pack_dy below)
-    const bool channel_major = !row_runs && nKB > 1 && pass_input > pass_rows * OW * kpg &&
-                               !(dyp_whole * int64_t(sizeof(T)) >= kGwPackDyBytes &&
-                                 nCE * R * SE >= kGwPackDyMinTasks);
     at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
       // output channels [k_lo, k_hi) of this thread's tasks (ordered group, k-block, ...; channel
       // major: whole groups), where grad_output is copied per pass
@@ -3357,11 +3360,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
             dyn = pm_whole->dyn, dyp = pm_whole->dyp;
             drow = pm_whole->origin + n * dyn + oh0 * OW * dyp;
           }
-          // k-blocks of grad_output rows kGwPackDyBytes or more apart are copied, per pass,
-          // into a dense [pixel][KB] block that the k-block's tasks read (see there)
           const int64_t pass_pixels = rows * OW;
-          const bool pack_dy = dyp * int64_t(sizeof(T)) >= kGwPackDyBytes &&
-                               per_kb >= kGwPackDyMinTasks;
+          const bool pack_dy = packs_dy(dyp);
           if (pack_dy) dy_block.resize(nimg * pass_pixels * KB);
           int64_t packed = -1;  // the (group, k-block) in dy_block
           isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw, st.xn, st.xc, st.xh, st.xw,

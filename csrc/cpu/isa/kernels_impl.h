@@ -852,20 +852,19 @@ static void gw_tile(const GradWeightArgs* a, const T* x, const T* dy, T* acc,
     if (kvalid >= NV * V::N) gw_tile_t<NC, NV, U, true, P>(a, x, dy, acc, kvalid, r, s, accumulate);
     else gw_tile_t<NC, NV, U, false, P>(a, x, dy, acc, kvalid, r, s, accumulate);
   };
-  using yes = Count<1>;
-  using no = Count<0>;
-  using pf_none = Count<0>;
-  using pf_dy = Count<kGwPrefetchDy>;
+  using unit = Count<1>;
+  using strided = Count<0>;
+  const int pf = a->prefetch & (kGwPrefetchX | kGwPrefetchDy);
   if (a->xc != 1) {  // (the input prefetch is for unit channel stride only)
-    if (a->prefetch & kGwPrefetchDy) run(no(), pf_dy());
-    else run(no(), pf_none());
+    if (pf & kGwPrefetchDy) run(strided(), Count<kGwPrefetchDy>());
+    else run(strided(), Count<0>());
     return;
   }
-  switch (a->prefetch & (kGwPrefetchX | kGwPrefetchDy)) {
-    case kGwPrefetchX: run(yes(), Count<kGwPrefetchX>()); break;
-    case kGwPrefetchDy: run(yes(), pf_dy()); break;
-    case kGwPrefetchX | kGwPrefetchDy: run(yes(), Count<kGwPrefetchX | kGwPrefetchDy>()); break;
-    default: run(yes(), pf_none());
+  switch (pf) {
+    case kGwPrefetchX: run(unit(), Count<kGwPrefetchX>()); break;
+    case kGwPrefetchDy: run(unit(), Count<kGwPrefetchDy>()); break;
+    case kGwPrefetchX | kGwPrefetchDy: run(unit(), Count<kGwPrefetchX | kGwPrefetchDy>()); break;
+    default: run(unit(), Count<0>());
   }
 }
 
