@@ -17,6 +17,8 @@
 
 #include <stdint.h>
 
+#include <type_traits>
+
 namespace torchconv {
 namespace cpu {
 namespace isa {

@@ -92,95 +92,62 @@ static inline int64_t rows_per_block(int64_t ow) {
   return ow >= TC_BLOCK ? 1 : TC_BLOCK / ow;
 }
 
+// Ends a block of the direct tile's three-level sums: the block's sums go onto the group's
+// (tot), a group of kMidBlocks onto the middle level (mid); acc is cleared.
 template <int NP, int NV>
-static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
-                        const T* wpanel, const T* bias, int64_t kvalid) {
-  typedef V::reg reg;
-  reg acc[NP][NV];
-  T tot[NP][NV * V::N];  // sums of the blocks (of the current group of kMidBlocks)
-  T mid[NP][NV * V::N];  // sums of the groups
-  int mid_started = 0, blocks = 0;
-  const int64_t C = a->C, xc = a->xc;
-  // a reduction of one block needs no block sums
-  const int64_t block_len = a->block > 0 ? a->block : TC_BLOCK;
-  const bool one_block = a->R * a->S * C <= block_len;
-  const int64_t block = one_block ? block_len + 1 : block_len;
+static inline __attribute__((always_inline)) void end_tile_block(
+    V::reg (&acc)[NP][NV], T (&tot)[NP][NV * V::N], T (&mid)[NP][NV * V::N], int* blocks,
+    int* mid_started) {
+  const bool group_ends = ++*blocks == kMidBlocks;
   TC_UNROLL for (int p = 0; p < NP; ++p) {
     TC_UNROLL for (int j = 0; j < NV; ++j) {
-      if (!one_block) V::store(&tot[p][j * V::N], V::zero());
+      const V::reg t = V::add(V::load(&tot[p][j * V::N]), acc[p][j]);
       acc[p][j] = V::zero();
-    }
-  }
-  const T* w = wpanel;
-  // Channel-contiguous input with dense columns and no column dilation: the S taps x C
-  // channels of a window row are S*C consecutive elements, one loop (few channels, e.g. an RGB
-  // stem, would otherwise pay the tap loop's overhead every C multiply-adds). Same order.
-  const bool row_runs = xc == 1 && a->xw == C && a->dw == 1;
-  const int64_t S = row_runs ? 1 : a->S, run = row_runs ? a->S * C : C;
-  int64_t pending = 0;  // products in acc since the last block
-  for (int64_t r = 0; r < a->R; ++r) {
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
-      const T* xq[NP];
-      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
-      for (int64_t c0 = 0; c0 < run;) {
-        const int64_t c1 = tc_min(run, c0 + (block - pending));
-        if (xc == 1) {
-          for (int64_t c = c0; c < c1; ++c) {
-            reg wv[NV];
-            TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
-            TC_UNROLL for (int p = 0; p < NP; ++p) fma_scalar<NV>(xq[p] + c, wv, acc[p]);
-            w += NV * V::N;
-          }
-        } else {
-          for (int64_t c = c0; c < c1; ++c) {
-            reg wv[NV];
-            TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
-            const int64_t co = c * xc;
-            TC_UNROLL for (int p = 0; p < NP; ++p) {
-              const reg bx = V::bcast(xq[p] + co);
-              TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
-            }
-            w += NV * V::N;
-          }
-        }
-        pending += c1 - c0;
-        c0 = c1;
-        if (pending == block) {
-          const bool group_ends = ++blocks == kMidBlocks;
-          TC_UNROLL for (int p = 0; p < NP; ++p) {
-            TC_UNROLL for (int j = 0; j < NV; ++j) {
-              const reg t = V::add(V::load(&tot[p][j * V::N]), acc[p][j]);
-              acc[p][j] = V::zero();
-              if (!group_ends) {
-                V::store(&tot[p][j * V::N], t);
-                continue;
-              }
-              V::store(&mid[p][j * V::N], mid_started ? V::add(V::load(&mid[p][j * V::N]), t) : t);
-              V::store(&tot[p][j * V::N], V::zero());
-            }
-          }
-          if (group_ends) mid_started = 1, blocks = 0;
-          pending = 0;
-        }
+      if (!group_ends) {
+        V::store(&tot[p][j * V::N], t);
+        continue;
       }
+      V::store(&mid[p][j * V::N], *mid_started ? V::add(V::load(&mid[p][j * V::N]), t) : t);
+      V::store(&tot[p][j * V::N], V::zero());
     }
   }
-  if (!one_block) {
-    TC_UNROLL for (int p = 0; p < NP; ++p) {
-      TC_UNROLL for (int j = 0; j < NV; ++j) {
-        acc[p][j] = V::add(V::load(&tot[p][j * V::N]), acc[p][j]);
-        if (mid_started) acc[p][j] = V::add(V::load(&mid[p][j * V::N]), acc[p][j]);
-      }
+  if (group_ends) *mid_started = 1, *blocks = 0;
+}
+
+// acc += the ended blocks' sums (tot, then mid): the last step of the three-level sums.
+template <int NP, int NV>
+static inline __attribute__((always_inline)) void add_tile_blocks(
+    V::reg (&acc)[NP][NV], T (&tot)[NP][NV * V::N], T (&mid)[NP][NV * V::N], int mid_started) {
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int j = 0; j < NV; ++j) {
+      acc[p][j] = V::add(V::load(&tot[p][j * V::N]), acc[p][j]);
+      if (mid_started) acc[p][j] = V::add(V::load(&mid[p][j * V::N]), acc[p][j]);
     }
   }
+}
+
+// The tile's sums plus bias, stored to its outputs (FULL: all NV vectors of channels valid).
+template <int NP, int NV, bool FULL>
+static inline __attribute__((always_inline)) void direct_tile_finish(
+    const DirectArgs* a, V::reg (&acc)[NP][NV], T* const* yp, const T* bias, int64_t kvalid) {
+  typedef V::reg reg;
   if (bias) {
     TC_UNROLL for (int j = 0; j < NV; ++j) {
       const reg b = V::load(bias + j * V::N);
       TC_UNROLL for (int p = 0; p < NP; ++p) acc[p][j] = V::add(acc[p][j], b);
     }
   }
-  if (a->yk == 1) {
+  if (FULL && a->yk == 1) {
+    if (a->stream) {
+      TC_UNROLL for (int p = 0; p < NP; ++p) {
+        TC_UNROLL for (int j = 0; j < NV; ++j) V::stream(yp[p] + j * V::N, acc[p][j]);
+      }
+    } else {
+      TC_UNROLL for (int p = 0; p < NP; ++p) {
+        TC_UNROLL for (int j = 0; j < NV; ++j) V::store(yp[p] + j * V::N, acc[p][j]);
+      }
+    }
+  } else if (a->yk == 1) {
     const bool stream = a->stream;
     TC_UNROLL for (int p = 0; p < NP; ++p) {
       TC_UNROLL for (int j = 0; j < NV; ++j) {
@@ -219,6 +186,128 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
       }
     }
   }
+}
+
+// The register tile of NP pixels x NV vectors of output channels over any window: one run of
+// C channels per tap (channel stride xc; UNIT: 1). Windows whose rows are runs of
+// consecutive elements take direct_tile_rows below.
+template <int NP, int NV, bool UNIT, bool FULL>
+static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
+                        const T* wpanel, const T* bias, int64_t kvalid) {
+  typedef V::reg reg;
+  reg acc[NP][NV];
+  T tot[NP][NV * V::N];  // sums of the blocks (of the current group of kMidBlocks)
+  T mid[NP][NV * V::N];  // sums of the groups
+  int mid_started = 0, blocks = 0;
+  const int64_t C = a->C, xc = a->xc;
+  // a reduction of one block needs no block sums
+  const int64_t block_len = a->block > 0 ? a->block : TC_BLOCK;
+  const bool one_block = a->R * a->S * C <= block_len;
+  const int64_t block = one_block ? block_len + 1 : block_len;
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int j = 0; j < NV; ++j) {
+      if (!one_block) V::store(&tot[p][j * V::N], V::zero());
+      acc[p][j] = V::zero();
+    }
+  }
+  const T* w = wpanel;
+  int64_t pending = 0;  // products in acc since the last block
+  for (int64_t r = 0; r < a->R; ++r) {
+    for (int64_t s = 0; s < a->S; ++s) {
+      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw;
+      const T* xq[NP];
+      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p] + toff;
+      for (int64_t c0 = 0; c0 < C;) {
+        const int64_t c1 = tc_min(C, c0 + (block - pending));
+        if constexpr (UNIT) {
+          for (int64_t c = c0; c < c1; ++c) {
+            reg wv[NV];
+            TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+            TC_UNROLL for (int p = 0; p < NP; ++p) fma_scalar<NV>(xq[p] + c, wv, acc[p]);
+            w += NV * V::N;
+          }
+        } else {
+          for (int64_t c = c0; c < c1; ++c) {
+            reg wv[NV];
+            TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+            const int64_t co = c * xc;
+            TC_UNROLL for (int p = 0; p < NP; ++p) {
+              const reg bx = V::bcast(xq[p] + co);
+              TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::fma(bx, wv[j], acc[p][j]);
+            }
+            w += NV * V::N;
+          }
+        }
+        pending += c1 - c0;
+        c0 = c1;
+        if (pending == block) {
+          end_tile_block<NP, NV>(acc, tot, mid, &blocks, &mid_started);
+          pending = 0;
+        }
+      }
+    }
+  }
+  if (!one_block) add_tile_blocks<NP, NV>(acc, tot, mid, mid_started);
+  direct_tile_finish<NP, NV, FULL>(a, acc, yp, bias, kvalid);
+}
+
+
+// direct_tile where each window row of a pixel is one run of consecutive input elements
+// (channel-contiguous pixels with dense columns and no column dilation: S taps x C channels;
+// a 1x1 is one such row; an RGB stem would otherwise pay the tap loop every 3 multiply-adds).
+// The same sums in the same order as direct_tile would compute, in a short function of its
+// own: inside direct_tile's loops GCC left the 3 x 4 tile a weight vector short of registers
+// (read from memory at every multiply-add) and spilled around every row (Zen 2, one thread,
+// the kernel alone: MBv2 pointwise 24 -> 144 channels_last 60 -> 64 GFLOP/s streamed, 69 ->
+// 76 not; R50 stem 82 -> 87).
+template <int NP, int NV, bool FULL>
+static void direct_tile_rows(const DirectArgs* a, const T* const* xp, T* const* yp,
+                             const T* wpanel, const T* bias, int64_t kvalid) {
+  typedef V::reg reg;
+  reg acc[NP][NV];
+  TC_UNROLL for (int p = 0; p < NP; ++p) {
+    TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::zero();
+  }
+  const int64_t len = a->S * a->C, R = a->R, row = a->dh * a->xh;
+  const int64_t block = a->block > 0 ? a->block : TC_BLOCK;
+  const T* w = wpanel;
+  const auto products = [&](const T* const* xq, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c, w += NV * V::N) {
+      reg wv[NV];
+      TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+      TC_UNROLL for (int p = 0; p < NP; ++p) fma_scalar<NV>(xq[p] + c, wv, acc[p]);
+    }
+  };
+  const T* xq[NP];
+  TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p];
+  if (R * len <= block) {  // one block: no block sums
+    for (int64_t r = 0; r < R; ++r) {
+      products(xq, 0, len);
+      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] += row;
+    }
+  } else {
+    T tot[NP][NV * V::N], mid[NP][NV * V::N];
+    TC_UNROLL for (int p = 0; p < NP; ++p) {
+      TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&tot[p][j * V::N], V::zero());
+    }
+    int blocks = 0, mid_started = 0;
+    int64_t pending = 0;  // products in acc since the last block
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t c0 = 0; c0 < len;) {
+        const int64_t c1 = tc_min(len, c0 + (block - pending));
+        products(xq, c0, c1);
+        pending += c1 - c0;
+        c0 = c1;
+        if (pending == block) {
+          end_tile_block<NP, NV>(acc, tot, mid, &blocks, &mid_started);
+          pending = 0;
+        }
+      }
+      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] += row;
+    }
+    add_tile_blocks<NP, NV>(acc, tot, mid, mid_started);
+  }
+  direct_tile_finish<NP, NV, FULL>(a, acc, yp, bias, kvalid);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -365,10 +454,14 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
   const T* xp[NPX];
   T* yp[NPX];
   int64_t oh = p0 / a->OW, ow = p0 % a->OW;
-  // balanced tiles: ceil((p1-p0)/NP) tiles of nearly equal size (no 1-pixel stragglers)
+  // balanced tiles: ceil((p1-p0)/NP) tiles of nearly equal size (no 1-pixel stragglers),
+  // the larger ones first
   const int64_t ntiles = (p1 - p0 + NPX - 1) / NPX;
+  const int64_t small = (p1 - p0) / ntiles, large_tiles = (p1 - p0) % ntiles;
+  const bool full_k = kvalid == NVX * V::N;
+  const bool row_runs = a->xc == 1 && a->xw == a->C && a->dw == 1;
   for (int64_t t = 0, p = p0; p < p1; ++t) {
-    const int np = (int)((p1 - p0) * (t + 1) / ntiles - (p1 - p0) * t / ntiles);
+    const int np = (int)(t < large_tiles ? small + 1 : small);
     for (int i = 0; i < np; ++i) {
       xp[i] = x + oh * a->sh * a->xh + ow * a->sw * a->xw;
       yp[i] = y + oh * a->yh + ow * a->yw - yoff;
@@ -386,9 +479,16 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
         if (++qw == a->OW) { qw = 0; ++qh; }
       }
     }
-    with_count<NPX>(np, [&](auto k) {
-      direct_tile<decltype(k)::value, NVX>(a, xp, yp, wpanel, bias, kvalid);
-    });
+    const auto tile = [&](auto np_count, auto full) {
+      constexpr int NP = decltype(np_count)::value;
+      constexpr bool FULL = decltype(full)::value;
+      if (row_runs) direct_tile_rows<NP, NVX, FULL>(a, xp, yp, wpanel, bias, kvalid);
+      else if (a->xc == 1) direct_tile<NP, NVX, true, FULL>(a, xp, yp, wpanel, bias, kvalid);
+      else direct_tile<NP, NVX, false, FULL>(a, xp, yp, wpanel, bias, kvalid);
+    };
+    // (the common tile, all its outputs stored without per-vector checks)
+    if (np == NPX && full_k) tile(Count<NPX>(), std::true_type());
+    else with_count<NPX>(np, [&](auto k) { tile(k, std::false_type()); });
     p += np;
   }
 }
