@@ -54,8 +54,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("plan_forward", &torchconv::plan_forward_py);
   m.def("plan_grad_input", &torchconv::plan_grad_input_py);
   m.def("plan_grad_weight", &torchconv::plan_grad_weight_py);
-  m.def("conv2d_recorded", &torchconv::conv2d_recorded,
-        "conv2d recorded for eager reverse-mode autograd by a C++ node",
+  m.def("conv2d_eager", &torchconv::conv2d_eager,
+        "eager conv2d: recorded for reverse-mode autograd by a C++ node, or below autograd",
         py::call_guard<py::gil_scoped_release>());
   m.def("set_recorded_backward", &torchconv::set_recorded_backward);
   m.def("set_cpu_isa", &torchconv::cpu::fast::set_cpu_isa,

@@ -1,4 +1,5 @@
-// Eager reverse-mode autograd of conv2d as a C++ graph node (torchconv._C.conv2d_recorded).
+// Eager calls of conv2d (torchconv._C.conv2d_eager): reverse-mode autograd as a C++ graph node,
+// and calls that record nothing straight below the autograd key.
 //
 // The registered formula of torchconv/_autograd.py costs, in Python, about 45 us in the forward
 // (autograd.Function.apply, the context) and 50 us in the backward (the engine calling into
@@ -88,10 +89,15 @@ struct RecordedConv2d : torch::autograd::Function<RecordedConv2d> {
                             int64_t groups) {
     const auto sym = [](const std::vector<int64_t>& v) { return c10::fromIntArrayRefSlow(v); };
     // the output first: it raises F.conv2d's errors, plan_forward (the backward's leading
-    // padding) then sees a valid call
-    at::Tensor output =
-        call_forward(input, weight, bias, sym(stride), sym(padding), padding_mode, sym(dilation),
-                     groups);
+    // padding) then sees a valid call. Below the autograd key: this node records the call, and
+    // the op's Python autograd kernel (which would only redispatch, grad mode being off here)
+    // cost 25 us.
+    at::Tensor output;
+    {
+      at::AutoDispatchBelowAutograd below_autograd;
+      output = call_forward(input, weight, bias, sym(stride), sym(padding), padding_mode,
+                            sym(dilation), groups);
+    }
     const ConvPlan plan = plan_forward(input, weight, bias, sym(stride), sym(padding),
                                        padding_mode, sym(dilation), c10::SymInt(groups));
     // F.conv2d broadcasts one stride / dilation value to both dimensions
@@ -163,14 +169,22 @@ struct RecordedConv2d : torch::autograd::Function<RecordedConv2d> {
 
 }  // namespace
 
-at::Tensor conv2d_recorded(const at::Tensor& input, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias,
-                           const std::vector<int64_t>& stride,
-                           const std::vector<int64_t>& padding,
-                           const std::string& padding_mode,
-                           const std::vector<int64_t>& dilation, int64_t groups) {
-  return RecordedConv2d::apply(input, weight, bias, stride, padding, padding_mode, dilation,
-                               groups);
+at::Tensor conv2d_eager(const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, const std::vector<int64_t>& stride,
+                        const std::vector<int64_t>& padding, const std::string& padding_mode,
+                        const std::vector<int64_t>& dilation, int64_t groups) {
+  const bool bias_requires_grad = bias.has_value() && bias->defined() && bias->requires_grad();
+  if (torch::autograd::GradMode::is_enabled() &&
+      (input.requires_grad() || weight.requires_grad() || bias_requires_grad)) {
+    return RecordedConv2d::apply(input, weight, bias, stride, padding, padding_mode, dilation,
+                                 groups);
+  }
+  // nothing to record: below the autograd key, where the op's Python autograd kernel would
+  // cost 7-30 us; autocast and dispatch modes sit above autograd and still see the call
+  at::AutoDispatchBelowAutograd below_autograd;
+  const auto sym = [](const std::vector<int64_t>& v) { return c10::fromIntArrayRefSlow(v); };
+  return call_forward(input, weight, bias, sym(stride), sym(padding), padding_mode, sym(dilation),
+                      groups);
 }
 
 void set_recorded_backward(py::object fn) { recorded_backward() = std::move(fn); }

@@ -264,15 +264,16 @@ grad_weight_function = _backward_op_function(
 EAGER = _Ops(Conv2dFunction.apply, grad_input_function, grad_weight_function)
 
 
-# Eager reverse mode only (no dual level, no functorch transform): a C++ graph node
-# (csrc/recorded_conv2d.cpp) that runs plain backward passes in C++ and hands the others to
-# the formula below, through the eager functions (EAGER). A training step on a tiny input
-# took 144-148 us through a Python autograd.Function around the same formula, 113-127 us
-# through the node (F.conv2d: 87 us).
-def conv2d_recorded(input, weight, bias, stride, padding, dilation, groups):
+# Eager calls (no dual level, no functorch transform): one C++ entry (csrc/recorded_conv2d.cpp)
+# that records a C++ graph node when reverse-mode autograd needs one, else runs the op below the
+# autograd key. The node runs plain backward passes in C++ and hands the others to the formula
+# below, through the eager functions (EAGER). A training step on a tiny input took 144-148 us
+# through a Python autograd.Function around the same formula, 113-127 us through the node
+# (F.conv2d: 87 us).
+def conv2d_eager(input, weight, bias, stride, padding, dilation, groups):
     if isinstance(padding, str):
-        return _C.conv2d_recorded(input, weight, bias, stride, [], padding, dilation, groups)
-    return _C.conv2d_recorded(input, weight, bias, stride, padding, "", dilation, groups)
+        return _C.conv2d_eager(input, weight, bias, stride, [], padding, dilation, groups)
+    return _C.conv2d_eager(input, weight, bias, stride, padding, "", dilation, groups)
 
 
 def _recorded_backward(grad, input, weight, stride, padding, dilation, groups, has_bias, needs):
@@ -290,11 +291,6 @@ def needs_eager_function():
     if torch._C._are_functorch_transforms_active():
         return True
     return getattr(forward_ad, "_current_level", 0) >= 0  # -1: no dual level entered
-
-
-def records_autograd(*tensors):
-    """Whether reverse-mode autograd records a call on these tensors."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 # --------------------------------------------------------------------------------------------

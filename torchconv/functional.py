@@ -56,26 +56,23 @@ def conv2d(
     dilation = _as_list(dilation)
     if not isinstance(padding, str):
         padding = _as_list(padding)
-    op = _autograd.conv2d_op(padding)
-    args = (input, weight, bias, stride, padding, dilation, groups)
     if torch.compiler.is_compiling():
         # Traced graphs call the op itself: its fake kernel and registered autograd formula
         # are what torch.compile / torch.export need.
-        return op(*args)
+        return _autograd.conv2d_op(padding)(input, weight, bias, stride, padding, dilation,
+                                            groups)
     # Autocast, done here too: the autograd.Functions below save the operands they are given,
     # and must save those the kernels run on (the op's own autocast kernel would cast them only
     # inside the Function, leaving float32 saved tensors against a half-precision gradient).
-    input, weight, bias = _autocast_operands(input, weight, bias)
+    if torch._C._is_any_autocast_enabled():  # one C++ call (the full test costs 2 us)
+        input, weight, bias = _autocast_operands(input, weight, bias)
     args = (input, weight, bias, stride, padding, dilation, groups)
     if _autograd.needs_eager_function():
         # forward-mode AD / functorch: the autograd.Function with jvp
         return _autograd.Conv2dFunction.apply(*args)
-    if _autograd.records_autograd(input, weight, bias):
-        # reverse mode only: the registered formula, recorded by a C++ node
-        return _autograd.conv2d_recorded(*args)
-    # nothing recorded: below the autograd key (its Python kernel costs about 6 us); autocast
-    # and dispatch modes sit above autograd and still apply
-    return _autograd.BELOW.conv2d(*args)
+    # reverse mode (a C++ node records the registered formula) or nothing recorded (below the
+    # autograd key: autocast and dispatch modes sit above it and still apply)
+    return _autograd.conv2d_eager(*args)
 
 
 __all__ = ["conv2d"]
