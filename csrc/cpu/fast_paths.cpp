@@ -130,7 +130,9 @@ bool cpu_supports(const std::string& name) {
     return cpu_has_avx512_core() && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("avx2");
   }
-  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (name == "avx2" || name == "avx512-emulated") {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
   return name == "scalar" || name == "generic";
 }
 
@@ -138,6 +140,7 @@ isa::IsaKernels kernels_of(const std::string& name) {
   if (name == "avx512") return isa::kernels_avx512();
   if (name == "avx2") return isa::kernels_avx2();
   if (name == "scalar") return isa::kernels_scalar();
+  if (name == "avx512-emulated") return isa::kernels_avx512_emulated();
   return {nullptr, nullptr};  // "generic": fast paths off
 }
 
@@ -3936,9 +3939,10 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
 // ---------------------------------------------------------------------------------------------
 
 void set_cpu_isa(const std::string& name) {
-  if (name != "avx512" && name != "avx2" && name != "scalar" && name != "generic") {
+  if (name != "avx512" && name != "avx2" && name != "scalar" && name != "generic" &&
+      name != "avx512-emulated") {
     throw std::invalid_argument("torchconv: unknown CPU ISA '" + name +
-                                "' (expected avx512, avx2, scalar or generic)");
+                                "' (expected avx512, avx2, scalar, generic or avx512-emulated)");
   }
   if (!cpu_supports(name)) {
     throw std::invalid_argument("torchconv: this CPU does not support the '" + name + "' ISA");
@@ -3969,7 +3973,7 @@ std::string cpu_isa() {
 
 std::vector<std::string> available_cpu_isas() {
   std::vector<std::string> out;
-  for (const char* n : {"avx512", "avx2", "scalar", "generic"}) {
+  for (const char* n : {"avx512", "avx2", "scalar", "generic", "avx512-emulated"}) {
     if (cpu_supports(n)) out.push_back(n);
   }
   return out;

@@ -415,6 +415,8 @@ struct IsaKernels {
 IsaKernels kernels_avx512();
 IsaKernels kernels_avx2();
 IsaKernels kernels_scalar();
+// The AVX-512 tiles on emulated vectors (AVX2 code): tests the AVX-512 schedule anywhere.
+IsaKernels kernels_avx512_emulated();
 
 }  // namespace isa
 }  // namespace cpu

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "avx512_tiles.h"
 #include "avx512_transpose.h"
 #include "kernel_api.h"
 
@@ -16,28 +17,6 @@ namespace cpu {
 namespace isa {
 namespace avx512 {
 
-// Tile sizes, for both element types (same register count: the same tiles).
-#define DIRECT_NV 2
-#define DIRECT_NP 12
-#define DIRECT_WIDE_NV 4
-#define DIRECT_WIDE_NP 6
-#define DIRECT_MID_NV 3
-#define DIRECT_MID_NP 8
-#define REDUCE_NP 6
-#define GW_WIDE_NV 4
-#define GW_WIDE_NC 6
-#define GW_NV 2
-#define GW_NC 12
-#define PD_NK 8
-#define PD_NV 3
-#define PG_NK 4
-#define PG_NC 4
-#define DW_NP 8
-#define DW3_NP 8
-#define FMA_CHAINS 16
-#define PLANE_ROWS 8
-#define PLANE_NS 8
-#define GP_NS 4
 #define TC_HAS_PERMUTE 1
 #define TC_ISA_NAME "avx512"
 

@@ -1366,7 +1366,7 @@ static void plane_rows3x3_tile(const PlaneArgs* a, const T* x, T* y, int64_t val
   TC_UNROLL for (int i = 0; i < NR + 2; ++i) {
     const T* row = x + i * a->xh;
     reg x0 = V::load(row), x1 = V::load(row + c1), x2 = V::load(row + c2);
-#if defined(__GNUC__)
+#if defined(__GNUC__) && !defined(TC_EMULATED_VECTORS)
     // in registers: GCC would fold each load into every multiply-add that uses it
     __asm__("" : "+v"(x0), "+v"(x1), "+v"(x2));
 #endif
@@ -2113,7 +2113,9 @@ static double fma_loop(int64_t iters, T* sink) {
   const reg m = V::set1(T(0.9999999)), c = V::set1(T(1e-7));
   for (int64_t it = 0; it < iters; ++it) {
     TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) A[i] = V::fma(A[i], m, c);
-#if defined(__GNUC__)
+#if defined(TC_EMULATED_VECTORS)  // (no register holds one: through memory)
+    TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) __asm__ volatile("" : "+m"(A[i]));
+#elif defined(__GNUC__)
     TC_UNROLL for (int i = 0; i < FMA_CHAINS; ++i) __asm__ volatile("" : "+x"(A[i]));
 #endif
   }
