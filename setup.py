@@ -8,6 +8,8 @@ Environment knobs (see README):
   CUTLASS_PATH           a CUTLASS checkout (its include/ is used); default: the headers of the
                          installed PyPI package nvidia-cutlass. Without either, the CUDA build
                          leaves out the CUTLASS tier (conv2d_cutlass*.cu) and says so.
+  TORCHCONV_AVX512_EMULATED=1  also build the avx512-emulated CPU ISA (a testing aid: the
+                         AVX-512 schedule on AVX2 code; its translation unit takes 6+ minutes)
   MAX_JOBS               parallel compile jobs (ninja)
 """
 
@@ -63,6 +65,12 @@ def extension():
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "**", "*.cpp"), recursive=True))
     define_macros = []
+    # The emulated AVX-512 ISA only for testing the AVX-512 schedule on machines without
+    # AVX-512: its translation unit compiles for 6-13 minutes (2-5 GB), more than the rest.
+    if os.environ.get("TORCHCONV_AVX512_EMULATED") == "1":
+        define_macros.append(("TORCHCONV_AVX512_EMULATED", None))
+    else:
+        sources = [f for f in sources if "kernels_avx512_emulated" not in f]
     include_dirs = []
     extra = {"cxx": cxx_flags}
     if want_cuda():

@@ -130,9 +130,12 @@ bool cpu_supports(const std::string& name) {
     return cpu_has_avx512_core() && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("avx2");
   }
-  if (name == "avx2" || name == "avx512-emulated") {
+  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#ifdef TORCHCONV_AVX512_EMULATED
+  if (name == "avx512-emulated") {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }
+#endif
   return name == "scalar" || name == "generic";
 }
 
@@ -140,7 +143,9 @@ isa::IsaKernels kernels_of(const std::string& name) {
   if (name == "avx512") return isa::kernels_avx512();
   if (name == "avx2") return isa::kernels_avx2();
   if (name == "scalar") return isa::kernels_scalar();
+#ifdef TORCHCONV_AVX512_EMULATED
   if (name == "avx512-emulated") return isa::kernels_avx512_emulated();
+#endif
   return {nullptr, nullptr};  // "generic": fast paths off
 }
 
@@ -3945,6 +3950,11 @@ void set_cpu_isa(const std::string& name) {
                                 "' (expected avx512, avx2, scalar, generic or avx512-emulated)");
   }
   if (!cpu_supports(name)) {
+    if (name == "avx512-emulated") {
+      throw std::invalid_argument(
+          "torchconv: the 'avx512-emulated' ISA is built only with TORCHCONV_AVX512_EMULATED=1 "
+          "(and needs AVX2)");
+    }
     throw std::invalid_argument("torchconv: this CPU does not support the '" + name + "' ISA");
   }
   IsaState& st = isa_state();

@@ -415,7 +415,8 @@ struct IsaKernels {
 IsaKernels kernels_avx512();
 IsaKernels kernels_avx2();
 IsaKernels kernels_scalar();
-// The AVX-512 tiles on emulated vectors (AVX2 code): tests the AVX-512 schedule anywhere.
+// The AVX-512 tiles on emulated vectors (AVX2 code), built with TORCHCONV_AVX512_EMULATED=1:
+// tests the AVX-512 schedule on machines without AVX-512.
 IsaKernels kernels_avx512_emulated();
 
 }  // namespace isa
