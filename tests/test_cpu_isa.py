@@ -1327,6 +1327,9 @@ def test_isa_control():
             assert _C.cpu_isa() == name
         with pytest.raises(ValueError):
             _C.set_cpu_isa("sse9")
+        if "avx512-emulated" not in _C.available_cpu_isas():  # a build option (setup.py)
+            with pytest.raises(ValueError, match="TORCHCONV_AVX512_EMULATED=1"):
+                _C.set_cpu_isa("avx512-emulated")
         x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
         _C.set_cpu_isa("generic")
         y = ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
