@@ -52,10 +52,16 @@ using BackwardOpSignature = at::Tensor(const at::Tensor&, const at::Tensor&, c10
                                        c10::SymIntArrayRef, c10::SymIntArrayRef,
                                        c10::SymIntArrayRef, c10::SymInt);
 
-at::Tensor call_forward(const at::Tensor& input, const at::Tensor& weight,
-                        const std::optional<at::Tensor>& bias, c10::SymIntArrayRef stride,
-                        c10::SymIntArrayRef padding, const std::string& padding_mode,
-                        c10::SymIntArrayRef dilation, int64_t groups) {
+// The forward op below the autograd key, for both eager callers: a recorded call (the node
+// records it) and one that records nothing. Above it, the op's Python autograd kernel would
+// only redispatch, at 25 us per call; autocast and dispatch modes sit above autograd and still
+// see the call.
+at::Tensor forward_below_autograd(const at::Tensor& input, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias,
+                                  c10::SymIntArrayRef stride, c10::SymIntArrayRef padding,
+                                  const std::string& padding_mode, c10::SymIntArrayRef dilation,
+                                  int64_t groups) {
+  at::AutoDispatchBelowAutograd below_autograd;
   if (padding_mode.empty()) {
     static const auto op =
         op_handle<at::Tensor(const at::Tensor&, const at::Tensor&,
@@ -89,15 +95,9 @@ struct RecordedConv2d : torch::autograd::Function<RecordedConv2d> {
                             int64_t groups) {
     const auto sym = [](const std::vector<int64_t>& v) { return c10::fromIntArrayRefSlow(v); };
     // the output first: it raises F.conv2d's errors, plan_forward (the backward's leading
-    // padding) then sees a valid call. Below the autograd key: this node records the call, and
-    // the op's Python autograd kernel (which would only redispatch, grad mode being off here)
-    // cost 25 us.
-    at::Tensor output;
-    {
-      at::AutoDispatchBelowAutograd below_autograd;
-      output = call_forward(input, weight, bias, sym(stride), sym(padding), padding_mode,
-                            sym(dilation), groups);
-    }
+    // padding) then sees a valid call
+    const at::Tensor output = forward_below_autograd(input, weight, bias, sym(stride), sym(padding),
+                                                     padding_mode, sym(dilation), groups);
     const ConvPlan plan = plan_forward(input, weight, bias, sym(stride), sym(padding),
                                        padding_mode, sym(dilation), c10::SymInt(groups));
     // F.conv2d broadcasts one stride / dilation value to both dimensions
@@ -179,12 +179,9 @@ at::Tensor conv2d_eager(const at::Tensor& input, const at::Tensor& weight,
     return RecordedConv2d::apply(input, weight, bias, stride, padding, padding_mode, dilation,
                                  groups);
   }
-  // nothing to record: below the autograd key, where the op's Python autograd kernel would
-  // cost 7-30 us; autocast and dispatch modes sit above autograd and still see the call
-  at::AutoDispatchBelowAutograd below_autograd;
   const auto sym = [](const std::vector<int64_t>& v) { return c10::fromIntArrayRefSlow(v); };
-  return call_forward(input, weight, bias, sym(stride), sym(padding), padding_mode, sym(dilation),
-                      groups);
+  return forward_below_autograd(input, weight, bias, sym(stride), sym(padding), padding_mode,
+                                sym(dilation), groups);
 }
 
 void set_recorded_backward(py::object fn) { recorded_backward() = std::move(fn); }

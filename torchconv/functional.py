@@ -21,6 +21,8 @@ def _as_list(value) -> list:
 def _autocast_operands(input, weight, bias):
     """The operands as autocast hands them to F.conv2d (on its lower-precision list): floating
     tensors of the autocast device type, float64 excepted, cast to the autocast dtype."""
+    if not torch._C._is_any_autocast_enabled():  # one C++ call (the test below costs 2 us)
+        return input, weight, bias
     device_type = input.device.type
     if not (torch.amp.is_autocast_available(device_type)
             and torch.is_autocast_enabled(device_type)):
@@ -64,8 +66,7 @@ def conv2d(
     # Autocast, done here too: the autograd.Functions below save the operands they are given,
     # and must save those the kernels run on (the op's own autocast kernel would cast them only
     # inside the Function, leaving float32 saved tensors against a half-precision gradient).
-    if torch._C._is_any_autocast_enabled():  # one C++ call (the full test costs 2 us)
-        input, weight, bias = _autocast_operands(input, weight, bias)
+    input, weight, bias = _autocast_operands(input, weight, bias)
     args = (input, weight, bias, stride, padding, dilation, groups)
     if _autograd.needs_eager_function():
         # forward-mode AD / functorch: the autograd.Function with jvp

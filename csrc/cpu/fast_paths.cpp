@@ -79,6 +79,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <iterator>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -125,6 +126,9 @@ constexpr int64_t kBf16GradWeightMinTaps = 9;
 // output channels there; R50 stem, 3 channels, stride 2: 0.46-0.52x native, widened 0.8x+).
 constexpr int64_t kBf16GradInputMinChannels = 16;
 
+// Every ISA name set_cpu_isa accepts, best first (available_cpu_isas lists the supported ones).
+constexpr const char* kIsaNames[] = {"avx512", "avx2", "scalar", "generic", "avx512-emulated"};
+
 bool cpu_supports(const std::string& name) {
   if (name == "avx512") {
     return cpu_has_avx512_core() && __builtin_cpu_supports("fma") &&
@@ -132,9 +136,7 @@ bool cpu_supports(const std::string& name) {
   }
   if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #ifdef TORCHCONV_AVX512_EMULATED
-  if (name == "avx512-emulated") {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }
+  if (name == "avx512-emulated") return cpu_supports("avx2");  // AVX2 code
 #endif
   return name == "scalar" || name == "generic";
 }
@@ -3944,8 +3946,7 @@ bool try_grad_weight(const Geometry& g, const at::Tensor& grad_output, const at:
 // ---------------------------------------------------------------------------------------------
 
 void set_cpu_isa(const std::string& name) {
-  if (name != "avx512" && name != "avx2" && name != "scalar" && name != "generic" &&
-      name != "avx512-emulated") {
+  if (std::find(std::begin(kIsaNames), std::end(kIsaNames), name) == std::end(kIsaNames)) {
     throw std::invalid_argument("torchconv: unknown CPU ISA '" + name +
                                 "' (expected avx512, avx2, scalar, generic or avx512-emulated)");
   }
@@ -3983,7 +3984,7 @@ std::string cpu_isa() {
 
 std::vector<std::string> available_cpu_isas() {
   std::vector<std::string> out;
-  for (const char* n : {"avx512", "avx2", "scalar", "generic", "avx512-emulated"}) {
+  for (const char* n : kIsaNames) {
     if (cpu_supports(n)) out.push_back(n);
   }
   return out;
