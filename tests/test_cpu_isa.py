@@ -153,6 +153,11 @@ CASES = [
     (2, 48, 30, 30, 96, 1, 1, 1, 0, 1, 3),
     (1, 100, 41, 40, 24, 1, 1, 2, 0, 1, 1),
     (1, 520, 20, 20, 20, 1, 1, 1, 0, 1, 1),
+    # ... except small images whose panels would not fit (2050 channels x 7 x 7): the images
+    # are staged pixel-major, whole planes at a time; their 49-pixel NCHW output planes in
+    # runs of 32 + 17 pixels. The same staging for the reduction-vectorised kernel (3 outputs)
+    (2, 2050, 7, 7, 20, 1, 1, 1, 0, 1, 1),
+    (2, 40, 6, 9, 3, 1, 1, 1, 0, 1, 1),
     # ... and with at most 64 input channels and >= 512 pixels per image, vectorised along
     # the pixels instead (two chunks with a masked tail above; here 64 channels, output
     # channel tails in forward and input gradient)

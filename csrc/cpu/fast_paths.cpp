@@ -44,8 +44,10 @@
 //    kpg is a multiple of 3 vectors, the panel staying L2-sized (direct_tile). 1x1
 //    convolutions are the R = S = 1 case; they read a channels_last input in place, and an
 //    NCHW one through per-task pixel-major panels (a task's pixels, all channels;
-//    use_pixel_panel), or, with at most 256 input channels over large images, vectorised
-//    along the pixels (use_direct_planes: rows of NCHW planes in and out, no transposes).
+//    use_pixel_panel; small images where those would not fit L2 are staged pixel-major
+//    instead, stage_small_images), or, with at most 256 input channels over large images,
+//    vectorised along the pixels (use_direct_planes: rows of NCHW planes in and out, no
+//    transposes).
 //    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
 //    channel stride) the input is packed, a bounded chunk of images at a time
@@ -595,7 +597,9 @@ struct Stager {
     T* dst = data_of<T>(buf);
     base = dst;
     const int64_t C = x.C, rowlen = xh;
-    if (kernel_pads && dense_planes(x)) {  // no padding rows
+    // whole planes where the copy has no padding
+    const bool unpadded = kernel_pads || (PT == 0 && PL == 0 && Hp == x.H && Wp == x.W);
+    if (unpadded && xw == C && dense_planes(x)) {
       planes_to_pixel_major(kt, x.p + n0 * x.sn, x.sn, x.sc, C, x.H * x.W, nb, dst, xn);
       return;
     }
@@ -897,6 +901,28 @@ bool use_direct_planes(const Table<T>* kt, const Spec& sp, int64_t xc, int64_t x
          y.sw == 1 && y.sh == y.W && (y.sc != 1 || sp.kpg == 1);
 }
 
+// Images of at most this many pixel tiles are small (see run_direct_jobs' task order).
+constexpr int64_t kSmallImageTiles = 16;
+
+// Pixels of a direct task at most: chunks of kDirectTilesPerTask tiles (chunk_begin in
+// run_direct_jobs moves a chunk's start back by less than 16).
+int64_t max_task_pixels(int64_t P, int64_t tile_pixels) {
+  return ceil_div(P, ceil_div(P, tile_pixels * kDirectTilesPerTask)) + 16;
+}
+
+// A 1x1 over channel-strided (NCHW) small images whose pixel panels would not fit: the input
+// is staged pixel-major a chunk of images at a time, and the tasks iterate images inside
+// k-blocks as for channels_last inputs. Read in place, every broadcast came from another
+// plane (Zen 2, 2 threads, alternating processes: R50 L4 1x1, 2048 -> 512 over 7 x 7, NCHW
+// forward 6.6-6.8 -> 5.6-6.1 ms, 0.81-0.89x -> 0.96-1.01x native). Where the panels fit they
+// stay (512 -> 2048 over 7 x 7: 5.8 ms with them, 6.1 staged).
+template <typename T>
+bool stage_small_images(const Spec& sp, const Act<T>& x, const Out<T>& y, int64_t tile_pixels) {
+  const int64_t P = y.H * y.W;
+  return sp.R == 1 && sp.S == 1 && x.sc != 1 && x.C > 1 && P <= kSmallImageTiles * tile_pixels &&
+         !use_pixel_panel<T>(sp, x.sc, x.sw, max_task_pixels(P, tile_pixels));
+}
+
 template <typename T>
 struct DirectJob {
   Spec sp;
@@ -933,6 +959,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
   for (const DirectJob<T>& j : jobs) {
     needs.push_back(need_of(j.sp, j.y.H, j.y.W));
     unit = unit || use_reduce(kt, j.sp);
+    unit = unit || stage_small_images(j.sp, x, j.y, direct_tile(kt, j.sp).pixels);
   }
   // tasks per image (about: see the plans below), for cache-sized staging chunks that still
   // give every thread 4 tasks
@@ -980,12 +1007,12 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     // stays in L2 between them: an image does not on 512 KiB L2s (Zen 2, AVX2, 2 threads,
     // alternating processes: R50 1x1 256 -> 64 over 56 x 56 channels_last forward 6.7-8.2
     // -> 6.3-6.6 ms, 64 -> 256 6.5-6.6 -> 6.3-6.5).
-    pl.panel_outer = pl.P <= 16 * tile_pixels;
+    pl.panel_outer = pl.P <= kSmallImageTiles * tile_pixels;
     pl.a = isa::DirectArgs{sp.cpg, sp.R, sp.S, j.y.W, sp.sh, sp.sw, sp.dh, sp.dw,
                            st.xc, st.xh, st.xw, j.y.sc, j.y.sh, j.y.sw,
                            /*stream=*/stream_output<T>(j.y.N * sp.G * sp.kpg * pl.P)};
     // (output pixels are renumbered from the task's first one: dense output rows needed)
-    const int64_t chunk_max = ceil_div(pl.P, pl.nPC) + 16;  // chunk_begin rounds down < 16
+    const int64_t chunk_max = max_task_pixels(pl.P, tile_pixels);
     pl.planes = st.direct && use_direct_planes(kt, sp, st.xc, st.xh, st.xw, x.W, j.y);
     if (pl.planes) {  // chunks of whole pixel tiles: NCHW rows keep their alignment
       const int64_t tile = kt->planes_pixel_block;
