@@ -43,6 +43,11 @@ std::vector<int64_t> concrete_ints(const std::vector<c10::SymInt>& values) {
   return ints;
 }
 
+// int64 lists as the ops' SymInt arguments (a view of the list, no copy)
+c10::SymIntArrayRef sym_ints(const std::vector<int64_t>& values) {
+  return c10::fromIntArrayRefSlow(values);
+}
+
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> op_handle(const char* name, const char* overload = "") {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, overload).typed<Signature>();
@@ -93,13 +98,13 @@ struct RecordedConv2d : torch::autograd::Function<RecordedConv2d> {
                             std::vector<int64_t> stride, std::vector<int64_t> padding,
                             const std::string& padding_mode, std::vector<int64_t> dilation,
                             int64_t groups) {
-    const auto sym = [](const std::vector<int64_t>& v) { return c10::fromIntArrayRefSlow(v); };
     // the output first: it raises F.conv2d's errors, plan_forward (the backward's leading
     // padding) then sees a valid call
-    const at::Tensor output = forward_below_autograd(input, weight, bias, sym(stride), sym(padding),
-                                                     padding_mode, sym(dilation), groups);
-    const ConvPlan plan = plan_forward(input, weight, bias, sym(stride), sym(padding),
-                                       padding_mode, sym(dilation), c10::SymInt(groups));
+    const at::Tensor output =
+        forward_below_autograd(input, weight, bias, sym_ints(stride), sym_ints(padding),
+                               padding_mode, sym_ints(dilation), groups);
+    const ConvPlan plan = plan_forward(input, weight, bias, sym_ints(stride), sym_ints(padding),
+                                       padding_mode, sym_ints(dilation), c10::SymInt(groups));
     // F.conv2d broadcasts one stride / dilation value to both dimensions
     if (stride.size() == 1) stride.push_back(stride[0]);
     if (dilation.size() == 1) dilation.push_back(dilation[0]);
@@ -140,9 +145,8 @@ struct RecordedConv2d : torch::autograd::Function<RecordedConv2d> {
       // no graph to record: straight to the kernels (their Python autograd kernels cost
       // 7-30 us per call)
       at::AutoDispatchBelowAutograd below_autograd;
-      const c10::SymIntArrayRef st = c10::fromIntArrayRefSlow(stride);
-      const c10::SymIntArrayRef pd = c10::fromIntArrayRefSlow(padding);
-      const c10::SymIntArrayRef dl = c10::fromIntArrayRefSlow(dilation);
+      const c10::SymIntArrayRef st = sym_ints(stride), pd = sym_ints(padding),
+                                dl = sym_ints(dilation);
       if (needs_input) {
         static const auto op = op_handle<BackwardOpSignature>("torchconv::conv2d_grad_input");
         grad_input = op.call(grad, weight.conj(), input.sym_sizes(), st, pd, dl, groups);
@@ -179,9 +183,8 @@ at::Tensor conv2d_eager(const at::Tensor& input, const at::Tensor& weight,
     return RecordedConv2d::apply(input, weight, bias, stride, padding, padding_mode, dilation,
                                  groups);
   }
-  const auto sym = [](const std::vector<int64_t>& v) { return c10::fromIntArrayRefSlow(v); };
-  return forward_below_autograd(input, weight, bias, sym(stride), sym(padding), padding_mode,
-                                sym(dilation), groups);
+  return forward_below_autograd(input, weight, bias, sym_ints(stride), sym_ints(padding),
+                                padding_mode, sym_ints(dilation), groups);
 }
 
 void set_recorded_backward(py::object fn) { recorded_backward() = std::move(fn); }

@@ -81,13 +81,13 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <iterator>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <iterator>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -597,8 +597,8 @@ struct Stager {
     T* dst = data_of<T>(buf);
     base = dst;
     const int64_t C = x.C, rowlen = xh;
-    // whole planes where the copy has no padding
-    const bool unpadded = kernel_pads || (PT == 0 && PL == 0 && Hp == x.H && Wp == x.W);
+    // whole planes where the copy has no padding (always so where the kernel pads)
+    const bool unpadded = PT == 0 && PL == 0 && Hp == x.H && Wp == x.W;
     if (unpadded && xw == C && dense_planes(x)) {
       planes_to_pixel_major(kt, x.p + n0 * x.sn, x.sn, x.sc, C, x.H * x.W, nb, dst, xn);
       return;
@@ -958,8 +958,8 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
   bool unit = false;
   for (const DirectJob<T>& j : jobs) {
     needs.push_back(need_of(j.sp, j.y.H, j.y.W));
-    unit = unit || use_reduce(kt, j.sp);
-    unit = unit || stage_small_images(j.sp, x, j.y, direct_tile(kt, j.sp).pixels);
+    unit = unit || use_reduce(kt, j.sp) ||
+           stage_small_images(j.sp, x, j.y, direct_tile(kt, j.sp).pixels);
   }
   // tasks per image (about: see the plans below), for cache-sized staging chunks that still
   // give every thread 4 tasks
