@@ -69,6 +69,13 @@ def flops(layer, which):
     return 3 * f if which == "fwdbwd" else f
 
 
+def _below_autograd(op, *args):
+    def run():
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+    return run
+
+
 def make_runner(impl, layer, layout, which, dtype, device):
     _, N, C, H, K, R, s, p, d, G = layer
     # drawn where they live (GPU batches are large: a CPU draw and copy would dominate setup)
@@ -89,16 +96,20 @@ def make_runner(impl, layer, layout, which, dtype, device):
     if which == "fwd":
         fn = torchconv.functional.conv2d if impl == "torchconv" else F.conv2d
         return lambda: fn(x, w, b, st, pd, dl, G)
+    # The gradient passes: each side's gradient op below the autograd key, as a backward pass
+    # runs it (torchconv's C++ graph node calls its ops there; native's node calls
+    # convolution_backward with nothing to record). Above it, the torchconv ops' Python
+    # autograd kernel would add about 20 us per call that no training step pays.
     if which == "bwd_input":
         if impl == "torchconv":
-            return lambda: ops.conv2d_grad_input(gy, w, list(x.shape), st, pd, dl, G)
-        return lambda: torch.ops.aten.convolution_backward(
-            gy, x, w, None, st, pd, dl, False, [0, 0], G, [True, False, False])
+            return _below_autograd(ops.conv2d_grad_input, gy, w, list(x.shape), st, pd, dl, G)
+        return _below_autograd(torch.ops.aten.convolution_backward, gy, x, w, None, st, pd, dl,
+                               False, [0, 0], G, [True, False, False])
     if which == "bwd_weight":
         if impl == "torchconv":
-            return lambda: ops.conv2d_grad_weight(gy, x, list(w.shape), st, pd, dl, G)
-        return lambda: torch.ops.aten.convolution_backward(
-            gy, x, w, None, st, pd, dl, False, [0, 0], G, [False, True, False])
+            return _below_autograd(ops.conv2d_grad_weight, gy, x, list(w.shape), st, pd, dl, G)
+        return _below_autograd(torch.ops.aten.convolution_backward, gy, x, w, None, st, pd, dl,
+                               False, [0, 0], G, [False, True, False])
     # fwdbwd: forward + backward through autograd (grad of input, weight and bias)
     xr, wr, br = (t.detach().requires_grad_() for t in (x, w, b))
     fn = torchconv.functional.conv2d if impl == "torchconv" else F.conv2d
