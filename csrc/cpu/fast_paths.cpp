@@ -1330,16 +1330,32 @@ void run_depthwise(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Ta
 // took longer than the channel-vectorised kernel; about 16 channels per task beat it).
 constexpr int64_t kGroupedPlaneMaxChannels = 16;  // per group, in and out
 
+// Groups per task of the grouped plane path (run_grouped_planes): one where both operands are
+// planes; with a channels_last operand about a vector of channels, and at least a cache line of
+// them, so that the transposes that stage its input and (through per-worker scratch planes)
+// write its output move whole vectors, and the two threads never read and write the two
+// halves of the same lines at once (Zen 2, AVX2, 2 threads, alternating processes, ResNeXt
+// 128 channels in groups of 4 over 56 x 56 channels_last, half a line per task -> a line:
+// forward 7.9-8.3 -> 5.8-6.7 ms, input gradient 7.5-8.8 -> 5.9-6.4; two lines the same as one).
+template <typename T>
+int64_t grouped_plane_groups(const Table<T>* kt, const Spec& sp, bool channels_last) {
+  if (!channels_last) return 1;
+  return std::max<int64_t>(1, std::max<int64_t>(kt->vec_lanes, kLineElems<T>) /
+                                  std::max(sp.cpg, sp.kpg));
+}
+
 template <typename T>
 bool use_grouped_planes(const Table<T>* kt, const Act<T>& x, const Out<T>& y, const Spec& sp) {
   const int64_t VL = kt->vec_lanes;
   const bool rows_in = x.sw == 1 && (x.sc != 1 || x.C == 1);
   const bool channels_last_in = x.sc == 1 && sp.sw == 1;  // staged through transposes
+  const bool channels_last = x.sw != 1 || (y.sw != 1 && y.sc == 1);  // (as run_grouped_planes)
   return sp.G > 1 && !(sp.cpg == 1 && sp.kpg == 1) && sp.cpg <= kGroupedPlaneMaxChannels &&
          sp.kpg <= kGroupedPlaneMaxChannels && (rows_in || channels_last_in) &&
          ceil_div(y.W, VL) * VL <= 2 * y.W &&
-         std::max(VL, sp.cpg) * plane_geom(sp, y.H, y.W, VL).elems * int64_t(sizeof(T)) <=
-             kPlaneBytes;  // the planes one task stages (run_grouped_planes)
+         grouped_plane_groups(kt, sp, channels_last) * sp.cpg *
+                 plane_geom(sp, y.H, y.W, VL).elems * int64_t(sizeof(T)) <=
+             kPlaneBytes;  // the planes one task stages
 }
 
 // Stages input channels [c0, c0 + n) of image `image` as planes `elems` apart (see
@@ -1380,19 +1396,9 @@ void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const std::vector<T> b = pack_bias<T>(bias, sp.G, sp.kpg, 4);
   const T* wp = w.const_data_ptr<T>();
   const T* bp = bias_data(b);
-  // Channels_last operands: a task takes about a vector of channels, at least a cache line of
-  // them (several groups), so that the transposes that stage its input and (through
-  // per-worker scratch planes) write its output move whole vectors, and the two threads never
-  // read and write the two halves of the same lines at once (Zen 2, AVX2, 2 threads,
-  // alternating processes, ResNeXt 128 channels in groups of 4 over 56 x 56 channels_last,
-  // half a line per task -> a line: forward 7.9-8.3 -> 5.8-6.7 ms, input gradient 7.5-8.8 ->
-  // 5.9-6.4; two lines the same as one).
   const bool channels_last_in = x.sw != 1, via_scratch = y.sw != 1 && y.sc == 1;
   const int64_t VL = kt->vec_lanes, P = y.H * y.W;
-  const int64_t per_task =
-      channels_last_in || via_scratch
-          ? std::max<int64_t>(1, std::max(VL, kLineElems<T>) / std::max(sp.cpg, sp.kpg))
-          : 1;
+  const int64_t per_task = grouped_plane_groups(kt, sp, channels_last_in || via_scratch);
   PlanePlan plan(sp, y.H, y.W, VL, via_scratch ? y.W : y.sh, via_scratch ? 1 : y.sw);
   plan.args.stream = via_scratch ? 0 : stream_output<T>(y.N * y.C * P);
   const int64_t elems = plan.pg.elems, tasks_per_image = ceil_div(sp.G, per_task);
