@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv  # noqa: F401
-from torchconv import _C
+from torchconv import _C, _autograd
 
 ops = torch.ops.torchconv
 
@@ -70,10 +70,8 @@ def flops(layer, which):
 
 
 def _below_autograd(op, *args):
-    def run():
-        with torch._C._AutoDispatchBelowAutograd():
-            return op(*args)
-    return run
+    call = _autograd._below_autograd(op)
+    return lambda: call(*args)
 
 
 def make_runner(impl, layer, layout, which, dtype, device):
