@@ -621,13 +621,17 @@ static constexpr int64_t kDwPrefetchTiles = 8;
 
 // CU channel vectors from c0 of NP pixels, taps [r0, r1) x [s0, s1) (inside the input for
 // every pixel). cvalid (channels left from c0) may cut the vector short only when CU == 1.
-template <int NP, int CU>
+// TAPS3: all nine taps of an undilated 3x3 window, as constants (the loops unrolled, the tap
+// offsets without the runtime strides' multiplies).
+template <int NP, int CU, bool TAPS3>
 static inline void dw_block(const DepthwiseArgs* a, const T* const* xp, T* const* yp,
                             const T* wpack, const T* bias, const int64_t* rng, int64_t c0,
                             int64_t cvalid) {
-  const int64_t r0 = rng[0], r1 = rng[1], s0 = rng[2], s1 = rng[3];
+  const int64_t r0 = TAPS3 ? 0 : rng[0], r1 = TAPS3 ? 3 : rng[1];
+  const int64_t s0 = TAPS3 ? 0 : rng[2], s1 = TAPS3 ? 3 : rng[3];
+  const int64_t S = TAPS3 ? 3 : a->S, RS = TAPS3 ? 9 : a->R * a->S;
+  const int64_t tap_h = TAPS3 ? a->xh : a->dh * a->xh, tap_w = TAPS3 ? a->xw : a->dw * a->xw;
   typedef V::reg reg;
-  const int64_t RS = a->R * a->S;
   reg acc[CU][NP];
   TC_UNROLL for (int u = 0; u < CU; ++u) {
     TC_UNROLL for (int p = 0; p < NP; ++p) acc[u][p] = V::zero();
@@ -641,15 +645,15 @@ static inline void dw_block(const DepthwiseArgs* a, const T* const* xp, T* const
   const T* pf = xp[0] + kDwPrefetchTiles * NP * a->sw * a->xw + c0;
   const int64_t pf_cols = NP * a->sw;
   const bool full = cvalid >= V::N;
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* pr = pf + r * a->dh * a->xh;
+  TC_UNROLL for (int64_t r = r0; r < r1; ++r) {
+    const T* pr = pf + r * tap_h;
     for (int64_t q = 0; a->prefetch && q < pf_cols; ++q) {
       TC_UNROLL for (int u = 0; u < CU; ++u) __builtin_prefetch(pr + q * a->xw + u * V::N, 0, 2);
     }
-    for (int64_t s = s0; s < s1; ++s) {
-      const int64_t toff = r * a->dh * a->xh + s * a->dw * a->xw + c0;
+    TC_UNROLL for (int64_t s = s0; s < s1; ++s) {
+      const int64_t toff = r * tap_h + s * tap_w + c0;
       TC_UNROLL for (int u = 0; u < CU; ++u) {
-        const reg wv = V::load(wc + (u * RS + r * a->S + s) * V::N);
+        const reg wv = V::load(wc + (u * RS + r * S + s) * V::N);
         if (full) {
           TC_UNROLL for (int p = 0; p < NP; ++p)
             acc[u][p] = V::fma(V::load(xp[p] + toff + u * V::N), wv, acc[u][p]);
@@ -686,16 +690,26 @@ static inline void dw_block(const DepthwiseArgs* a, const T* const* xp, T* const
 // Per channel vector: taps in order, then the bias (see TC_BLOCK for why last). Narrow tiles
 // (border pixels, short rows) take several channel vectors at once so that enough independent
 // FMA chains are in flight.
-template <int NP>
-static void dw_tile(const DepthwiseArgs* a, const T* const* xp, T* const* yp,
-                    const T* wpack, const T* bias, const int64_t* rng) {
+template <int NP, bool TAPS3>
+static void dw_tile_t(const DepthwiseArgs* a, const T* const* xp, T* const* yp,
+                      const T* wpack, const T* bias, const int64_t* rng) {
   constexpr int CU = NP >= 8 ? 1 : NP >= 4 ? 2 : 4;
   const int64_t C = a->C;
   int64_t c0 = 0;
   for (; C - c0 >= CU * V::N; c0 += CU * V::N) {
-    dw_block<NP, CU>(a, xp, yp, wpack, bias, rng, c0, C - c0);
+    dw_block<NP, CU, TAPS3>(a, xp, yp, wpack, bias, rng, c0, C - c0);
   }
-  for (; c0 < C; c0 += V::N) dw_block<NP, 1>(a, xp, yp, wpack, bias, rng, c0, C - c0);
+  for (; c0 < C; c0 += V::N) dw_block<NP, 1, TAPS3>(a, xp, yp, wpack, bias, rng, c0, C - c0);
+}
+template <int NP>
+static void dw_tile(const DepthwiseArgs* a, const T* const* xp, T* const* yp,
+                    const T* wpack, const T* bias, const int64_t* rng) {
+  if (a->R == 3 && a->S == 3 && a->dh == 1 && a->dw == 1 && rng[0] == 0 && rng[1] == 3 &&
+      rng[2] == 0 && rng[3] == 3) {
+    dw_tile_t<NP, true>(a, xp, yp, wpack, bias, rng);
+  } else {
+    dw_tile_t<NP, false>(a, xp, yp, wpack, bias, rng);
+  }
 }
 
 // Valid taps [lo, hi) of a window starting at input position i0 (padded coordinates) with
