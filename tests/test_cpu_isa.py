@@ -120,6 +120,10 @@ CASES = [
     # ... and 5- / 7-wide kernels, one tap row per pass
     (2, 20, 13, 15, 20, 7, 7, 2, 3, 1, 20),
     (1, 24, 9, 11, 24, 3, 5, 1, (1, 2), (1, 2), 24),
+    # channels_last 3x3 depthwise through the generic tile with all nine taps as constants:
+    # stride 3 (no register-tap kernel), and an image above the 1 MiB prefetch size
+    (1, 20, 14, 16, 20, 3, 3, 3, 1, 1, 20),
+    (1, 16, 128, 130, 16, 3, 3, 1, 1, 1, 16),
     (1, 10, 9, 9, 20, 3, 3, 2, 1, 1, 10),     # channel multiplier 2
     (2, 128, 8, 8, 128, 3, 3, 1, 1, 1, 32),   # ResNeXt-like (4 per group)
     (1, 20, 8, 8, 40, 3, 3, 1, 1, 1, 5),      # 4 in / 8 out per group
