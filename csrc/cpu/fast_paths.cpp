@@ -1338,7 +1338,9 @@ constexpr int64_t kGroupedPlaneMaxChannels = 16;  // per group, in and out
 // 128 channels in groups of 4 over 56 x 56 channels_last, half a line per task -> a line:
 // forward 7.9-8.3 -> 5.8-6.7 ms, input gradient 7.5-8.8 -> 5.9-6.4; two lines the same as one).
 template <typename T>
-int64_t grouped_plane_groups(const Table<T>* kt, const Spec& sp, bool channels_last) {
+int64_t grouped_plane_groups(const Table<T>* kt, const Spec& sp, const Act<T>& x,
+                             const Out<T>& y) {
+  const bool channels_last = x.sw != 1 || (y.sw != 1 && y.sc == 1);  // input or output
   if (!channels_last) return 1;
   return std::max<int64_t>(1, std::max<int64_t>(kt->vec_lanes, kLineElems<T>) /
                                   std::max(sp.cpg, sp.kpg));
@@ -1349,11 +1351,10 @@ bool use_grouped_planes(const Table<T>* kt, const Act<T>& x, const Out<T>& y, co
   const int64_t VL = kt->vec_lanes;
   const bool rows_in = x.sw == 1 && (x.sc != 1 || x.C == 1);
   const bool channels_last_in = x.sc == 1 && sp.sw == 1;  // staged through transposes
-  const bool channels_last = x.sw != 1 || (y.sw != 1 && y.sc == 1);  // (as run_grouped_planes)
   return sp.G > 1 && !(sp.cpg == 1 && sp.kpg == 1) && sp.cpg <= kGroupedPlaneMaxChannels &&
          sp.kpg <= kGroupedPlaneMaxChannels && (rows_in || channels_last_in) &&
          ceil_div(y.W, VL) * VL <= 2 * y.W &&
-         grouped_plane_groups(kt, sp, channels_last) * sp.cpg *
+         grouped_plane_groups(kt, sp, x, y) * sp.cpg *
                  plane_geom(sp, y.H, y.W, VL).elems * int64_t(sizeof(T)) <=
              kPlaneBytes;  // the planes one task stages
 }
@@ -1396,9 +1397,9 @@ void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const std::vector<T> b = pack_bias<T>(bias, sp.G, sp.kpg, 4);
   const T* wp = w.const_data_ptr<T>();
   const T* bp = bias_data(b);
-  const bool channels_last_in = x.sw != 1, via_scratch = y.sw != 1 && y.sc == 1;
+  const bool via_scratch = y.sw != 1 && y.sc == 1;
   const int64_t VL = kt->vec_lanes, P = y.H * y.W;
-  const int64_t per_task = grouped_plane_groups(kt, sp, channels_last_in || via_scratch);
+  const int64_t per_task = grouped_plane_groups(kt, sp, x, y);
   PlanePlan plan(sp, y.H, y.W, VL, via_scratch ? y.W : y.sh, via_scratch ? 1 : y.sw);
   plan.args.stream = via_scratch ? 0 : stream_output<T>(y.N * y.C * P);
   const int64_t elems = plan.pg.elems, tasks_per_image = ceil_div(sp.G, per_task);
