@@ -195,6 +195,10 @@ CASES = [
     # ... and stride-1 1x1 inputs read in place with pixels >= 2 KiB apart (channels_last) are
     # gathered per pass with that gap too: two images per pass and a pass of one
     (3, 600, 9, 9, 40, 1, 1, 1, 0, 1, 1),
+    # channels_last 1x1 weight gradients with x and grad_output swapped, the result written
+    # through a transposed view: 600 -> 40 above (the 600 channels as the vectors), and here
+    # the 64 channels (whole k-blocks on every ISA) with a channel block tail (200 = 33 x 6 + 2)
+    (2, 64, 10, 11, 200, 1, 1, 1, 0, 1, 1),
     # ... and whose padded input copies (pixels >= 1 KiB apart, with the column stride) leave
     # a cache line between pixels: grouped (70 per group), strided
     (2, 140, 9, 7, 40, 3, 3, 2, 1, 1, 2),
