@@ -539,6 +539,9 @@ struct Stager {
   at::Tensor buf;
   // strides seen by the kernels
   int64_t xn = 0, xc = 0, xh = 0, xw = 0;
+  // A copy in channel blocks (see kGwPixelGapBytes): each block of cblock channels is a dense
+  // [Hp][Wp][cblock] array, xcb elements after the one before (xc = 1 inside a block).
+  int64_t cblock = 0, xcb = 0;
   const T* base = nullptr;  // input coordinate (-PT, -PL) of image 0 of the chunk
 
   // One or several convolutions over the same input (grad_input phases) share one staged
@@ -550,9 +553,10 @@ struct Stager {
   // images (fewer would leave threads idle at the end of every chunk: GoogLeNet 5x5, 3 tasks
   // per image, ran 4% slower in chunks of 3 images).
   // pixel_gap: elements left between the pixels of a copy (see kGwPixelGapBytes).
+  // channel_block: a copy is made in blocks of that many channels (0: pixel-major).
   Stager(const Table<T>* kt_, const Act<T>& x_, const std::vector<Need>& needs, bool unit_channel,
          int64_t chunk_extra_per_image = 0, bool padding_in_place = false,
-         int64_t cache_min_images = 0, int64_t pixel_gap = 0)
+         int64_t cache_min_images = 0, int64_t pixel_gap = 0, int64_t channel_block = 0)
       : kt(kt_), x(x_) {
     int64_t top = 0, left = 0, bottom = -1, right = -1;
     for (const Need& n : needs) {
@@ -565,8 +569,9 @@ struct Stager {
     kernel_pads = padding_in_place;
     Hp = padding_in_place ? x.H : top + bottom + 1;
     Wp = padding_in_place ? x.W : left + right + 1;
-    if (direct || padding_in_place) pixel_gap = 0;
-    const int64_t pixel = x.C + pixel_gap;
+    if (direct || padding_in_place) pixel_gap = 0, channel_block = 0;
+    if (channel_block > 0) cblock = channel_block, pixel_gap = 0;
+    const int64_t pixel = cblock ? ceil_div(x.C, cblock) * cblock : x.C + pixel_gap;
     const int64_t per_image = (direct ? 0 : Hp * Wp * pixel) + chunk_extra_per_image;
     const int64_t budget = kStageBytes / int64_t(sizeof(T));
     chunk = per_image > 0 ? std::clamp<int64_t>(budget / per_image, 1, x.N) : x.N;
@@ -579,17 +584,25 @@ struct Stager {
     } else {
       PT = padding_in_place ? 0 : top, PL = padding_in_place ? 0 : left;
       xc = 1, xw = pixel, xh = Wp * pixel, xn = Hp * Wp * pixel;
+      if (cblock) xw = cblock, xh = Wp * cblock, xcb = Hp * Wp * cblock;
     }
   }
   Stager(const Table<T>* kt_, const Act<T>& x_, const Spec& sp, int64_t OH, int64_t OW,
          bool unit_channel, int64_t chunk_extra_per_image = 0,
-         bool padding_in_place = false, int64_t cache_min_images = 0, int64_t pixel_gap = 0)
+         bool padding_in_place = false, int64_t cache_min_images = 0, int64_t pixel_gap = 0,
+         int64_t channel_block = 0)
       : Stager(kt_, x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
-               chunk_extra_per_image, padding_in_place, cache_min_images, pixel_gap) {}
+               chunk_extra_per_image, padding_in_place, cache_min_images, pixel_gap,
+               channel_block) {}
 
   // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
   const T* origin(int64_t pt, int64_t pl) const {
     return base + (PT - pt) * xh + (PL - pl) * xw;
+  }
+  // Channel c of the pixel at p (p: a pixel's channel 0; in channel blocks, c's block's first
+  // channel must start a block).
+  const T* channel(const T* p, int64_t c) const {
+    return cblock ? p + c / cblock * xcb + c % cblock : p + c * xc;
   }
 
   void prepare(int64_t n0, int64_t nb) {
@@ -602,6 +615,10 @@ struct Stager {
     T* dst = data_of<T>(buf);
     base = dst;
     const int64_t C = x.C, rowlen = xh;
+    if (cblock) {
+      prepare_blocks(n0, nb, dst);
+      return;
+    }
     // whole planes where the copy has no padding (always so where the kernel pads)
     const bool unpadded = PT == 0 && PL == 0 && Hp == x.H && Wp == x.W;
     if (unpadded && xw == C && dense_planes(x)) {
@@ -632,6 +649,57 @@ struct Stager {
         }
       }
     });
+  }
+
+  // The copy in channel blocks: a task per (image, row) copies each pixel's channels block by
+  // block (channel-strided rows are transposed whole into per-worker scratch first: the ISA
+  // transposes store a pixel's channels through masks where there are fewer than a vector's
+  // lanes, microcoded on AMD); a last block's missing channels are zeros.
+  void prepare_blocks(int64_t n0, int64_t nb, T* dst) {
+    const int64_t C = x.C, ncb = ceil_div(C, cblock);
+    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
+    const int64_t workers = worker_count(nb * Hp, 1);
+    at::Tensor scratch;
+    if (x.sc != 1) scratch = at::empty({workers * (hi - lo) * C}, options_of<T>());
+    dynamic_for_workers(nb * Hp, workers, [&](int64_t row, int64_t worker) {
+      const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - PT;
+      T* d = dst + n * xn + ihp * xh;  // block 0's row
+      const bool blank = ih < 0 || ih >= x.H || hi <= lo;
+      for (int64_t cb = 0; cb < ncb; ++cb) {
+        T* db = d + cb * xcb;
+        if (blank || (cb + 1) * cblock > C) {
+          std::memset(db, 0, sizeof(T) * xh);
+        } else {
+          std::memset(db, 0, sizeof(T) * lo * cblock);
+          std::memset(db + hi * cblock, 0, sizeof(T) * (Wp - hi) * cblock);
+        }
+      }
+      if (blank) return;
+      const T* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
+      int64_t pixel = x.sw;
+      if (x.sc != 1) {
+        T* s = scratch.data_ptr<T>() + worker * (hi - lo) * C;
+        transpose_rows(kt, src, x.sc, x.sw, C, hi - lo, s);
+        src = s, pixel = C;
+      }
+      for (int64_t cb = 0; cb < ncb; ++cb) {
+        copy_block_pixels(src + cb * cblock, pixel, hi - lo, std::min(cblock, C - cb * cblock),
+                          d + cb * xcb + lo * cblock);
+      }
+    });
+  }
+
+  // dst[i*cblock + j] = src[i*pixel + j] for i < n, j < nc (fixed-size copies for whole
+  // blocks of the tiles' widths).
+  void copy_block_pixels(const T* src, int64_t pixel, int64_t n, int64_t nc, T* dst) const {
+    const auto fixed = [&](auto width) {
+      constexpr int64_t B = decltype(width)::value;
+      for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * B, src + i * pixel, sizeof(T) * B);
+    };
+    if (nc == cblock && cblock == 4) return fixed(std::integral_constant<int64_t, 4>());
+    if (nc == cblock && cblock == 6) return fixed(std::integral_constant<int64_t, 6>());
+    if (nc == cblock && cblock == 12) return fixed(std::integral_constant<int64_t, 12>());
+    for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * cblock, src + i * pixel, sizeof(T) * nc);
   }
 };
 
@@ -2187,7 +2255,12 @@ constexpr int64_t kGwPackDyAhead = 8;
 // that a tile's lines of consecutive pixels (one per pixel) spread over the L1 sets (Zen 2,
 // AVX2, 2 threads, alternating processes: R50 L4 3x3 (512 channels) channels_last weight
 // gradient 25.7-26.1 -> 21.8-22.6 ms; 1 x 256 x 14 x 14 NCHW 2.6-2.8 -> 2.0-2.1; R50 3x3 s2
-// (128 channels, stride 2) NCHW 18.4-18.8 -> 17.2-17.7).
+// (128 channels, stride 2) NCHW 18.4-18.8 -> 17.2-17.7). With one group the copy is made in
+// the tile's channel blocks instead (Stager::cblock): a tile's input over a pass is then one
+// dense array, a third of the lines (6 of 16 float32 channels per line on AVX2) in sequential
+// order (Zen 2, AVX2, 2 threads, alternating processes, weight gradient: R50 L4 3x3 NCHW
+// 18.4-18.9 -> 15.4-16.8 ms, 1 x 256 x 14 x 14 NCHW 1.96-2.16 -> 1.70-1.75; R50 3x3 s2 NCHW,
+// whose 12.8 MB input costs more to copy in blocks, the same).
 constexpr int64_t kGwPixelGapBytes = 1024;
 // ... and an input read in place (1x1 windows) is gathered, a pass at a time, with that gap,
 // where the pass's pixels fit this size (Zen 2, AVX2, 2 threads, alternating processes: R50
@@ -3352,8 +3425,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // Cache-sized staging chunks: the tasks are weight blocks that pass over the chunk's images,
   // so smaller chunks leave no thread idle.
   const bool gap = x.C * sp.sw * int64_t(sizeof(T)) >= kGwPixelGapBytes;
+  const bool blocks = gap && G == 1;  // (see kGwPixelGapBytes)
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_copied ? dy_elems : 0,
-            /*padding_in_place=*/false, /*cache_min_images=*/1, gap ? kLineElems<T> : 0);
+            /*padding_in_place=*/false, /*cache_min_images=*/1, gap ? kLineElems<T> : 0,
+            blocks ? CB : 0);
   std::optional<PixelMajor<T>> pm_whole;
   if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
   // Few channels (an RGB stem): with channel-contiguous rows and undilated columns, the S taps
@@ -3535,7 +3610,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
               }
               dk = dy_block.data();
             }
-            gw_fn(&a, xrow + (gr * cpg + c0) * st.xc, dk, sums.target() + off, nc, kvalid, r, s,
+            gw_fn(&a, st.channel(xrow, gr * cpg + c0), dk, sums.target() + off, nc, kvalid, r, s,
                   sums.accumulate(q));
             sums.end_pass(q, off, nc, acc_c, kvalid);
           }
