@@ -202,10 +202,13 @@ CASES = [
     # ... and whose padded input copies (pixels >= 1 KiB apart, with the column stride) leave
     # a cache line between pixels: grouped (70 per group), strided
     (2, 140, 9, 7, 40, 3, 3, 2, 1, 1, 2),
-    # ... or, with one group, are made in the tile's channel blocks: channel block tails on
-    # every ISA (130 = 21 x 6 + 4 = 10 x 12 + 10 = 32 x 4 + 2), strided; dilated
+    # ... or, with one group, are made in the tile's channel blocks (NCHW copies only where
+    # each input element takes >= 1024 multiply-adds, the last case; below that they keep
+    # their planes, as do most padded NCHW cases here): channel block tails on every ISA
+    # (130 = 21 x 6 + 4 = 10 x 12 + 10 = 32 x 4 + 2, 260), strided; dilated
     (2, 130, 9, 8, 40, 3, 3, 2, 1, 1, 1),
     (1, 260, 7, 6, 20, 3, 3, 1, 2, 2, 1),
+    (1, 260, 5, 6, 120, 3, 3, 1, 1, 1, 1),
     # direct convolutions stage cache-sized chunks of padded images where each chunk keeps
     # enough tasks: here float32 one image (1.1 MB) per chunk, three chunks
     (3, 64, 64, 64, 200, 3, 3, 2, 1, 1, 1),

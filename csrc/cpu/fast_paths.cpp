@@ -542,6 +542,8 @@ struct Stager {
   // A copy in channel blocks (see kGwPixelGapBytes): each block of cblock channels is a dense
   // [Hp][Wp][cblock] array, xcb elements after the one before (xc = 1 inside a block).
   int64_t cblock = 0, xcb = 0;
+  // A copy in padded channel planes (NCHW; see kGwPlanesWork): xc = Hp * Wp, xw = 1.
+  bool planes = false;
   const T* base = nullptr;  // input coordinate (-PT, -PL) of image 0 of the chunk
 
   // One or several convolutions over the same input (grad_input phases) share one staged
@@ -553,10 +555,12 @@ struct Stager {
   // images (fewer would leave threads idle at the end of every chunk: GoogLeNet 5x5, 3 tasks
   // per image, ran 4% slower in chunks of 3 images).
   // pixel_gap: elements left between the pixels of a copy (see kGwPixelGapBytes).
-  // channel_block: a copy is made in blocks of that many channels (0: pixel-major).
+  // channel_block: a copy is made in blocks of that many channels (0: pixel-major);
+  // planes_copy: a copy of dense NCHW planes is made in padded planes.
   Stager(const Table<T>* kt_, const Act<T>& x_, const std::vector<Need>& needs, bool unit_channel,
          int64_t chunk_extra_per_image = 0, bool padding_in_place = false,
-         int64_t cache_min_images = 0, int64_t pixel_gap = 0, int64_t channel_block = 0)
+         int64_t cache_min_images = 0, int64_t pixel_gap = 0, int64_t channel_block = 0,
+         bool planes_copy = false)
       : kt(kt_), x(x_) {
     int64_t top = 0, left = 0, bottom = -1, right = -1;
     for (const Need& n : needs) {
@@ -569,8 +573,11 @@ struct Stager {
     kernel_pads = padding_in_place;
     Hp = padding_in_place ? x.H : top + bottom + 1;
     Wp = padding_in_place ? x.W : left + right + 1;
-    if (direct || padding_in_place) pixel_gap = 0, channel_block = 0;
+    if (direct || padding_in_place) pixel_gap = 0, channel_block = 0, planes_copy = false;
+    planes = planes_copy && dense_planes(x) && x.sc != 1;
+    if (planes) channel_block = 0;
     if (channel_block > 0) cblock = channel_block, pixel_gap = 0;
+    if (planes) pixel_gap = 0;
     const int64_t pixel = cblock ? ceil_div(x.C, cblock) * cblock : x.C + pixel_gap;
     const int64_t per_image = (direct ? 0 : Hp * Wp * pixel) + chunk_extra_per_image;
     const int64_t budget = kStageBytes / int64_t(sizeof(T));
@@ -585,15 +592,16 @@ struct Stager {
       PT = padding_in_place ? 0 : top, PL = padding_in_place ? 0 : left;
       xc = 1, xw = pixel, xh = Wp * pixel, xn = Hp * Wp * pixel;
       if (cblock) xw = cblock, xh = Wp * cblock, xcb = Hp * Wp * cblock;
+      if (planes) xc = Hp * Wp, xw = 1, xh = Wp;
     }
   }
   Stager(const Table<T>* kt_, const Act<T>& x_, const Spec& sp, int64_t OH, int64_t OW,
          bool unit_channel, int64_t chunk_extra_per_image = 0,
          bool padding_in_place = false, int64_t cache_min_images = 0, int64_t pixel_gap = 0,
-         int64_t channel_block = 0)
+         int64_t channel_block = 0, bool planes_copy = false)
       : Stager(kt_, x_, std::vector<Need>{need_of(sp, OH, OW)}, unit_channel,
                chunk_extra_per_image, padding_in_place, cache_min_images, pixel_gap,
-               channel_block) {}
+               channel_block, planes_copy) {}
 
   // Origin (padded coordinate (0, 0) = input coordinate (-pt, -pl)) of image 0 of the chunk.
   const T* origin(int64_t pt, int64_t pl) const {
@@ -617,6 +625,10 @@ struct Stager {
     const int64_t C = x.C, rowlen = xh;
     if (cblock) {
       prepare_blocks(n0, nb, dst);
+      return;
+    }
+    if (planes) {
+      prepare_planes(n0, nb, dst);
       return;
     }
     // whole planes where the copy has no padding (always so where the kernel pads)
@@ -647,6 +659,26 @@ struct Stager {
         } else {
           transpose_rows(kt, src, x.sc, x.sw, C, hi - lo, d + lo * xw, xw);
         }
+      }
+    });
+  }
+
+  // The copy in padded planes: a task per (image, channel), row copies.
+  void prepare_planes(int64_t n0, int64_t nb, T* dst) {
+    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
+    dynamic_for(nb * x.C, 1, [&](int64_t t) {
+      const int64_t n = t / x.C, c = t % x.C;
+      for (int64_t ihp = 0; ihp < Hp; ++ihp) {
+        T* d = dst + n * xn + c * xc + ihp * xh;
+        const int64_t ih = ihp - PT;
+        if (ih < 0 || ih >= x.H || hi <= lo) {
+          std::memset(d, 0, sizeof(T) * Wp);
+          continue;
+        }
+        std::memset(d, 0, sizeof(T) * lo);
+        std::memset(d + hi, 0, sizeof(T) * (Wp - hi));
+        std::memcpy(d + lo, x.p + (n0 + n) * x.sn + c * x.sc + ih * x.sh + (lo - PL),
+                    sizeof(T) * (hi - lo));
       }
     });
   }
@@ -2262,6 +2294,18 @@ constexpr int64_t kGwPackDyAhead = 8;
 // 18.4-18.9 -> 15.4-16.8 ms, 1 x 256 x 14 x 14 NCHW 1.96-2.16 -> 1.70-1.75; R50 3x3 s2 NCHW,
 // whose 12.8 MB input costs more to copy in blocks, the same).
 constexpr int64_t kGwPixelGapBytes = 1024;
+// A padded copy of NCHW input where each of its elements takes fewer multiply-adds than this
+// (K * R * S / strides per group) keeps the planes: one row copy instead of the transposes
+// into pixel-major order or channel blocks (two passes). The tiles then read their channels
+// from separate planes (a runtime channel stride, slower per multiply-add), which pays where
+// the copy is a large part of the work (Zen 2, AVX2, 2 threads, alternating processes, NCHW
+// weight gradient, ms, channel blocks / pixel-major -> planes, multiply-adds per element in
+// brackets: R50 3x3 s2 (288) 18.6-18.9 -> 15.6-16.1, 256 -> 256 over 28 -> 14 stride 2 (576)
+// 17.2-17.9 -> 14.6-16.1, 64 -> 64 over 56 -> 28 stride 2 (144) 4.62-4.67 -> 4.23-4.45; 512 ->
+// 512 over 14 -> 7 stride 2 (1152) 17.3-18.6 -> 18.0-20.8, R50 L4 3x3 (4608) 15.0-15.7 ->
+// 15.6-18.0, 1 x 256 x 14 x 14 (2304) 1.62-1.65 -> 1.80-1.82). At least one tile's channel
+// block per group (fewer: the stem's row runs over pixel-major rows).
+constexpr int64_t kGwPlanesWork = 1024;
 // ... and an input read in place (1x1 windows) is gathered, a pass at a time, with that gap,
 // where the pass's pixels fit this size (Zen 2, AVX2, 2 threads, alternating processes: R50
 // downsample (1x1 stride 2, 256 channels) channels_last weight gradient 16.6-16.7 -> 12.8-13.1
@@ -3426,9 +3470,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // so smaller chunks leave no thread idle.
   const bool gap = x.C * sp.sw * int64_t(sizeof(T)) >= kGwPixelGapBytes;
   const bool blocks = gap && G == 1;  // (see kGwPixelGapBytes)
+  const bool planes = cpg >= CB && kpg * R * S < kGwPlanesWork * sp.sh * sp.sw;
   Stager st(kt, x, sp, OH, OW, /*unit_channel=*/false, dy_copied ? dy_elems : 0,
             /*padding_in_place=*/false, /*cache_min_images=*/1, gap ? kLineElems<T> : 0,
-            blocks ? CB : 0);
+            blocks ? CB : 0, planes);
   std::optional<PixelMajor<T>> pm_whole;
   if (!dy_per_pass) pm_whole.emplace(kt, d, st.chunk);
   // Few channels (an RGB stem): with channel-contiguous rows and undilated columns, the S taps
