@@ -897,25 +897,45 @@ static void depthwise3x3_pixels(const DepthwiseArgs* a, const T* x, T* y, const 
 static constexpr int64_t kGwDyAhead = 8;
 
 // seg pixels of a row segment into A (see gw_tile), x and dy advanced past them. UNIT: channel
-// stride 1, so the NC channel offsets are constants (with a runtime stride GCC keeps NC
-// addresses in registers and reloads some from the stack every pixel); FULL: all NV vectors of
-// output channels valid (else kvalid of them); PF: GradWeightArgs::prefetch.
+// stride 1, so the NC channel offsets are constants (else see below); FULL: all NV vectors of
+// output channels valid (else kvalid of them); PF: GradWeightArgs::prefetch (the input's
+// prefetch only with UNIT).
 template <int NC, int NV, bool UNIT, bool FULL, int PF>
 __attribute__((always_inline)) static inline void gw_segment(V::reg (&A)[NC][NV], const T*& xr,
                                                              const T*& dr, int64_t seg,
                                                              int64_t xc, int64_t step,
                                                              int64_t dyp, int64_t kvalid) {
+  if constexpr (!UNIT) {
+    // A runtime channel stride: the NC addresses as a base per 3 channels plus 0, xc or 2 xc
+    // (two index registers); from one base GCC kept NC - 1 offsets in registers and reloaded
+    // some from the stack every pixel.
+    constexpr int NB = (NC + 2) / 3;
+    const T* xb[NB];
+    TC_UNROLL for (int b = 0; b < NB; ++b) xb[b] = xr + 3 * b * xc;
+    for (int64_t ow = 0; ow < seg; ++ow) {
+      V::reg dv[NV];
+      TC_UNROLL for (int j = 0; j < NV; ++j) {
+        dv[j] = FULL ? V::load(dr + j * V::N) : load_k(dr + j * V::N, kvalid - j * V::N);
+      }
+      TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xb[i / 3] + (i % 3) * xc, dv, A[i]);
+      if (PF & kGwPrefetchDy) __builtin_prefetch(dr + kGwDyAhead * dyp, 0, 3);
+      TC_UNROLL for (int b = 0; b < NB; ++b) xb[b] += step;
+      dr += dyp;
+    }
+    xr = xb[0];
+    return;
+  }
   for (int64_t ow = 0; ow < seg; ++ow) {
     V::reg dv[NV];
     TC_UNROLL for (int j = 0; j < NV; ++j) {
       dv[j] = FULL ? V::load(dr + j * V::N) : load_k(dr + j * V::N, kvalid - j * V::N);
     }
-    TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + (UNIT ? i : i * xc), dv, A[i]);
+    TC_UNROLL for (int i = 0; i < NC; ++i) fma_scalar<NV>(xr + i, dv, A[i]);
     // the pixel's next line of channels into L2, for the channel blocks after this one: the
     // first tile to touch a line of a large input otherwise waits on memory for every pixel
     // (R50 1x1 256 -> 64 channels_last, 1 thread: 10.3-11.0 -> 8.5-9.0 ms; 2 threads
     // 1.03-1.05x -> 1.27-1.33x native; two lines ahead measured the same)
-    if (UNIT && (PF & kGwPrefetchX)) __builtin_prefetch(xr + kLineElems, 0, 2);
+    if (PF & kGwPrefetchX) __builtin_prefetch(xr + kLineElems, 0, 2);
     if (PF & kGwPrefetchDy) __builtin_prefetch(dr + kGwDyAhead * dyp, 0, 3);
     xr += step;
     dr += dyp;
