@@ -575,9 +575,8 @@ struct Stager {
     Wp = padding_in_place ? x.W : left + right + 1;
     if (direct || padding_in_place) pixel_gap = 0, channel_block = 0, planes_copy = false;
     planes = planes_copy && dense_planes(x) && x.sc != 1;
-    if (planes) channel_block = 0;
-    if (channel_block > 0) cblock = channel_block, pixel_gap = 0;
-    if (planes) pixel_gap = 0;
+    cblock = planes ? 0 : channel_block;
+    if (planes || cblock) pixel_gap = 0;
     const int64_t pixel = cblock ? ceil_div(x.C, cblock) * cblock : x.C + pixel_gap;
     const int64_t per_image = (direct ? 0 : Hp * Wp * pixel) + chunk_extra_per_image;
     const int64_t budget = kStageBytes / int64_t(sizeof(T));
@@ -623,12 +622,14 @@ struct Stager {
     T* dst = data_of<T>(buf);
     base = dst;
     const int64_t C = x.C, rowlen = xh;
+    // the copy's columns [lo, hi) hold input columns, the others are padding
+    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
     if (cblock) {
-      prepare_blocks(n0, nb, dst);
+      prepare_blocks(n0, nb, dst, lo, hi);
       return;
     }
     if (planes) {
-      prepare_planes(n0, nb, dst);
+      prepare_planes(n0, nb, dst, lo, hi);
       return;
     }
     // whole planes where the copy has no padding (always so where the kernel pads)
@@ -637,18 +638,12 @@ struct Stager {
       planes_to_pixel_major(kt, x.p + n0 * x.sn, x.sn, x.sc, C, x.H * x.W, nb, dst, xn);
       return;
     }
-    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(rowlen, 1));
     dynamic_for(nb * Hp, grain, [&](int64_t row) {
       {
         const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - PT;
         T* d = dst + row * rowlen;
-        if (ih < 0 || ih >= x.H || hi <= lo) {
-          std::memset(d, 0, sizeof(T) * rowlen);
-          return;
-        }
-        std::memset(d, 0, sizeof(T) * lo * xw);
-        std::memset(d + hi * xw, 0, sizeof(T) * (Wp - hi) * xw);
+        if (!zero_row_padding(d, xw, ih, lo, hi)) return;
         const T* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
         if (x.sc == 1 && x.sw == C && xw == C) {
           std::memcpy(d + lo * C, src, sizeof(T) * (hi - lo) * C);
@@ -663,20 +658,27 @@ struct Stager {
     });
   }
 
+  // Zeros the padding of a copied row (Wp pixels of `pixel` elements) of input row ih: the
+  // whole row where ih lies outside the input (returns false: nothing to copy), else the
+  // columns outside [lo, hi).
+  bool zero_row_padding(T* d, int64_t pixel, int64_t ih, int64_t lo, int64_t hi) const {
+    if (ih < 0 || ih >= x.H || hi <= lo) {
+      std::memset(d, 0, sizeof(T) * Wp * pixel);
+      return false;
+    }
+    std::memset(d, 0, sizeof(T) * lo * pixel);
+    std::memset(d + hi * pixel, 0, sizeof(T) * (Wp - hi) * pixel);
+    return true;
+  }
+
   // The copy in padded planes: a task per (image, channel), row copies.
-  void prepare_planes(int64_t n0, int64_t nb, T* dst) {
-    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
+  void prepare_planes(int64_t n0, int64_t nb, T* dst, int64_t lo, int64_t hi) {
     dynamic_for(nb * x.C, 1, [&](int64_t t) {
       const int64_t n = t / x.C, c = t % x.C;
       for (int64_t ihp = 0; ihp < Hp; ++ihp) {
         T* d = dst + n * xn + c * xc + ihp * xh;
         const int64_t ih = ihp - PT;
-        if (ih < 0 || ih >= x.H || hi <= lo) {
-          std::memset(d, 0, sizeof(T) * Wp);
-          continue;
-        }
-        std::memset(d, 0, sizeof(T) * lo);
-        std::memset(d + hi, 0, sizeof(T) * (Wp - hi));
+        if (!zero_row_padding(d, 1, ih, lo, hi)) continue;
         std::memcpy(d + lo, x.p + (n0 + n) * x.sn + c * x.sc + ih * x.sh + (lo - PL),
                     sizeof(T) * (hi - lo));
       }
@@ -687,26 +689,23 @@ struct Stager {
   // block (channel-strided rows are transposed whole into per-worker scratch first: the ISA
   // transposes store a pixel's channels through masks where there are fewer than a vector's
   // lanes, microcoded on AMD); a last block's missing channels are zeros.
-  void prepare_blocks(int64_t n0, int64_t nb, T* dst) {
+  void prepare_blocks(int64_t n0, int64_t nb, T* dst, int64_t lo, int64_t hi) {
     const int64_t C = x.C, ncb = ceil_div(C, cblock);
-    const int64_t lo = std::clamp<int64_t>(PL, 0, Wp), hi = std::clamp<int64_t>(PL + x.W, lo, Wp);
     const int64_t workers = worker_count(nb * Hp, 1);
     at::Tensor scratch;
     if (x.sc != 1) scratch = at::empty({workers * (hi - lo) * C}, options_of<T>());
     dynamic_for_workers(nb * Hp, workers, [&](int64_t row, int64_t worker) {
       const int64_t n = row / Hp, ihp = row % Hp, ih = ihp - PT;
       T* d = dst + n * xn + ihp * xh;  // block 0's row
-      const bool blank = ih < 0 || ih >= x.H || hi <= lo;
+      bool inside = true;
       for (int64_t cb = 0; cb < ncb; ++cb) {
         T* db = d + cb * xcb;
-        if (blank || (cb + 1) * cblock > C) {
-          std::memset(db, 0, sizeof(T) * xh);
-        } else {
-          std::memset(db, 0, sizeof(T) * lo * cblock);
-          std::memset(db + hi * cblock, 0, sizeof(T) * (Wp - hi) * cblock);
+        inside = zero_row_padding(db, cblock, ih, lo, hi);
+        if (inside && (cb + 1) * cblock > C) {  // the last block's missing channels
+          std::memset(db + lo * cblock, 0, sizeof(T) * (hi - lo) * cblock);
         }
       }
-      if (blank) return;
+      if (!inside) return;
       const T* src = x.p + (n0 + n) * x.sn + ih * x.sh + (lo - PL) * x.sw;
       int64_t pixel = x.sw;
       if (x.sc != 1) {
