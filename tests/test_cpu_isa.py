@@ -442,6 +442,59 @@ def test_winograd_grad_weight_same_for_every_layout(isa, case):
         assert torch.equal(r, results[0])
 
 
+# (N, C, H, W, K, stride, padding, dilation, kernel): layers whose forward and input gradient
+# run through Winograd.
+WINOGRAD_LAYOUT_CASES = [
+    (9, 16, 6, 6, 16, 1, 1, 1, 3),       # 9 tiles per image: tasks span images
+    (2, 16, 17, 23, 16, 1, 7, 1, 3),     # tile rows whose windows lie in the padding
+    (3, 17, 15, 13, 33, 1, 1, 1, 3),     # odd sizes, channel tails
+    (2, 16, 20, 22, 16, 1, 2, 2, 3),     # dilated: 2 x 2 phases (a staged chunk)
+    (4, 16, 33, 35, 24, 2, 1, 1, 3),     # the stride-2 forms (forward and input gradient)
+    (3, 20, 46, 44, 17, 2, 0, 1, 3),     # ... no padding
+    (2, 24, 34, 30, 40, 1, 2, 1, 5),     # 5x5 as 3x3 sub-kernels (tasks of tile rows)
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_LAYOUT_CASES, ids=[str(c) for c in WINOGRAD_LAYOUT_CASES])
+def test_winograd_same_for_every_layout(isa, case):
+    """The Winograd forward and input gradient copy the rows of an NCHW operand each task
+    reads (undilated; dilated ones are staged a chunk of images at a time); channels_last ones
+    are read in place. Each tile's sums are the same wherever its input comes from: bitwise
+    equal results for every layout and thread count."""
+    N, C, H, W, K, st, pd, dl, R = case
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(N, C, H, W, generator=gen)
+    w = torch.randn(K, C, R, R, generator=gen)
+    b = torch.randn(K, generator=gen)
+    OH = (H + 2 * pd - dl * (R - 1) - 1) // st + 1
+    OW = (W + 2 * pd - dl * (R - 1) - 1) // st + 1
+    gy = torch.randn(N, K, OH, OW, generator=gen)
+    cl = torch.channels_last
+    args = ([st, st], [pd, pd], [dl, dl], 1)
+
+    def passes(xx, gg):
+        return (ops.conv2d(xx, w, b, *args),
+                ops.conv2d_grad_input(gg, w, [N, C, H, W], *args))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for xx, gg in ((x, gy), (x.contiguous(memory_format=cl), gy.contiguous(memory_format=cl)),
+                           (torch.zeros(N, C, H, 2 * W)[..., ::2].copy_(x),
+                            torch.zeros(N, K, OH, 2 * OW)[..., ::2].copy_(gy))):
+                results.append(passes(xx, gg))
+    finally:
+        torch.set_num_threads(threads)
+    with winograd_off():
+        direct = passes(x, gy)
+    for name, i in (("forward", 0), ("grad_input", 1)):
+        assert not torch.equal(results[0][i], direct[i]), name  # through Winograd
+        torch.testing.assert_close(results[0][i], direct[i], rtol=1e-4, atol=1e-4 * (C * R * R) ** 0.5)
+        for r in results[1:]:
+            assert torch.equal(r[i].contiguous(), results[0][i].contiguous()), name
+
+
 def test_winograd_needs_32_tiles(isa):
     """Below 32 output tiles the weight transform does not pay: the direct kernels run."""
     gen = torch.Generator().manual_seed(5)

@@ -2068,20 +2068,40 @@ struct WinogradPanels {
   }
 };
 
-// The task loop of the Winograd forward: per staged chunk of images, tasks_of(images) tasks
-// handed out dynamically, each with per-worker scratch of `scratch` elements;
-// task(first image of the chunk, the chunk's input origin, task, scratch) transforms, multiplies
-// and stores one task and returns false where a transformed input is not finite; then no
-// further task starts and the call returns false.
+// Undilated, an input that the Stager would copy (not pixel-major: NCHW) is copied by the
+// task that transforms it, only the rows of its tiles, pixel-major into its scratch, as the
+// weight gradient's own copies: staged a chunk at a time by all threads, the copy went to
+// memory or L3 and was read back from there (Zen 2, 2 threads, alternating processes, NCHW
+// forward: VGG conv1_2 34.9 -> 32.8 ms, R50 3x3 8.5 -> 8.0, R50 3x3 stride 2 13.4 -> 12.1;
+// input gradient of VGG conv1_2 38.1-39.0 -> 34.7-35.5; 14 x 14 images the same).
+template <typename T>
+bool own_input_rows(const Stager<T>& st, const Spec& sp) {
+  return !st.direct && sp.dh == 1 && sp.dw == 1;
+}
+// The own copy of input rows r of image n, moved past in `copy`: the padded origin (input
+// coordinate (-pt, -pl)) as the Winograd windows address it.
+template <typename T>
+const T* own_input_origin(const Table<T>* kt, const Act<T>& x, const Spec& sp, int64_t n,
+                          RowRange r, T*& copy) {
+  return copy_rows_pixel_major(kt, x, n, r, copy) - sp.pt * x.W * x.C - sp.pl * x.C;
+}
+
+// The task loop of the Winograd forward: per chunk of images (staged by st, or all of them
+// where the tasks make their own copies), tasks_of(images) tasks handed out dynamically, each
+// with per-worker scratch of `scratch` elements; task(first image of the chunk, the staged
+// chunk's input origin (null with own copies), task, scratch) transforms, multiplies and
+// stores one task and returns false where a transformed input is not finite; then no further
+// task starts and the call returns false.
 template <typename T, typename Tasks, typename Task>
-bool winograd_tasks(Stager<T>& st, const Act<T>& x, const Spec& sp, int64_t scratch,
-                    const Tasks& tasks_of, const Task& task) {
-  for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
-    const int64_t nb = std::min(st.chunk, x.N - n0), ntasks = tasks_of(nb);
-    st.prepare(n0, nb);
+bool winograd_tasks(Stager<T>& st, bool own_copies, const Act<T>& x, const Spec& sp,
+                    int64_t scratch, const Tasks& tasks_of, const Task& task) {
+  const int64_t chunk = own_copies ? x.N : st.chunk;
+  for (int64_t n0 = 0; n0 < x.N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, x.N - n0), ntasks = tasks_of(nb);
+    if (!own_copies) st.prepare(n0, nb);
     const int64_t workers = worker_count(ntasks, 1);
     const at::Tensor buf = workspace<T>(Workspace::winograd_scratch, workers * scratch);
-    const T* x0 = st.origin(sp.pt, sp.pl);
+    const T* x0 = own_copies ? nullptr : st.origin(sp.pt, sp.pl);
     std::atomic<bool> finite{true};
     dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
       if (!finite.load(std::memory_order_relaxed)) return;
@@ -2115,27 +2135,41 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   if (!wp.U.defined()) return false;
   const int64_t Kp = wp.Kp, NP = wp.NP;
   // padding (and past the input, for tiles overhanging an odd phase output size) is not
-  // copied: the input transform reads zeros there
-  // (staged NCHW input: in cache-sized chunks of images, read back from cache by the input
-  // transform; R50 3x3 stride 2 NCHW forward, 2 threads: 20.6 -> 16.4 ms of CPU per call,
-  // 64 channels at stride 1: 13.7 -> 11.5-12.0, smaller images unchanged)
+  // copied: the input transform reads zeros there. NCHW input: the tasks' own copies
+  // (own_input_rows), or where dilated, staged in cache-sized chunks of images, read back from
+  // cache by the input transform (R50 3x3 stride 2 NCHW forward, 2 threads: 20.6 -> 16.4 ms of
+  // CPU per call, 64 channels at stride 1: 13.7 -> 11.5-12.0, smaller images unchanged).
   Stager st(kt, x, {need_of(sp, OH + dh, OW + dw)}, /*unit_channel=*/true, 0,
             /*padding_in_place=*/true, /*cache_min_images=*/1);
+  const bool own = own_input_rows(st, sp);
   const WinogradWindows win(sp, x.H, x.W, kind);
   const WinogradTiling tl(OH, OW, dh, dw, st.xh, st.xw, y.sh, y.sw, ot);
   const int64_t per_image = tl.per_image;
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
   // evenly.
   const int64_t tmax = std::max(NP, wp.max_tiles(P * (C + Kp) * int64_t(sizeof(T))));
-  const int64_t chunk_tiles = std::min(st.chunk, x.N) * per_image;
+  const int64_t chunk_tiles = (own ? x.N : std::min(st.chunk, x.N)) * per_image;
   const int64_t threads = at::get_num_threads();
   int64_t chunk_tasks = ceil_div(chunk_tiles, tmax);
   if (chunk_tiles >= threads * NP) chunk_tasks = ceil_div(chunk_tasks, threads) * threads;
   const int64_t Tt = ceil_div(chunk_tiles, chunk_tasks);
   const int64_t row_tiles = std::min(Tt, tl.max_tw);  // tiles of a run (one row of tiles)
   const int64_t vs = winograd_plane(Tt * C), ms = winograd_plane(Tt * Kp);
+  // the input rows of tiles [t0, t1) of a chunk's images: f(image, rows)
+  const auto for_task_rows = [&](int64_t t0, int64_t t1, const auto& f) {
+    for_tile_rows(t0, t1, per_image, tl.max_tw, [&](int64_t n, int64_t th0, int64_t th1) {
+      f(n, input_tile_rows(sp.pt, x.H, th0, th1, step, form.window));
+    });
+  };
+  int64_t copy = 0;  // elements of the largest own copy
+  for (int64_t t0 = 0; own && t0 < x.N * per_image; t0 += Tt) {
+    int64_t elems = 0;
+    for_task_rows(t0, std::min(x.N * per_image, t0 + Tt),
+                  [&](int64_t, RowRange r) { elems += (r.hi - r.lo) * x.W * C; });
+    copy = std::max(copy, elems);
+  }
   const int64_t scratch =
-      P * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, ot, Kp, y.sc);
+      P * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, ot, Kp, y.sc) + copy;
   const isa::DirectArgs ga{C, 1, 1, /*OW=*/Tt, 1, 1, 1, 1, /*xc=*/1, /*xh=*/0, /*xw=*/C,
                            /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, kWinogradBlock};
   // (outputs of kStreamBytes and more as streaming stores, as the direct kernel's: R50 3x3
@@ -2144,16 +2178,23 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
                              stream_output<T>(y.N * y.C * y.H * y.W)};
   const WinogradStore<T> store(kt, form.output, wa, row_tiles, ot, K, Kp, y.sc, y.sw * dw);
   const auto tasks_of = [&](int64_t nb) { return ceil_div(nb * per_image, Tt); };
-  return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
-                                                          T* v) {
+  return winograd_tasks(st, own, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0,
+                                                               int64_t task, T* v) {
     T* m = v + P * vs;
     T* yb = m + P * ms;
     const int64_t t0 = task * Tt,
-                  t1 = std::min(std::min(st.chunk, x.N - n0) * per_image, t0 + Tt);
+                  t1 = std::min((own ? x.N : std::min(st.chunk, x.N - n0)) * per_image, t0 + Tt);
+    // the input origin of each image of the tiles (own copies after the store's buffer)
+    T* copy = yb + WinogradStore<T>::buffer_elems(row_tiles, ot, Kp, y.sc);
+    const int64_t n_first = t0 / per_image;
+    std::vector<const T*> origin;
+    for_task_rows(t0, t1, [&](int64_t n, RowRange r) {
+      origin.push_back(own ? own_input_origin(kt, x, sp, n0 + n, r, copy) : x0 + n * st.xn);
+    });
     bool ok = true;
     tl.for_runs(t0, t1, [&](int64_t i, int64_t n, const WinogradPhase& ph, int64_t th,
                             int64_t tw, int64_t run) {
-      const T* xr = x0 + n * st.xn + ph.x_off + step * (th * wa.xh + tw * wa.xw);
+      const T* xr = origin[n - n_first] + ph.x_off + step * (th * wa.xh + tw * wa.xw);
       int64_t inside[4];
       win.inside(ph.row + step * th * dh, ph.col + step * tw * dw, run, inside);
       ok &= form.input(&wa, xr, run, inside, v + i * C) != 0;
@@ -2190,6 +2231,8 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const int64_t Kp = wp.Kp;
   Stager st(kt, x, {need_of(sp, OH + 1, OW + 1)}, /*unit_channel=*/true, 0,
             /*padding_in_place=*/true, /*cache_min_images=*/1);  // as run_winograd's
+  const bool own = own_input_rows(st, sp);
+  const int64_t chunk = own ? x.N : std::min(st.chunk, x.N);
   const WinogradWindows win(sp, x.H, x.W, WinogradKind::f2x2_3x3);
   const int64_t TH = ceil_div(OH, 2), TW = ceil_div(OW, 2), TWx = TW + ns - 1;
   // Rows of tiles per task: as many as the scratch allows, at least one task per thread.
@@ -2197,10 +2240,16 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const int64_t rows_max = std::max<int64_t>(1, wp.max_tiles(per_row) - (nr - 1));
   const int64_t threads = at::get_num_threads();
   const int64_t blocks = std::min(
-      TH, std::max(ceil_div(TH, rows_max), ceil_div(threads, std::min(st.chunk, x.N))));
+      TH, std::max(ceil_div(TH, rows_max), ceil_div(threads, chunk)));
   const int64_t RB = ceil_div(TH, blocks), per_image = ceil_div(TH, RB);  // tasks
   const int64_t vs = winograd_plane((RB + nr - 1) * TWx * C), ms = winograd_plane(RB * TW * Kp);
-  const int64_t scratch = 16 * (vs + ms) + WinogradStore<T>::buffer_elems(TW, 2, Kp, y.sc);
+  const int64_t store_elems = WinogradStore<T>::buffer_elems(TW, 2, Kp, y.sc);
+  // the input rows that tile rows [th0, th0 + rows) read with their nr - 1 rows of neighbours
+  const auto task_rows = [&](int64_t th0, int64_t rows) {
+    return input_tile_rows(sp.pt, x.H, th0, th0 + rows + nr - 2);
+  };
+  const int64_t copy_elems = own ? (2 * (RB + nr - 1) + 2) * x.W * C : 0;
+  const int64_t scratch = 16 * (vs + ms) + store_elems + copy_elems;
   const isa::DirectArgs ga{C, nr, ns, /*OW=*/TW, 1, 1, 1, 1, /*xc=*/1, /*xh=*/TWx * C,
                            /*xw=*/C, /*yk=*/1, /*yh=*/TW * Kp, /*yw=*/Kp, /*stream=*/0,
                            kWinogradBlock};
@@ -2208,15 +2257,18 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                              stream_output<T>(y.N * y.C * y.H * y.W)};  // as run_winograd's
   const WinogradStore<T> store(kt, kt->winograd_output, wa, TW, 2, K, Kp, y.sc, y.sw);
   const auto tasks_of = [&](int64_t nb) { return nb * per_image; };
-  return winograd_tasks(st, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0, int64_t task,
-                                                          T* v) {
+  return winograd_tasks(st, own, x, sp, scratch, tasks_of, [&](int64_t n0, const T* x0,
+                                                               int64_t task, T* v) {
     T* m = v + 16 * vs;
     T* yb = m + 16 * ms;
     const int64_t n = task / per_image, th0 = task % per_image * RB;
     const int64_t rows = std::min(RB, TH - th0);
+    T* copy = yb + store_elems;
+    const T* origin =
+        own ? own_input_origin(kt, x, sp, n0 + n, task_rows(th0, rows), copy) : x0 + n * st.xn;
     bool ok = true;
     for (int64_t i = 0; i < rows + nr - 1; ++i) {
-      const T* xr = x0 + n * st.xn + 2 * (th0 + i) * st.xh;
+      const T* xr = origin + 2 * (th0 + i) * st.xh;
       int64_t inside[4];
       win.inside(2 * (th0 + i), 0, TWx, inside);
       ok &= kt->winograd_input(&wa, xr, TWx, inside, v + i * TWx * C) != 0;
