@@ -212,6 +212,9 @@ CASES = [
     # direct convolutions stage cache-sized chunks of padded images where each chunk keeps
     # enough tasks: here float32 one image (1.1 MB) per chunk, three chunks
     (3, 64, 64, 64, 200, 3, 3, 2, 1, 1, 1),
+    # channels_last images whose input passes 512 KiB (645 KB over 36 x 35 pixels) with panels
+    # of all k-blocks over 256 KiB run every k-block inside a task (output channel tail)
+    (1, 128, 72, 70, 520, 1, 1, 2, 0, 1, 1),
     # outputs of >= 2M floats take streaming stores: rows / planes 64-byte aligned, then not
     # (forward), then a grad_input of 2.25M floats
     (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),
