@@ -34,9 +34,12 @@ namespace avx2 {
 // alternating processes against 4 x 2, NCHW forward: R50 1x1 64 -> 256 over 56 x 56 at 1
 // thread 12.9-13.4 -> 11.6-12.1 ms, 2 threads 7.4-7.6 -> 6.8-6.9; MBv2 pointwise 1 thread
 // 3.4-3.55 -> 3.06-3.15, 2 threads 1.94-2.1 -> 1.72-2.0; R50 1x1 256 -> 64 input gradient
-// 7.33-7.36 -> 6.91-6.93.
+// 7.33-7.36 -> 6.91-6.93. Still 4 x 2 (PD_NV_NARROW) where only its input rows fit in L1 with
+// the weight panel: MBv2 pointwise input gradient NCHW (144 channels, 24-lane panel) ran 8%
+// slower as 4 x 3 (2.37-2.53 -> 2.54-2.79 ms).
 #define PD_NK 4
 #define PD_NV 3
+#define PD_NV_NARROW 2
 #define PG_NK 2
 #define PG_NC 4
 // Depthwise tiles of 3 pixels x 4 channel vectors (kernels_impl.h dw_tile), was 6 x 2: a

@@ -391,19 +391,40 @@ static void planes_direct_tile(const PlanesDirectArgs* a, const T* x, T* y, cons
   }
 }
 
-// Pixel tiles outer: a tile's input (C x PD_NV vectors) is reused by every k-tile of the block.
+// Pixel tiles outer: a tile's input (C x NV vectors) is reused by every k-tile of the block.
 // Output channels past kvalid read the panel's zero padding (PD_NK divides KB) and are not
 // stored.
-static void direct_planes(const PlanesDirectArgs* a, const T* x, T* y, const T* wpanel,
-                          const T* bias, int64_t kvalid, int64_t np) {
-  const int64_t tile = PD_NV * V::N;
+template <int NV>
+static void direct_planes_tiles(const PlanesDirectArgs* a, const T* x, T* y, const T* wpanel,
+                                const T* bias, int64_t kvalid, int64_t np) {
+  const int64_t tile = NV * V::N;
   for (int64_t p0 = 0; p0 < np; p0 += tile) {
     for (int64_t k0 = 0; k0 < kvalid; k0 += PD_NK) {
-      planes_direct_tile<PD_NK, PD_NV>(a, x + p0, y + k0 * a->yk + p0, wpanel + k0,
-                                       bias ? bias + k0 : nullptr, tc_min(PD_NK, kvalid - k0),
-                                       tc_min(tile, np - p0));
+      planes_direct_tile<PD_NK, NV>(a, x + p0, y + k0 * a->yk + p0, wpanel + k0,
+                                    bias ? bias + k0 : nullptr, tc_min(PD_NK, kvalid - k0),
+                                    tc_min(tile, np - p0));
     }
   }
+}
+
+#ifdef PD_NV_NARROW
+// A pixel tile's input rows and the weight panel that its k-tiles read, within this they stay
+// in a 32 KiB L1 together.
+static constexpr int64_t kPlanesTileL1Bytes = int64_t(24) << 10;
+#endif
+
+static void direct_planes(const PlanesDirectArgs* a, const T* x, T* y, const T* wpanel,
+                          const T* bias, int64_t kvalid, int64_t np) {
+#ifdef PD_NV_NARROW
+  // The narrower tile where only its input rows fit in L1 with the panel (see
+  // kernels_avx2.cpp).
+  const auto bytes = [&](int nv) { return a->C * (nv * V::N + a->KB) * int64_t(sizeof(T)); };
+  if (bytes(PD_NV) > kPlanesTileL1Bytes && bytes(PD_NV_NARROW) <= kPlanesTileL1Bytes) {
+    direct_planes_tiles<PD_NV_NARROW>(a, x, y, wpanel, bias, kvalid, np);
+    return;
+  }
+#endif
+  direct_planes_tiles<PD_NV>(a, x, y, wpanel, bias, kvalid, np);
 }
 
 // Elements per 64-byte cache line (software prefetches).
