@@ -1143,7 +1143,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     // Larger panels go with kb_inner tasks too where an image's input does not stay in L2
     // and all panels per pixel chunk come to less than the image per k-block, as they stream
     // from L3 in order (R50 downsample 256 -> 512 channels_last, 784 KB of input per image:
-    // 10.7-11.1 -> 9.8 ms, 0.91-0.96x -> 1.01-1.02x native).
+    // 10.4-11.1 -> 9.7-9.8 ms, 0.91-0.96x -> 1.00-1.02x native).
     const int64_t panels = pl.nKB * pl.panel * int64_t(sizeof(T));
     const int64_t image_input = pl.P * sp.cpg * int64_t(sizeof(T));
     pl.kb_inner = !pl.planes && !pl.pixel_panel && !pl.panel_outer && pl.nKB > 1 &&
