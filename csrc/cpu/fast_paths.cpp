@@ -2079,9 +2079,10 @@ struct WinogradPanels {
 };
 
 // Undilated, an input that the Stager would copy (not pixel-major: NCHW) is copied by the
-// task that transforms it, only the rows of its tiles, pixel-major into its scratch, as the
-// weight gradient's own copies: staged a chunk at a time by all threads, the copy went to
-// memory or L3 and was read back from there (Zen 2, 2 threads, alternating processes, NCHW
+// task that transforms it, only the rows of its tiles, pixel-major into its scratch (the
+// Winograd forms and their weight gradients): staged a chunk at a time by all threads, the
+// copy went to memory or L3 and was read back from there (Zen 2, 2 threads, alternating
+// processes, NCHW
 // forward: VGG conv1_2 34.9 -> 32.8 ms, R50 3x3 8.5 -> 8.0, R50 3x3 stride 2 13.4 -> 12.1;
 // input gradient of VGG conv1_2 38.1-39.0 -> 34.7-35.5; 14 x 14 images the same).
 template <typename T>
@@ -2258,7 +2259,7 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const auto task_rows = [&](int64_t th0, int64_t rows) {
     return input_tile_rows(sp.pt, x.H, th0, th0 + rows + nr - 2);
   };
-  const int64_t copy_elems = own ? (2 * (RB + nr - 1) + 2) * x.W * C : 0;
+  const int64_t copy_elems = own ? std::min(x.H, 2 * (RB + nr - 1) + 2) * x.W * C : 0;
   const int64_t scratch = 16 * (vs + ms) + store_elems + copy_elems;
   const isa::DirectArgs ga{C, nr, ns, /*OW=*/TW, 1, 1, 1, 1, /*xc=*/1, /*xh=*/TWx * C,
                            /*xw=*/C, /*yk=*/1, /*yh=*/TW * Kp, /*yw=*/Kp, /*stream=*/0,
@@ -2525,7 +2526,7 @@ struct WinogradGradWeight {
   // the chunk by all threads went to memory and was read back, in part from the other core
   // (R50 3x3 NCHW took 1.3-1.85 ms more than channels_last at 2 threads for 1.1 ms of
   // copying at 1).
-  bool own_x() const { return dh == 1 && dw == 1 && !st.direct; }
+  bool own_x() const { return own_input_rows(st, sp); }
   bool own_d() const { return dh == 1 && dw == 1 && !pm.direct; }
   // Images per chunk: all of them where no operand is staged a chunk at a time; then the tasks
   // (and the sums) are the same for every layout.
@@ -2560,8 +2561,7 @@ struct WinogradGradWeight {
     TaskOperands ops{{}, {}, a0 / tl.per_image, x0, this};
     for_tile_rows(a0, a1, tl.per_image, ceil_div(OW, 2), [&](int64_t n, int64_t th0, int64_t th1) {
       if (own_x()) {
-        ops.x_own.push_back(copy_rows_pixel_major(kt, x, n0 + n, input_rows(th0, th1), copy) -
-                            sp.pt * x.W * C - sp.pl * C);
+        ops.x_own.push_back(own_input_origin(kt, x, sp, n0 + n, input_rows(th0, th1), copy));
       }
       if (own_d()) {
         ops.d_own.push_back(
@@ -2888,9 +2888,9 @@ at::Tensor winograd_gw_nested_by_tiles(WinogradNestedGradWeight<T>& w, int64_t u
       // image n's input at padded coordinate (0, 0) (the unit's tile rows and the nr - 1 below
       // them), its grad_output
       T* copy = z + 16 * zs;
-      const T* xo = own_x ? copy_rows_pixel_major(
-                                w.kt, w.x, n, input_tile_rows(w.sp.pt, w.x.H, r0, r0 + rows + nr - 2),
-                                copy) - w.sp.pt * w.x.W * C - w.sp.pl * C
+      const T* xo = own_x ? own_input_origin(w.kt, w.x, w.sp, n,
+                                             input_tile_rows(w.sp.pt, w.x.H, r0, r0 + rows + nr - 2),
+                                             copy)
                           : x0 + n * w.st.xn;
       const T* dn = own_d ? copy_rows_pixel_major(w.kt, w.d, n, grad_tile_rows(w.OH, r0, r0 + rows - 1),
                                                   copy)
