@@ -56,6 +56,11 @@ struct DirectArgs {
   // 1: prefetch the next tile's input pixels (only for R = S = 1 and xc = 1): for inputs read
   // once from memory, where the tile would otherwise wait on its broadcasts' loads.
   int64_t prefetch;
+  // Non-null (R = S = 1, xc = 1): input pixels [ahead_p0, ahead_p1) of the image at `ahead`
+  // (strides as for x) are prefetched into L2, spread over this call's tiles: the input of
+  // the task the thread runs next, so that it streams in over all of this task's k-blocks.
+  const void* ahead;
+  int64_t ahead_p0, ahead_p1;
 };
 
 // Packed weights for one k-block: [R][S][C][KB] (KB = kernel_block lanes, zero padded).

@@ -458,6 +458,11 @@ static void direct_pixels_nchw(const DirectArgs* a, const T* x, T* y,
     // output k of pixel q of the run -> buf[k*kRunRow + q - q0]
     b.yk = kRunRow, b.yh = a->OW, b.yw = 1;
     b.stream = 0;
+    if (a->ahead) {  // this run's share of the pixels to prefetch
+      const int64_t len = a->ahead_p1 - a->ahead_p0;
+      b.ahead_p0 = a->ahead_p0 + len * (q0 - p0) / (p1 - p0);
+      b.ahead_p1 = a->ahead_p0 + len * (q0 + n - p0) / (p1 - p0);
+    }
     direct_pixels_t<NVX, NPX>(&b, x, buf, wpanel, bias, kvalid, q0, q0 + n, q0);
     for (int64_t k = 0; k < kvalid; ++k) {
       const T* src = buf + k * kRunRow;
@@ -499,6 +504,9 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
   const int64_t x_wrap = a->sh * a->xh - OW * x_step, y_wrap = a->yh - OW * y_step;
   const T* xcur = x + oh * a->sh * a->xh + ow * x_step;
   T* ycur = y + oh * a->yh + ow * y_step - yoff;
+  const T* ahead = static_cast<const T*>(a->ahead);
+  int64_t aq = a->ahead_p0;
+  const int64_t ahead_per_tile = ahead ? (a->ahead_p1 - aq + ntiles - 1) / ntiles : 0;
   for (int64_t t = 0, p = p0; p < p1; ++t) {
     const int np = (int)(t < large_tiles ? small + 1 : small);
     for (int i = 0; i < np; ++i) {
@@ -517,6 +525,10 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
         for (int64_t c = 0; c < a->C; c += kLineElems) __builtin_prefetch(xq + c, 0, 2);
         if (++qw == a->OW) { qw = 0; ++qh; }
       }
+    }
+    for (int64_t i = 0; i < ahead_per_tile && aq < a->ahead_p1; ++i, ++aq) {
+      const T* xq = ahead + (aq / OW) * a->sh * a->xh + (aq % OW) * x_step;
+      for (int64_t c = 0; c < a->C; c += kLineElems) __builtin_prefetch(xq + c, 0, 2);
     }
     const auto tile = [&](auto np_count, auto full) {
       constexpr int NP = decltype(np_count)::value;
