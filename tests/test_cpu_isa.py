@@ -778,7 +778,10 @@ def test_threads_bitwise_identical(isa, layout, dtype):
              (3, 70, 40, 40, 20, 1, 1, 1, 0, 1, 1), (2, 24, 40, 40, 36, 1, 1, 1, 0, 1, 1),
              # depthwise over rows narrower than half a vector, one image: NCHW splits it
              # into blocks of channel vectors that depend on the thread count
-             (1, 40, 6, 6, 40, 3, 3, 1, 1, 1, 40)]
+             (1, 40, 6, 6, 40, 3, 3, 1, 1, 1, 40),
+             # weight gradients with 16 and 14 groups of passes: at 2 threads (channels_last;
+             # both layouts for the 3x3) the pass groups are the tasks, at 1 the weight blocks
+             (3, 24, 64, 60, 40, 1, 1, 1, 0, 1, 1), (4, 8, 130, 66, 12, 3, 3, 2, 1, 1, 1)]
     for (N, C, H, W, K, R, S, st, pd, dl, G) in cases:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)

@@ -1697,19 +1697,20 @@ void run_grouped(const Table<T>* kt, const Act<T>& x, const Spec& sp, const T* w
 }
 
 // Passes of a weight-gradient sum (one kernel call per task each; pass q of the sequence is
-// the same for every task and thread) go onto a middle buffer in groups of kMidPasses, the
-// groups onto the accumulators: a batch of 25088 pixels is ~110 passes, too many to add one by
-// one (see isa::kMidBlocks). Used by the dense, grouped and Winograd weight gradients.
+// the same for every task and thread) go onto a middle buffer in groups of mid_passes (at most
+// kMidPasses), the groups onto the accumulators: a batch of 25088 pixels is ~110 passes, too
+// many to add one by one (see isa::kMidBlocks). Used by the dense, grouped and Winograd weight
+// gradients.
 template <typename T>
 struct PassSums {
   static constexpr int64_t kMidPasses = 16;
-  int64_t passes;
+  int64_t passes, mid_passes;
   bool use_mid;
   at::Tensor acc, mid;
   T* ap = nullptr;  // the accumulators (the final sums)
   T* mp = nullptr;  // the middle level, or null
-  PassSums(int64_t passes_, int64_t elements)
-      : passes(passes_), use_mid(passes_ > kMidPasses),
+  PassSums(int64_t passes_, int64_t elements, int64_t mid_passes_ = kMidPasses)
+      : passes(passes_), mid_passes(mid_passes_), use_mid(passes_ > mid_passes_),
         acc(at::empty({elements}, options_of<T>())) {
     ap = acc.data_ptr<T>();
     if (use_mid) {
@@ -1719,12 +1720,12 @@ struct PassSums {
   }
   // Where pass q's kernel call sums, and whether it adds to what is there.
   T* target() const { return use_mid ? mp : ap; }
-  int accumulate(int64_t q) const { return (use_mid ? q % kMidPasses : q) > 0 ? 1 : 0; }
+  int accumulate(int64_t q) const { return (use_mid ? q % mid_passes : q) > 0 ? 1 : 0; }
   // After a task's pass q: its group (rows x cols from off, row stride `stride`) onto the
   // accumulators where the group ends.
   void end_pass(int64_t q, int64_t off, int64_t rows, int64_t stride, int64_t cols) const {
-    if (!use_mid || !(q % kMidPasses == kMidPasses - 1 || q == passes - 1)) return;
-    const bool first_group = q < kMidPasses;
+    if (!use_mid || !(q % mid_passes == mid_passes - 1 || q == passes - 1)) return;
+    const bool first_group = q < mid_passes;
     for (int64_t r = 0; r < rows; ++r) {
       T* a = ap + off + r * stride;
       const T* m = mp + off + r * stride;
@@ -2385,6 +2386,13 @@ constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed ope
 // 2 threads, alternating processes: R50 L3 1x1 (1024 output channels) channels_last weight
 // gradient 12.0-12.2 -> 6.6-6.7 ms).
 constexpr int64_t kGwPackDyBytes = 1024;
+// A dense weight gradient's passes go in at least this many groups where there are as many
+// passes (see by_passes in grad_weight_on) ...
+constexpr int64_t kGwPassGroups = 16;
+// ... and its pass groups are the tasks for weights up to this size, where all groups' sums
+// come to at most kGwPassGroupsBytes.
+constexpr int64_t kGwByPassesWeightBytes = int64_t(256) << 10;
+constexpr int64_t kGwPassGroupsBytes = int64_t(8) << 20;
 // ... where at least this many tasks (channel blocks x taps) share a copied block: each copy
 // reads its lines from memory with nothing to overlap (R50 1x1 expand channels_last, 11
 // channel blocks: 6.8-7.0 -> 9.3-9.4 ms copied), and a prefetch this many pixels ahead.
@@ -3613,8 +3621,31 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     passes += ceil_div(std::min(st.chunk, x.N - n0), NBI) * nRB;
   }
-  const PassSums<T> sums(passes, G * nKB * panel);
+  // Groups of passes on the middle level: kMidPasses, or fewer where that leaves less than
+  // kGwPassGroups of them (by_passes below).
+  const int64_t group_passes = passes <= PassSums<T>::kMidPasses * kGwPassGroups
+                           ? std::max<int64_t>(2, ceil_div(passes, kGwPassGroups))
+                           : PassSums<T>::kMidPasses;
+  const int64_t elems = G * nKB * panel;
+  const PassSums<T> sums(passes, elems,
+                         passes <= PassSums<T>::kMidPasses ? passes : group_passes);
   T* ap = sums.ap;
+  // Small weights (the accumulators fit L2 with room to spare) and enough pass groups for the
+  // threads: the tasks are the pass groups instead, handed out dynamically; a task sums every
+  // weight block over its passes into the group's own buffer, and the groups are added in
+  // order at the end, which are the same sums as the weight-block tasks' (bitwise). Every
+  // pixel is then read by one thread, and a thread that runs slower takes fewer groups (split
+  // by weight blocks, each thread read all of one operand, and one of the two often ran
+  // 20-40% longer than the other: Zen 2, AVX2, 2 threads, alternating processes, channels_last
+  // weight gradients of MBv2 pointwise 2.4-2.5 -> 2.1-2.3 ms, R50 1x1 64 -> 256 7.0 ->
+  // 6.2-6.3, 256 -> 64 7.0-7.5 -> 6.3-6.5).
+  const int64_t pass_groups = ceil_div(passes, group_passes);
+  const bool by_passes = sums.use_mid && st.chunk >= x.N && at::get_num_threads() > 1 &&
+                         pass_groups >= 4 * at::get_num_threads() &&
+                         elems * int64_t(sizeof(T)) <= kGwByPassesWeightBytes &&
+                         pass_groups * elems * int64_t(sizeof(T)) <= kGwPassGroupsBytes;
+  const at::Tensor group_sums =
+      by_passes ? at::zeros({pass_groups * elems}, options_of<T>()) : at::Tensor();
   // 1x1 stride-1 windows over dense input rows: a pass's pixels are consecutive in both
   // operands (grad_output is pixel-major with dense rows, in place or copied), and the tiles
   // take them as one row instead of paying a row's overhead every OW pixels (Zen 2, AVX2, 2
@@ -3654,7 +3685,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     const int64_t nb = std::min(st.chunk, x.N - n0);
     st.prepare(n0, nb);
     if (pm_whole) pm_whole->prepare(n0, nb);
-    at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+    // Tasks [b, e) over the chunk's passes [qa, qb) (numbered from the chunk's first): onto
+    // the three-level sums, or (own non-null) onto `own`, fresh at qa, the buffer of a group
+    // of passes (by_passes).
+    const auto run_passes = [&](int64_t b, int64_t e, int64_t qa, int64_t qb, T* own) {
       // output channels [k_lo, k_hi) of this thread's tasks (ordered group, k-block, ...; channel
       // major: whole groups), where grad_output is copied per pass
       const int64_t per_kb = nCE * R * SE;
@@ -3669,107 +3703,125 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
       }
       std::vector<T> dy_block;  // (pack_dy below)
       std::vector<T> x_block;   // (gather_x)
-      int64_t q = q0;
-      for (int64_t n = 0; n < nb; n += NBI) {
+      for (int64_t lq = qa; lq < qb; ++lq) {
+        const int64_t q = q0 + lq, n = lq / nRB * NBI, rb = lq % nRB;
         const int64_t nimg = std::min(NBI, nb - n);
-        for (int64_t rb = 0; rb < nRB; ++rb, ++q) {
-          const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
-          int64_t dyn, dyp;
-          const T* drow;  // pixel-major grad_output at row oh0 of image n, channel k_base
-          if (dy_per_pass) {
-            T* buf = data_of<T>(pass_buf);
-            dyp = k_hi - k_lo, dyn = rows * OW * dyp;
-            for (int64_t i = 0; i < nimg; ++i) {
-              kt->transpose(d.p + (n0 + n + i) * d.sn + k_lo * d.sc + oh0 * OW, d.sc,
-                            k_hi - k_lo, rows * OW, buf + i * dyn, dyp);
+        const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
+        int64_t dyn, dyp;
+        const T* drow;  // pixel-major grad_output at row oh0 of image n, channel k_base
+        if (dy_per_pass) {
+          T* buf = data_of<T>(pass_buf);
+          dyp = k_hi - k_lo, dyn = rows * OW * dyp;
+          for (int64_t i = 0; i < nimg; ++i) {
+            kt->transpose(d.p + (n0 + n + i) * d.sn + k_lo * d.sc + oh0 * OW, d.sc,
+                          k_hi - k_lo, rows * OW, buf + i * dyn, dyp);
+          }
+          drow = buf;
+        } else {
+          dyn = pm_whole->dyn, dyp = pm_whole->dyp;
+          drow = pm_whole->origin + n * dyn + oh0 * OW * dyp;
+        }
+        const int64_t pass_pixels = rows * OW;
+        const bool pack_dy = packs_dy(dyp);
+        if (pack_dy) dy_block.resize(nimg * pass_pixels * KB);
+        int64_t packed = -1;  // the (group, k-block) in dy_block
+        isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw, st.xn, st.xc, st.xh, st.xw,
+                              pack_dy ? pass_pixels * KB : dyn, pack_dy ? KB : dyp, nimg,
+                              acc_c, 0};
+        // prefetches only for operands read in place (see isa::GradWeightArgs::prefetch; Zen
+        // 2, AVX2, 2 threads, alternating processes: R50 L4 3x3 weight gradient, a padded
+        // copy and copied grad_output blocks, 19.8-21.4 -> 18.3-19.6 ms channels_last,
+        // 19.6-20.5 -> 18.1-19.2 NCHW; R50 downsample's gathered input 13.0-13.3 ->
+        // 12.6-12.7; 1x1 layers read in place the same)
+        a.prefetch = (st.direct && !gather_x ? isa::kGwPrefetchX : 0) |
+                     (!pack_dy && !dy_per_pass ? isa::kGwPrefetchDy : 0);
+        const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
+        if (gather_x) {  // [image][pass pixel][gathered_pixel]: consecutive pixels
+          x_block.resize(nimg * pass_pixels * gathered_pixel);
+          for (int64_t i = 0; i < nimg; ++i) {
+            for (int64_t p = 0; p < pass_pixels; ++p) {
+              const T* src =
+                  xrow + i * st.xn + (p / OW) * sp.sh * st.xh + (p % OW) * sp.sw * st.xw;
+              std::memcpy(&x_block[(i * pass_pixels + p) * gathered_pixel], src,
+                          sizeof(T) * x.C);
             }
-            drow = buf;
+          }
+          xrow = x_block.data();
+          a.sh = a.sw = 1, a.xn = pass_pixels * gathered_pixel, a.xw = gathered_pixel;
+        }
+        if (consecutive_pixels || gather_x) {
+          // the pass as one row (and its images too where both operands continue from one
+          // image to the next): the same pixels in the same order
+          a.OW = pass_pixels, a.OH = 1;
+          if (a.xn == a.OW * a.xw && a.dyn == a.OW * a.dyp) a.OW *= nimg, a.nimg = 1;
+        }
+        for (int64_t t = b; t < e; ++t) {
+          int64_t rest = t, s, r, cb, kb;
+          if (row_runs) {  // (k-block, row, channel block): see ntasks
+            cb = rest % nCE; rest /= nCE;
+            s = 0, r = rest % R; rest /= R;
+            kb = rest % nKB; rest /= nKB;
+          } else if (channel_major) {  // (group, channel block, k-block, row, column)
+            s = rest % SE; rest /= SE;
+            r = rest % R; rest /= R;
+            kb = rest % nKB; rest /= nKB;
+            cb = rest % nCE; rest /= nCE;
           } else {
-            dyn = pm_whole->dyn, dyp = pm_whole->dyp;
-            drow = pm_whole->origin + n * dyn + oh0 * OW * dyp;
+            s = rest % SE; rest /= SE;
+            r = rest % R; rest /= R;
+            cb = rest % nCE; rest /= nCE;
+            kb = rest % nKB; rest /= nKB;
           }
-          const int64_t pass_pixels = rows * OW;
-          const bool pack_dy = packs_dy(dyp);
-          if (pack_dy) dy_block.resize(nimg * pass_pixels * KB);
-          int64_t packed = -1;  // the (group, k-block) in dy_block
-          isa::GradWeightArgs a{rows, OW, sp.sh, sp.sw, sp.dh, sp.dw, st.xn, st.xc, st.xh, st.xw,
-                                pack_dy ? pass_pixels * KB : dyn, pack_dy ? KB : dyp, nimg,
-                                acc_c, 0};
-          // prefetches only for operands read in place (see isa::GradWeightArgs::prefetch; Zen
-          // 2, AVX2, 2 threads, alternating processes: R50 L4 3x3 weight gradient, a padded
-          // copy and copied grad_output blocks, 19.8-21.4 -> 18.3-19.6 ms channels_last,
-          // 19.6-20.5 -> 18.1-19.2 NCHW; R50 downsample's gathered input 13.0-13.3 ->
-          // 12.6-12.7; 1x1 layers read in place the same)
-          a.prefetch = (st.direct && !gather_x ? isa::kGwPrefetchX : 0) |
-                       (!pack_dy && !dy_per_pass ? isa::kGwPrefetchDy : 0);
-          const T* xrow = st.origin(sp.pt, sp.pl) + n * st.xn + oh0 * sp.sh * st.xh;
-          if (gather_x) {  // [image][pass pixel][gathered_pixel]: consecutive pixels
-            x_block.resize(nimg * pass_pixels * gathered_pixel);
-            for (int64_t i = 0; i < nimg; ++i) {
-              for (int64_t p = 0; p < pass_pixels; ++p) {
-                const T* src =
-                    xrow + i * st.xn + (p / OW) * sp.sh * st.xh + (p % OW) * sp.sw * st.xw;
-                std::memcpy(&x_block[(i * pass_pixels + p) * gathered_pixel], src,
-                            sizeof(T) * x.C);
-              }
-            }
-            xrow = x_block.data();
-            a.sh = a.sw = 1, a.xn = pass_pixels * gathered_pixel, a.xw = gathered_pixel;
-          }
-          if (consecutive_pixels || gather_x) {
-            // the pass as one row (and its images too where both operands continue from one
-            // image to the next): the same pixels in the same order
-            a.OW = pass_pixels, a.OH = 1;
-            if (a.xn == a.OW * a.xw && a.dyn == a.OW * a.dyp) a.OW *= nimg, a.nimg = 1;
-          }
-          for (int64_t t = b; t < e; ++t) {
-            int64_t rest = t, s, r, cb, kb;
-            if (row_runs) {  // (k-block, row, channel block): see ntasks
-              cb = rest % nCE; rest /= nCE;
-              s = 0, r = rest % R; rest /= R;
-              kb = rest % nKB; rest /= nKB;
-            } else if (channel_major) {  // (group, channel block, k-block, row, column)
-              s = rest % SE; rest /= SE;
-              r = rest % R; rest /= R;
-              kb = rest % nKB; rest /= nKB;
-              cb = rest % nCE; rest /= nCE;
-            } else {
-              s = rest % SE; rest /= SE;
-              r = rest % R; rest /= R;
-              cb = rest % nCE; rest /= nCE;
-              kb = rest % nKB; rest /= nKB;
-            }
-            const int64_t gr = rest;
-            const int64_t c0 = cb * CB, nc = std::min(CB, CE - c0), kvalid = std::min(KB, kpg - kb * KB);
-            const int64_t off = (gr * nKB + kb) * panel +
-                                (row_runs ? (r * CE + c0) * KB : c0 * acc_c + (r * S + s) * KB);
-            const T* dk = drow + gr * kpg + kb * KB - k_base;
-            if (pack_dy) {
-              if (packed != gr * nKB + kb) {
-                for (int64_t i = 0; i < nimg; ++i) {
-                  for (int64_t p = 0; p < pass_pixels; ++p) {
-                    const T* src = dk + i * dyn + p * dyp;
-                    T* dst = &dy_block[(i * pass_pixels + p) * KB];
-                    __builtin_prefetch(src + kGwPackDyAhead * dyp);
-                    int64_t j = 0;  // whole lines by fixed-size copies (inlined), then the rest
-                    for (; j + kLineElems<T> <= kvalid; j += kLineElems<T>) {
-                      std::memcpy(dst + j, src + j, 64);
-                    }
-                    if (j < kvalid) std::memcpy(dst + j, src + j, sizeof(T) * (kvalid - j));
+          const int64_t gr = rest;
+          const int64_t c0 = cb * CB, nc = std::min(CB, CE - c0), kvalid = std::min(KB, kpg - kb * KB);
+          const int64_t off = (gr * nKB + kb) * panel +
+                              (row_runs ? (r * CE + c0) * KB : c0 * acc_c + (r * S + s) * KB);
+          const T* dk = drow + gr * kpg + kb * KB - k_base;
+          if (pack_dy) {
+            if (packed != gr * nKB + kb) {
+              for (int64_t i = 0; i < nimg; ++i) {
+                for (int64_t p = 0; p < pass_pixels; ++p) {
+                  const T* src = dk + i * dyn + p * dyp;
+                  T* dst = &dy_block[(i * pass_pixels + p) * KB];
+                  __builtin_prefetch(src + kGwPackDyAhead * dyp);
+                  int64_t j = 0;  // whole lines by fixed-size copies (inlined), then the rest
+                  for (; j + kLineElems<T> <= kvalid; j += kLineElems<T>) {
+                    std::memcpy(dst + j, src + j, 64);
                   }
+                  if (j < kvalid) std::memcpy(dst + j, src + j, sizeof(T) * (kvalid - j));
                 }
-                packed = gr * nKB + kb;
               }
-              dk = dy_block.data();
+              packed = gr * nKB + kb;
             }
-            gw_fn(&a, st.channel(xrow, gr * cpg + c0), dk, sums.target() + off, nc, kvalid, r, s,
-                  sums.accumulate(q));
-            sums.end_pass(q, off, nc, acc_c, kvalid);
+            dk = dy_block.data();
           }
+          gw_fn(&a, st.channel(xrow, gr * cpg + c0), dk, (own ? own : sums.target()) + off, nc,
+                kvalid, r, s, own ? int(lq > qa) : sums.accumulate(q));
+          if (!own) sums.end_pass(q, off, nc, acc_c, kvalid);
         }
       }
+    };
+    const int64_t chunk_passes = ceil_div(nb, NBI) * nRB;
+    if (by_passes) {
+      dynamic_for(pass_groups, 1, [&](int64_t gi) {
+        const int64_t qa = gi * group_passes, qb = std::min(chunk_passes, qa + group_passes);
+        run_passes(0, ntasks, qa, qb, data_of<T>(group_sums) + gi * elems);
+      });
+    } else {
+      at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+        run_passes(b, e, 0, chunk_passes, nullptr);
+      });
+    }
+    q0 += chunk_passes;
+  }
+  if (by_passes) {  // the groups' sums onto the accumulators in order, as PassSums::end_pass
+    const T* gs = group_sums.const_data_ptr<T>();
+    at::parallel_for(0, elems, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t gi = 0; gi < pass_groups; ++gi) {
+        const T* m = gs + gi * elems;
+        for (int64_t i = b; i < e; ++i) ap[i] = gi == 0 ? m[i] : ap[i] + m[i];
+      }
     });
-    q0 += ceil_div(nb, NBI) * nRB;
   }
   if (row_runs) {  // [r][s][c][KB] -> [c][r][s][KB] per k-block
     const at::Tensor runs = sums.acc.clone();
