@@ -648,10 +648,6 @@ static void direct_reduce(const DirectArgs* a, const T* x, T* y, const T* wpack,
 // ------------------------------------------------------------------------------------------
 // Depthwise, channels vectorised (input channel stride 1).
 
-// Tiles ahead that the depthwise kernel prefetches (measured on Zen 5: 1-2 tiles leave the
-// loads waiting on L3 / DRAM; 8 into L2 roughly doubles a strided channels_last layer).
-static constexpr int64_t kDwPrefetchTiles = 8;
-
 // CU channel vectors from c0 of NP pixels, taps [r0, r1) x [s0, s1) (inside the input for
 // every pixel). cvalid (channels left from c0) may cut the vector short only when CU == 1.
 // TAPS3: all nine taps of an undilated 3x3 window, as constants (the loops unrolled, the tap
@@ -670,12 +666,15 @@ static inline void dw_block(const DepthwiseArgs* a, const T* const* xp, T* const
     TC_UNROLL for (int p = 0; p < NP; ++p) acc[u][p] = V::zero();
   }
   const T* wc = wpack + (c0 / V::N) * RS * V::N;
-  // Software prefetch of the rows' columns kDwPrefetchTiles tiles ahead into L2 (a->prefetch):
-  // the input streams from DRAM (or L3) and the hardware prefetchers fall behind on this
-  // pattern; on images that fit L2 they only cost (MBv2 7x7 x 960 channels_last: 10%). A
-  // tile's pixels are consecutive in a row, so the span ahead starts at xp[0] and covers
-  // every one of its NP * sw columns.
-  const T* pf = xp[0] + kDwPrefetchTiles * NP * a->sw * a->xw + c0;
+  // Software prefetch into L2 (a->prefetch) of the tile's columns of the window rows one
+  // output row further down (sh input rows): the input streams from DRAM (or L3) and the
+  // hardware prefetchers fall behind on this pattern; on images that fit L2 they only cost
+  // (MBv2 7x7 x 960 channels_last: 10%). A tile's pixels are consecutive in a row, so the
+  // span starts at xp[0] and covers every one of its NP * sw columns. (8 tiles ahead along the
+  // rows, Zen 2, AVX2, 2 threads, alternating processes: MBv2 dw s2, 112 x 112 x 96 channels_
+  // last forward, 2.60-2.70 ms, a row down 2.25-2.28; 56 x 56 x 144 and the input gradients
+  // the same. On Zen 5, 1-2 tiles ahead had left the loads waiting on L3 / DRAM.)
+  const T* pf = xp[0] + a->sh * a->xh + c0;
   const int64_t pf_cols = NP * a->sw;
   const bool full = cvalid >= V::N;
   TC_UNROLL for (int64_t r = r0; r < r1; ++r) {
