@@ -1256,14 +1256,17 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         // within noise).
         const bool prefetch_ahead = pl.kb_inner && sp.R * sp.S == 1 && st.xc == 1 &&
                                     ahead >= first[ji] && ahead < first[ji + 1];
-        const int64_t ahead_u = ahead - first[ji], next_pc = ahead_u % nPC;
-        const int64_t next_g = (ahead_u / nPC) % sp.G, next_n = ahead_u / (nPC * sp.G);
-        const int64_t next_p0 = chunk_begin(pl, next_pc);
-        const int64_t next_len = chunk_begin(pl, next_pc + 1) - next_p0;
+        int64_t next_p0 = 0, next_len = 0;  // the next task's pixels (prefetch_ahead)
+        if (prefetch_ahead) {
+          const int64_t v = ahead - first[ji], next_pc = v % nPC;
+          const int64_t next_g = (v / nPC) % sp.G, next_n = v / (nPC * sp.G);
+          a.ahead = st.origin(sp.pt, sp.pl) + next_n * st.xn + next_g * sp.cpg * st.xc;
+          next_p0 = chunk_begin(pl, next_pc);
+          next_len = chunk_begin(pl, next_pc + 1) - next_p0;
+        }
         for (int64_t kb = kb0; kb < kb1; ++kb) {
           T* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
-          if (prefetch_ahead) {
-            a.ahead = st.origin(sp.pt, sp.pl) + next_n * st.xn + next_g * sp.cpg * st.xc;
+          if (prefetch_ahead) {  // (a k-block's share)
             a.ahead_p0 = next_p0 + next_len * kb / nKB;
             a.ahead_p1 = next_p0 + next_len * (kb + 1) / nKB;
           }
