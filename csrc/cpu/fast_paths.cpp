@@ -272,6 +272,7 @@ void dynamic_for(int64_t n, int64_t min_tasks_per_thread, const F& f) {
 enum class Workspace {
   stage, grad_output, winograd_weights, winograd_scratch, pixel_panel,
   depthwise_input, depthwise_output,  // per task (run_depthwise)
+  pass_groups,                        // (grad_weight_on's by_passes)
   count
 };
 constexpr int64_t kKeepBytes = int64_t(24) << 20;
@@ -3648,7 +3649,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
                          elems * int64_t(sizeof(T)) <= kGwByPassesWeightBytes &&
                          pass_groups * elems * int64_t(sizeof(T)) <= kGwPassGroupsBytes;
   const at::Tensor group_sums =
-      by_passes ? at::zeros({pass_groups * elems}, options_of<T>()) : at::Tensor();
+      by_passes ? workspace<T>(Workspace::pass_groups, pass_groups * elems) : at::Tensor();
   // 1x1 stride-1 windows over dense input rows: a pass's pixels are consecutive in both
   // operands (grad_output is pixel-major with dense rows, in place or copied), and the tiles
   // take them as one row instead of paying a row's overhead every OW pixels (Zen 2, AVX2, 2
@@ -3683,6 +3684,33 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
                              ((OW - 1) * sp.sw + (S - 1) * sp.dw + 1) * cpg;
   const bool channel_major = !row_runs && nKB > 1 && pass_input > pass_rows * OW * kpg &&
                              !packs_dy(dy_per_pass ? kpg : pm_whole->dyp);
+  // Task t: its group, k-block, tap row and column, channels [c0, c0 + nc) of its view, valid
+  // lanes and accumulators (nc rows of acc_c from off), as ntasks orders the tasks.
+  struct GwTask {
+    int64_t gr, kb, r, s, c0, nc, kvalid, off;
+  };
+  const auto task_of = [&](int64_t t) {
+    int64_t rest = t, s, r, cb, kb;
+    if (row_runs) {  // (k-block, row, channel block): see ntasks
+      cb = rest % nCE; rest /= nCE;
+      s = 0, r = rest % R; rest /= R;
+      kb = rest % nKB; rest /= nKB;
+    } else if (channel_major) {  // (group, channel block, k-block, row, column)
+      s = rest % SE; rest /= SE;
+      r = rest % R; rest /= R;
+      kb = rest % nKB; rest /= nKB;
+      cb = rest % nCE; rest /= nCE;
+    } else {
+      s = rest % SE; rest /= SE;
+      r = rest % R; rest /= R;
+      cb = rest % nCE; rest /= nCE;
+      kb = rest % nKB; rest /= nKB;
+    }
+    const int64_t gr = rest, c0 = cb * CB;
+    return GwTask{gr, kb, r, s, c0, std::min(CB, CE - c0), std::min(KB, kpg - kb * KB),
+                  (gr * nKB + kb) * panel +
+                      (row_runs ? (r * CE + c0) * KB : c0 * acc_c + (r * S + s) * KB)};
+  };
   int64_t q0 = 0;  // passes of earlier chunks
   for (int64_t n0 = 0; n0 < x.N; n0 += st.chunk) {
     const int64_t nb = std::min(st.chunk, x.N - n0);
@@ -3759,26 +3787,9 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           if (a.xn == a.OW * a.xw && a.dyn == a.OW * a.dyp) a.OW *= nimg, a.nimg = 1;
         }
         for (int64_t t = b; t < e; ++t) {
-          int64_t rest = t, s, r, cb, kb;
-          if (row_runs) {  // (k-block, row, channel block): see ntasks
-            cb = rest % nCE; rest /= nCE;
-            s = 0, r = rest % R; rest /= R;
-            kb = rest % nKB; rest /= nKB;
-          } else if (channel_major) {  // (group, channel block, k-block, row, column)
-            s = rest % SE; rest /= SE;
-            r = rest % R; rest /= R;
-            kb = rest % nKB; rest /= nKB;
-            cb = rest % nCE; rest /= nCE;
-          } else {
-            s = rest % SE; rest /= SE;
-            r = rest % R; rest /= R;
-            cb = rest % nCE; rest /= nCE;
-            kb = rest % nKB; rest /= nKB;
-          }
-          const int64_t gr = rest;
-          const int64_t c0 = cb * CB, nc = std::min(CB, CE - c0), kvalid = std::min(KB, kpg - kb * KB);
-          const int64_t off = (gr * nKB + kb) * panel +
-                              (row_runs ? (r * CE + c0) * KB : c0 * acc_c + (r * S + s) * KB);
+          const GwTask tk = task_of(t);
+          const int64_t gr = tk.gr, kb = tk.kb, r = tk.r, s = tk.s, c0 = tk.c0, nc = tk.nc;
+          const int64_t kvalid = tk.kvalid, off = tk.off;
           const T* dk = drow + gr * kpg + kb * KB - k_base;
           if (pack_dy) {
             if (packed != gr * nKB + kb) {
@@ -3817,12 +3828,16 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     }
     q0 += chunk_passes;
   }
-  if (by_passes) {  // the groups' sums onto the accumulators in order, as PassSums::end_pass
-    const T* gs = group_sums.const_data_ptr<T>();
-    at::parallel_for(0, elems, 4096, [&](int64_t b, int64_t e) {
+  if (by_passes) {  // every task's groups onto its accumulators in order, as PassSums::end_pass
+    const T* gs = data_of<T>(group_sums);
+    dynamic_for(ntasks, 1, [&](int64_t t) {
+      const GwTask tk = task_of(t);
       for (int64_t gi = 0; gi < pass_groups; ++gi) {
-        const T* m = gs + gi * elems;
-        for (int64_t i = b; i < e; ++i) ap[i] = gi == 0 ? m[i] : ap[i] + m[i];
+        for (int64_t i = 0; i < tk.nc; ++i) {
+          T* a = ap + tk.off + i * acc_c;
+          const T* m = gs + gi * elems + tk.off + i * acc_c;
+          for (int64_t k = 0; k < tk.kvalid; ++k) a[k] = gi == 0 ? m[k] : a[k] + m[k];
+        }
       }
     });
   }
