@@ -1252,9 +1252,9 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         // k-block waits on memory (its input comes from L3 or DRAM at more than one core's
         // bandwidth) while the others never touch it (Zen 2, AVX2, 2 threads, alternating
         // processes: R50 1x1 256 -> 64 channels_last forward 6.0-6.2 -> 5.3-5.5 ms, 0.94x ->
-        // 1.08x native; 1 thread 12.0-12.2 -> 10.9-11.1; its input gradient shape, 64 -> 256's,
-        // 6.0-6.3 -> 5.3-5.5; 64 -> 256 forward, R50 downsample and 256 -> 1024 over 14 x 14
-        // within noise).
+        // 1.08x native; 1 thread 12.0-12.2 -> 10.9-11.1; the input gradient of 64 -> 256, the
+        // same product, 6.0-6.3 -> 5.3-5.5; 64 -> 256 forward, R50 downsample and 256 -> 1024
+        // over 14 x 14 within noise).
         const bool prefetch_ahead = pl.kb_inner && sp.R * sp.S == 1 && st.xc == 1 &&
                                     ahead >= first[ji] && ahead < first[ji + 1];
         int64_t next_p0 = 0, next_len = 0;  // the next task's pixels (prefetch_ahead)
