@@ -1729,10 +1729,15 @@ struct PassSums {
   // accumulators where the group ends.
   void end_pass(int64_t q, int64_t off, int64_t rows, int64_t stride, int64_t cols) const {
     if (!use_mid || !(q % mid_passes == mid_passes - 1 || q == passes - 1)) return;
-    const bool first_group = q < mid_passes;
+    add_group(mp, q < mid_passes, off, rows, stride, cols);
+  }
+  // A group's sums (`group`, laid out as the accumulators) onto the accumulators: rows x cols
+  // from off; the first group is copied.
+  void add_group(const T* group, bool first_group, int64_t off, int64_t rows, int64_t stride,
+                 int64_t cols) const {
     for (int64_t r = 0; r < rows; ++r) {
       T* a = ap + off + r * stride;
-      const T* m = mp + off + r * stride;
+      const T* m = group + off + r * stride;
       for (int64_t c = 0; c < cols; ++c) a[c] = first_group ? m[c] : a[c] + m[c];
     }
   }
@@ -3627,9 +3632,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   }
   // Groups of passes on the middle level: kMidPasses, or fewer where that leaves less than
   // kGwPassGroups of them (by_passes below).
-  const int64_t group_passes = passes <= PassSums<T>::kMidPasses * kGwPassGroups
-                           ? std::max<int64_t>(2, ceil_div(passes, kGwPassGroups))
-                           : PassSums<T>::kMidPasses;
+  const int64_t group_passes =
+      std::clamp<int64_t>(ceil_div(passes, kGwPassGroups), 2, PassSums<T>::kMidPasses);
   const int64_t elems = G * nKB * panel;
   const PassSums<T> sums(passes, elems,
                          passes <= PassSums<T>::kMidPasses ? passes : group_passes);
@@ -3828,16 +3832,12 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     }
     q0 += chunk_passes;
   }
-  if (by_passes) {  // every task's groups onto its accumulators in order, as PassSums::end_pass
+  if (by_passes) {  // every task's groups onto its accumulators in order, as end_pass does
     const T* gs = data_of<T>(group_sums);
     dynamic_for(ntasks, 1, [&](int64_t t) {
       const GwTask tk = task_of(t);
       for (int64_t gi = 0; gi < pass_groups; ++gi) {
-        for (int64_t i = 0; i < tk.nc; ++i) {
-          T* a = ap + tk.off + i * acc_c;
-          const T* m = gs + gi * elems + tk.off + i * acc_c;
-          for (int64_t k = 0; k < tk.kvalid; ++k) a[k] = gi == 0 ? m[k] : a[k] + m[k];
-        }
+        sums.add_group(gs + gi * elems, gi == 0, tk.off, tk.nc, acc_c, tk.kvalid);
       }
     });
   }

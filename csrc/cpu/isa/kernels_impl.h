@@ -670,10 +670,11 @@ static inline void dw_block(const DepthwiseArgs* a, const T* const* xp, T* const
   // output row further down (sh input rows): the input streams from DRAM (or L3) and the
   // hardware prefetchers fall behind on this pattern; on images that fit L2 they only cost
   // (MBv2 7x7 x 960 channels_last: 10%). A tile's pixels are consecutive in a row, so the
-  // span starts at xp[0] and covers every one of its NP * sw columns. (8 tiles ahead along the
-  // rows, Zen 2, AVX2, 2 threads, alternating processes: MBv2 dw s2, 112 x 112 x 96 channels_
-  // last forward, 2.60-2.70 ms, a row down 2.25-2.28; 56 x 56 x 144 and the input gradients
-  // the same. On Zen 5, 1-2 tiles ahead had left the loads waiting on L3 / DRAM.)
+  // span starts at xp[0] and covers every one of its NP * sw columns. (Zen 2, AVX2, 2 threads,
+  // alternating processes, 8 tiles ahead along the rows -> a row down: MBv2 dw s2 (112 x 112
+  // x 96) channels_last forward 2.60-2.70 -> 2.25-2.28 ms, its input gradient 3.31-3.34 ->
+  // 3.06-3.17; 56 x 56 x 144 the same. On Zen 5, 1-2 tiles ahead had left the loads waiting
+  // on L3 / DRAM.)
   const T* pf = xp[0] + a->sh * a->xh + c0;
   const int64_t pf_cols = NP * a->sw;
   const bool full = cvalid >= V::N;
