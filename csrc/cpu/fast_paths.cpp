@@ -2215,7 +2215,9 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   // Tiles per task: as many as the scratch allows, in a number of tasks that the threads share
   // evenly.
   const int64_t tmax = std::max(NP, wp.max_tiles(P * (C + Kp) * int64_t(sizeof(T))));
-  const int64_t chunk_tiles = (own ? x.N : std::min(st.chunk, x.N)) * per_image;
+  // the images of the chunk that starts at image n0
+  const auto chunk_images = [&](int64_t n0) { return own ? x.N : std::min(st.chunk, x.N - n0); };
+  const int64_t chunk_tiles = chunk_images(0) * per_image;
   const int64_t threads = at::get_num_threads();
   int64_t chunk_tasks = ceil_div(chunk_tiles, tmax);
   if (chunk_tiles >= threads * NP) chunk_tasks = ceil_div(chunk_tasks, threads) * threads;
@@ -2249,8 +2251,7 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
                                                                int64_t task, T* v) {
     T* m = v + P * vs;
     T* yb = m + P * ms;
-    const int64_t t0 = task * Tt,
-                  t1 = std::min((own ? x.N : std::min(st.chunk, x.N - n0)) * per_image, t0 + Tt);
+    const int64_t t0 = task * Tt, t1 = std::min(chunk_images(n0) * per_image, t0 + Tt);
     // the input origin of each image of the tiles (own copies after the store's buffer)
     T* copy = yb + WinogradStore<T>::buffer_elems(row_tiles, ot, Kp, y.sc);
     const int64_t n_first = t0 / per_image;

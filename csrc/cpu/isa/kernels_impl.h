@@ -430,6 +430,11 @@ static void direct_planes(const PlanesDirectArgs* a, const T* x, T* y, const T* 
 // Elements per 64-byte cache line (software prefetches).
 static constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
 
+// One input pixel's C channels (unit channel stride), line by line into L2.
+static inline void prefetch_pixel_channels_l2(const T* xq, int64_t C) {
+  for (int64_t c = 0; c < C; c += kLineElems) __builtin_prefetch(xq + c, 0, 2);
+}
+
 // Output pixel (oh, ow) goes to y + oh*yh + ow*yw - yoff.
 template <int NVX, int NPX>
 static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpanel,
@@ -521,14 +526,12 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
     if (a->prefetch) {
       int64_t qh = oh, qw = ow;
       for (int64_t q = p + np; q < tc_min(p1, p + np + NPX); ++q) {
-        const T* xq = x + qh * a->sh * a->xh + qw * a->sw * a->xw;
-        for (int64_t c = 0; c < a->C; c += kLineElems) __builtin_prefetch(xq + c, 0, 2);
-        if (++qw == a->OW) { qw = 0; ++qh; }
+        prefetch_pixel_channels_l2(x + qh * a->sh * a->xh + qw * x_step, a->C);
+        if (++qw == OW) { qw = 0; ++qh; }
       }
     }
     for (int64_t i = 0; i < ahead_per_tile && aq < a->ahead_p1; ++i, ++aq) {
-      const T* xq = ahead + (aq / OW) * a->sh * a->xh + (aq % OW) * x_step;
-      for (int64_t c = 0; c < a->C; c += kLineElems) __builtin_prefetch(xq + c, 0, 2);
+      prefetch_pixel_channels_l2(ahead + (aq / OW) * a->sh * a->xh + (aq % OW) * x_step, a->C);
     }
     const auto tile = [&](auto np_count, auto full) {
       constexpr int NP = decltype(np_count)::value;
