@@ -781,7 +781,10 @@ def test_threads_bitwise_identical(isa, layout, dtype):
              (1, 40, 6, 6, 40, 3, 3, 1, 1, 1, 40),
              # weight gradients with 16 and 14 groups of passes: at 2 threads (channels_last;
              # both layouts for the 3x3) the pass groups are the tasks, at 1 the weight blocks
-             (3, 24, 64, 60, 40, 1, 1, 1, 0, 1, 1), (4, 8, 130, 66, 12, 3, 3, 2, 1, 1, 1)]
+             (3, 24, 64, 60, 40, 1, 1, 1, 0, 1, 1), (4, 8, 130, 66, 12, 3, 3, 2, 1, 1, 1),
+             # depthwise weight gradient over parts of large channels_last images, each task
+             # every channel vector of its part (20 parts of 13 rows)
+             (4, 160, 64, 40, 160, 3, 3, 1, 1, 1, 160)]
     for (N, C, H, W, K, R, S, st, pd, dl, G) in cases:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
@@ -899,6 +902,56 @@ def test_depthwise_grad_weight_nan_inf_positions(isa, width, dtype):
     assert torch.equal(gw.isnan(), gw_ref.isnan())
     assert torch.equal(gw.isinf(), gw_ref.isinf())
     finite = gw_ref.isfinite()
+    torch.testing.assert_close(gw[finite], gw_ref[finite], rtol=1e-4, atol=1e-4)
+
+
+@DTYPES
+@pytest.mark.parametrize("case", [(4, 160, 64, 40, 1), (4, 100, 70, 70, 2), (3, 20, 40, 36, 1)])
+def test_depthwise_grad_weight_parts_of_large_images(isa, case, dtype):
+    """channels_last depthwise weight gradient over images of 1024 pixels and more: parts of
+    rows sized by their input rows (the first two with every channel vector per task, the
+    last with too few parts for that), a channel tail in the second."""
+    N, C, H, W, st = case
+    check_case(N, C, H, W, C, 3, 3, st, 1, 1, C, layout="cl", seed=3, dtype=dtype)
+
+
+@DTYPES
+@pytest.mark.parametrize("layout", ["nchw", "cl", "nchw_strided"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_grad_weight_nonfinite_grad_output_at_border(isa, layout, stride, dtype):
+    """Depthwise 3x3 weight gradient over small images, vectorised over channels: each
+    image goes through a zero-bordered copy, which multiplies the border pixels' grad_output
+    by padding. F.conv2d's float32 kernels (oneDNN) have no such products, so an infinite
+    grad_output there must not turn the taps that only see padding at that pixel into NaN.
+    (Its float64 kernels multiply the zero padding and do give NaN; torchconv skips the
+    padding in both dtypes, so the non-finite pattern is float32 F.conv2d's.)"""
+    torch.manual_seed(0)
+    x = torch.randn(3, 20, 7, 7, dtype=dtype)
+    w = torch.randn(20, 1, 3, 3, dtype=dtype)
+    gy = torch.randn(F.conv2d(x, w, None, stride, 1, 1, 20).shape, dtype=dtype)
+    oh = gy.shape[2] - 1
+    gy[0, 3, 0, 0] = float("inf")
+    gy[1, 5, oh, 2] = float("nan")
+    gy[2, 6, 1, oh] = float("-inf")
+    x[2, 9, 0, 0] = float("inf")  # an input at the border: the padding beside it stays out
+    if layout == "cl":
+        x, gy = (t.contiguous(memory_format=torch.channels_last) for t in (x, gy))
+    if layout == "nchw_strided":  # planes that are not dense: the channel-vectorised kernel
+        x = torch.cat([x, x], dim=3)[..., :7]
+        gy = torch.cat([gy, gy], dim=3)[..., :gy.shape[3]]
+    gw = ops.conv2d_grad_weight(gy, x, list(w.shape), [stride] * 2, [1, 1], [1, 1], 20)
+
+    def native(gy, x, w):
+        return torch.ops.aten.convolution_backward(gy, x, w, None, [stride] * 2, [1, 1], [1, 1],
+                                                   False, [0, 0], 20, [False, True, False])[1]
+    pattern = native(gy.float(), x.float(), w.float())
+    assert torch.equal(gw.isnan(), pattern.isnan())
+    assert torch.equal(gw.isinf(), pattern.isinf())
+    assert gw.isfinite().sum() < gw.numel()  # (the test reaches the non-finite channels)
+    finite = pattern.isfinite()
+    torch.testing.assert_close(gw[finite].float(), pattern[finite], rtol=1e-4, atol=1e-3)
+    gw_ref = native(gy, x, w)  # in the test's dtype, where it is finite
+    finite = finite & gw_ref.isfinite()
     torch.testing.assert_close(gw[finite], gw_ref[finite], rtol=1e-4, atol=1e-4)
 
 

@@ -3103,10 +3103,23 @@ void run_planes_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d
 }
 
 // Depthwise weight gradient of channel c, one product per valid window position in order.
-// For the NCHW plane kernel's channels whose vectorised sums are not finite: its lanes past
-// the output row multiply a zero grad_output by staged inputs (real ones where the right
-// padding is narrower than the window), NaN where such an input is infinite, where F.conv2d
-// has no product at all.
+// For the channels whose vectorised sums are not finite, where the kernels multiplied
+// values F.conv2d has no product for (NaN where one side is not finite): the NCHW plane
+// kernel's lanes past the output row multiply a zero grad_output by staged inputs (real ones
+// where the right padding is narrower than the window), and the channel-vectorised kernel's
+// small images multiply grad_output by their zero border (isa dw_gw_3x3_padded).
+// Depthwise weight gradient over channel vectors (channels_last and staged inputs), images of
+// kPartPixels and more: a task takes every channel vector of a part of the rows whose input
+// rows fit kDwPartInputBytes, instead of one cache line of channels of a larger part, which
+// read one line in every C / 16 of each pixel at a time (MBv2 dw s2, 96 x 112 x 112
+// channels_last, 2 threads, alternating processes: 3.4-4.2 -> 2.6-3.1 ms; MBv2 dw 144 x
+// 56 x 56 the same). Parts of at least kDwPartMinPixels bound their sums' slots to a few
+// percent of the output, and with fewer than kDwMinParts parts (few images and rows) the
+// tasks stay one cache line of channels of the earlier parts.
+constexpr int64_t kDwPartInputBytes = int64_t(384) << 10;
+constexpr int64_t kDwPartMinPixels = 256;
+constexpr int64_t kDwMinParts = 16;
+
 template <typename T>
 void depthwise_grad_weight_exact(const Act<T>& x, const Act<T>& d, const Spec& sp, int64_t c,
                                  at::Tensor& grad_weight) {
@@ -3410,17 +3423,27 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     // Channel vectors x parts of the pixels: a part is a fixed range of rows of one image (or
     // a few whole small images), so there are enough tasks for every thread whatever C; each
     // task sums its part into its own slot, the slots are added in part order (fixed by the
-    // shape and the staging chunk, not by the threads). The kernel skips the padding itself:
-    // a channels_last input is read in place (a zero-padded copy of a 7x7 MBv2 layer, 2.5 MB,
-    // cost more than the kernel's border work: 0.4-0.8x native with it, 0.55-1.05x without).
+    // shape and the staging chunk, not by the threads). A channels_last input is read in
+    // place, its padding skipped by the kernel (a zero-padded copy of a 7x7 MBv2 layer, 2.5 MB,
+    // cost more than the kernel's border work: 0.4-0.8x native with it, 0.55-1.05x without;
+    // the kernel now copies small images' channel vectors zero-bordered into L1 itself).
     const int64_t VL = kt->vec_lanes, C = g.in_channels, nCV = ceil_div(C, VL), RSV = R * S * VL;
     // valid input region in the coordinates of the kernels' x origin
     const int64_t top = sp.pt, left = sp.pl, valid_h = x.H, valid_w = x.W;
     constexpr int64_t kPartPixels = 1024;
     const int64_t P = OH * OW, HW = x.H * x.W;
     int64_t rows_pp = OH, imgs_pp = 1;  // rows / images per part
+    // Large images: parts of the rows whose input rows, all channels, fit kDwPartInputBytes
+    // (at least kDwPartMinPixels), and each task takes every channel vector of its part, so
+    // the part's input is read from memory once and from L2 by the other vectors.
+    bool all_vectors = false;
     if (P >= kPartPixels) {
-      rows_pp = ceil_div(OH, std::min(OH, ceil_div(P, kPartPixels)));
+      const int64_t input_rows = kDwPartInputBytes / std::max<int64_t>(1, x.W * C * sizeof(T));
+      const int64_t window_rows = (R - 1) * sp.dh + 1;
+      rows_pp = std::max((input_rows - window_rows) / sp.sh + 1, ceil_div(kDwPartMinPixels, OW));
+      rows_pp = std::clamp<int64_t>(rows_pp, 1, OH);
+      all_vectors = x.N * ceil_div(OH, rows_pp) >= kDwMinParts;
+      if (!all_vectors) rows_pp = ceil_div(OH, std::min(OH, ceil_div(P, kPartPixels)));
     } else {
       imgs_pp = kPartPixels / P;
     }
@@ -3453,8 +3476,9 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
       // vector per task, the two threads ran neighbouring vectors at once and both fetched
       // every line of both operands (Zen 2, AVX2, 2 threads, alternating processes,
       // channels_last: MBv2 dw 144 x 56 x 56 4.3-4.4 -> 2.9-3.0 ms, dw s2 96 x 112 x 112
-      // 5.0-5.5 -> 3.6-3.7; two lines per task the same as one).
-      const int64_t per_line = std::max<int64_t>(1, kLineElems<T> / VL);
+      // 5.0-5.5 -> 3.6-3.7; two lines per task the same as one). Parts of large images: every
+      // vector (see all_vectors; the same slots and sums either way).
+      const int64_t per_line = all_vectors ? nCV : std::max<int64_t>(1, kLineElems<T> / VL);
       const int64_t nLG = ceil_div(nCV, per_line);
       const int64_t workers = worker_count(parts * nLG, 1);
       if (stage_in_task) staged = at::empty({workers * task_elems}, options_of<T>());
@@ -3510,10 +3534,17 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
         }
       });
     }
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t r = 0; r < R; ++r)
-        for (int64_t s = 0; s < S; ++s)
-          gw[c * ws0 + r * ws2 + s * ws3] = ap[((c / VL) * R * S + r * S + s) * VL + c % VL];
+    for (int64_t c = 0; c < C; ++c) {
+      bool finite = true;
+      for (int64_t r = 0; r < R; ++r) {
+        for (int64_t s = 0; s < S; ++s) {
+          const T sum = ap[((c / VL) * R * S + r * S + s) * VL + c % VL];
+          finite = finite && std::isfinite(sum);
+          gw[c * ws0 + r * ws2 + s * ws3] = sum;
+        }
+      }
+      if (!finite) depthwise_grad_weight_exact(x, d, sp, c, grad_weight);
+    }
     return true;
   }
 

@@ -1240,7 +1240,62 @@ static void dw_gw_taps(const DepthwiseGradWeightArgs* a, const T* x, const T* dy
   TC_UNROLL for (int t = 0; t < NT; ++t) end_block(acc0 + t * V::N, &A[t], &accumulate);
 }
 
-// acc[t][VL] for taps t = r*S + s. 3 x 3: all nine taps in one pass over the pixels; 5- and
+// 3 x 3 taps over small images: each image's channel vector is copied into a zero-bordered
+// buffer (its padded window area, at most kDwGwPaddedPixels pixels), and every pixel then
+// takes its nine taps without range checks (MBv2 7 x 7: 24 of the 49 pixels are border
+// pixels, and their tap ranges cost more than their products). The padding adds 0 * dy,
+// which differs from skipping it only where dy is not finite: the caller recomputes the
+// channels whose sums are not finite.
+enum { kDwGwPaddedPixels = 256 };
+static bool dw_gw_padded_fits(const DepthwiseGradWeightArgs* a, int64_t* Hp, int64_t* Wp) {
+  *Hp = (a->OH - 1) * a->sh + 2 * a->dh + 1;
+  *Wp = (a->OW - 1) * a->sw + 2 * a->dw + 1;
+  return *Hp * *Wp <= kDwGwPaddedPixels;
+}
+static void dw_gw_3x3_padded(const DepthwiseGradWeightArgs* a, const T* x, const T* dy, T* acc,
+                             int64_t cvalid, int accumulate, int64_t Hp, int64_t Wp) {
+  typedef V::reg reg;
+  alignas(64) T buf[kDwGwPaddedPixels * V::N];
+  for (int64_t i = 0; i < Hp * Wp; ++i) V::store(buf + i * V::N, V::zero());
+  // the input's rows and columns inside the buffer (the rest stays zero)
+  const int64_t i_lo = a->top > 0 ? a->top : 0, i_hi = tc_min(a->top + a->H, Hp);
+  const int64_t j_lo = a->left > 0 ? a->left : 0, j_hi = tc_min(a->left + a->W, Wp);
+  int64_t toff[9];
+  reg A[9];
+  TC_UNROLL for (int t = 0; t < 9; ++t) {
+    A[t] = V::zero();
+    toff[t] = ((t / 3) * a->dh * Wp + (t % 3) * a->dw) * V::N;
+  }
+  const int64_t OH = a->OH, OW = a->OW, xh = a->xh, xw = a->xw, dyp = a->dyp;
+  const int64_t b_step = a->sw * V::N, b_row = a->sh * Wp * V::N;
+  const int64_t block_rows = rows_per_block(OW);
+  int64_t rows = 0;
+  for (int64_t n = 0; n < a->nimg; ++n) {
+    const T* xi = x + n * a->xn;
+    for (int64_t i = i_lo; i < i_hi; ++i) {
+      for (int64_t j = j_lo; j < j_hi; ++j) {
+        V::store(buf + (i * Wp + j) * V::N, load_k(xi + i * xh + j * xw, cvalid));
+      }
+    }
+    const T* dr = dy + n * a->dyn;
+    const T* br = buf;
+    for (int64_t oh = 0; oh < OH; ++oh, br += b_row) {
+      if (rows++ == block_rows) {
+        TC_UNROLL for (int t = 0; t < 9; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
+        accumulate = 1, rows = 1;
+      }
+      const T* bp = br;
+      for (int64_t ow = 0; ow < OW; ++ow, dr += dyp, bp += b_step) {
+        const reg d = load_k(dr, cvalid);
+        TC_UNROLL for (int t = 0; t < 9; ++t) A[t] = V::fma(V::load(bp + toff[t]), d, A[t]);
+      }
+    }
+  }
+  TC_UNROLL for (int t = 0; t < 9; ++t) end_block(acc + t * V::N, &A[t], &accumulate);
+}
+
+// acc[t][VL] for taps t = r*S + s. 3 x 3: all nine taps in one pass over the pixels (small
+// images through a zero-bordered copy); 5- and
 // 7-wide kernels: one tap row per pass (5 / 7 accumulators: AVX2 has 16 registers).
 // Any other width: one tap at a time over the output pixels whose window position of that
 // tap is inside the input.
@@ -1248,6 +1303,11 @@ static void depthwise_grad_weight(const DepthwiseGradWeightArgs* a, const T* x,
                                   const T* dy, T* acc, int64_t cvalid, int accumulate) {
   typedef V::reg reg;
   if (a->R == 3 && a->S == 3) {
+    int64_t Hp, Wp;
+    if (dw_gw_padded_fits(a, &Hp, &Wp)) {
+      dw_gw_3x3_padded(a, x, dy, acc, cvalid, accumulate, Hp, Wp);
+      return;
+    }
     dw_gw_taps<3, 3>(a, x, dy, acc, cvalid, accumulate, 0);
     return;
   }
