@@ -3102,12 +3102,6 @@ void run_planes_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d
   grad_weight.copy_(sums.acc.view(grad_weight.sizes()));  // [K][cpg] into the weight's strides
 }
 
-// Depthwise weight gradient of channel c, one product per valid window position in order.
-// For the channels whose vectorised sums are not finite, where the kernels multiplied
-// values F.conv2d has no product for (NaN where one side is not finite): the NCHW plane
-// kernel's lanes past the output row multiply a zero grad_output by staged inputs (real ones
-// where the right padding is narrower than the window), and the channel-vectorised kernel's
-// small images multiply grad_output by their zero border (isa dw_gw_3x3_padded).
 // Depthwise weight gradient over channel vectors (channels_last and staged inputs), images of
 // kPartPixels and more: a task takes every channel vector of a part of the rows whose input
 // rows fit kDwPartInputBytes, instead of one cache line of channels of a larger part, which
@@ -3120,6 +3114,12 @@ constexpr int64_t kDwPartInputBytes = int64_t(384) << 10;
 constexpr int64_t kDwPartMinPixels = 256;
 constexpr int64_t kDwMinParts = 16;
 
+// Depthwise weight gradient of channel c, one product per valid window position in order.
+// For the channels whose vectorised sums are not finite, where the kernels multiplied
+// values F.conv2d has no product for (NaN where one side is not finite): the NCHW plane
+// kernel's lanes past the output row multiply a zero grad_output by staged inputs (real ones
+// where the right padding is narrower than the window), and the channel-vectorised kernel's
+// small images multiply grad_output by their zero border (isa dw_gw_3x3_padded).
 template <typename T>
 void depthwise_grad_weight_exact(const Act<T>& x, const Act<T>& d, const Spec& sp, int64_t c,
                                  at::Tensor& grad_weight) {
