@@ -172,14 +172,15 @@ CASES = [
     (2, 256, 23, 25, 12, 1, 1, 1, 0, 1, 1),
     (2, 24, 24, 24, 144, 1, 1, 1, 0, 1, 1),
     (1, 40, 30, 20, 200, 1, 1, 1, 0, 1, 1),
-    # the weight gradient of those (>= 128 pixels per image) is vectorised along the pixels:
-    # tails of the register tile and of the task blocks (70 = 64 + 6 input, 13 = 8 + 5
-    # output channels), images of 143 pixels (7 per pass, each with a masked vector), 24
-    # passes of part images (three-level sums), grouped
-    (2, 70, 13, 11, 13, 1, 1, 1, 0, 1, 1),
-    (7, 9, 13, 11, 5, 1, 1, 1, 0, 1, 1),
+    # the weight gradient of those (>= 256 pixels per image) is vectorised along the pixels:
+    # tails of the register tile and of the task blocks (70 = 64 + 6 input channels; 13
+    # output channels = 6 + 6 + 1 (AVX2) or 8 + 4 + 1), images of 266 pixels (a masked vector
+    # each), two images of 256 pixels per pass (7 images: a last pass of one), 36 passes of
+    # part images in float32 (three-level sums), grouped
+    (2, 70, 19, 14, 13, 1, 1, 1, 0, 1, 1),
+    (7, 9, 16, 16, 5, 1, 1, 1, 0, 1, 1),
     (4, 20, 64, 70, 24, 1, 1, 1, 0, 1, 1),
-    (2, 36, 16, 9, 30, 1, 1, 1, 0, 1, 6),
+    (2, 36, 16, 16, 30, 1, 1, 1, 0, 1, 6),
     # strided 1x1 weight gradients stay on the channel-vectorised kernel (gathering each
     # pass's input pixels into a dense panel for the pixel-vectorised one measured no faster)
     (3, 40, 30, 34, 20, 1, 1, (2, 3), 0, 1, 1),

@@ -3043,12 +3043,14 @@ bool use_grouped(const Table<T>* kt, int64_t G, int64_t cpg, int64_t kpg) {
 // transposed to pixel-major and broadcasts the input from 12 planes at a time (R50 1x1
 // 64 -> 256 NCHW: 0.65x native). A pass is about kPlanesPassBytes of every channel row (a
 // range of one image's pixels, or several small images); a task owns a block of output x
-// input channels of one group and runs every pass over it; passes go through PassSums.
-constexpr int64_t kPlanesPassBytes = 4096;   // per channel row and pass
+// input channels of one group and runs every pass over it; passes go through PassSums. The
+// kernel keeps a tile's input rows of a pass in L1 while the task's grad_output rows pass,
+// so those rows (kPlanesTaskTiles output tiles) stay in L1 too.
+constexpr int64_t kPlanesPassBytes = 2048;   // per channel row and pass
 constexpr int64_t kPlanesLaneChain = 64;     // at most, products per lane and pass (accuracy:
                                              // a lane sums its pixels of a pass in one chain)
 constexpr int64_t kPlanesTaskChannels = 64;  // input channels per task (their rows stay in L2)
-constexpr int64_t kPlanesTaskOutputs = 8;    // output channels per task
+constexpr int64_t kPlanesTaskTiles = 2;      // output tiles per task
 // Below: the channel-vectorised kernel wins (short planes: masked lanes, few vectors per lane
 // sum). Interleaved, 2 threads, channels 256 -> 1024 / 1024 -> 256 over 8 x 14 x 14 (196
 // pixels): 0.83-0.86x -> 0.95-1.0x / 0.94x -> 1.09x of native by the channel kernel; over
@@ -3076,7 +3078,8 @@ void run_planes_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d
     images_per_pass = std::max<int64_t>(1, L / P);
   }
   const int64_t passes = parts > 1 ? N * parts : ceil_div(N, images_per_pass);
-  const int64_t nCT = ceil_div(cpg, kPlanesTaskChannels), nKT = ceil_div(kpg, kPlanesTaskOutputs);
+  const int64_t task_outputs = kPlanesTaskTiles * kt->planes_gw_kernel_block;
+  const int64_t nCT = ceil_div(cpg, kPlanesTaskChannels), nKT = ceil_div(kpg, task_outputs);
   const int64_t ntasks = G * nCT * nKT;  // (group, input block, output block): consecutive
                                          // tasks share the input rows
   const PassSums<T> sums(passes, G * kpg * cpg);
@@ -3088,8 +3091,8 @@ void run_planes_grad_weight(const Table<T>* kt, const Act<T>& x, const Act<T>& d
                                         d.sn, d.sc, cpg};
       for (int64_t t = b; t < e; ++t) {
         const int64_t kb = t % nKT, cb = t / nKT % nCT, gr = t / (nKT * nCT);
-        const int64_t k0 = kb * kPlanesTaskOutputs, c0 = cb * kPlanesTaskChannels;
-        const int64_t nk = std::min(kPlanesTaskOutputs, kpg - k0),
+        const int64_t k0 = kb * task_outputs, c0 = cb * kPlanesTaskChannels;
+        const int64_t nk = std::min(task_outputs, kpg - k0),
                       nc = std::min(kPlanesTaskChannels, cpg - c0);
         const int64_t off = (gr * kpg + k0) * cpg + c0;
         kt->grad_weight_planes(&a, x.p + n * x.sn + (gr * cpg + c0) * x.sc + p0,

@@ -316,6 +316,7 @@ struct KernelTableT {
   int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)
   int gw_wide_channel_block;
   GradWeightFn<T> grad_weight_wide;
+  int planes_gw_kernel_block;  // output channels per tile of grad_weight_planes
   PlanesGradWeightFn<T> grad_weight_planes;
   DepthwiseGradWeightFn<T> depthwise_grad_weight;
   StagePlaneFn<T> stage_plane;
