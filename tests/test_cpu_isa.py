@@ -221,6 +221,9 @@ CASES = [
     (2, 8, 128, 128, 80, 1, 1, 1, 0, 1, 1),
     (1, 4, 150, 150, 100, 3, 3, 1, 1, 1, 1),
     (1, 100, 150, 150, 4, 3, 3, 1, 1, 1, 1),
+    # ... a streamed channels_last output (5.5 MB) of 72 channels: a multiple of AVX2's
+    # 24-channel mid tile, whose runs end inside cache lines (the 16-channel tile there)
+    (2, 24, 96, 100, 72, 1, 1, 1, 0, 1, 1),
 ]
 
 
