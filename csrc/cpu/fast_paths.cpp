@@ -3166,6 +3166,22 @@ void depthwise_grad_weight_exact(const Act<T>& x, const Act<T>& d, const Spec& s
   }
 }
 
+// Channel c's weight gradient from the kernels' sums, sum_of(t) for taps t = r*S + s; the
+// channel is recomputed by depthwise_grad_weight_exact where a sum is not finite.
+template <typename T, typename SumOf>
+void store_depthwise_grad_weight(const Act<T>& x, const Act<T>& d, const Spec& sp, int64_t c,
+                                 const SumOf& sum_of, at::Tensor& grad_weight) {
+  T* gw = grad_weight.mutable_data_ptr<T>();
+  bool finite = true;
+  for (int64_t t = 0; t < sp.R * sp.S; ++t) {
+    const T sum = sum_of(t);
+    finite = finite && std::isfinite(sum);
+    gw[c * grad_weight.stride(0) + t / sp.S * grad_weight.stride(2) +
+       t % sp.S * grad_weight.stride(3)] = sum;
+  }
+  if (!finite) depthwise_grad_weight_exact(x, d, sp, c, grad_weight);
+}
+
 // Taps r in [0, R) that reach input rows of phase a (ih = a + i*stride): (a + pad - r*dil)
 // divisible by stride.
 std::vector<int64_t> phase_taps(int64_t a, int64_t pad, int64_t R, int64_t dil,
@@ -3431,14 +3447,11 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
                       pg.Wq, staged);
         kt->depthwise_plane_grad_weight(&plan.args, staged, d.p + n * d.sn + c * d.sc, acc, n > 0);
       }
-      bool finite = true;
-      for (int64_t t = 0; t < RS; ++t) {
-        T sum = 0;
+      store_depthwise_grad_weight(x, d, sp, c, [&](int64_t t) {
+        T sum = 0;  // the tap's lanes
         for (int64_t l = 0; l < VL; ++l) sum += acc[t * VL + l];
-        finite = finite && std::isfinite(sum);
-        gw[c * ws0 + (t / S) * ws2 + (t % S) * ws3] = sum;
-      }
-      if (!finite) depthwise_grad_weight_exact(x, d, sp, c, grad_weight);
+        return sum;
+      }, grad_weight);
     });
     return true;
   }
@@ -3559,15 +3572,9 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
       });
     }
     for (int64_t c = 0; c < C; ++c) {
-      bool finite = true;
-      for (int64_t r = 0; r < R; ++r) {
-        for (int64_t s = 0; s < S; ++s) {
-          const T sum = ap[((c / VL) * R * S + r * S + s) * VL + c % VL];
-          finite = finite && std::isfinite(sum);
-          gw[c * ws0 + r * ws2 + s * ws3] = sum;
-        }
-      }
-      if (!finite) depthwise_grad_weight_exact(x, d, sp, c, grad_weight);
+      store_depthwise_grad_weight(x, d, sp, c, [&](int64_t t) {
+        return ap[((c / VL) * R * S + t) * VL + c % VL];
+      }, grad_weight);
     }
     return true;
   }
