@@ -174,9 +174,9 @@ CASES = [
     (1, 40, 30, 20, 200, 1, 1, 1, 0, 1, 1),
     # the weight gradient of those (>= 256 pixels per image) is vectorised along the pixels:
     # tails of the register tile and of the task blocks (70 = 64 + 6 input channels; 13
-    # output channels = 6 + 6 + 1 (AVX2) or 8 + 4 + 1), images of 266 pixels (a masked vector
-    # each), two images of 256 pixels per pass (7 images: a last pass of one), 36 passes of
-    # part images in float32 (three-level sums), grouped
+    # output channels in tasks of 6 + 6 + 1 (AVX2) or 8 + 5 (tiles of 4 + 1)), images of 266
+    # pixels (a masked vector each), two images of 256 pixels per pass (7 images: a last pass
+    # of one), 36 passes of part images in float32 (three-level sums), grouped
     (2, 70, 19, 14, 13, 1, 1, 1, 0, 1, 1),
     (7, 9, 16, 16, 5, 1, 1, 1, 0, 1, 1),
     (4, 20, 64, 70, 24, 1, 1, 1, 0, 1, 1),
