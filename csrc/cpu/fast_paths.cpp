@@ -3166,21 +3166,35 @@ void depthwise_grad_weight_exact(const Act<T>& x, const Act<T>& d, const Spec& s
   }
 }
 
-// Channel c's weight gradient from the kernels' sums, sum_of(t) for taps t = r*S + s; the
-// channel is recomputed by depthwise_grad_weight_exact where a sum is not finite.
-template <typename T, typename SumOf>
-void store_depthwise_grad_weight(const Act<T>& x, const Act<T>& d, const Spec& sp, int64_t c,
-                                 const SumOf& sum_of, at::Tensor& grad_weight) {
-  T* gw = grad_weight.mutable_data_ptr<T>();
-  bool finite = true;
-  for (int64_t t = 0; t < sp.R * sp.S; ++t) {
-    const T sum = sum_of(t);
-    finite = finite && std::isfinite(sum);
-    gw[c * grad_weight.stride(0) + t / sp.S * grad_weight.stride(2) +
-       t % sp.S * grad_weight.stride(3)] = sum;
+// Stores channels' weight gradients from the kernels' sums, sum_of(t) for taps t = r*S + s;
+// a channel is recomputed by depthwise_grad_weight_exact where a sum is not finite. The
+// tensor's pointer and strides are read once, and no index is divided per tap: read per tap
+// (calls out of line) they took a fifth of a small layer's time (MBv2 dw 960 x 7 x 7
+// channels_last weight gradient, whose 8640 taps are stored by one thread).
+template <typename T>
+struct DepthwiseGradWeightStore {
+  const Act<T>& x;
+  const Act<T>& d;
+  const Spec& sp;
+  at::Tensor& grad_weight;
+  T* gw;
+  int64_t sc, sr, ss;  // grad_weight's strides (output channel, row, column)
+  DepthwiseGradWeightStore(const Act<T>& x_, const Act<T>& d_, const Spec& sp_, at::Tensor& gw_)
+      : x(x_), d(d_), sp(sp_), grad_weight(gw_), gw(gw_.mutable_data_ptr<T>()),
+        sc(gw_.stride(0)), sr(gw_.stride(2)), ss(gw_.stride(3)) {}
+  template <typename SumOf>
+  void operator()(int64_t c, const SumOf& sum_of) const {
+    bool finite = true;
+    for (int64_t r = 0, t = 0; r < sp.R; ++r) {
+      for (int64_t s = 0; s < sp.S; ++s, ++t) {
+        const T sum = sum_of(t);
+        finite = finite && std::isfinite(sum);
+        gw[c * sc + r * sr + s * ss] = sum;
+      }
+    }
+    if (!finite) depthwise_grad_weight_exact(x, d, sp, c, grad_weight);
   }
-  if (!finite) depthwise_grad_weight_exact(x, d, sp, c, grad_weight);
-}
+};
 
 // Taps r in [0, R) that reach input rows of phase a (ih = a + i*stride): (a + pad - r*dil)
 // divisible by stride.
@@ -3439,6 +3453,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     at::Tensor scratch = at::empty({workers * (pg.elems + RS * VL)},
                                    options_of<T>());
     T* sc = scratch.data_ptr<T>();
+    const DepthwiseGradWeightStore<T> store(x, d, sp, grad_weight);
     dynamic_for_workers(C, workers, [&](int64_t c, int64_t worker) {
       T* staged = sc + worker * (pg.elems + RS * VL);
       T* acc = staged + pg.elems;
@@ -3447,11 +3462,11 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
                       pg.Wq, staged);
         kt->depthwise_plane_grad_weight(&plan.args, staged, d.p + n * d.sn + c * d.sc, acc, n > 0);
       }
-      store_depthwise_grad_weight(x, d, sp, c, [&](int64_t t) {
+      store(c, [&](int64_t t) {
         T sum = 0;  // the tap's lanes
         for (int64_t l = 0; l < VL; ++l) sum += acc[t * VL + l];
         return sum;
-      }, grad_weight);
+      });
     });
     return true;
   }
@@ -3571,10 +3586,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
         }
       });
     }
+    const DepthwiseGradWeightStore<T> store(x, d, sp, grad_weight);
     for (int64_t c = 0; c < C; ++c) {
-      store_depthwise_grad_weight(x, d, sp, c, [&](int64_t t) {
-        return ap[((c / VL) * R * S + t) * VL + c % VL];
-      }, grad_weight);
+      const T* sums = ap + c / VL * RSV + c % VL;  // [tap][VL]
+      store(c, [&](int64_t t) { return sums[t * VL]; });
     }
     return true;
   }
