@@ -3814,6 +3814,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
       if (dy_per_pass) {
         pass_buf = workspace<T>(Workspace::grad_output, NBI * RB * OW * (k_hi - k_lo));
       }
+      // the tasks decoded once, not per pass (task_of divides)
+      std::vector<GwTask> tasks;
+      tasks.reserve(e - b);
+      for (int64_t t = b; t < e; ++t) tasks.push_back(task_of(t));
       std::vector<T> dy_block;  // (pack_dy below)
       std::vector<T> x_block;   // (gather_x)
       for (int64_t lq = qa; lq < qb; ++lq) {
@@ -3868,8 +3872,7 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           a.OW = pass_pixels, a.OH = 1;
           if (a.xn == a.OW * a.xw && a.dyn == a.OW * a.dyp) a.OW *= nimg, a.nimg = 1;
         }
-        for (int64_t t = b; t < e; ++t) {
-          const GwTask tk = task_of(t);
+        for (const GwTask& tk : tasks) {
           const int64_t gr = tk.gr, kb = tk.kb, r = tk.r, s = tk.s, c0 = tk.c0, nc = tk.nc;
           const int64_t kvalid = tk.kvalid, off = tk.off;
           const T* dk = drow + gr * kpg + kb * KB - k_base;
