@@ -2408,8 +2408,9 @@ struct GradWeightTiles {
 //    channel block) sums the block into its own accumulators (a second one), in passes of
 //    kPass tiles with the same three-level sums as the direct weight gradient.
 constexpr int64_t kWinogradGwBlockBytes = int64_t(16) << 20;  // transformed operands per block
-// grad_output rows (a pixel's channels) this far apart or more are copied a k-block at a time
-// into a dense block per pass for the weight-gradient tiles: a tile reads one line of every
+// grad_output rows (a pixel's channels) read in place this far apart or more are copied a
+// k-block at a time into a dense block per pass for the weight-gradient tiles (as NCHW
+// grad_output always is: dy_per_pass in grad_weight_on): a tile reads one line of every
 // pixel, and lines 2 or 4 KiB apart fall into one or two L1 sets (8 ways), so the k-block's
 // lines of a pass did not stay in L1 while the channel blocks passed over them (Zen 2, AVX2,
 // 2 threads, alternating processes: R50 L3 1x1 (1024 output channels) channels_last weight
@@ -3658,7 +3659,14 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
 
   // NCHW grad_output (dense planes): every thread transposes the rows of each pass that its
   // tasks need (their output channels) into its own pixel-major buffer, which stays in cache
-  // for the pass; a pixel-major copy of whole images went to memory and was read back. With a
+  // for the pass; a pixel-major copy of whole images went to memory and was read back. The
+  // buffer holds one dense [pixel][KB] block per k-block, whose lines of consecutive pixels
+  // fall into every L1 set: with the thread's channels as one [pixel][channels] array, a
+  // tile's lines were as many channels apart (Zen 2, AVX2, 2 threads, medians of 16-20
+  // interleaved calls of each, two runs on a noisy host, NCHW weight gradient: R50 L3 1x1
+  // 0.90-0.99x -> 0.96-1.04x native, R50 L4 1x1 0.89-0.94x -> 0.90-0.98x, R50 downsample
+  // 0.92-0.99x -> 0.95-1.00x, N=1 latency 1.22x -> 1.32x, R50 stem 1.17x -> 1.20x; R50 L4
+  // 3x3, GoogLeNet 5x5 and 100 -> 50 3x3 over 30 x 30 the same within the noise). With a
   // single group and a single k-block every thread would transpose all of them: two k-blocks
   // of the standard tile instead, the same sums (R50 stem NCHW weight gradient, 64 output
   // channels, 60 calls in alternating processes: 27.4-28.2 -> 25.9-26.0 ms of CPU per call,
@@ -3758,7 +3766,10 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // ordered (group, channel block, k-block, ...), so that each thread's contiguous share of
   // them reads its own channels of the pass's input rather than all of them, once for all
   // its k-blocks (and grad_output, the smaller operand, whole: where it is copied per pass,
-  // whole groups of it). Not with copied grad_output blocks (copied per k-block). Zen 2,
+  // whole groups of it). Not with copied grad_output blocks (copied per k-block), nor where
+  // NCHW grad_output's rows would be as long (kpg): with its per-pass blocks channel major
+  // measured mixed (R50 L4 1x1 NCHW 0.98x -> 0.91x, R50 downsample NCHW 0.95x -> 1.00x, R50
+  // L3 1x1, R50 L4 3x3, R50 3x3 s2 and GoogLeNet 5x5 within 3%). Zen 2,
   // AVX2, 2 threads, alternating processes: R50 1x1 256 -> 64 over 56 x 56 channels_last
   // 8.6-8.7 -> 7.6-7.9 ms, R50 3x3 s2 NCHW 17.4-17.7 -> 16.3-16.6; MBv2 project, GoogLeNet
   // 5x5 and 100 -> 50 3x3 over 30 x 30 the same.
@@ -3802,17 +3813,17 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
     // the three-level sums, or (own non-null) onto `own`, fresh at qa, the buffer of a group
     // of passes (by_passes).
     const auto run_passes = [&](int64_t b, int64_t e, int64_t qa, int64_t qb, T* own) {
-      // output channels [k_lo, k_hi) of this thread's tasks (ordered group, k-block, ...; channel
-      // major: whole groups), where grad_output is copied per pass
+      // k-blocks [gk_first, gk_last] (numbered over the groups) of this thread's tasks
+      // (ordered group, k-block, ...; channel major: whole groups), where grad_output is
+      // copied per pass: a block of each, [image][pixel][KB]
       const int64_t per_kb = nCE * R * SE;
       const int64_t gk_b = b / per_kb, gk_e = (e - 1) / per_kb;
-      const int64_t k_lo = channel_major ? gk_b / nKB * kpg : gk_b / nKB * kpg + gk_b % nKB * KB;
-      const int64_t k_hi = channel_major ? (gk_e / nKB + 1) * kpg
-                                         : gk_e / nKB * kpg + std::min(kpg, gk_e % nKB * KB + KB);
-      const int64_t k_base = dy_per_pass ? k_lo : 0;
+      const int64_t gk_first = channel_major ? gk_b / nKB * nKB : gk_b;
+      const int64_t gk_last = channel_major ? (gk_e / nKB + 1) * nKB - 1 : gk_e;
+      const int64_t block_elems = NBI * RB * OW * KB;
       at::Tensor pass_buf;
       if (dy_per_pass) {
-        pass_buf = workspace<T>(Workspace::grad_output, NBI * RB * OW * (k_hi - k_lo));
+        pass_buf = workspace<T>(Workspace::grad_output, (gk_last - gk_first + 1) * block_elems);
       }
       // the tasks decoded once, not per pass (task_of divides)
       std::vector<GwTask> tasks;
@@ -3825,13 +3836,16 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
         const int64_t nimg = std::min(NBI, nb - n);
         const int64_t oh0 = rb * RB, rows = std::min(RB, OH - oh0);
         int64_t dyn, dyp;
-        const T* drow;  // pixel-major grad_output at row oh0 of image n, channel k_base
+        const T* drow;  // pixel-major grad_output at row oh0 of image n (dy_per_pass: blocks)
         if (dy_per_pass) {
           T* buf = data_of<T>(pass_buf);
-          dyp = k_hi - k_lo, dyn = rows * OW * dyp;
-          for (int64_t i = 0; i < nimg; ++i) {
-            kt->transpose(d.p + (n0 + n + i) * d.sn + k_lo * d.sc + oh0 * OW, d.sc,
-                          k_hi - k_lo, rows * OW, buf + i * dyn, dyp);
+          dyp = KB, dyn = rows * OW * KB;
+          for (int64_t gk = gk_first; gk <= gk_last; ++gk) {
+            const int64_t k0 = gk / nKB * kpg + gk % nKB * KB, kn = std::min(KB, kpg - gk % nKB * KB);
+            for (int64_t i = 0; i < nimg; ++i) {
+              kt->transpose(d.p + (n0 + n + i) * d.sn + k0 * d.sc + oh0 * OW, d.sc, kn,
+                            rows * OW, buf + (gk - gk_first) * block_elems + i * dyn, KB);
+            }
           }
           drow = buf;
         } else {
@@ -3875,7 +3889,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
         for (const GwTask& tk : tasks) {
           const int64_t gr = tk.gr, kb = tk.kb, r = tk.r, s = tk.s, c0 = tk.c0, nc = tk.nc;
           const int64_t kvalid = tk.kvalid, off = tk.off;
-          const T* dk = drow + gr * kpg + kb * KB - k_base;
+          const T* dk = dy_per_pass ? drow + (gr * nKB + kb - gk_first) * block_elems
+                                    : drow + gr * kpg + kb * KB;
           if (pack_dy) {
             if (packed != gr * nKB + kb) {
               for (int64_t i = 0; i < nimg; ++i) {
