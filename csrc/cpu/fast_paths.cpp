@@ -3841,7 +3841,8 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
           T* buf = data_of<T>(pass_buf);
           dyp = KB, dyn = rows * OW * KB;
           for (int64_t gk = gk_first; gk <= gk_last; ++gk) {
-            const int64_t k0 = gk / nKB * kpg + gk % nKB * KB, kn = std::min(KB, kpg - gk % nKB * KB);
+            const int64_t kb = gk % nKB, k0 = gk / nKB * kpg + kb * KB;
+            const int64_t kn = std::min(KB, kpg - kb * KB);  // (the group's last block: fewer)
             for (int64_t i = 0; i < nimg; ++i) {
               kt->transpose(d.p + (n0 + n + i) * d.sn + k0 * d.sc + oh0 * OW, d.sc, kn,
                             rows * OW, buf + (gk - gk_first) * block_elems + i * dyn, KB);
