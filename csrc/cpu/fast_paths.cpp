@@ -3775,8 +3775,11 @@ bool grad_weight_on(const Table<T>* kt, const Geometry& g, const at::Tensor& gra
   // 5x5 and 100 -> 50 3x3 over 30 x 30 the same.
   const int64_t pass_input = ((pass_rows - 1) * sp.sh + (R - 1) * sp.dh + 1) *
                              ((OW - 1) * sp.sw + (S - 1) * sp.dw + 1) * cpg;
+  // grad_output pixels that packs_dy would copy per k-block (NCHW grad_output: its rows of
+  // kpg channels, as they were before its per-pass copies came in k-blocks)
+  const bool long_dy_rows = packs_dy(dy_per_pass ? kpg : pm_whole->dyp);
   const bool channel_major = !row_runs && nKB > 1 && pass_input > pass_rows * OW * kpg &&
-                             !packs_dy(dy_per_pass ? kpg : pm_whole->dyp);
+                             !long_dy_rows;
   // Task t: its group, k-block, tap row and column, channels [c0, c0 + nc) of its view, valid
   // lanes and accumulators (nc rows of acc_c from off), as ntasks orders the tasks.
   struct GwTask {
