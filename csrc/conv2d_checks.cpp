@@ -290,8 +290,16 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   check_weight_rank_and_groups(weight, groups);
 
   const int64_t dims = weight.dim() - 2;
+  const at::Tensor input = input_.dim() == 3 ? input_.unsqueeze(0) : input_;
+  const auto check_input_rank = [&] {
+    TORCH_CHECK(weight.dim() == input.dim(), "Expected ", weight.dim(),
+                "-dimensional input for ", weight.dim(), "-dimensional weight",
+                (same ? "" : " "), weight.sym_sizes(), ", but got ", input.dim(),
+                "-dimensional input of size ", input.sym_sizes(), " instead");
+  };
   std::vector<SymInt> stride, padding, dilation;
-  if (same) {
+  if (same) {  // (PyTorch's 'same' path checks the input's rank first)
+    check_input_rank();
     TORCH_CHECK(stride_in.size() == 1 || static_cast<int64_t>(stride_in.size()) == dims,
                 "stride cannot broadcast to ", dims, " dimensions");
     TORCH_CHECK(dilation_in.size() == 1 || static_cast<int64_t>(dilation_in.size()) == dims,
@@ -304,12 +312,8 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
       padding = expand_param(padding_in, "padding", dims);
     }
     dilation = expand_param(dilation_in, "dilation", dims);
+    check_input_rank();
   }
-  const at::Tensor input = input_.dim() == 3 ? input_.unsqueeze(0) : input_;
-  TORCH_CHECK(weight.dim() == input.dim(), "Expected ", weight.dim(), "-dimensional input for ",
-              weight.dim(), "-dimensional weight", (same ? "" : " "), weight.sym_sizes(),
-              ", but got ", input.dim(), "-dimensional input of size ", input.sym_sizes(),
-              " instead");
 
   // Leading and trailing padding per spatial dimension.
   std::vector<SymInt> pad_lead(2, SymInt(0)), pad_trail(2, SymInt(0));
@@ -338,12 +342,18 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   }
 
   const auto w = weight.sym_sizes();
+  // The input's size as PyTorch reports it below: its 'same' path first pads a copy of the
+  // input by the extra trailing element of an odd total padding.
+  std::vector<SymInt> reported_size(input.sym_sizes().begin(), input.sym_sizes().end());
+  for (int64_t d = 0; d < 2; ++d) {
+    reported_size[d + 2] = reported_size[d + 2] + (pad_trail[d] - pad_lead[d]);
+  }
   TORCH_CHECK(w[0] >= groups, "Given groups=", groups, ", expected weight to be at least ",
               groups, " at dimension 0, but got weight of size ", w, " instead");
   TORCH_CHECK(w[0] % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ",
               groups, " at dimension 0, but got weight of size [", w, "] instead");
   TORCH_CHECK(input.sym_size(1) == w[1] * groups, "Given groups=", groups, ", weight of size ", w,
-              ", expected input", input.sym_sizes(), " to have ", w[1] * groups,
+              ", expected input", SymIntArrayRef(reported_size), " to have ", w[1] * groups,
               " channels, but got ", input.sym_size(1), " channels instead");
   TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->sym_size(0) == w[0]),
               "Given weight of size ", w, ", expected bias to be 1-dimensional with ", w[0],

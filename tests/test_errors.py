@@ -58,6 +58,12 @@ FAULTS = {
     "same_bias_dtype": dict(padding="same", bias=b.double()),
     "valid_bias_dtype": dict(padding="valid", bias=b.double()),
     "same_channels": dict(padding="same", weight=torch.randn(4, 2, 3, 3)),
+    # an even kernel: PyTorch pads a copy of the input first and reports the copy's size
+    "same_channels_even_kernel": dict(padding="same", weight=torch.randn(4, 2, 2, 3)),
+    "same_channels_even_kernel_unbatched": dict(padding="same", input=x[0],
+                                                weight=torch.randn(4, 2, 3, 2)),
+    "same_weight_3d_stride_tuple": dict(padding="same", weight=w[0], stride=(1, 1)),
+    "same_weight_3d_dilation_tuple": dict(padding="same", weight=w[0], dilation=(1, 1)),
     "valid_kernel_too_big": dict(padding="valid", input=torch.randn(2, 3, 2, 2)),
     "unbatched_channels": dict(input=x[0], weight=torch.randn(4, 2, 3, 3)),
     "empty_plane": dict(input=torch.randn(1, 3, 0, 5), padding=2),
