@@ -393,7 +393,12 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   // --- geometry -------------------------------------------------------------------------------
   ConvPlan plan;
   plan.batched = input_.dim() == 4;
-  plan.channels_last = result_is_channels_last(input, weight);
+  // A batch or channel count of 0 takes PyTorch's empty backend on every device, whose result is
+  // a view of the output size: contiguous whatever the operands' layouts. (A symbolic size is
+  // never 0: torch.compile specializes 0 and 1.)
+  const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
+  const bool empty_backend = (n && *n == 0) || (c && *c == 0);
+  plan.channels_last = !empty_backend && result_is_channels_last(input, weight);
   auto& g = plan.geometry;
   g.batch = input.sym_size(0);
   g.in_channels = input.sym_size(1);

@@ -126,6 +126,20 @@ def test_zero_sized():
     b0.requires_grad_()
     conv2d(x0, w0, b0).sum().backward()
     assert torch.equal(b0.grad, torch.zeros(3)) and x0.grad.shape == x0.shape
+    # the layout of an empty batch's or channel set's result: F.conv2d's is contiguous whatever
+    # the operands' layouts (its empty backend), with the gradients' as theirs
+    for xe, we in ((x, w), (x0, w0)):
+        for x_cl, w_cl in ((False, True), (True, True), (True, False)):
+            xi = xe.detach().contiguous(memory_format=torch.channels_last) if x_cl else xe.detach()
+            wi = we.detach().contiguous(memory_format=torch.channels_last) if w_cl else we.detach()
+            for pad in (1, "same"):
+                got, ref = [], []
+                for fn, out in ((conv2d, got), (F.conv2d, ref)):
+                    xr, wr = xi.clone().requires_grad_(), wi.clone().requires_grad_()
+                    y = fn(xr, wr, None, padding=pad)
+                    y.sum().backward()
+                    out += [y.shape, y.stride(), xr.grad.stride(), wr.grad.stride()]
+                assert got == ref, (xi.shape, x_cl, w_cl, pad)
     # an empty plane (with a non-empty batch and channels) is an error, as in F.conv2d
     xz = torch.randn(1, 3, 0, 4)
     with pytest.raises(RuntimeError) as native:
