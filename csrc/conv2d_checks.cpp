@@ -161,6 +161,34 @@ bool native_cpu_result_channels_last(const at::Tensor& input, const at::Tensor& 
   return result.is_contiguous(at::MemoryFormat::ChannelsLast) && !result.is_contiguous();
 }
 
+// The layout of F.conv2d's result (any device) for an input with a batch of 0 and some channels:
+// PyTorch's empty backend returns (input * w)[.view(output size)] for a scalar w, which keeps the
+// input's layout (TensorIterator's) where the output has the input's size, as a view of an
+// unchanged shape keeps its strides, and is contiguous otherwise. A layout that is neither
+// contiguous nor channels_last (a permuted empty input) comes out contiguous here.
+bool empty_batch_result_channels_last(const at::Tensor& input, at::IntArrayRef out_size) {
+  if (input.sizes() != out_size) return false;
+  c10::impl::ExcludeDispatchKeyGuard plain_dispatch(
+      c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
+                           c10::DispatchKey::Functionalize}));
+  // (an empty CPU twin, no data: meta tensors' TensorIterator makes empty results contiguous)
+  const at::Tensor twin = at::empty_strided(input.sizes(), input.strides(),
+                                            at::TensorOptions().dtype(input.dtype()));
+  const auto empty_backend = [](const at::Tensor& x) { return x * at::ones({}, x.options()); };
+  at::Tensor result;
+  if (twin.is_complex()) {  // three real convolutions combined (Gauss), as PyTorch's
+    const at::Tensor re = at::real(twin), im = at::imag(twin);
+    const at::Tensor a = empty_backend(re), b = empty_backend(im), c = empty_backend(re + im);
+    result = a - b + c10::Scalar(c10::complex<double>(0, 1)) * (c - a - b);
+  } else {
+    result = empty_backend(twin);
+  }
+  // (strides compared: an empty tensor counts as contiguous in every format)
+  return result.strides() ==
+         at::empty(out_size, twin.options().memory_format(at::MemoryFormat::ChannelsLast))
+             .strides();
+}
+
 // plan_forward's layout on CPU: the replay above when every size is known, else `plain`.
 bool cpu_result_is_channels_last(const at::Tensor& input, const at::Tensor& weight,
                                  const ConvPlan& plan, const std::vector<SymInt>& pad_lead,
@@ -393,12 +421,7 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   // --- geometry -------------------------------------------------------------------------------
   ConvPlan plan;
   plan.batched = input_.dim() == 4;
-  // A batch or channel count of 0 takes PyTorch's empty backend on every device, whose result is
-  // a view of the output size: contiguous whatever the operands' layouts. (A symbolic size is
-  // never 0: torch.compile specializes 0 and 1.)
-  const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
-  const bool empty_backend = (n && *n == 0) || (c && *c == 0);
-  plan.channels_last = !empty_backend && result_is_channels_last(input, weight);
+  plan.channels_last = result_is_channels_last(input, weight);
   auto& g = plan.geometry;
   g.batch = input.sym_size(0);
   g.in_channels = input.sym_size(1);
@@ -418,7 +441,23 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
                      stride[0] + 1;
   g.out_width = (g.in_width + pad_lead[1] + pad_trail[1] - dilation[1] * (w[3] - 1) - 1) /
                     stride[1] + 1;
-  if (input.device().is_cpu()) {
+  // A batch or channel count of 0 takes PyTorch's empty backend on every device (a symbolic
+  // size is never 0: torch.compile specializes 0 and 1): with no channels its result is
+  // contiguous, with no batch see empty_batch_result_channels_last.
+  const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
+  if (c && *c == 0) {
+    plan.channels_last = false;
+  } else if (n && *n == 0) {
+    const auto k = w[0].maybe_as_int();
+    const auto out_h = g.out_height.maybe_as_int(), out_w = g.out_width.maybe_as_int();
+    bool symmetric = true;  // (else an asymmetric 'same' convolves a larger copy of the input)
+    for (int64_t d = 0; d < 2; ++d) {
+      const auto lead = pad_lead[d].maybe_as_int(), trail = pad_trail[d].maybe_as_int();
+      symmetric = symmetric && lead && trail && *lead == *trail;
+    }
+    plan.channels_last = symmetric && k && out_h && out_w && has_concrete_layout(input) &&
+                         empty_batch_result_channels_last(input, {0, *k, *out_h, *out_w});
+  } else if (input.device().is_cpu()) {
     plan.channels_last = cpu_result_is_channels_last(input, weight, plan, pad_lead, pad_trail,
                                                      plan.channels_last);
   }

@@ -126,9 +126,11 @@ def test_zero_sized():
     b0.requires_grad_()
     conv2d(x0, w0, b0).sum().backward()
     assert torch.equal(b0.grad, torch.zeros(3)) and x0.grad.shape == x0.shape
-    # the layout of an empty batch's or channel set's result: F.conv2d's is contiguous whatever
-    # the operands' layouts (its empty backend), with the gradients' as theirs
-    for xe, we in ((x, w), (x0, w0)):
+    # the layout of an empty batch's or channel set's result (F.conv2d's empty backend): the
+    # input's where the output has its size (a view of it), else contiguous whatever the
+    # operands' layouts; the gradients' as theirs
+    same_size = (torch.randn(0, 4, 8, 8), torch.randn(4, 2, 3, 3), 2)
+    for xe, we, groups in ((x, w, 1), (x0, w0, 1), same_size):
         for x_cl, w_cl in ((False, True), (True, True), (True, False)):
             xi = xe.detach().contiguous(memory_format=torch.channels_last) if x_cl else xe.detach()
             wi = we.detach().contiguous(memory_format=torch.channels_last) if w_cl else we.detach()
@@ -136,7 +138,7 @@ def test_zero_sized():
                 got, ref = [], []
                 for fn, out in ((conv2d, got), (F.conv2d, ref)):
                     xr, wr = xi.clone().requires_grad_(), wi.clone().requires_grad_()
-                    y = fn(xr, wr, None, padding=pad)
+                    y = fn(xr, wr, None, padding=pad, groups=groups)
                     y.sum().backward()
                     out += [y.shape, y.stride(), xr.grad.stride(), wr.grad.stride()]
                 assert got == ref, (xi.shape, x_cl, w_cl, pad)
