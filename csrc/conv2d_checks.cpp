@@ -84,11 +84,12 @@ bool cpu_has_onednn_bf16() { return false; }
 bool cpu_has_onednn_fp16() { return false; }
 #endif
 
-// PyTorch's CPU backend choice for a real convolution of `x` (ConvParams::use_mkldnn).
+// PyTorch's CPU backend choice for a real convolution of `x` (ConvParams::use_mkldnn), of
+// element type `type` (x's, or the real parts' of a complex x).
 bool native_cpu_uses_onednn(const at::Tensor& x, const at::Tensor& w, bool strided, bool dilated,
-                            int64_t groups) {
+                            int64_t groups, at::ScalarType type) {
   if (!at::globalContext().userEnabledMkldnn()) return false;
-  switch (x.scalar_type()) {
+  switch (type) {
     case at::kBFloat16: return cpu_has_onednn_bf16();
     case at::kHalf: return cpu_has_onednn_fp16();
     case at::kFloat: break;
@@ -105,7 +106,7 @@ bool native_cpu_real_channels_last(const at::Tensor& x, const at::Tensor& w,
                                    at::IntArrayRef out_size, bool strided, bool dilated,
                                    int64_t groups) {
   const bool by_operands = is_channels_last(x) || is_channels_last(w);
-  if (native_cpu_uses_onednn(x, w, strided, dilated, groups)) return by_operands;
+  if (native_cpu_uses_onednn(x, w, strided, dilated, groups, x.scalar_type())) return by_operands;
   at::Tensor xd = dense_as(x, format_of(by_operands));
   at::Tensor wd = dense_as(w, format_of(by_operands));
   if (groups == 1) return is_channels_last(xd) || is_channels_last(wd);
@@ -189,6 +190,57 @@ bool empty_batch_result_channels_last(const at::Tensor& input, at::IntArrayRef o
              .strides();
 }
 
+// The checks of the backend that F.conv2d picks, made after its common ones (the caller's): an
+// empty batch or channel set takes the empty backend, which checks nothing more but, with no
+// batch, reads the flattened weight's first element; the other backends reject empty planes,
+// then each checks kernel and dilation in its own words. `input` is 4-D.
+void check_backend(const at::Tensor& input, const at::Tensor& weight,
+                   const std::vector<SymInt>& stride, const std::vector<SymInt>& dilation,
+                   const SymInt& groups) {
+  const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
+  if ((n && *n == 0) || (c && *c == 0)) {  // (a symbolic size is never 0: see plan_forward)
+    TORCH_CHECK_INDEX((c && *c == 0) || weight.sym_numel() != 0,
+                      "select(): index 0 out of range for tensor of size [0] at dimension 0");
+    return;
+  }
+  TORCH_CHECK(input.sym_size(2) != 0 && input.sym_size(3) != 0,
+              "Only zero batch or zero channel inputs are supported, but got input shape: ",
+              input.sym_sizes());
+  const SymInt kh = weight.sym_size(2), kw = weight.sym_size(3);
+  const bool kernel_empty = kh == 0 || kw == 0;
+  const bool dilation_nonpositive = dilation[0] <= 0 || dilation[1] <= 0;
+  if (!kernel_empty && !dilation_nonpositive) return;
+  const auto slow_conv2d_kernel_check = [&] {
+    TORCH_CHECK(!kernel_empty, "kernel size should be greater than zero, but got kernel_height: ",
+                kh, " kernel_width: ", kw);
+  };
+  if (!input.device().is_cpu()) {  // CUDA: cuDNN's own words are not replayed
+    TORCH_CHECK(!dilation_nonpositive, "non-positive dilation is not supported");
+    slow_conv2d_kernel_check();
+    return;
+  }
+  const bool dilated = dilation[0] != 1 || dilation[1] != 1;
+  const auto g = groups.maybe_as_int();
+  const bool onednn =
+      !g || !has_concrete_layout(input) || !has_concrete_layout(weight) ||
+      native_cpu_uses_onednn(input, weight, stride[0] != 1 || stride[1] != 1, dilated, *g,
+                             c10::toRealValueType(input.scalar_type()));
+  if (onednn) {
+    TORCH_CHECK(!dilation_nonpositive, "non-positive dilation is not supported");
+    TORCH_CHECK(!kernel_empty,
+                "could not create a primitive descriptor for the convolution forward "
+                "propagation primitive. Run workload with environment variable ONEDNN_VERBOSE=all "
+                "to get additional diagnostic information.");
+  } else if (dilated) {  // slow_conv_dilated2d
+    TORCH_CHECK(!kernel_empty, "kernel size should be greater than zero, but got ",
+                weight.sym_sizes().slice(2));
+    TORCH_CHECK(!dilation_nonpositive, "dilation should be greater than zero, but got ",
+                SymIntArrayRef(dilation));
+  } else {  // slow_conv2d
+    slow_conv2d_kernel_check();
+  }
+}
+
 // plan_forward's layout on CPU: the replay above when every size is known, else `plain`.
 bool cpu_result_is_channels_last(const at::Tensor& input, const at::Tensor& weight,
                                  const ConvPlan& plan, const std::vector<SymInt>& pad_lead,
@@ -217,7 +269,8 @@ bool cpu_result_is_channels_last(const at::Tensor& input, const at::Tensor& weig
       padded_size[d + 2] += (pad_trail[d] - pad_lead[d]).expect_int();
     }
   }
-  if (padded_size.empty() && native_cpu_uses_onednn(input, weight, strided, dilated, *groups)) {
+  if (padded_size.empty() &&
+      native_cpu_uses_onednn(input, weight, strided, dilated, *groups, input.scalar_type())) {
     return plain;  // the common case needs no replay
   }
   const std::vector<int64_t> out_size{input.size(0), weight.size(0), *out_h, *out_w};
@@ -410,13 +463,7 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   if (bias.has_value()) {
     check_same_type(input, *bias, "bias");
   }
-  for (const auto& d : dilation) {
-    TORCH_CHECK(d > 0, "non-positive dilation is not supported");
-  }
-  TORCH_CHECK(input.sym_size(0) == 0 || input.sym_size(1) == 0 ||
-                  (input.sym_size(2) != 0 && input.sym_size(3) != 0),
-              "Only zero batch or zero channel inputs are supported, but got input shape: ",
-              input.sym_sizes());
+  check_backend(input, weight, stride, dilation, groups);
 
   // --- geometry -------------------------------------------------------------------------------
   ConvPlan plan;

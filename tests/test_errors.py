@@ -67,6 +67,19 @@ FAULTS = {
     "valid_kernel_too_big": dict(padding="valid", input=torch.randn(2, 3, 2, 2)),
     "unbatched_channels": dict(input=x[0], weight=torch.randn(4, 2, 3, 3)),
     "empty_plane": dict(input=torch.randn(1, 3, 0, 5), padding=2),
+    # kernel and dilation are checked by the backend F.conv2d picks, in its words: oneDNN
+    # (float32 here), the dilated and the plain slow kernels (float64, a small float32 call)
+    "kernel_empty": dict(weight=torch.randn(4, 3, 0, 3)),
+    "kernel_empty_double": dict(input=x.double(), weight=torch.randn(4, 3, 3, 0).double(),
+                                bias=b.double()),
+    "kernel_empty_double_dilated": dict(input=x.double(), weight=torch.randn(4, 3, 0, 3).double(),
+                                        bias=b.double(), dilation=(1, 2)),
+    "dilation_zero_double": dict(input=x.double(), weight=w.double(), bias=b.double(),
+                                 dilation=(0, 1)),
+    "dilation_zero_small_float": dict(input=torch.randn(1, 3, 5, 5), dilation=0),
+    "empty_batch_kernel_empty": dict(input=torch.randn(0, 3, 8, 8),
+                                     weight=torch.randn(4, 3, 0, 3)),
+    "empty_plane_dilation_zero": dict(input=torch.randn(1, 3, 0, 5), padding=2, dilation=0),
     "bool_dtype": dict(input=x.bool(), weight=w.bool(), bias=None),
 }
 

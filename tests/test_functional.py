@@ -142,6 +142,11 @@ def test_zero_sized():
                     y.sum().backward()
                     out += [y.shape, y.stride(), xr.grad.stride(), wr.grad.stride()]
                 assert got == ref, (xi.shape, x_cl, w_cl, pad)
+    # the empty backend checks no dilation (nor kernel size, with no channels)
+    assert conv2d(x.detach(), w.detach(), None, dilation=0).shape == F.conv2d(
+        x.detach(), w.detach(), None, dilation=0).shape
+    assert conv2d(x0.detach(), torch.randn(3, 0, 0, 2), None).shape == F.conv2d(
+        x0.detach(), torch.randn(3, 0, 0, 2), None).shape
     # an empty plane (with a non-empty batch and channels) is an error, as in F.conv2d
     xz = torch.randn(1, 3, 0, 4)
     with pytest.raises(RuntimeError) as native:
