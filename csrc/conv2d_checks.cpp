@@ -162,11 +162,23 @@ bool native_cpu_result_channels_last(const at::Tensor& input, const at::Tensor& 
   return result.is_contiguous(at::MemoryFormat::ChannelsLast) && !result.is_contiguous();
 }
 
-// The layout of F.conv2d's result (any device) for an input with a batch of 0 and some channels:
-// PyTorch's empty backend returns (input * w)[.view(output size)] for a scalar w, which keeps the
-// input's layout (TensorIterator's) where the output has the input's size, as a view of an
-// unchanged shape keeps its strides, and is contiguous otherwise. A layout that is neither
-// contiguous nor channels_last (a permuted empty input) comes out contiguous here.
+// Whether a 4-D input's batch / channel count is 0: PyTorch's empty backend then runs, on every
+// device (a symbolic size is never 0: torch.compile specializes 0 and 1).
+struct EmptyInput {
+  bool batch, channels;
+  explicit EmptyInput(const at::Tensor& input) {
+    const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
+    batch = n && *n == 0;
+    channels = c && *c == 0;
+  }
+  bool any() const { return batch || channels; }
+};
+
+// The layout of F.conv2d's result for an input with a batch of 0 and some channels: PyTorch's
+// empty backend returns (input * w[0]).view(output size), which keeps the input's layout
+// (TensorIterator's) where the output has the input's size, as a view of an unchanged shape
+// keeps its strides, and is contiguous otherwise. A layout that is neither contiguous nor
+// channels_last (a permuted empty input) comes out contiguous here.
 bool empty_batch_result_channels_last(const at::Tensor& input, at::IntArrayRef out_size) {
   if (input.sizes() != out_size) return false;
   c10::impl::ExcludeDispatchKeyGuard plain_dispatch(
@@ -197,9 +209,9 @@ bool empty_batch_result_channels_last(const at::Tensor& input, at::IntArrayRef o
 void check_backend(const at::Tensor& input, const at::Tensor& weight,
                    const std::vector<SymInt>& stride, const std::vector<SymInt>& dilation,
                    const SymInt& groups) {
-  const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
-  if ((n && *n == 0) || (c && *c == 0)) {  // (a symbolic size is never 0: see plan_forward)
-    TORCH_CHECK_INDEX((c && *c == 0) || weight.sym_numel() != 0,
+  const EmptyInput empty(input);
+  if (empty.any()) {
+    TORCH_CHECK_INDEX(empty.channels || weight.sym_numel() != 0,
                       "select(): index 0 out of range for tensor of size [0] at dimension 0");
     return;
   }
@@ -488,13 +500,12 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
                      stride[0] + 1;
   g.out_width = (g.in_width + pad_lead[1] + pad_trail[1] - dilation[1] * (w[3] - 1) - 1) /
                     stride[1] + 1;
-  // A batch or channel count of 0 takes PyTorch's empty backend on every device (a symbolic
-  // size is never 0: torch.compile specializes 0 and 1): with no channels its result is
-  // contiguous, with no batch see empty_batch_result_channels_last.
-  const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
-  if (c && *c == 0) {
+  // PyTorch's empty backend (see EmptyInput): with no channels its result is contiguous, with
+  // no batch see empty_batch_result_channels_last.
+  const EmptyInput empty(input);
+  if (empty.channels) {
     plan.channels_last = false;
-  } else if (n && *n == 0) {
+  } else if (empty.batch) {
     const auto k = w[0].maybe_as_int();
     const auto out_h = g.out_height.maybe_as_int(), out_w = g.out_width.maybe_as_int();
     bool symmetric = true;  // (else an asymmetric 'same' convolves a larger copy of the input)
