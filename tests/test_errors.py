@@ -1,5 +1,6 @@
 """Bad input raises the same exception type and message as F.conv2d."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,3 +140,34 @@ def test_op_level_errors_without_python_wrapper():
     with pytest.raises(RuntimeError, match="does not match"):
         torch.ops.torchconv.conv2d_grad_input(torch.randn(2, 5, 6, 6), w, [2, 3, 8, 8], [1, 1],
                                               [0, 0], [1, 1], 1)
+
+
+# Argument types as F.conv2d's parser takes them: numpy integers and one-element integer (or
+# bool) tensors count as ints; bools, floats, None and longer tensors are TypeErrors (whose
+# messages, the parser's overload listing, are not reproduced).
+ACCEPTED_ARGUMENTS = [
+    dict(stride=np.int64(2)), dict(stride=torch.tensor(2)), dict(stride=torch.tensor(True)),
+    dict(stride=(np.int32(2), 1)), dict(stride=[torch.tensor([2]), 1]),
+    dict(padding=np.int64(1)), dict(padding=torch.Size([1, 0])), dict(dilation=(1, np.int8(2))),
+    dict(groups=np.int64(1)), dict(groups=torch.tensor(1)),
+]
+REJECTED_ARGUMENTS = [
+    dict(stride=2.0), dict(stride=True), dict(stride=(True, 1)), dict(stride=(2.0, 1)),
+    dict(stride=torch.tensor([2, 1])), dict(stride=torch.tensor(2.0)), dict(stride=np.bool_(True)),
+    dict(stride=np.array([2, 1])), dict(padding=None), dict(padding=(None, 1)),
+    dict(padding=("same",)), dict(dilation=torch.tensor([1, 2])), dict(groups=1.0),
+    dict(groups=True), dict(groups=None), dict(groups=np.bool_(True)),
+]
+
+
+@pytest.mark.parametrize("overrides", ACCEPTED_ARGUMENTS, ids=str)
+def test_integer_like_arguments(overrides):
+    torch.testing.assert_close(_call(conv2d, overrides), _call(F.conv2d, overrides))
+
+
+@pytest.mark.parametrize("overrides", REJECTED_ARGUMENTS, ids=str)
+def test_argument_type_errors(overrides):
+    with pytest.raises(TypeError):
+        _call(F.conv2d, overrides)
+    with pytest.raises(TypeError):
+        _call(conv2d, overrides)

@@ -1,5 +1,6 @@
 """torchconv.functional.conv2d: F.conv2d's signature and semantics on torchconv's kernels."""
 
+import operator
 from typing import Optional, Sequence, Union
 
 import torch
@@ -10,12 +11,41 @@ from . import _autograd
 _IntOrPair = Union[int, Sequence[int]]
 
 
-def _as_list(value) -> list:
+def _as_int(value):
+    """value as an int where F.conv2d's argument parser takes it as one (ints but not bools,
+    numpy integers, one-element integer or bool tensors), else None."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Tensor):
+        integral = not (value.is_floating_point() or value.is_complex())
+        return int(value.item()) if value.numel() == 1 and integral else None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _as_list(value, name: str) -> list:
     # F.conv2d's argument parser turns a single int into one value per spatial dimension; lists
     # are passed through so that wrong lengths raise F.conv2d's error from the shared checks.
-    if isinstance(value, (int, torch.SymInt)):
+    if type(value) is int:
         return [value, value]
-    return list(value)
+    if type(value) in (list, tuple) and all(type(v) is int for v in value):
+        return list(value)
+    if not isinstance(value, (list, tuple)):
+        single = None if isinstance(value, Tensor) and value.dim() > 0 else _as_int(value)
+        if single is None:
+            raise TypeError(f"conv2d(): argument '{name}' must be tuple of ints, not "
+                            f"{type(value).__name__}")
+        return [single, single]
+    values = [_as_int(v) for v in value]
+    for pos, (v, original) in enumerate(zip(values, value)):
+        if v is None:
+            raise TypeError(f"conv2d(): argument '{name}' must be tuple of ints, but found "
+                            f"element of type {type(original).__name__} at pos {pos}")
+    return values
 
 
 def _autocast_operands(input, weight, bias):
@@ -54,10 +84,15 @@ def conv2d(
     the bottom/right, inside the kernel: no padded copy of the input is made). Input is
     ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
     """
-    stride = _as_list(stride)
-    dilation = _as_list(dilation)
+    stride = _as_list(stride, "stride")
+    dilation = _as_list(dilation, "dilation")
     if not isinstance(padding, str):
-        padding = _as_list(padding)
+        padding = _as_list(padding, "padding")
+    if type(groups) is not int:
+        as_int = _as_int(groups)
+        if as_int is None:
+            raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
+        groups = as_int
     if torch.compiler.is_compiling():
         # Traced graphs call the op itself: its fake kernel and registered autograd formula
         # are what torch.compile / torch.export need.
