@@ -206,10 +206,9 @@ bool empty_batch_result_channels_last(const at::Tensor& input, at::IntArrayRef o
 // empty batch or channel set takes the empty backend, which checks nothing more but, with no
 // batch, reads the flattened weight's first element; the other backends reject empty planes,
 // then each checks kernel and dilation in its own words. `input` is 4-D.
-void check_backend(const at::Tensor& input, const at::Tensor& weight,
+void check_backend(const at::Tensor& input, const EmptyInput& empty, const at::Tensor& weight,
                    const std::vector<SymInt>& stride, const std::vector<SymInt>& dilation,
                    const SymInt& groups) {
-  const EmptyInput empty(input);
   if (empty.any()) {
     TORCH_CHECK_INDEX(empty.channels || weight.sym_numel() != 0,
                       "select(): index 0 out of range for tensor of size [0] at dimension 0");
@@ -435,18 +434,19 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   }
 
   const auto w = weight.sym_sizes();
-  // The input's size as PyTorch reports it below: its 'same' path first pads a copy of the
-  // input by the extra trailing element of an odd total padding.
-  std::vector<SymInt> reported_size(input.sym_sizes().begin(), input.sym_sizes().end());
-  for (int64_t d = 0; d < 2; ++d) {
-    reported_size[d + 2] = reported_size[d + 2] + (pad_trail[d] - pad_lead[d]);
-  }
+  // The input's size as PyTorch reports it below (built only for the message): its 'same' path
+  // first pads a copy of the input by the extra trailing element of an odd total padding.
+  const auto reported_size = [&] {
+    std::vector<SymInt> size(input.sym_sizes().begin(), input.sym_sizes().end());
+    for (int64_t d = 0; d < 2; ++d) size[d + 2] = size[d + 2] + (pad_trail[d] - pad_lead[d]);
+    return size;
+  };
   TORCH_CHECK(w[0] >= groups, "Given groups=", groups, ", expected weight to be at least ",
               groups, " at dimension 0, but got weight of size ", w, " instead");
   TORCH_CHECK(w[0] % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ",
               groups, " at dimension 0, but got weight of size [", w, "] instead");
   TORCH_CHECK(input.sym_size(1) == w[1] * groups, "Given groups=", groups, ", weight of size ", w,
-              ", expected input", SymIntArrayRef(reported_size), " to have ", w[1] * groups,
+              ", expected input", SymIntArrayRef(reported_size()), " to have ", w[1] * groups,
               " channels, but got ", input.sym_size(1), " channels instead");
   TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->sym_size(0) == w[0]),
               "Given weight of size ", w, ", expected bias to be 1-dimensional with ", w[0],
@@ -475,7 +475,8 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   if (bias.has_value()) {
     check_same_type(input, *bias, "bias");
   }
-  check_backend(input, weight, stride, dilation, groups);
+  const EmptyInput empty(input);
+  check_backend(input, empty, weight, stride, dilation, groups);
 
   // --- geometry -------------------------------------------------------------------------------
   ConvPlan plan;
@@ -502,7 +503,6 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
                     stride[1] + 1;
   // PyTorch's empty backend (see EmptyInput): with no channels its result is contiguous, with
   // no batch see empty_batch_result_channels_last.
-  const EmptyInput empty(input);
   if (empty.channels) {
     plan.channels_last = false;
   } else if (empty.batch) {
