@@ -9,6 +9,7 @@
 #include <cpuid.h>
 #endif
 
+#include <array>
 #include <sstream>
 
 #include "cpu/fast_paths.h"
@@ -205,18 +206,19 @@ bool empty_batch_result_channels_last(const at::Tensor& input, at::IntArrayRef o
 // The checks of the backend that F.conv2d picks, made after its common ones (the caller's): an
 // empty batch or channel set takes the empty backend, which checks nothing more but, with no
 // batch, reads the flattened weight's first element; the other backends reject empty planes,
-// then each checks kernel and dilation in its own words. `input` is 4-D.
-void check_backend(const at::Tensor& input, const EmptyInput& empty, const at::Tensor& weight,
-                   const std::vector<SymInt>& stride, const std::vector<SymInt>& dilation,
-                   const SymInt& groups) {
+// then each checks kernel and dilation in its own words. `input` is 4-D; `input_size` is the
+// size of the tensor PyTorch convolves (a 'same' path's copy).
+void check_backend(SymIntArrayRef input_size, const EmptyInput& empty, const at::Tensor& input,
+                   const at::Tensor& weight, const std::vector<SymInt>& stride,
+                   const std::vector<SymInt>& dilation, const SymInt& groups) {
   if (empty.any()) {
     TORCH_CHECK_INDEX(empty.channels || weight.sym_numel() != 0,
                       "select(): index 0 out of range for tensor of size [0] at dimension 0");
     return;
   }
-  TORCH_CHECK(input.sym_size(2) != 0 && input.sym_size(3) != 0,
+  TORCH_CHECK(input_size[2] != 0 && input_size[3] != 0,
               "Only zero batch or zero channel inputs are supported, but got input shape: ",
-              input.sym_sizes());
+              input_size);
   const SymInt kh = weight.sym_size(2), kw = weight.sym_size(3);
   const bool kernel_empty = kh == 0 || kw == 0;
   const bool dilation_nonpositive = dilation[0] <= 0 || dilation[1] <= 0;
@@ -418,13 +420,19 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
       const SymInt total = dilation[d] * (weight.sym_size(d + 2) - 1);
       pad_lead[d] = total / 2;
       pad_trail[d] = total - pad_lead[d];
+      // An empty kernel dimension makes the total negative (-dilation) and an odd one's extra
+      // element a missing one: PyTorch crops its copy of the input by it (a 1-wide kernel-0
+      // dimension then convolves with padding 0, and the backend reports the kernel).
+      TORCH_CHECK(input.sym_size(d + 2) + (pad_trail[d] - pad_lead[d]) >= 0,
+                  "narrow(): length must be non-negative.");
     }
   } else if (numeric_padding) {
     pad_lead = padding;
     pad_trail = padding;
   }
   for (int64_t d = 0; d < 2; ++d) {
-    TORCH_CHECK(pad_lead[d] >= 0 && pad_trail[d] >= 0, "negative padding is not supported");
+    TORCH_CHECK(pad_lead[d] >= 0 && (same || pad_trail[d] >= 0),
+                "negative padding is not supported");
   }
   for (const auto& s : stride) {
     TORCH_CHECK(s > 0, "non-positive stride is not supported");
@@ -434,19 +442,17 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   }
 
   const auto w = weight.sym_sizes();
-  // The input's size as PyTorch reports it below (built only for the message): its 'same' path
-  // first pads a copy of the input by the extra trailing element of an odd total padding.
-  const auto reported_size = [&] {
-    std::vector<SymInt> size(input.sym_sizes().begin(), input.sym_sizes().end());
-    for (int64_t d = 0; d < 2; ++d) size[d + 2] = size[d + 2] + (pad_trail[d] - pad_lead[d]);
-    return size;
-  };
+  // The size of the input as PyTorch's checks below see it: its 'same' path first pads a copy of
+  // the input by the extra trailing element of an odd total padding (or crops it, see above).
+  const std::array<SymInt, 4> copy_size{input.sym_size(0), input.sym_size(1),
+                                        input.sym_size(2) + (pad_trail[0] - pad_lead[0]),
+                                        input.sym_size(3) + (pad_trail[1] - pad_lead[1])};
   TORCH_CHECK(w[0] >= groups, "Given groups=", groups, ", expected weight to be at least ",
               groups, " at dimension 0, but got weight of size ", w, " instead");
   TORCH_CHECK(w[0] % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ",
               groups, " at dimension 0, but got weight of size [", w, "] instead");
   TORCH_CHECK(input.sym_size(1) == w[1] * groups, "Given groups=", groups, ", weight of size ", w,
-              ", expected input", SymIntArrayRef(reported_size()), " to have ", w[1] * groups,
+              ", expected input", SymIntArrayRef(copy_size), " to have ", w[1] * groups,
               " channels, but got ", input.sym_size(1), " channels instead");
   TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->sym_size(0) == w[0]),
               "Given weight of size ", w, ", expected bias to be 1-dimensional with ", w[0],
@@ -476,7 +482,7 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
     check_same_type(input, *bias, "bias");
   }
   const EmptyInput empty(input);
-  check_backend(input, empty, weight, stride, dilation, groups);
+  check_backend(copy_size, empty, input, weight, stride, dilation, groups);
 
   // --- geometry -------------------------------------------------------------------------------
   ConvPlan plan;
@@ -524,17 +530,23 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
 
 namespace {
 
-// Shared part of the two backward plans: `sizes` is the size of the tensor the backward op
-// produces; `known` is the other 4-D operand of the forward (weight or input).
-void check_backward_params(SymIntArrayRef stride, SymIntArrayRef padding,
-                           SymIntArrayRef dilation, const SymInt& groups) {
+// The parameter checks of the two backward plans (`input_size`: the forward input's size).
+void check_backward_params(SymIntArrayRef input_size, SymIntArrayRef stride,
+                           SymIntArrayRef padding, SymIntArrayRef dilation, const SymInt& groups) {
+  // (a forward over no batch or channels runs with dilation 0, as PyTorch's empty backend; the
+  // sizes' rank is checked in backward_geometry)
+  const auto empty_input = [&] {
+    const size_t rank = input_size.size();
+    return rank >= 3 && (input_size[rank - 3] == 0 || (rank == 4 && input_size[0] == 0));
+  };
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "torchconv backward ops expect 2 values for stride, padding (top, left) and "
               "dilation");
   for (int64_t d = 0; d < 2; ++d) {
     TORCH_CHECK(stride[d] > 0, "non-positive stride is not supported");
     TORCH_CHECK(padding[d] >= 0, "negative padding is not supported");
-    TORCH_CHECK(dilation[d] > 0, "non-positive dilation is not supported");
+    TORCH_CHECK(dilation[d] > 0 || (dilation[d] == 0 && empty_input()),
+                "non-positive dilation is not supported");
   }
   TORCH_CHECK(groups > 0, "non-positive groups is not supported");
 }
@@ -594,7 +606,7 @@ ConvPlan plan_backward(const at::Tensor& grad_output, const at::Tensor& other, c
                        SymIntArrayRef input_size, SymIntArrayRef weight_size,
                        SymIntArrayRef stride, SymIntArrayRef padding, SymIntArrayRef dilation,
                        const SymInt& groups) {
-  check_backward_params(stride, padding, dilation, groups);
+  check_backward_params(input_size, stride, padding, dilation, groups);
   ConvPlan plan;
   plan.batched = input_size.size() == 4;
   plan.geometry = backward_geometry(input_size, weight_size, grad_output, stride, padding,

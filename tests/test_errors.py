@@ -81,6 +81,18 @@ FAULTS = {
     "empty_batch_kernel_empty": dict(input=torch.randn(0, 3, 8, 8),
                                      weight=torch.randn(4, 3, 0, 3)),
     "empty_plane_dilation_zero": dict(input=torch.randn(1, 3, 0, 5), padding=2, dilation=0),
+    # 'same' with an empty kernel dimension: a total padding of -dilation; an odd one crops
+    # PyTorch's copy of the input by an element (then the backend or the copy's empty plane
+    # fails, or the crop itself), an even one is negative padding
+    "same_kernel_empty": dict(padding="same", weight=torch.randn(4, 3, 0, 3)),
+    "same_kernel_empty_double": dict(padding="same", input=x.double(),
+                                     weight=torch.randn(4, 3, 3, 0).double(), bias=b.double()),
+    "same_kernel_empty_dilated": dict(padding="same", weight=torch.randn(4, 3, 0, 3),
+                                      dilation=(2, 1)),
+    "same_kernel_empty_one_row": dict(padding="same", input=torch.randn(1, 3, 1, 8),
+                                      weight=torch.randn(4, 3, 0, 2)),
+    "same_kernel_empty_no_rows": dict(padding="same", input=torch.randn(1, 3, 0, 8),
+                                      weight=torch.randn(4, 3, 0, 3)),
     "bool_dtype": dict(input=x.bool(), weight=w.bool(), bias=None),
 }
 

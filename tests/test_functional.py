@@ -147,6 +147,16 @@ def test_zero_sized():
         x.detach(), w.detach(), None, dilation=0).shape
     assert conv2d(x0.detach(), torch.randn(3, 0, 0, 2), None).shape == F.conv2d(
         x0.detach(), torch.randn(3, 0, 0, 2), None).shape
+    # ... and the gradients follow: dilation 0, an empty kernel under 'same' (which crops)
+    for xe, we, kwargs in ((x, w, dict(dilation=0)), (x0, w0, dict(dilation=(1, 0))),
+                           (x0, torch.randn(3, 0, 0, 3), dict(padding="same"))):
+        results = []
+        for fn in (conv2d, F.conv2d):
+            xr, wr = xe.detach().requires_grad_(), we.detach().requires_grad_()
+            y = fn(xr, wr, None, **kwargs)
+            grads = torch.autograd.grad(y.sum(), (xr, wr))
+            results.append([(t.shape, t.stride()) for t in (y, *grads)] + [grads[1].abs().sum()])
+        assert results[0] == results[1], kwargs
     # an empty plane (with a non-empty batch and channels) is an error, as in F.conv2d
     xz = torch.randn(1, 3, 0, 4)
     with pytest.raises(RuntimeError) as native:
