@@ -1777,7 +1777,8 @@ struct PassSums {
 constexpr int64_t kWinogradBlock = 16;
 // Per worker: transformed inputs and products of one task.
 constexpr int64_t kWinogradScratchBytes = int64_t(2) << 20;
-constexpr int64_t kWinogradBigWeights = int64_t(4) << 20;
+// Transformed weights above this do not stay in L3 beside the workers' scratch (see max_tiles).
+constexpr int64_t kWinogradBigWeights = int64_t(8) << 20;
 
 std::atomic<bool>& winograd_switch() {
   static std::atomic<bool> on{[] {
@@ -2144,11 +2145,16 @@ struct WinogradPanels {
     }
   }
   // Tiles per task: as many as the scratch allows (per_tile bytes each). Every task reads all
-  // of U: past kWinogradBigWeights (it comes from L3 or memory) the scratch may grow 4x, for
-  // fewer tasks (R50 L4 3x3, 512 x 512 channels, 7 x 7 images: 0.8x -> 1.1x native
-  // channels_last; smaller U keep the L2-sized tasks, 1.2x vs 1.1x on R50 3x3).
+  // of U: past kWinogradBigWeights (it comes from memory) the scratch may grow 4x, for fewer
+  // tasks (R50 L4 3x3, 512 x 512 channels, 16 MiB of U: 0.8x -> 1.1x native channels_last);
+  // smaller U keep the L2-sized tasks (1.2x vs 1.1x on R50 3x3), and so do 4 MiB ones (256 x
+  // 256 channels): re-read from L3 by more tasks, they cost less than two workers' 8 MiB of
+  // scratch, which with U did not fit L3 (Zen 2, AVX2, 2 threads, switched within one process:
+  // DeepLab dilated channels_last forward 23.1-27.6 -> 18.1-21.8 ms, input gradient 24.8 ->
+  // 20.7; VGG conv3_2 channels_last input gradient 34.2 -> 30.6, R50 L3 3x3 NCHW 12.9 -> 11.4;
+  // 1 thread, whose 8 MiB did fit, within noise).
   int64_t max_tiles(int64_t per_tile) const {
-    const bool big = U.nbytes() >= size_t(kWinogradBigWeights);
+    const bool big = U.nbytes() > size_t(kWinogradBigWeights);
     return kWinogradScratchBytes * (big ? 4 : 1) / per_tile;
   }
 };
