@@ -167,11 +167,12 @@ bool native_cpu_result_channels_last(const at::Tensor& input, const at::Tensor& 
 // device (a symbolic size is never 0: torch.compile specializes 0 and 1).
 struct EmptyInput {
   bool batch, channels;
-  explicit EmptyInput(const at::Tensor& input) {
-    const auto n = input.sym_size(0).maybe_as_int(), c = input.sym_size(1).maybe_as_int();
+  EmptyInput(const SymInt& batch_size, const SymInt& channel_count) {
+    const auto n = batch_size.maybe_as_int(), c = channel_count.maybe_as_int();
     batch = n && *n == 0;
     channels = c && *c == 0;
   }
+  explicit EmptyInput(const at::Tensor& input) : EmptyInput(input.sym_size(0), input.sym_size(1)) {}
   bool any() const { return batch || channels; }
 };
 
@@ -420,16 +421,20 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
       const SymInt total = dilation[d] * (weight.sym_size(d + 2) - 1);
       pad_lead[d] = total / 2;
       pad_trail[d] = total - pad_lead[d];
-      // An empty kernel dimension makes the total negative (-dilation) and an odd one's extra
-      // element a missing one: PyTorch crops its copy of the input by it (a 1-wide kernel-0
-      // dimension then convolves with padding 0, and the backend reports the kernel).
-      TORCH_CHECK(input.sym_size(d + 2) + (pad_trail[d] - pad_lead[d]) >= 0,
-                  "narrow(): length must be non-negative.");
     }
   } else if (numeric_padding) {
     pad_lead = padding;
     pad_trail = padding;
   }
+  // The size of the input as PyTorch's checks below see it: its 'same' path first pads a copy of
+  // the input by the extra trailing element of an odd total padding. An empty kernel dimension
+  // makes the total negative (-dilation) and an odd one's extra element a missing one: the copy
+  // is cropped by it (a 1-wide kernel-0 dimension then convolves with padding 0, and the
+  // backend reports the kernel).
+  const std::array<SymInt, 4> copy_size{input.sym_size(0), input.sym_size(1),
+                                        input.sym_size(2) + (pad_trail[0] - pad_lead[0]),
+                                        input.sym_size(3) + (pad_trail[1] - pad_lead[1])};
+  TORCH_CHECK(copy_size[2] >= 0 && copy_size[3] >= 0, "narrow(): length must be non-negative.");
   for (int64_t d = 0; d < 2; ++d) {
     TORCH_CHECK(pad_lead[d] >= 0 && (same || pad_trail[d] >= 0),
                 "negative padding is not supported");
@@ -442,11 +447,6 @@ ConvPlan plan_forward(const at::Tensor& input_, const at::Tensor& weight,
   }
 
   const auto w = weight.sym_sizes();
-  // The size of the input as PyTorch's checks below see it: its 'same' path first pads a copy of
-  // the input by the extra trailing element of an odd total padding (or crops it, see above).
-  const std::array<SymInt, 4> copy_size{input.sym_size(0), input.sym_size(1),
-                                        input.sym_size(2) + (pad_trail[0] - pad_lead[0]),
-                                        input.sym_size(3) + (pad_trail[1] - pad_lead[1])};
   TORCH_CHECK(w[0] >= groups, "Given groups=", groups, ", expected weight to be at least ",
               groups, " at dimension 0, but got weight of size ", w, " instead");
   TORCH_CHECK(w[0] % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ",
@@ -537,7 +537,8 @@ void check_backward_params(SymIntArrayRef input_size, SymIntArrayRef stride,
   // sizes' rank is checked in backward_geometry)
   const auto empty_input = [&] {
     const size_t rank = input_size.size();
-    return rank >= 3 && (input_size[rank - 3] == 0 || (rank == 4 && input_size[0] == 0));
+    return (rank == 3 || rank == 4) &&
+           EmptyInput(rank == 4 ? input_size[0] : SymInt(1), input_size[rank - 3]).any();
   };
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "torchconv backward ops expect 2 values for stride, padding (top, left) and "
