@@ -2052,14 +2052,28 @@ RowRange input_tile_rows(int64_t pt, int64_t H, int64_t th0, int64_t th1, int64_
 RowRange grad_tile_rows(int64_t OH, int64_t th0, int64_t th1) {
   return {2 * th0, std::min(OH, 2 * th1 + 2)};
 }
+// Consecutive rows of dense NCHW planes are transposed as one longer row while their
+// pixel-major copy stays within this: each plane is then read in one run per channel block
+// instead of one short piece per row, every row of every plane a new stream for the
+// prefetchers (Zen 2, AVX2, medians of interleaved calls in one process, NCHW, row by row ->
+// 64 KiB of rows: R50 L3 3x3 forward at 1 thread 25.5-26.3 -> 22.9-23.3 ms, odd tails
+// weight gradient at 2 threads 8.3-8.4 -> 6.4-7.3, R50 L2 3x3 forward and input gradient
+// 1-8% faster; 32 KiB and 128 KiB in between. VGG conv3_2's 56 KiB rows go one at a time).
+constexpr int64_t kPixelMajorRowsBytes = int64_t(64) << 10;
 // Rows r of image n of a, pixel-major (rows of W * C elements) at dst, which moves past them;
 // returns where row 0, column 0 of the image would be.
 template <typename T>
 const T* copy_rows_pixel_major(const Table<T>* kt, const Act<T>& a, int64_t n, RowRange r,
                                T*& dst) {
   const int64_t row = a.W * a.C;
-  for (int64_t i = r.lo; i < r.hi; ++i) {
-    transpose_rows(kt, a.p + n * a.sn + i * a.sh, a.sc, a.sw, a.C, a.W, dst + (i - r.lo) * row);
+  const int64_t rows_at_once =
+      a.sw == 1 && a.sh == a.W
+          ? std::max<int64_t>(1, kPixelMajorRowsBytes / (row * int64_t(sizeof(T))))
+          : 1;
+  for (int64_t i = r.lo; i < r.hi; i += rows_at_once) {
+    const int64_t rows = std::min(rows_at_once, r.hi - i);
+    transpose_rows(kt, a.p + n * a.sn + i * a.sh, a.sc, a.sw, a.C, rows * a.W,
+                   dst + (i - r.lo) * row);
   }
   const T* origin = dst - r.lo * row;
   dst += (r.hi - r.lo) * row;
