@@ -74,7 +74,16 @@ def _below_autograd(op, *args):
     return lambda: call(*args)
 
 
+LAYOUTS = ["nchw", "cl"]
+IMPLS = ["torchconv", "native"]
+
+
 def make_runner(impl, layer, layout, which, dtype, device):
+    # (an unknown layout or pass would otherwise run NCHW or forward+backward, silently)
+    for name, value, allowed in (("impl", impl, IMPLS), ("layout", layout, LAYOUTS),
+                                 ("which", which, PASSES)):
+        if value not in allowed:
+            raise ValueError(f"make_runner: {name} must be one of {allowed}, not {value!r}")
     _, N, C, H, K, R, s, p, d, G = layer
     # drawn where they live (GPU batches are large: a CPU draw and copy would dominate setup)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -141,7 +150,7 @@ class Timer:
 
 def bench_pair(layer, layout, which, dtype, device, repeats, min_time):
     runners = {impl: make_runner(impl, layer, layout, which, dtype, device)
-               for impl in ("torchconv", "native")}
+               for impl in IMPLS}
     timer = Timer(device)
     for fn in runners.values():  # warm-up (also packs caches, picks cudnn algorithms)
         fn()
@@ -196,7 +205,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", type=parse_shape, action="append")
     ap.add_argument("--quick", action="store_true", help="subset of the suite with N <= 2")
-    ap.add_argument("--layout", choices=["nchw", "cl", "both"], default="both")
+    ap.add_argument("--layout", choices=LAYOUTS + ["both"], default="both")
     ap.add_argument("--pass", dest="which", choices=PASSES + ["all"], default="fwd")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], default="float32")
@@ -230,7 +239,7 @@ def main(argv=None):
         layers = [(l[0], min(l[1], 2)) + l[2:] for l in SUITE if l[0] in QUICK]
     if args.batch_scale != 1:
         layers = [(l[0], l[1] * args.batch_scale) + l[2:] for l in layers]
-    layouts = ["nchw", "cl"] if args.layout == "both" else [args.layout]
+    layouts = LAYOUTS if args.layout == "both" else [args.layout]
     passes = PASSES if args.which == "all" else [args.which]
 
     print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
