@@ -60,6 +60,8 @@ QUICK = ["R50 stem", "R50 1x1 reduce", "R50 3x3", "R50 3x3 s2", "R50 L3 3x3", "R
          "MBv2 pw", "MBv2 dw", "MBv2 dw s2", "ResNeXt g32", "DeepLab dilated", "odd tails"]
 
 PASSES = ["fwd", "bwd_input", "bwd_weight", "fwdbwd"]
+LAYOUTS = ["nchw", "cl"]
+IMPLS = ["torchconv", "native"]
 
 
 def flops(layer, which):
@@ -72,10 +74,6 @@ def flops(layer, which):
 def _below_autograd(op, *args):
     call = _autograd._below_autograd(op)
     return lambda: call(*args)
-
-
-LAYOUTS = ["nchw", "cl"]
-IMPLS = ["torchconv", "native"]
 
 
 def make_runner(impl, layer, layout, which, dtype, device):
