@@ -2058,7 +2058,8 @@ RowRange grad_tile_rows(int64_t OH, int64_t th0, int64_t th1) {
 // prefetchers (Zen 2, AVX2, medians of interleaved calls in one process, NCHW, row by row ->
 // 64 KiB of rows: R50 L3 3x3 forward at 1 thread 25.5-26.3 -> 22.9-23.3 ms, odd tails
 // weight gradient at 2 threads 8.3-8.4 -> 6.4-7.3, R50 L2 3x3 forward and input gradient
-// 1-8% faster; 32 KiB and 128 KiB in between. VGG conv3_2's 56 KiB rows go one at a time).
+// 1-8% faster; 128 KiB slower on all three layers tried, 32 KiB on two of them. VGG conv3_2's
+// 56 KiB rows go one at a time).
 constexpr int64_t kPixelMajorRowsBytes = int64_t(64) << 10;
 // Rows r of image n of a, pixel-major (rows of W * C elements) at dst, which moves past them;
 // returns where row 0, column 0 of the image would be.
