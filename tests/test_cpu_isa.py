@@ -224,6 +224,9 @@ CASES = [
     # ... a streamed channels_last output (5.5 MB) of 72 channels: a multiple of AVX2's
     # 24-channel mid tile, whose runs end inside cache lines (the 16-channel tile there)
     (2, 24, 96, 100, 72, 1, 1, 1, 0, 1, 1),
+    # ... a streamed channels_last depthwise output (2.4 MB) of the 3x3 kernel that keeps its
+    # taps in registers (channel vectors outermost: streamed only where a vector is a line)
+    (4, 192, 28, 28, 192, 3, 3, 1, 1, 1, 192),
 ]
 
 
@@ -262,6 +265,9 @@ WINOGRAD_CASES = [
     (40, 64, 40, 40, 16, 2, 2),       # dilated, staged in two chunks of images (16 MB each)
     (2, 96, 24, 24, 96, 1, 1),        # accumulators over 512 KiB: by transform position
     (2, 16, 17, 23, 16, 7, 1),        # a task's rows of one image all in the padding
+    # a streamed output (2.1 MB; lines of channels leave whole) with a half line of channels
+    # at the end and an odd width
+    (2, 16, 82, 81, 40, 1, 1),
 ]
 # Larger odd kernels, as 3x3 sub-kernels over the grid of transformed tiles (stride 1, no
 # dilation). (N, C, H, W, K, padding, dilation, (R, S))
@@ -365,6 +371,7 @@ WINOGRAD_STRIDE2_CASES = [
     (4, 16, 33, 35, 24, 1),         # grad_weight too (324 tiles), by tasks of tiles
     (3, 20, 46, 44, 17, 0),         # ... odd output channels, no padding (363 tiles)
     (4, 96, 34, 34, 64, 1),         # ... by transform position (larger accumulators)
+    (2, 40, 96, 90, 16, 1),         # a streamed grad_input (2.8 MB), 40 channels: 2.5 lines
 ]
 
 
