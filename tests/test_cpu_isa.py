@@ -652,11 +652,14 @@ def test_depthwise_small_nchw_images(isa, case, threads, dtype):
 
 
 # Grouped with at most 16 channels per group on planes (NCHW read in place, channels_last
-# through transposes): strides and dilation (grad_input phases), 'same' with an even kernel,
-# output-channel tails (kpg not a multiple of 4), 16 -> 16.
+# through transposes, with column phases through unpadded planes): strides and dilation
+# (grad_input phases), 'same' with an even kernel, output-channel tails (kpg not a multiple of
+# 4), 16 -> 16.
 GROUPED_PLANE_CASES = [
     (2, 32, 13, 11, 32, 3, 3, 1, 1, 1, 8),       # 4 -> 4
     (1, 24, 15, 17, 36, 3, 3, 2, 1, 1, 6),       # 4 -> 6, stride 2
+    (2, 64, 17, 19, 64, 3, 3, 2, 1, 1, 8),       # 8 -> 8, stride 2, odd sizes
+    (1, 48, 14, 23, 48, 5, 3, (3, 2), 2, 1, 4),  # 12 -> 12, strides 3 x 2, 5 x 3
     (2, 12, 10, 10, 20, 3, 3, 1, 2, 2, 4),       # 3 -> 5, dilated
     (1, 64, 9, 14, 64, 3, 3, 1, 1, 1, 4),        # 16 -> 16
     (1, 16, 12, 12, 8, 4, 2, 1, "same", 1, 2),   # 8 -> 4, even kernel 'same'
@@ -682,9 +685,11 @@ def test_grouped_weight_gradient_channel_counts(isa, cpg, kpg, layout):
 
 
 def test_grouped_planes_match_the_channel_kernel(isa):
-    """4 -> 4 per group, stride 2: NCHW runs the plane kernel, channels_last (stride_w > 1) the
-    channel-vectorised one, in the same summation order (taps, then channels, then the bias):
-    equal bit for bit."""
+    """4 -> 4 per group, stride 2: NCHW input runs the plane kernel, channels_last input too
+    (its rows transposed into planes, then split into column phases), and input with neither
+    unit channel nor unit column stride the channel-vectorised kernel, all in the same
+    summation order (taps, then channels, then the bias): equal bit for bit; the input
+    gradients of both layouts too."""
     if isa == "scalar":
         pytest.skip("the scalar ISA has no channel-vectorised grouped kernel to compare with")
     gen = torch.Generator().manual_seed(4)
@@ -693,10 +698,12 @@ def test_grouped_planes_match_the_channel_kernel(isa):
     b = torch.randn(32, generator=gen)
     gy = torch.randn(2, 32, 12, 19, generator=gen)
     cl = [t.contiguous(memory_format=torch.channels_last) for t in (x, gy)]
+    strided = torch.zeros(2, 24, 37, 64)[..., ::2].permute(0, 3, 1, 2).copy_(x)
     nchw = run_ops(x, w, b, gy, 2, 1, 1, 8)
     channels_last = run_ops(cl[0], w, b, cl[1], 2, 1, 1, 8)
     for a, c in zip(nchw[:2], channels_last[:2]):
         assert torch.equal(a, c)
+    assert torch.equal(nchw[0], ops.conv2d(strided, w, b, [2, 2], [1, 1], [1, 1], 8))
 
 
 @pytest.mark.parametrize("mix", ["x_cl", "w_cl", "row_padded"])

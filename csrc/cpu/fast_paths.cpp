@@ -16,7 +16,8 @@
 //  * grouped with at most 16 channels per group in and out (use_grouped_planes): as the
 //    depthwise plane path, a group's cpg input planes staged per task, its output channels 4
 //    at a time over them (grouped_plane); NCHW rows are read in place, channels_last ones
-//    (stride_w 1) staged and written back through transposes of about a vector of channels;
+//    staged (with stride_w > 1 through unpadded planes, then split into column phases) and
+//    written back through transposes of about a vector of channels;
 //  * grouped with few channels per group (kpg < VL, VL % kpg == 0, cpg <= kpg, e.g. ResNeXt
 //    4/4): one output vector spans VL/kpg groups; its input channels are loaded as one vector
 //    and spread to their lanes with one permutation per input channel (use_grouped).
@@ -1530,7 +1531,9 @@ template <typename T>
 bool use_grouped_planes(const Table<T>* kt, const Act<T>& x, const Out<T>& y, const Spec& sp) {
   const int64_t VL = kt->vec_lanes;
   const bool rows_in = x.sw == 1 && (x.sc != 1 || x.C == 1);
-  const bool channels_last_in = x.sc == 1 && sp.sw == 1;  // staged through transposes
+  // channels_last staged through transposes (see stage_planes); with stride_w > 1 only where
+  // the direct kernel's tile would be partly empty
+  const bool channels_last_in = x.sc == 1 && (sp.sw == 1 || sp.kpg < kt->kernel_block);
   return sp.G > 1 && !(sp.cpg == 1 && sp.kpg == 1) && sp.cpg <= kGroupedPlaneMaxChannels &&
          sp.kpg <= kGroupedPlaneMaxChannels && (rows_in || channels_last_in) &&
          ceil_div(y.W, VL) * VL <= 2 * y.W &&
@@ -1539,16 +1542,38 @@ bool use_grouped_planes(const Table<T>* kt, const Act<T>& x, const Out<T>& y, co
              kPlaneBytes;  // the planes one task stages
 }
 
+// Elements of per-task scratch that stage_planes needs besides the staged planes: a
+// channels_last input with column phases (stride_w > 1) passes through n unpadded planes.
+template <typename T>
+int64_t stage_planes_rows(const Act<T>& x, const Spec& sp, int64_t n) {
+  return x.sw != 1 && sp.sw > 1 ? n * x.H * x.W : 0;
+}
+
 // Stages input channels [c0, c0 + n) of image `image` as planes `elems` apart (see
-// StagePlaneFn); a channels_last input (unit channel stride, stride_w 1: one column phase)
-// through transposes of its rows.
+// StagePlaneFn); a channels_last input (unit channel stride) through transposes of its rows:
+// with stride_w 1 (one column phase) straight into the staged planes, else into `rows`
+// (stage_planes_rows) and from there split into phases as NCHW planes are. Channels_last input
+// with stride_w > 1 went to the channel-vectorised grouped kernel (fewer than a vector of
+// channels per group) or to the direct kernel, whose tile 8 channels per group fill half
+// (Zen 2, AVX2, 2 threads, switched within one process, channels_last forward, stride 2 over
+// 8 x 56 x 56: ResNeXt-50's 256 channels in 32 groups 17.9 -> 10.4 ms, 0.37x -> 0.64x native;
+// 128 in 32 groups 5.5 -> 4.2, 96 in 8 groups 6.6 -> 4.5). 16 per group, which fill AVX2's
+// tile, stay direct (512 channels over 28 x 28: 3.4 ms, 6.2 on planes).
 template <typename T>
 void stage_planes(const Table<T>* kt, const Act<T>& x, int64_t image, int64_t c0, int64_t n,
-                  const Spec& sp, const PlaneGeom& pg, int64_t elems, T* dst) {
+                  const Spec& sp, const PlaneGeom& pg, int64_t elems, T* dst, T* rows) {
   const T* src = x.p + image * x.sn + c0 * x.sc;
-  if (x.sw == 1) {
+  if (x.sw == 1 || sp.sw > 1) {
+    int64_t sc = x.sc, sh = x.sh;
+    if (x.sw != 1) {
+      const int64_t plane = x.H * x.W;
+      for (int64_t ih = 0; ih < x.H; ++ih) {
+        kt->transpose(src + ih * x.sh, x.sw, x.W, n, rows + ih * x.W, plane);
+      }
+      src = rows, sc = plane, sh = x.W;
+    }
     for (int64_t j = 0; j < n; ++j) {
-      kt->stage_plane(src + j * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw, pg.Wq,
+      kt->stage_plane(src + j * sc, sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw, pg.Wq,
                       dst + j * elems);
     }
     return;
@@ -1583,7 +1608,9 @@ void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   PlanePlan plan(sp, y.H, y.W, VL, via_scratch ? y.W : y.sh, via_scratch ? 1 : y.sw);
   plan.args.stream = via_scratch ? 0 : stream_output<T>(y.N * y.C * P);
   const int64_t elems = plan.pg.elems, tasks_per_image = ceil_div(sp.G, per_task);
-  const int64_t scratch_elems = per_task * (sp.cpg * elems + (via_scratch ? sp.kpg * P : 0));
+  const int64_t rows_elems = stage_planes_rows(x, sp, per_task * sp.cpg);
+  const int64_t scratch_elems =
+      per_task * (sp.cpg * elems + (via_scratch ? sp.kpg * P : 0)) + rows_elems;
   const int64_t ntasks = x.N * tasks_per_image, workers = worker_count(ntasks, 1);
   at::Tensor scratch = at::empty({workers * scratch_elems}, options_of<T>());
   dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
@@ -1591,7 +1618,8 @@ void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
     const int64_t ng = std::min(per_task, sp.G - g0);
     T* staged = scratch.data_ptr<T>() + worker * scratch_elems;
     T* out = staged + per_task * sp.cpg * elems;  // via_scratch: [channel][pixel]
-    stage_planes(kt, x, n, g0 * sp.cpg, ng * sp.cpg, sp, plan.pg, elems, staged);
+    T* rows = out + (via_scratch ? per_task * sp.kpg * P : 0);
+    stage_planes(kt, x, n, g0 * sp.cpg, ng * sp.cpg, sp, plan.pg, elems, staged, rows);
     for (int64_t g = g0; g < g0 + ng; ++g) {
       for (int64_t kb = 0; kb < nKB; ++kb) {
         const int64_t k0 = g * sp.kpg + kb * 4;
