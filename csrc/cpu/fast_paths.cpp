@@ -1542,11 +1542,15 @@ bool use_grouped_planes(const Table<T>* kt, const Act<T>& x, const Out<T>& y, co
              kPlaneBytes;  // the planes one task stages
 }
 
-// Elements of per-task scratch that stage_planes needs besides the staged planes: a
-// channels_last input with column phases (stride_w > 1) passes through n unpadded planes.
+// Whether stage_planes passes a channels_last input with column phases (stride_w > 1)
+// through unpadded planes, and the elements of per-task scratch those take for n channels.
+template <typename T>
+bool stages_via_rows(const Act<T>& x, const Spec& sp) {
+  return x.sw != 1 && sp.sw > 1;
+}
 template <typename T>
 int64_t stage_planes_rows(const Act<T>& x, const Spec& sp, int64_t n) {
-  return x.sw != 1 && sp.sw > 1 ? n * x.H * x.W : 0;
+  return stages_via_rows(x, sp) ? n * x.H * x.W : 0;
 }
 
 // Stages input channels [c0, c0 + n) of image `image` as planes `elems` apart (see
@@ -1563,9 +1567,10 @@ template <typename T>
 void stage_planes(const Table<T>* kt, const Act<T>& x, int64_t image, int64_t c0, int64_t n,
                   const Spec& sp, const PlaneGeom& pg, int64_t elems, T* dst, T* rows) {
   const T* src = x.p + image * x.sn + c0 * x.sc;
-  if (x.sw == 1 || sp.sw > 1) {
+  const bool via_rows = stages_via_rows(x, sp);
+  if (x.sw == 1 || via_rows) {
     int64_t sc = x.sc, sh = x.sh;
-    if (x.sw != 1) {
+    if (via_rows) {
       const int64_t plane = x.H * x.W;
       for (int64_t ih = 0; ih < x.H; ++ih) {
         kt->transpose(src + ih * x.sh, x.sw, x.W, n, rows + ih * x.W, plane);
