@@ -227,6 +227,9 @@ CASES = [
     # ... a streamed channels_last depthwise output (2.4 MB) of the 3x3 kernel that keeps its
     # taps in registers (channel vectors outermost: streamed only where a vector is a line)
     (4, 192, 28, 28, 192, 3, 3, 1, 1, 1, 192),
+    # ... NCHW planes (2 MB) streamed, rows of whole vectors: depthwise, grouped (4 per group)
+    (2, 64, 64, 64, 64, 3, 3, 1, 1, 1, 64),
+    (2, 64, 64, 64, 64, 3, 3, 1, 1, 1, 16),
 ]
 
 
@@ -621,8 +624,10 @@ PLANE_CASES = [
     (1, 2, 7, 81, 5, 5, 2, 2, 1),
     (1, 2, 8, 90, 3, 3, 2, 2, 2),
     (1, 2, 4, 37, 3, 3, 2, (0, 1), 1),
-    # a grad_input of >= 2M floats: its phases interleaved by streaming stores (odd width: the
-    # first phase's last column stored apart)
+    # a grad_input of >= 2 MB: its phases interleaved by streaming stores where every store is
+    # a whole vector (phases of 128 columns), plain ones where not (odd width: the first
+    # phase's last column stored apart)
+    (1, 8, 256, 256, 3, 3, 2, 1, 1),
     (1, 8, 256, 257, 3, 3, 2, 1, 1),
 ]
 

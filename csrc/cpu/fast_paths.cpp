@@ -1005,6 +1005,24 @@ template <typename T>
 bool stream_output(int64_t elements) {
   return elements * int64_t(sizeof(T)) >= kStreamBytes;
 }
+// NCHW output planes that the plane kernels write in vectors along rows (stores of `width`
+// columns per row: the output width, or less where a caller writes the rest itself): streamed
+// only where every store is a whole vector and the planes are whole, aligned cache lines. A
+// line that takes plain stores as well as streamed ones (a row's partial last vector, a scalar
+// tail) leaves the write-combining buffer part-written and is merged in memory: with rows of
+// 28 or 14 columns streamed, AVX2 planes ran at a third to half native's speed (Zen 2, AVX2, 2
+// threads, medians of interleaved calls, NCHW forward, streamed -> not: MBv2 dw 192 x 28 x 28
+// 4.9 -> 1.9 ms, dw 384 x 14 x 14 3.1 -> 0.94, dw s2 144 x 56 x 56 5.3 -> 2.8, ResNeXt 32
+// groups of 8 over 28 x 28 8.9 -> 4.4; 56 x 56 planes, whole vectors, 3.4 -> 3.5).
+template <typename T>
+bool stream_planes(const Out<T>& y, int64_t width, int64_t VL) {
+  constexpr int64_t line = 64 / int64_t(sizeof(T));
+  const int64_t P = y.H * y.W;
+  return stream_output<T>(y.N * y.C * P) && y.sw == 1 && y.sh == y.W && width == y.W &&
+         y.W % VL == 0 && P % line == 0 && (y.C == 1 || y.sc % line == 0) &&
+         (y.N == 1 || y.sn % line == 0) && reinterpret_cast<uintptr_t>(y.p) % 64 == 0;
+}
+
 // Spec::streamed_runs of an output: a pixel's channels contiguous, streamed.
 template <typename T>
 bool streamed_runs(const Out<T>& y) {
@@ -1367,7 +1385,7 @@ void run_depthwise_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const T* wp = w.const_data_ptr<T>();
   const T* bp = b.defined() ? b.const_data_ptr<T>() : nullptr;
   PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
-  plan.args.stream = stream_output<T>(y.N * y.C * y.H * y.W);
+  plan.args.stream = stream_planes(y, y.W, kt->vec_lanes);
   const PlaneGeom& pg = plan.pg;
   // small planes: several per task (about 2K outputs), so per-task overhead stays small
   const int64_t planes = x.N * x.C;
@@ -1611,7 +1629,7 @@ void run_grouped_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const int64_t VL = kt->vec_lanes, P = y.H * y.W;
   const int64_t per_task = grouped_plane_groups(kt, sp, x, y);
   PlanePlan plan(sp, y.H, y.W, VL, via_scratch ? y.W : y.sh, via_scratch ? 1 : y.sw);
-  plan.args.stream = via_scratch ? 0 : stream_output<T>(y.N * y.C * P);
+  plan.args.stream = !via_scratch && stream_planes(y, y.W, VL);
   const int64_t elems = plan.pg.elems, tasks_per_image = ceil_div(sp.G, per_task);
   const int64_t rows_elems = stage_planes_rows(x, sp, per_task * sp.cpg);
   const int64_t scratch_elems =
@@ -1690,8 +1708,14 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
     out_elems = std::max(out_elems, ph.Hi * (interleave ? Wmax : ph.Wi));
   }
   const int64_t phase_bufs = interleave ? int64_t(phases.size()) : 1;
-  // grad_input is written once: past the caches where large (MBv2 dw s2, 38.5 MB)
-  const bool stream = stream_output<T>(o.N * o.C * o.H * o.W);
+  // grad_input is written once: past the caches where large (MBv2 dw s2, 38.5 MB), where the
+  // interleaving stores are all whole vectors (see stream_planes: phases as wide as each other,
+  // in whole vectors, that make up the rows: 56 x 56 s2 input gradients streamed ran at 0.3x
+  // native; 112 x 112 ones ran 8.2 ms with plain stores, 5.9 streamed)
+  int64_t narrowest = Wmax;
+  for (const PlanePhase& ph : phases) narrowest = std::min(narrowest, ph.Wi);
+  const bool stream = interleave && narrowest == Wmax && Wmax % VL == 0 &&
+                      stream_planes(o, stride_w * Wmax, VL);
   const int64_t per_worker = staged_elems + phase_bufs * out_elems;
   const int64_t workers = worker_count(planes, 1);
   at::Tensor scratch = at::empty({workers * per_worker}, options_of<T>());
