@@ -99,6 +99,9 @@ CASES = [
     (2, 8, 10, 12, 8, 3, 3, 2, 1, 1, 1),      # stride 2
     (1, 6, 13, 12, 10, 5, 3, 2, (2, 1), (2, 1), 2),  # asym everything, groups
     (2, 4, 9, 9, 6, 1, 1, 1, 0, 1, 2),        # grouped 1x1
+    # groups of one vector of output channels (AVX2: 8, AVX-512: 16), the one-vector tiles
+    (2, 64, 14, 13, 64, 3, 3, 2, 1, 1, 8),
+    (2, 64, 12, 11, 64, 3, 3, 1, 1, 1, 4),
     (1, 24, 15, 15, 40, 1, 1, 2, 0, 1, 1),    # strided 1x1
     (1, 3, 23, 21, 20, 7, 7, 2, 3, 1, 1),     # stem-like
     (1, 17, 8, 8, 35, 2, 2, 3, 2, 1, 1),      # stride > kernel (zero phases in grad_input)

@@ -10,11 +10,13 @@
 #define DIRECT_WIDE_NP 6
 #define DIRECT_MID_NV 3
 #define DIRECT_MID_NP 8
+#define DIRECT_NARROW_NP 16
 #define REDUCE_NP 6
 #define GW_WIDE_NV 4
 #define GW_WIDE_NC 6
 #define GW_NV 2
 #define GW_NC 12
+#define GW_NARROW_NC 12
 #define PD_NK 8
 #define PD_NV 3
 #define PG_NK 4

@@ -306,6 +306,8 @@ struct KernelTableT {
   int mid_kernel_block;   // a third tile between the two (AVX-512: 3 vectors x 8 pixels;
   int mid_pixel_block;    // where there is none, the standard one's sizes)
   DirectFn<T> direct_mid;
+  int narrow_pixel_block;    // pixels of a one-vector tile (KB = VL) for at most VL output
+  DirectFn<T> direct_narrow;  // channels per group, which the standard tile would half fill
   DirectFn<T> direct_reduce;  // null where VL == 1
   int planes_kernel_block;    // output channels per tile of direct_planes (divides both KBs)
   int planes_pixel_block;     // pixels per tile of direct_planes
@@ -316,6 +318,8 @@ struct KernelTableT {
   int gw_wide_kernel_block;          // a wider tile (more output channels, fewer channels)
   int gw_wide_channel_block;
   GradWeightFn<T> grad_weight_wide;
+  int gw_narrow_channel_block;        // a one-vector tile (KB = VL) for at most VL output
+  GradWeightFn<T> grad_weight_narrow;  // channels (per group), which KB would leave half empty
   int planes_gw_kernel_block;  // output channels per tile of grad_weight_planes
   PlanesGradWeightFn<T> grad_weight_planes;
   DepthwiseGradWeightFn<T> depthwise_grad_weight;

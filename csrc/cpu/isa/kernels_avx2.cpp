@@ -24,11 +24,13 @@ namespace avx2 {
 // channels_last and 5.4-5.8 -> 4.9-5.2 NCHW; 1x1 96 -> 192 and 24 -> 144 forwards the same).
 #define DIRECT_MID_NV 3
 #define DIRECT_MID_NP 4
+#define DIRECT_NARROW_NP 12
 #define REDUCE_NP 3
 #define GW_WIDE_NV 2
 #define GW_WIDE_NC 6
 #define GW_NV 2
 #define GW_NC 6
+#define GW_NARROW_NC 8
 // The NCHW 1x1 tile (direct_planes): 4 output channels x 3 vectors of pixels, 12 sums (was
 // 4 x 2: 8 chains of 5-cycle multiply-adds keep the two FMA pipes 80% busy at best). Zen 2,
 // alternating processes against 4 x 2, NCHW forward: R50 1x1 64 -> 256 over 56 x 56 at 1

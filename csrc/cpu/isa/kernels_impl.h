@@ -14,7 +14,10 @@
 //   DIRECT_NV, DIRECT_NP  : output-channel vectors x pixels of the direct-conv register tile
 //   DIRECT_WIDE_NV/NP     : a second, wider-in-channels tile (used when K fills it)
 //   DIRECT_MID_NV/NP      : a third, between the two (K a multiple of it but not of the wide)
+//   DIRECT_NARROW_NP      : pixels of the one-vector direct tile (groups of <= V::N outputs)
 //   GW_NV, GW_NC          : output-channel vectors x input channels of the grad_weight tile
+//   GW_WIDE_NV/NC         : a second grad_weight tile with more output channels
+//   GW_NARROW_NC          : input channels of the one-vector grad_weight tile
 //   PD_NK, PD_NV          : output channels x pixel vectors of the NCHW 1x1 direct tile
 //                           (PD_NK divides both direct kernel blocks)
 //   PG_NK, PG_NC          : output x input channels of the NCHW 1x1 grad_weight tile
@@ -572,6 +575,13 @@ static void direct_pixels_mid(const DirectArgs* a, const T* x, T* y,
                               int64_t p0, int64_t p1) {
   direct_pixels_any<DIRECT_MID_NV, DIRECT_MID_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
 }
+// One output-channel vector: groups of V::N output channels (ResNeXt's 8 per group on AVX2,
+// 16 on AVX-512) half filled the standard tile, whose second vector then multiplied zeros.
+static void direct_pixels_narrow(const DirectArgs* a, const T* x, T* y,
+                                 const T* wpanel, const T* bias, int64_t kvalid,
+                                 int64_t p0, int64_t p1) {
+  direct_pixels_any<1, DIRECT_NARROW_NP>(a, x, y, wpanel, bias, kvalid, p0, p1);
+}
 
 // ------------------------------------------------------------------------------------------
 // Few output channels: vectorised over the reduction channels (see kernel_api.h). Per output:
@@ -1085,6 +1095,14 @@ static void grad_weight_wide(const GradWeightArgs* a, const T* x, const T* dy,
                              T* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
                              int accumulate) {
   grad_weight_block_t<GW_WIDE_NV, GW_WIDE_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
+}
+// One output-channel vector: for groups of VL output channels (ResNeXt's 8 per group on AVX2,
+// 16 on AVX-512), where the standard tile's second vector would multiply zeros, a pixel costs
+// one load and GW_NARROW_NC broadcasts for as many useful multiply-adds.
+static void grad_weight_narrow(const GradWeightArgs* a, const T* x, const T* dy,
+                               T* acc, int64_t nc, int64_t kvalid, int64_t r, int64_t s,
+                               int accumulate) {
+  grad_weight_block_t<1, GW_NARROW_NC>(a, x, dy, acc, nc, kvalid, r, s, accumulate);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -2337,9 +2355,11 @@ static void column_sums(const T* x, int64_t rows, int64_t ld, int64_t C, T* sums
 static const KernelTableT<T> kTable = {
     TC_ISA_NAME, V::N, DIRECT_NV * V::N, DIRECT_NP, GW_NC, &direct_pixels,
     DIRECT_WIDE_NV * V::N, DIRECT_WIDE_NP, &direct_pixels_wide,
-    DIRECT_MID_NV * V::N, DIRECT_MID_NP, &direct_pixels_mid, TC_REDUCE, PD_NK,
+    DIRECT_MID_NV * V::N, DIRECT_MID_NP, &direct_pixels_mid, DIRECT_NARROW_NP,
+    &direct_pixels_narrow, TC_REDUCE, PD_NK,
     PD_NV * V::N, &direct_planes, &depthwise_pixels, &depthwise3x3_pixels,
-    &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, PG_NK,
+    &grad_weight_block, GW_WIDE_NV * V::N, GW_WIDE_NC, &grad_weight_wide, GW_NARROW_NC,
+    &grad_weight_narrow, PG_NK,
     &grad_weight_planes,
     &depthwise_grad_weight, &stage_plane, &depthwise_plane, &grouped_plane,
     &depthwise_plane_grad_weight,

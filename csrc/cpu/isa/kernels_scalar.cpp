@@ -19,11 +19,13 @@ namespace scalar {
 #define DIRECT_WIDE_NP 4
 #define DIRECT_MID_NV 4
 #define DIRECT_MID_NP 4
+#define DIRECT_NARROW_NP 4
 #define REDUCE_NP 1
 #define GW_WIDE_NV 4
 #define GW_WIDE_NC 4
 #define GW_NV 4
 #define GW_NC 4
+#define GW_NARROW_NC 4
 #define PD_NK 4
 #define PD_NV 4
 #define PG_NK 4
