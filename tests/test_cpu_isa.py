@@ -102,6 +102,11 @@ CASES = [
     # groups of one vector of output channels (AVX2: 8, AVX-512: 16), the one-vector tiles
     (2, 64, 14, 13, 64, 3, 3, 2, 1, 1, 8),
     (2, 64, 12, 11, 64, 3, 3, 1, 1, 1, 4),
+    # grouped input gradients' stride phases on planes, all per staged plane: phases of
+    # unequal widths (stride 3 across 17 columns); some phases empty (stride 3 > kernel 2),
+    # one pass per phase instead
+    (1, 32, 13, 17, 32, 3, 3, (2, 3), 1, 1, 4),
+    (1, 16, 10, 11, 16, 2, 2, 3, 0, 1, 2),
     (1, 24, 15, 15, 40, 1, 1, 2, 0, 1, 1),    # strided 1x1
     (1, 3, 23, 21, 20, 7, 7, 2, 3, 1, 1),     # stem-like
     (1, 17, 8, 8, 35, 2, 2, 3, 2, 1, 1),      # stride > kernel (zero phases in grad_input)
