@@ -107,6 +107,9 @@ CASES = [
     # one pass per phase instead
     (1, 32, 13, 17, 32, 3, 3, (2, 3), 1, 1, 4),
     (1, 16, 10, 11, 16, 2, 2, 3, 0, 1, 2),
+    # ... and where a task's scratch planes of grad_input would pass 4 MiB (16 channels of
+    # 260 x 260 float32, or 8 of float64; channels_last: every ISA's vector of them)
+    (1, 32, 260, 260, 32, 3, 3, 2, 1, 1, 2),
     (1, 24, 15, 15, 40, 1, 1, 2, 0, 1, 1),    # strided 1x1
     (1, 3, 23, 21, 20, 7, 7, 2, 3, 1, 1),     # stem-like
     (1, 17, 8, 8, 35, 2, 2, 3, 2, 1, 1),      # stride > kernel (zero phases in grad_input)

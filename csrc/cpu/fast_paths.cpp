@@ -1797,8 +1797,10 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
 // 256 channels in 32 groups, stride 2 over 8 x 56 x 56, input gradient: NCHW 0.52x -> 1.2x
 // native, channels_last 0.39-0.49x -> 0.66x; 512 in 32 groups over 28 x 28 channels_last
 // 0.78x -> 1.2x).
+// Returns false (nothing done) where a task's scratch planes of grad_input would exceed
+// kPlaneBytes.
 template <typename T>
-void run_grouped_phases_on_planes(const Table<T>* kt, const Act<T>& d,
+bool run_grouped_phases_on_planes(const Table<T>* kt, const Act<T>& d,
                                   const std::vector<PlanePhase>& phases, int64_t stride_h,
                                   int64_t stride_w, const Out<T>& o) {
   const Spec& sp0 = phases[0].ps;  // (G, channels per group: cpg of grad_output, kpg of grad_input)
@@ -1818,21 +1820,23 @@ void run_grouped_phases_on_planes(const Table<T>* kt, const Act<T>& d,
   staged_geom.elems = staged_geom.Hp * Wq + 16;  // slack: as plane_geom's
   Spec staged_spec = sp0;
   staged_spec.sh = staged_spec.sw = 1, staged_spec.pt = pt, staged_spec.pl = pl;
+  int64_t out_elems = 0;
+  for (const PlanePhase& ph : phases) out_elems = std::max(out_elems, ph.Hi * Wmax);
+  const int64_t per_task = grouped_plane_groups(kt, sp0, d, o);
+  const int64_t out_all = per_task * sp0.kpg * nph * out_elems;
+  if (out_all * int64_t(sizeof(T)) > kPlaneBytes) return false;
   std::vector<std::unique_ptr<PlanePlan>> plans;
   std::vector<at::Tensor> packed;
-  int64_t out_elems = 0;
   for (const PlanePhase& ph : phases) {
     plans.push_back(std::make_unique<PlanePlan>(ph.ps, ph.Hi, ph.Wi, VL, Wmax, 1, Wq));
     packed.push_back(pack_grouped_planes(ph.w, ph.ps));
-    out_elems = std::max(out_elems, ph.Hi * Wmax);
   }
   const bool channels_last = o.sw != 1;
   const bool stream = !channels_last && narrowest == Wmax && Wmax % VL == 0 &&
                       stream_planes(o, stride_w * Wmax, VL);  // (see stream_planes)
-  const int64_t per_task = grouped_plane_groups(kt, sp0, d, o);
   const int64_t tasks_per_image = ceil_div(sp0.G, per_task);
   const int64_t staged_all = per_task * sp0.cpg * staged_geom.elems;
-  const int64_t per_worker = staged_all + per_task * sp0.kpg * nph * out_elems;
+  const int64_t per_worker = staged_all + out_all;
   const int64_t ntasks = d.N * tasks_per_image, workers = worker_count(ntasks, 1);
   at::Tensor scratch = at::empty({workers * per_worker}, options_of<T>());
   dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
@@ -1865,6 +1869,7 @@ void run_grouped_phases_on_planes(const Table<T>* kt, const Act<T>& d,
                               stride_w, o.p + n * o.sn + (k0 + k) * o.sc, o.sh, stream);
     }
   });
+  return true;
 }
 
 template <typename T>
@@ -3598,9 +3603,8 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
     }
   }
   if (!jobs.empty()) run_direct_jobs(kt, d, jobs);  // all phases in one pass
-  if (int64_t(grouped_phases.size()) == g.stride_h * g.stride_w) {
-    run_grouped_phases_on_planes(kt, d, grouped_phases, g.stride_h, g.stride_w, o);
-  } else {
+  if (int64_t(grouped_phases.size()) != g.stride_h * g.stride_w ||
+      !run_grouped_phases_on_planes(kt, d, grouped_phases, g.stride_h, g.stride_w, o)) {
     for (const PlanePhase& ph : grouped_phases) {
       run_grouped_planes(kt, d, ph.ps, ph.w, std::nullopt,
                          Out<T>{o.p + ph.a * o.sh + ph.b * o.sw, o.N, o.C, ph.Hi, ph.Wi, o.sn,
