@@ -40,3 +40,15 @@ def test_cli_runs_every_pass_and_layout(capsys):
     assert all(math.isfinite(r[3]) and r[3] > 0 for r in results)
     printed = capsys.readouterr().out
     assert "FMA peak" in printed and "geomean speedup overall" in printed
+
+
+def test_model_layers_are_valid_convolutions():
+    # every --models layer runs as F.conv2d would (channels divisible by groups, a non-empty
+    # output), checked on meta tensors; the names tell them apart
+    assert len({layer[0] for layer in bench.MODELS}) == len(bench.MODELS)
+    for _, N, C, H, K, R, s, p, d, G in bench.MODELS:
+        x = torch.empty(N, C, H, H, device="meta")
+        w = torch.empty(K, C // G, R, R, device="meta")
+        assert C % G == 0 and K % G == 0
+        y = torch.nn.functional.conv2d(x, w, None, s, p, d, G)
+        assert y.shape[0] == N and y.shape[1] == K and y.shape[2] > 0

@@ -2,6 +2,7 @@
 
     python -m torchconv.bench                      # full suite, both layouts, forward
     python -m torchconv.bench --quick --pass all   # smaller batch subset, every pass
+    python -m torchconv.bench --models --pass all  # whole models' layers instead of the suite
     python -m torchconv.bench --shape 8,64,56,56,64,3,3,1,1,1,1 --layout cl --pass fwdbwd
     python -m torchconv.bench --device cuda --batch-scale 8 --dtype float16 --layout cl
 
@@ -55,6 +56,40 @@ SUITE = [
     ("GoogLeNet 5x5", 8, 192, 28, 32, 5, 1, 2, 1, 1),
     ("odd tails", 8, 100, 30, 50, 3, 1, 1, 1, 1),
 ]
+
+# The distinct convolutions of whole models at 224 x 224, batch 8 (--models): MobileNetV2,
+# ResNeXt-50 32x4d's grouped 3x3s, ResNet-18's 3x3s and strided 1x1s. Outside the suite they
+# found NCHW depthwise planes of 28 and 14 columns at 0.35-0.5x native (streamed partial cache
+# lines) and ResNeXt's strided grouped input gradients at 0.4-0.5x.
+def _model_layers():
+    # (C, H, K, R, stride, groups); padding R // 2
+    mbv2 = [(3, 224, 32, 3, 2, 1), (32, 112, 32, 3, 1, 32), (32, 112, 16, 1, 1, 1),
+            (16, 112, 96, 1, 1, 1), (96, 112, 96, 3, 2, 96), (96, 56, 24, 1, 1, 1),
+            (24, 56, 144, 1, 1, 1), (144, 56, 144, 3, 1, 144), (144, 56, 24, 1, 1, 1),
+            (144, 56, 144, 3, 2, 144), (144, 28, 32, 1, 1, 1), (32, 28, 192, 1, 1, 1),
+            (192, 28, 192, 3, 1, 192), (192, 28, 32, 1, 1, 1), (192, 28, 192, 3, 2, 192),
+            (192, 14, 64, 1, 1, 1), (64, 14, 384, 1, 1, 1), (384, 14, 384, 3, 1, 384),
+            (384, 14, 64, 1, 1, 1), (384, 14, 96, 1, 1, 1), (96, 14, 576, 1, 1, 1),
+            (576, 14, 576, 3, 1, 576), (576, 14, 96, 1, 1, 1), (576, 14, 576, 3, 2, 576),
+            (576, 7, 160, 1, 1, 1), (160, 7, 960, 1, 1, 1), (960, 7, 960, 3, 1, 960),
+            (960, 7, 160, 1, 1, 1), (960, 7, 320, 1, 1, 1), (320, 7, 1280, 1, 1, 1)]
+    resnext = [(128, 56, 128, 3, 1, 32), (256, 56, 256, 3, 2, 32), (256, 28, 256, 3, 1, 32),
+               (512, 28, 512, 3, 2, 32), (512, 14, 512, 3, 1, 32), (1024, 14, 1024, 3, 2, 32),
+               (1024, 7, 1024, 3, 1, 32)]
+    r18 = [(64, 56, 64, 3, 1, 1), (64, 56, 128, 3, 2, 1), (128, 28, 128, 3, 1, 1),
+           (128, 28, 256, 3, 2, 1), (256, 14, 256, 3, 1, 1), (256, 14, 512, 3, 2, 1),
+           (512, 7, 512, 3, 1, 1), (64, 56, 128, 1, 2, 1), (128, 28, 256, 1, 2, 1),
+           (256, 14, 512, 1, 2, 1)]
+    layers = []
+    for model, shapes in (("MBv2", mbv2), ("ResNeXt", resnext), ("R18", r18)):
+        for C, H, K, R, s, G in shapes:
+            name = f"{model} {C}-{K} {R}x{R}" + (f" s{s}" if s > 1 else "") + \
+                (f" g{G}" if G > 1 else "") + f" {H}"
+            layers.append((name, 8, C, H, K, R, s, R // 2, 1, G))
+    return layers
+
+
+MODELS = _model_layers()
 
 QUICK = ["R50 stem", "R50 1x1 reduce", "R50 3x3", "R50 3x3 s2", "R50 L3 3x3", "R50 L4 3x3",
          "MBv2 pw", "MBv2 dw", "MBv2 dw s2", "ResNeXt g32", "DeepLab dilated", "odd tails"]
@@ -203,6 +238,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", type=parse_shape, action="append")
     ap.add_argument("--quick", action="store_true", help="subset of the suite with N <= 2")
+    ap.add_argument("--models", action="store_true",
+                    help="whole models' layers (MobileNetV2, ResNeXt-50, ResNet-18) instead")
     ap.add_argument("--layout", choices=LAYOUTS + ["both"], default="both")
     ap.add_argument("--pass", dest="which", choices=PASSES + ["all"], default="fwd")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -232,8 +269,8 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         if args.tf32 is not None:
             torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
-    layers = args.shape or SUITE
-    if args.quick and not args.shape:
+    layers = args.shape or (MODELS if args.models else SUITE)
+    if args.quick and not args.shape and not args.models:
         layers = [(l[0], min(l[1], 2)) + l[2:] for l in SUITE if l[0] in QUICK]
     if args.batch_scale != 1:
         layers = [(l[0], l[1] * args.batch_scale) + l[2:] for l in layers]
