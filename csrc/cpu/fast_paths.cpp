@@ -1742,6 +1742,46 @@ void interleave_plane_phases(const Table<T>* kt, const T* src, int64_t phase_ele
   }
 }
 
+// What the phase runners below derive from their phases (stride 1 each): the one staged plane
+// (Hp rows of Wq, padded by the largest phase padding) that holds every phase's plane from its
+// own origin, each phase's plan over it with output rows Wmax apart (dense_rows) or as wide as
+// the phase, and the largest phase output.
+struct StagedPhases {
+  int64_t Wmax = 0, narrowest, pt, pl, Hp = 0, Wq = 0, staged_elems, out_elems = 0;
+  std::vector<std::unique_ptr<PlanePlan>> plans;
+  StagedPhases(const std::vector<PlanePhase>& phases, int64_t VL, bool dense_rows)
+      : narrowest(phases[0].Wi), pt(phases[0].ps.pt), pl(phases[0].ps.pl) {
+    for (const PlanePhase& ph : phases) {
+      TORCH_INTERNAL_ASSERT(ph.ps.sh == 1 && ph.ps.sw == 1);
+      Wmax = std::max(Wmax, ph.Wi), narrowest = std::min(narrowest, ph.Wi);
+      pt = std::max(pt, ph.ps.pt), pl = std::max(pl, ph.ps.pl);
+    }
+    for (const PlanePhase& ph : phases) {
+      const PlaneGeom pg = plane_geom(ph.ps, ph.Hi, ph.Wi, VL);
+      Hp = std::max(Hp, pg.Hp + pt - ph.ps.pt), Wq = std::max(Wq, pg.Wq + pl - ph.ps.pl);
+    }
+    staged_elems = Hp * Wq + 16;  // slack: as plane_geom's
+    for (const PlanePhase& ph : phases) {
+      const int64_t row = dense_rows ? Wmax : ph.Wi;
+      plans.push_back(std::make_unique<PlanePlan>(ph.ps, ph.Hi, ph.Wi, VL, row, 1, Wq));
+      out_elems = std::max(out_elems, ph.Hi * row);
+    }
+  }
+  // phase ps's origin in a staged plane
+  template <typename T>
+  const T* origin(const T* staged, const Spec& ps) const {
+    return staged + (pt - ps.pt) * Wq + (pl - ps.pl);
+  }
+  // grad_input is written once: past the caches where large (MBv2 dw s2, 38.5 MB), where its
+  // interleaved rows take whole vectors only (see stream_planes: phases as wide as each other,
+  // in whole vectors, that make up the rows: 56 x 56 s2 depthwise input gradients streamed ran
+  // at 0.3x native; 112 x 112 ones ran 8.2 ms with plain stores, 5.9 streamed)
+  template <typename T>
+  bool streams(const Out<T>& o, int64_t stride_w, int64_t VL) const {
+    return narrowest == Wmax && Wmax % VL == 0 && stream_planes(o, stride_w * Wmax, VL);
+  }
+};
+
 // The phases of a depthwise input gradient over NCHW planes, one plane at a time: each phase
 // into a dense scratch plane, then from there into its elements of grad_input's plane, which
 // stays in cache. Every element is written once, by its phase, as in one pass per phase.
@@ -1756,37 +1796,13 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
   // Every phase present (in order a, b) and grad_input rows dense: a row of grad_input is the
   // stride_w phases' rows interleaved, one transpose of stride_w rows (element-wise strided
   // stores were 15% of MBv2 dw s2's NCHW input gradient). Phase rows are then Wmax apart.
-  int64_t Wmax = 0, pt = phases[0].ps.pt, pl = phases[0].ps.pl;
-  for (const PlanePhase& ph : phases) {
-    TORCH_INTERNAL_ASSERT(ph.ps.sh == 1 && ph.ps.sw == 1);
-    Wmax = std::max(Wmax, ph.Wi);
-    pt = std::max(pt, ph.ps.pt), pl = std::max(pl, ph.ps.pl);
-  }
-  // the shared staged plane: Hp rows of Wq, every phase's plane inside it
-  int64_t Hp = 0, Wq = 0;
-  for (const PlanePhase& ph : phases) {
-    const PlaneGeom pg = plane_geom(ph.ps, ph.Hi, ph.Wi, VL);
-    Hp = std::max(Hp, pg.Hp + pt - ph.ps.pt), Wq = std::max(Wq, pg.Wq + pl - ph.ps.pl);
-  }
   const bool interleave = o.sw == 1 && stride_w <= VL &&
                           int64_t(phases.size()) == stride_h * stride_w;
-  std::vector<std::unique_ptr<PlanePlan>> plans;
-  const int64_t staged_elems = Hp * Wq + 16;  // slack: as plane_geom's
-  int64_t out_elems = 0;
-  for (const PlanePhase& ph : phases) {
-    plans.push_back(std::make_unique<PlanePlan>(ph.ps, ph.Hi, ph.Wi, VL,
-                                                interleave ? Wmax : ph.Wi, 1, Wq));
-    out_elems = std::max(out_elems, ph.Hi * (interleave ? Wmax : ph.Wi));
-  }
+  const StagedPhases sph(phases, VL, interleave);
+  const int64_t Wmax = sph.Wmax, Wq = sph.Wq, staged_elems = sph.staged_elems,
+                out_elems = sph.out_elems;
   const int64_t phase_bufs = interleave ? int64_t(phases.size()) : 1;
-  // grad_input is written once: past the caches where large (MBv2 dw s2, 38.5 MB), where the
-  // interleaving stores are all whole vectors (see stream_planes: phases as wide as each other,
-  // in whole vectors, that make up the rows: 56 x 56 s2 input gradients streamed ran at 0.3x
-  // native; 112 x 112 ones ran 8.2 ms with plain stores, 5.9 streamed)
-  int64_t narrowest = Wmax;
-  for (const PlanePhase& ph : phases) narrowest = std::min(narrowest, ph.Wi);
-  const bool stream = interleave && narrowest == Wmax && Wmax % VL == 0 &&
-                      stream_planes(o, stride_w * Wmax, VL);
+  const bool stream = interleave && sph.streams(o, stride_w, VL);
   const int64_t per_worker = staged_elems + phase_bufs * out_elems;
   const int64_t workers = worker_count(planes, 1);
   at::Tensor scratch = at::empty({workers * per_worker}, options_of<T>());
@@ -1794,11 +1810,12 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
     const int64_t n = t / d.C, c = t % d.C;
     T* staged = scratch.data_ptr<T>() + worker * per_worker;
     T* out = staged + staged_elems;
-    kt->stage_plane(d.p + n * d.sn + c * d.sc, d.sh, d.H, d.W, pt, pl, Hp, 1, Wq, staged);
+    kt->stage_plane(d.p + n * d.sn + c * d.sc, d.sh, d.H, d.W, sph.pt, sph.pl, sph.Hp, 1, Wq,
+                    staged);
     for (size_t p = 0; p < phases.size(); ++p) {
       const PlanePhase& ph = phases[p];
       T* po = interleave ? out + p * out_elems : out;
-      kt->depthwise_plane(&plans[p]->args, staged + (pt - ph.ps.pt) * Wq + (pl - ph.ps.pl), po,
+      kt->depthwise_plane(&sph.plans[p]->args, sph.origin<T>(staged, ph.ps), po,
                           ph.w.const_data_ptr<T>() + c * ph.ps.R * ph.ps.S, T(0));
       if (interleave) continue;
       T* dst = o.p + n * o.sn + c * o.sc + ph.a * o.sh + ph.b * o.sw;
@@ -1822,7 +1839,7 @@ void run_depthwise_phases_on_planes(const Table<T>* kt, const Act<T>& d,
 // [channel][phase][Hi x Wmax]; those go to grad_input interleaved (NCHW) or row by row through
 // transposes (channels_last). One pass per phase (run_grouped_planes) staged grad_output once
 // per phase and wrote NCHW phases element by element (Zen 2, AVX2, 2 threads, ResNeXt-50's
-// 256 channels in 32 groups, stride 2 over 8 x 56 x 56, input gradient: NCHW 0.52x -> 1.2x
+// 256 channels in 32 groups, stride 2 over 8 x 56 x 56, input gradient: NCHW 0.52x -> 0.95-1.2x
 // native, channels_last 0.39-0.49x -> 0.66x; 512 in 32 groups over 28 x 28 channels_last
 // 0.78x -> 1.2x).
 // Returns false (nothing done) where a task's scratch planes of grad_input would exceed
@@ -1833,35 +1850,18 @@ bool run_grouped_phases_on_planes(const Table<T>* kt, const Act<T>& d,
                                   int64_t stride_w, const Out<T>& o) {
   const Spec& sp0 = phases[0].ps;  // (G, channels per group: cpg of grad_output, kpg of grad_input)
   const int64_t VL = kt->vec_lanes, nph = int64_t(phases.size());
-  int64_t Wmax = 0, pt = 0, pl = 0, narrowest = phases[0].Wi;
-  for (const PlanePhase& ph : phases) {
-    Wmax = std::max(Wmax, ph.Wi), narrowest = std::min(narrowest, ph.Wi);
-    pt = std::max(pt, ph.ps.pt), pl = std::max(pl, ph.ps.pl);
-  }
-  PlaneGeom staged_geom{0, 0, 0};  // every phase's plane inside it
-  for (const PlanePhase& ph : phases) {
-    const PlaneGeom pg = plane_geom(ph.ps, ph.Hi, ph.Wi, VL);
-    staged_geom.Hp = std::max(staged_geom.Hp, pg.Hp + pt - ph.ps.pt);
-    staged_geom.Wq = std::max(staged_geom.Wq, pg.Wq + pl - ph.ps.pl);
-  }
-  const int64_t Wq = staged_geom.Wq;
-  staged_geom.elems = staged_geom.Hp * Wq + 16;  // slack: as plane_geom's
-  Spec staged_spec = sp0;
-  staged_spec.sh = staged_spec.sw = 1, staged_spec.pt = pt, staged_spec.pl = pl;
-  int64_t out_elems = 0;
-  for (const PlanePhase& ph : phases) out_elems = std::max(out_elems, ph.Hi * Wmax);
+  const StagedPhases sph(phases, VL, /*dense_rows=*/true);
+  const int64_t Wmax = sph.Wmax, out_elems = sph.out_elems;
   const int64_t per_task = grouped_plane_groups(kt, sp0, d, o);
   const int64_t out_all = per_task * sp0.kpg * nph * out_elems;
   if (out_all * int64_t(sizeof(T)) > kPlaneBytes) return false;
-  std::vector<std::unique_ptr<PlanePlan>> plans;
+  const PlaneGeom staged_geom{sph.Hp, sph.Wq, sph.staged_elems};
+  Spec staged_spec = sp0;
+  staged_spec.sh = staged_spec.sw = 1, staged_spec.pt = sph.pt, staged_spec.pl = sph.pl;
   std::vector<at::Tensor> packed;
-  for (const PlanePhase& ph : phases) {
-    plans.push_back(std::make_unique<PlanePlan>(ph.ps, ph.Hi, ph.Wi, VL, Wmax, 1, Wq));
-    packed.push_back(pack_grouped_planes(ph.w, ph.ps));
-  }
+  for (const PlanePhase& ph : phases) packed.push_back(pack_grouped_planes(ph.w, ph.ps));
   const bool channels_last = o.sw != 1;
-  const bool stream = !channels_last && narrowest == Wmax && Wmax % VL == 0 &&
-                      stream_planes(o, stride_w * Wmax, VL);  // (see stream_planes)
+  const bool stream = !channels_last && sph.streams(o, stride_w, VL);
   const int64_t tasks_per_image = ceil_div(sp0.G, per_task);
   const int64_t staged_all = per_task * sp0.cpg * staged_geom.elems;
   const int64_t per_worker = staged_all + out_all;
@@ -1876,10 +1876,10 @@ bool run_grouped_phases_on_planes(const Table<T>* kt, const Act<T>& d,
                  staged_geom.elems, staged, static_cast<T*>(nullptr));
     for (int64_t p = 0; p < nph; ++p) {
       const Spec& ps = phases[p].ps;
-      grouped_planes_of_groups(kt, &plans[p]->args, ps,
-                               staged + (pt - ps.pt) * Wq + (pl - ps.pl), staged_geom.elems, g0,
-                               ng, packed[p].const_data_ptr<T>(), static_cast<const T*>(nullptr),
-                               out + p * out_elems, nph * out_elems);
+      grouped_planes_of_groups(kt, &sph.plans[p]->args, ps, sph.origin<T>(staged, ps),
+                               staged_geom.elems, g0, ng, packed[p].const_data_ptr<T>(),
+                               static_cast<const T*>(nullptr), out + p * out_elems,
+                               nph * out_elems);
     }
     if (channels_last) {
       for (int64_t p = 0; p < nph; ++p) {
