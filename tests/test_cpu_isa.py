@@ -637,9 +637,18 @@ PLANE_CASES = [
     (1, 2, 4, 37, 3, 3, 2, (0, 1), 1),
     # a grad_input of >= 2 MB: its phases interleaved by streaming stores where every store is
     # a whole vector (phases of 128 columns), plain ones where not (odd width: the first
-    # phase's last column stored apart)
+    # phase's last column stored apart); a zero-inserted one (3x3) streamed
+    (1, 8, 256, 256, 5, 5, 2, 2, 1),
+    (1, 8, 256, 257, 5, 5, 2, 2, 1),
     (1, 8, 256, 256, 3, 3, 2, 1, 1),
-    (1, 8, 256, 257, 3, 3, 2, 1, 1),
+    # input gradients with a stride from grad_output with zeros inserted (undilated 3x3, or
+    # phases narrower than two vectors): padding beyond the kernel (grad_output rows and
+    # columns that reach no grad_input pixel), stride > kernel (pixels no tap reaches), stride
+    # 3 of a 5x5, MBv2-like 14 x 14 (AVX2: 7-column phases)
+    (1, 2, 9, 17, 3, 3, 2, 3, 1),
+    (2, 3, 10, 40, 2, 2, 3, 0, 1),
+    (1, 2, 14, 40, 5, 5, 3, 1, 1),
+    (2, 6, 14, 14, 3, 3, 2, 1, 1),
 ]
 
 
@@ -914,6 +923,34 @@ def test_nan_inf_propagate(isa, layout, groups, dtype):
     gi_ref = torch.ops.aten.convolution_backward(gy2, x, w, None, [1, 1], [1, 1], [1, 1], False,
                                                  [0, 0], groups, [True, False, False])[0]
     assert torch.equal(torch.isnan(gi), torch.isnan(gi_ref))
+
+
+@DTYPES
+@pytest.mark.parametrize("bad", ["grad_output"])
+def test_depthwise_strided_grad_input_nan_inf(isa, bad, dtype):
+    """A depthwise input gradient with a stride over NCHW planes runs on grad_output with zeros
+    inserted, where every tap multiplies a zero at the pixels it does not reach: an infinite or
+    NaN tap must not turn those into NaN (F.conv2d has no such product; the phases take such
+    weights), while non-finite grad_output values spread as in F.conv2d."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 20, 26, generator=gen).to(dtype)
+    w = torch.randn(4, 1, 3, 3, generator=gen).to(dtype)
+    gy = torch.randn(2, 4, 10, 13, generator=gen).to(dtype)
+    if bad == "weight_inf":
+        w[1, 0, 0, 2] = float("inf")
+        w[2, 0, 1, 1] = float("-inf")
+    elif bad == "weight_nan":
+        w[3, 0, 2, 0] = float("nan")
+    else:
+        gy[0, 1, 3, 4] = float("inf")
+        gy[1, 2, 0, 12] = float("nan")
+    gi = ops.conv2d_grad_input(gy, w, list(x.shape), [2, 2], [1, 1], [1, 1], 4)
+    ref = torch.ops.aten.convolution_backward(gy, x, w, None, [2, 2], [1, 1], [1, 1], False,
+                                              [0, 0], 4, [True, False, False])[0]
+    assert torch.equal(gi.isnan(), ref.isnan())
+    assert torch.equal(gi[gi.isinf()], ref[ref.isinf()])
+    finite = ref.isfinite()
+    torch.testing.assert_close(gi[finite], ref[finite], rtol=1e-4, atol=1e-4)
 
 
 @DTYPES
