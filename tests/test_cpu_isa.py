@@ -925,8 +925,103 @@ def test_nan_inf_propagate(isa, layout, groups, dtype):
     assert torch.equal(torch.isnan(gi), torch.isnan(gi_ref))
 
 
+def conv2d_in_range_products(x, w, stride, padding, groups):
+    """F.conv2d as its definition has it: only products of weights with input pixels inside
+    the image (none with the padding), an einsum over channels per tap and range of outputs.
+    Its autograd gradients have the same property."""
+    N, C, H, W = x.shape
+    K, cpg, R, S = w.shape
+    OH = (H + 2 * padding - R) // stride + 1
+    OW = (W + 2 * padding - S) // stride + 1
+    kpg = K // groups
+    y = x.new_zeros(N, K, OH, OW)
+
+    def inside(out, size, tap):  # outputs whose input position o*stride - padding + tap is inside
+        o = [i for i in range(out) if 0 <= i * stride - padding + tap < size]
+        return (o[0], o[-1] + 1) if o else (0, 0)
+    for r in range(R):
+        a0, a1 = inside(OH, H, r)
+        for s in range(S):
+            b0, b1 = inside(OW, W, s)
+            if a0 >= a1 or b0 >= b1:
+                continue
+            xs = x[:, :, a0 * stride - padding + r:(a1 - 1) * stride - padding + r + 1:stride,
+                   b0 * stride - padding + s:(b1 - 1) * stride - padding + s + 1:stride]
+            y[:, :, a0:a1, b0:b1] = y[:, :, a0:a1, b0:b1] + torch.cat(
+                [torch.einsum("nchw,kc->nkhw", xs[:, g * cpg:(g + 1) * cpg],
+                              w[g * kpg:(g + 1) * kpg, :, r, s]) for g in range(groups)], 1)
+    return y
+
+
+def same_nonfinite(a, b):
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a[a.isinf()], b[b.isinf()])
+
+
 @DTYPES
-@pytest.mark.parametrize("bad", ["grad_output"])
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("groups", [1, 2, 8])
+@pytest.mark.parametrize("R,stride", [(1, 1), (1, 2), (3, 1), (3, 2), (2, 1)])
+def test_nonfinite_weights_and_grad_output_at_the_padding(isa, layout, groups, R, stride, dtype):
+    """The kernels multiply staged zero padding like input pixels: an infinite or NaN weight
+    (forward, input gradient) or grad_output value at the border (weight gradient) would give
+    inf * 0 = NaN where the convolution has no such product. Those calls run on the portable
+    kernels; NaN and inf positions match the definition (F.conv2d's own float64 path, which
+    multiplies its zero padding, does not)."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 8, 9, 10, generator=gen).to(dtype)
+    w = torch.randn(16, 8 // groups, R, R, generator=gen).to(dtype)
+    w_bad = w.clone()
+    w_bad[1, 0, 0, 0] = float("inf")
+    w_bad[6, 0, R - 1, R - 1] = float("-inf")
+    w_bad[11, 0, 0, R - 1] = float("nan")
+    pad = 1
+    if layout == "cl":
+        x, w, w_bad = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, w_bad))
+    xr, wr = x.double().requires_grad_(), w_bad.double().requires_grad_()
+    ref = conv2d_in_range_products(xr, wr, stride, pad, groups)
+    gy = torch.randn(ref.shape, generator=gen).to(dtype)
+    gy_bad = gy.clone()
+    gy_bad[0, 2, 0, 0] = float("inf")
+    gy_bad[1, 9, -1, 3] = float("nan")
+    gy_bad[1, 14, 4, -1] = float("-inf")
+    if layout == "cl":
+        gy, gy_bad = (t.contiguous(memory_format=torch.channels_last) for t in (gy, gy_bad))
+    st, pd, dl = [stride, stride], [pad, pad], [1, 1]
+    y = ops.conv2d(x, w_bad, None, st, pd, dl, groups)
+    gi = ops.conv2d_grad_input(gy, w_bad, list(x.shape), st, pd, dl, groups)
+    (gi_ref,) = torch.autograd.grad(ref, xr, gy.double())
+    gw = ops.conv2d_grad_weight(gy_bad, x, list(w.shape), st, pd, dl, groups)
+    wr2 = w.double().requires_grad_()
+    (gw_ref,) = torch.autograd.grad(conv2d_in_range_products(x.double(), wr2, stride, pad, groups),
+                                    wr2, gy_bad.double())
+    for name, ours, exact in (("forward", y, ref), ("grad_input", gi, gi_ref),
+                              ("grad_weight", gw, gw_ref)):
+        assert same_nonfinite(ours.double(), exact.detach()), name
+        finite = exact.isfinite()
+        torch.testing.assert_close(ours.double()[finite], exact.detach()[finite], rtol=1e-4,
+                                   atol=1e-4)
+    # finite operands through the same calls still take the fast paths' results
+    torch.testing.assert_close(ops.conv2d(x, w, None, st, pd, dl, groups).double(),
+                               conv2d_in_range_products(x.double(), w.double(), stride, pad,
+                                                        groups), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_nonfinite_weights_at_the_padding_half_types(isa, dtype):
+    """As above for the dtypes that reach the float32 kernels widened. (Complex convolutions
+    are three real ones combined, by Gauss's trick as PyTorch's own: inf - inf is NaN there
+    whatever the padding.)"""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 8, 9, 9, generator=gen).to(dtype)
+    w = torch.randn(8, 8, 3, 3, generator=gen).to(dtype)
+    w[2, 1, 0, 0] = float("inf")
+    w[5, 3, 2, 1] = float("nan")
+    y = ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+    assert same_nonfinite(y.double(), conv2d_in_range_products(x.double(), w.double(), 1, 1, 1))
+
+
+@DTYPES
+@pytest.mark.parametrize("bad", ["weight_inf", "weight_nan", "grad_output"])
 def test_depthwise_strided_grad_input_nan_inf(isa, bad, dtype):
     """A depthwise input gradient with a stride over NCHW planes runs on grad_output with zeros
     inserted, where every tap multiplies a zero at the pixels it does not reach: an infinite or

@@ -95,19 +95,22 @@ bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, Operand b_is, at::T
 #define TORCHCONV_DISPATCH_CPU(dtype, name, ...) \
   AT_DISPATCH_ALL_TYPES_AND_COMPLEX_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
+// The fast kernels multiply the zero padding like any input: an infinite or NaN weight
+// (forward, input gradient) or grad_output value (weight gradient) times a zero is NaN where
+// F.conv2d has no such product. Such calls run on the portable kernels, which skip the padding.
+bool windows_reach_padding(const Geometry& g) {
+  return g.pad_top > 0 || g.pad_left > 0 ||
+         (g.out_height - 1) * g.stride_h - g.pad_top + (g.kernel_height - 1) * g.dilation_h >=
+             g.in_height ||
+         (g.out_width - 1) * g.stride_w - g.pad_left + (g.kernel_width - 1) * g.dilation_w >=
+             g.in_width;
+}
+
 struct CpuBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::Tensor& output) {
-    if (fast::try_forward_bf16(g, input, weight, bias, output)) return;
-    const bool complex = output.is_complex();  // bias added after the real products
-    const auto fast = [&](const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
-      std::optional<at::Tensor> b;
-      if (bias.has_value() && !complex) b = is_half(*bias) ? widened(*bias) : *bias;
-      return fast::try_forward(g, x, w, b, out);
-    };
-    if (on_fast_paths(input, weight, Operand::weight, output, fast)) {
-      if (complex && bias.has_value()) output.add_(bias->resolve_conj().view({1, -1, 1, 1}));
-      return;
+    if (!windows_reach_padding(g) || fast::weight_is_finite(weight)) {
+      if (fast_forward(g, input, weight, bias, output)) return;
     }
     const at::Tensor x = dense(input), w = dense(weight);
     const at::Tensor b = bias.has_value() ? dense(*bias) : at::Tensor();
@@ -120,14 +123,32 @@ struct CpuBackend {
     });
   }
 
+  static bool fast_forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias, at::Tensor& output) {
+    if (fast::try_forward_bf16(g, input, weight, bias, output)) return true;
+    const bool complex = output.is_complex();  // bias added after the real products
+    const auto fast = [&](const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
+      std::optional<at::Tensor> b;
+      if (bias.has_value() && !complex) b = is_half(*bias) ? widened(*bias) : *bias;
+      return fast::try_forward(g, x, w, b, out);
+    };
+    if (!on_fast_paths(input, weight, Operand::weight, output, fast)) return false;
+    if (complex && bias.has_value()) output.add_(bias->resolve_conj().view({1, -1, 1, 1}));
+    return true;
+  }
+
   static void grad_input(const Geometry& g, const at::Tensor& grad_output,
                          const at::Tensor& weight, at::Tensor& grad_input) {
-    if (fast::try_grad_input_bf16(g, grad_output, weight, grad_input)) return;
-    if (on_fast_paths(grad_output, weight, Operand::weight, grad_input,
-                      [&](const at::Tensor& dy, const at::Tensor& w, at::Tensor& out) {
-                        return fast::try_grad_input(g, dy, w, out);
-                      })) {
-      return;
+    // (grad_input is a convolution of grad_output padded by the kernel's extent)
+    const bool one_tap = g.kernel_height == 1 && g.kernel_width == 1;
+    if (one_tap || fast::weight_is_finite(weight)) {
+      if (fast::try_grad_input_bf16(g, grad_output, weight, grad_input)) return;
+      if (on_fast_paths(grad_output, weight, Operand::weight, grad_input,
+                        [&](const at::Tensor& dy, const at::Tensor& w, at::Tensor& out) {
+                          return fast::try_grad_input(g, dy, w, out);
+                        })) {
+        return;
+      }
     }
     const at::Tensor dy = dense(grad_output), w = dense(weight);
     write_dense(grad_input, [&](at::Tensor& out) {
@@ -141,12 +162,19 @@ struct CpuBackend {
 
   static void grad_weight(const Geometry& g, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
-    if (fast::try_grad_weight_bf16(g, grad_output, input, grad_weight)) return;
-    if (on_fast_paths(grad_output, input, Operand::activation, grad_weight,
-                      [&](const at::Tensor& dy, const at::Tensor& x, at::Tensor& out) {
-                        return fast::try_grad_weight(g, dy, x, out);
-                      })) {
-      return;
+    // grad_output's frame is checked before where it is smaller than the weight gradient, else
+    // the result after (all of it finite: no non-finite value took part; else recomputed)
+    const bool pads = windows_reach_padding(g);
+    const bool frame_first =
+        pads && g.batch * g.out_channels * fast::padding_frame_pixels(g) < grad_weight.numel();
+    if (!frame_first || fast::padding_frame_is_finite(g, grad_output)) {
+      const bool done =
+          fast::try_grad_weight_bf16(g, grad_output, input, grad_weight) ||
+          on_fast_paths(grad_output, input, Operand::activation, grad_weight,
+                        [&](const at::Tensor& dy, const at::Tensor& x, at::Tensor& out) {
+                          return fast::try_grad_weight(g, dy, x, out);
+                        });
+      if (done && (!pads || frame_first || fast::is_finite(grad_weight))) return;
     }
     const at::Tensor dy = dense(grad_output), x = dense(input);
     write_dense(grad_weight, [&](at::Tensor& out) {

@@ -81,6 +81,8 @@
 //  conv2d_cpu.cpp (widened to float32 / real products).
 #include "fast_paths.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -438,7 +440,8 @@ class WeightCache {
 // What a cached packing is (the first entry of `what`).
 enum : int64_t {
   kPackDirect = 1, kPackDirectGradInput, kPackWinograd, kFloat32Copy, kPackBf16,
-  kPackBf16Depthwise, kPackDepthwise, kPackDepthwiseGradInput, kPackDepthwiseRotated
+  kPackBf16Depthwise, kPackDepthwise, kPackDepthwiseGradInput, kPackDepthwiseRotated,
+  kFiniteFlag
 };
 // The kernel table (ISA and element type) a packing was made for.
 template <typename T>
@@ -1853,7 +1856,8 @@ bool use_zero_inserted_grad_input(const Table<T>* kt, const Geometry& g, const A
          (rows3x3 || ceil_div(o.W, g.stride_w) < 2 * VL);
 }
 
-// Weights with inf / NaN would give inf * 0 = NaN where no tap reaches: those go by phases
+// Weights with inf / NaN would give inf * 0 = NaN where no tap reaches (conv2d_cpu.cpp keeps
+// them off the fast paths, but for 1x1 kernels, which no padding reaches): those go by phases
 // (returns false, nothing written). The zeros between grad_output's values are written once
 // per worker (only the values' positions are written plane after plane).
 template <typename T>
@@ -4792,6 +4796,127 @@ void set_cpu_isa(const std::string& name) {
 at::Tensor kept_float32_copy(const at::Tensor& weight) {
   return weight_cache().get(weight, {kFloat32Copy},
                             [&](bool) { return weight.to(at::kFloat); });  // keeps the layout
+}
+
+// Output rows [r0, r1) and columns [c0, c1) have their windows inside the input; the other
+// output pixels (the frame) reach into the padding.
+struct PaddingFrame {
+  int64_t r0, r1, c0, c1;
+  explicit PaddingFrame(const Geometry& g) {
+    std::tie(r0, r1) = inside(g.out_height, g.in_height, g.stride_h, g.pad_top,
+                              (g.kernel_height - 1) * g.dilation_h);
+    std::tie(c0, c1) = inside(g.out_width, g.in_width, g.stride_w, g.pad_left,
+                              (g.kernel_width - 1) * g.dilation_w);
+  }
+  static std::pair<int64_t, int64_t> inside(int64_t out, int64_t in, int64_t stride,
+                                            int64_t pad, int64_t extent) {
+    const int64_t first = std::min(out, ceil_div(pad, stride));
+    const int64_t last_start = in - 1 + pad - extent;  // last window start inside, padded
+    const int64_t end = last_start < 0 ? first : std::clamp(last_start / stride + 1, first, out);
+    return {first, end};
+  }
+};
+
+bool weight_is_finite(const at::Tensor& weight) {
+  const at::Tensor flag = weight_cache().get(weight, {kFiniteFlag}, [&](bool) {
+    return at::isfinite(weight).all();  // (a 0-dim bool tensor: one byte kept)
+  });
+  return flag.item<bool>();
+}
+
+namespace {
+
+template <typename T>
+bool is_finite_value(T v) {
+  const auto f = static_cast<at::opmath_type<T>>(v);
+  return f - f == 0;  // inf - inf and NaN - NaN are NaN (and compare unequal)
+}
+template <typename T>
+bool is_finite_value(c10::complex<T> v) {
+  return is_finite_value(v.real()) && is_finite_value(v.imag());
+}
+
+// All of n elements `stride` apart finite. float32 / float64 by the largest magnitude's bits
+// (an integer maximum, which the compiler vectorises; inf and NaN have all exponent bits set).
+template <typename T>
+bool run_is_finite(const T* p, int64_t n, int64_t stride) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    using Bits = std::conditional_t<std::is_same_v<T, float>, uint32_t, uint64_t>;
+    constexpr Bits magnitude = ~Bits(0) >> 1;
+    constexpr Bits exponent = std::is_same_v<T, float> ? Bits(0x7f800000u)
+                                                       : Bits(0x7ff0000000000000ull);
+    Bits largest = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      Bits bits;
+      std::memcpy(&bits, p + i * stride, sizeof(T));
+      largest = std::max<Bits>(largest, bits & magnitude);
+    }
+    return largest < exponent;
+  } else {
+    bool ok = true;
+    for (int64_t i = 0; i < n; ++i) ok &= is_finite_value(p[i * stride]);
+    return ok;
+  }
+}
+
+}  // namespace
+
+bool is_finite(const at::Tensor& t) {
+  if (!t.is_non_overlapping_and_dense() || t.is_conj()) return at::isfinite(t).all().item<bool>();
+  bool finite = true;
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(),
+                                              "is_finite", [&] {
+    // (dense: its elements fill [data, data + numel) in some order)
+    finite = run_is_finite(t.const_data_ptr<scalar_t>(), t.numel(), 1);
+  });
+  return finite;
+}
+
+int64_t padding_frame_pixels(const Geometry& g) {
+  const PaddingFrame f(g);
+  return g.out_height * g.out_width - (f.r1 - f.r0) * (f.c1 - f.c0);
+}
+
+bool padding_frame_is_finite(const Geometry& g, const at::Tensor& grad_output) {
+  const auto [r0, r1, c0, c1] = PaddingFrame(g);
+  const int64_t OH = g.out_height, OW = g.out_width, K = g.out_channels;
+  if (r0 == 0 && r1 == OH && c0 == 0 && c1 == OW) return true;
+  const at::Tensor& d = grad_output;
+  const int64_t sn = d.stride(0), sk = d.stride(1), sh = d.stride(2), sw = d.stride(3);
+  std::atomic<bool> finite{true};
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(),
+                                              "padding_frame_is_finite", [&] {
+    const scalar_t* base = d.const_data_ptr<scalar_t>();
+    at::parallel_for(0, g.batch, 1, [&](int64_t n0, int64_t n1) {
+      bool ok = true;
+      for (int64_t n = n0; n < n1 && ok; ++n) {
+        const scalar_t* img = base + n * sn;
+        // a row's frame columns: all of them outside [r0, r1), else both ends
+        const auto row = [&](int64_t oh, const auto& check) {
+          if (oh < r0 || oh >= r1) return check(img + oh * sh, 0, OW);
+          return check(img + oh * sh, 0, c0) && check(img + oh * sh, c1, OW);
+        };
+        for (int64_t oh = 0; oh < OH && ok; ++oh) {
+          if (sk == 1 && sw != 1) {  // channels_last: a pixel's channels are contiguous
+            ok = row(oh, [&](const scalar_t* p, int64_t a, int64_t b) {
+              for (int64_t ow = a; ow < b; ++ow) {
+                if (!run_is_finite(p + ow * sw, K, 1)) return false;
+              }
+              return true;
+            });
+          } else {
+            for (int64_t k = 0; k < K && ok; ++k) {
+              ok = row(oh, [&](const scalar_t* p, int64_t a, int64_t b) {
+                return run_is_finite(p + k * sk + a * sw, b - a, sw);
+              });
+            }
+          }
+        }
+      }
+      if (!ok) finite.store(false, std::memory_order_relaxed);
+    });
+  });
+  return finite.load();
 }
 
 WeightCacheBypass::WeightCacheBypass() : previous_(weight_cache_bypassed) {

@@ -41,6 +41,18 @@ std::optional<at::Tensor> try_channel_sums(const at::Tensor& t);
 // copy comes back call after call, so the packings made from it are found again too.
 at::Tensor kept_float32_copy(const at::Tensor& weight);
 
+// Whether every element of a weight is finite, kept between calls with the packed weights
+// (found again for the same, unchanged weights). Any floating or complex dtype.
+bool weight_is_finite(const at::Tensor& weight);
+
+// Whether grad_output is finite at every output pixel whose window reaches into the padding
+// (none: true). Any floating or complex dtype, any strides.
+bool padding_frame_is_finite(const Geometry& g, const at::Tensor& grad_output);
+// How many output pixels per image and channel that is.
+int64_t padding_frame_pixels(const Geometry& g);
+// Whether every element of t (any floating or complex dtype) is finite.
+bool is_finite(const at::Tensor& t);
+
 // While one lives on a thread, the fast paths do not keep packed weights between calls (see
 // WeightCache in fast_paths.cpp): for weights that are fresh copies every call (sums of complex
 // parts), where a kept entry would never be found again.
