@@ -4817,12 +4817,6 @@ struct PaddingFrame {
   }
 };
 
-bool weight_is_finite(const at::Tensor& weight) {
-  const at::Tensor flag = weight_cache().get(weight, {kFiniteFlag}, [&](bool) {
-    return at::isfinite(weight).all();  // (a 0-dim bool tensor: one byte kept)
-  });
-  return flag.item<bool>();
-}
 
 namespace {
 
@@ -4870,6 +4864,13 @@ bool is_finite(const at::Tensor& t) {
     finite = run_is_finite(t.const_data_ptr<scalar_t>(), t.numel(), 1);
   });
   return finite;
+}
+
+bool weight_is_finite(const at::Tensor& weight) {
+  const at::Tensor flag = weight_cache().get(weight, {kFiniteFlag}, [&](bool) {
+    return at::scalar_tensor(is_finite(weight), at::kBool);  // (one byte kept)
+  });
+  return flag.item<bool>();
 }
 
 int64_t padding_frame_pixels(const Geometry& g) {
