@@ -1329,8 +1329,15 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         // processes: R50 1x1 256 -> 64 channels_last forward 6.0-6.2 -> 5.3-5.5 ms, 0.94x ->
         // 1.08x native; 1 thread 12.0-12.2 -> 10.9-11.1; the input gradient of 64 -> 256, the
         // same product, 6.0-6.3 -> 5.3-5.5; 64 -> 256 forward, R50 downsample and 256 -> 1024
-        // over 14 x 14 within noise).
+        // over 14 x 14 within noise). Only for pixels of at least 64 channels and at least 4
+        // k-blocks: a pixel's index arithmetic and prefetch per line or two of channels, or
+        // the next task's whole input during one or two k-blocks, cost more than they save
+        // (switched in one process, with -> without: MBv2 32 -> 16 over 112 x 112 input
+        // gradient 1.21 -> 1.09 ms, pointwise 24 -> 144 forward 1.70 -> 1.60, 96 -> 24 0.86 ->
+        // 0.83, 144 -> 24 1.33 -> 1.29, 192 -> 32 0.54 -> 0.52; R50 1x1 256 -> 64 forward 5.6 ->
+        // 5.9 and its input gradient 5.6 -> 6.0 keep it).
         const bool prefetch_ahead = pl.kb_inner && sp.R * sp.S == 1 && st.xc == 1 &&
+                                    sp.cpg >= 64 && nKB >= 4 &&
                                     ahead >= first[ji] && ahead < first[ji + 1];
         int64_t next_p0 = 0, next_len = 0;  // the next task's pixels (prefetch_ahead)
         if (prefetch_ahead) {
