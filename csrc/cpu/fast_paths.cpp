@@ -1420,6 +1420,23 @@ bool use_plane(const Table<T>* kt, const Act<T>& x, int64_t y_sc, int64_t y_C, c
          plane_geom(sp, OH, OW, VL).elems * int64_t(sizeof(T)) <= kPlaneBytes;
 }
 
+// f(staged, i) for every plane i in [0, planes) of `outputs` outputs each, staged is the
+// worker's scratch plane of `elems` (zeroed once first where `zeroed`). Small planes go several
+// per task (about 2K outputs), so per-task overhead stays small.
+template <typename T, typename F>
+void for_each_plane(int64_t planes, int64_t outputs, int64_t elems, bool zeroed, const F& f) {
+  const int64_t per_task = std::clamp<int64_t>(2048 / outputs, 1, 64);
+  const int64_t ntasks = ceil_div(planes, per_task), workers = worker_count(ntasks, 1);
+  const at::Tensor scratch = zeroed ? at::zeros({workers * elems}, options_of<T>())
+                                    : at::empty({workers * elems}, options_of<T>());
+  T* sc = scratch.data_ptr<T>();
+  dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
+    for (int64_t i = t * per_task; i < std::min(planes, (t + 1) * per_task); ++i) {
+      f(sc + worker * elems, i);
+    }
+  });
+}
+
 template <typename T>
 void run_depthwise_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
                           const at::Tensor& wk, const std::optional<at::Tensor>& bias,
@@ -1431,21 +1448,12 @@ void run_depthwise_planes(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   PlanePlan plan(sp, y.H, y.W, kt->vec_lanes, y.sh, y.sw);
   plan.args.stream = stream_planes(y, y.W, kt->vec_lanes);
   const PlaneGeom& pg = plan.pg;
-  // small planes: several per task (about 2K outputs), so per-task overhead stays small
-  const int64_t planes = x.N * x.C;
-  const int64_t per_task = std::clamp<int64_t>(2048 / (y.H * y.W), 1, 64);
-  const int64_t ntasks = ceil_div(planes, per_task), workers = worker_count(ntasks, 1);
-  at::Tensor scratch = at::empty({workers * pg.elems}, options_of<T>());
-  T* sc = scratch.data_ptr<T>();
-  dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
-    T* staged = sc + worker * pg.elems;
-    for (int64_t i = t * per_task; i < std::min(planes, (t + 1) * per_task); ++i) {
-      const int64_t n = i / x.C, c = i % x.C;
-      kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
-                      pg.Wq, staged);
-      kt->depthwise_plane(&plan.args, staged, y.p + n * y.sn + c * y.sc, wp + c * sp.R * sp.S,
-                          bp ? bp[c] : T(0));
-    }
+  for_each_plane<T>(x.N * x.C, y.H * y.W, pg.elems, false, [&](T* staged, int64_t i) {
+    const int64_t n = i / x.C, c = i % x.C;
+    kt->stage_plane(x.p + n * x.sn + c * x.sc, x.sh, x.H, x.W, sp.pt, sp.pl, pg.Hp, sp.sw,
+                    pg.Wq, staged);
+    kt->depthwise_plane(&plan.args, staged, y.p + n * y.sn + c * y.sc, wp + c * sp.R * sp.S,
+                        bp ? bp[c] : T(0));
   });
 }
 
@@ -1887,27 +1895,19 @@ bool run_depthwise_grad_input_zero_inserted(const Table<T>* kt, const Act<T>& d,
   PlanePlan plan(ps, o.H, o.W, kt->vec_lanes, o.sh, o.sw);
   plan.args.stream = stream_planes(o, o.W, kt->vec_lanes);
   const PlaneGeom& pg = plan.pg;
-  const int64_t planes = d.N * C;
-  const int64_t per_task = std::clamp<int64_t>(2048 / (o.H * o.W), 1, 64);
-  const int64_t ntasks = ceil_div(planes, per_task), workers = worker_count(ntasks, 1);
-  at::Tensor scratch = at::zeros({workers * pg.elems}, options_of<T>());
-  T* sc = scratch.data_ptr<T>();
-  dynamic_for_workers(ntasks, workers, [&](int64_t t, int64_t worker) {
-    T* staged = sc + worker * pg.elems;
-    for (int64_t i = t * per_task; i < std::min(planes, (t + 1) * per_task); ++i) {
-      const int64_t n = i / C, c = i % C;
-      const T* src = d.p + n * d.sn + c * d.sc;
-      for (int64_t oh = 0; oh < d.H; ++oh) {
-        const int64_t row = oh * g.stride_h + ps.pt;
-        if (row < 0 || row >= pg.Hp) continue;  // (reaches no grad_input row)
-        T* dst = staged + row * pg.Wq;
-        for (int64_t ow = 0; ow < d.W; ++ow) {
-          const int64_t col = ow * g.stride_w + ps.pl;
-          if (col >= 0 && col < pg.Wq) dst[col] = src[oh * d.sh + ow];
-        }
+  for_each_plane<T>(d.N * C, o.H * o.W, pg.elems, true, [&](T* staged, int64_t i) {
+    const int64_t n = i / C, c = i % C;
+    const T* src = d.p + n * d.sn + c * d.sc;
+    for (int64_t oh = 0; oh < d.H; ++oh) {
+      const int64_t row = oh * g.stride_h + ps.pt;
+      if (row < 0 || row >= pg.Hp) continue;  // (reaches no grad_input row)
+      T* dst = staged + row * pg.Wq;
+      for (int64_t ow = 0; ow < d.W; ++ow) {
+        const int64_t col = ow * g.stride_w + ps.pl;
+        if (col >= 0 && col < pg.Wq) dst[col] = src[oh * d.sh + ow];
       }
-      kt->depthwise_plane(&plan.args, staged, o.p + n * o.sn + c * o.sc, tp + c * R * S, T(0));
     }
+    kt->depthwise_plane(&plan.args, staged, o.p + n * o.sn + c * o.sc, tp + c * R * S, T(0));
   });
   return true;
 }
@@ -4860,9 +4860,15 @@ bool run_is_finite(const T* p, int64_t n, int64_t stride) {
   }
 }
 
+// (integer types are always finite)
+bool has_nonfinite_values(at::ScalarType type) {
+  return at::isFloatingType(type) || at::isComplexType(type);
+}
+
 }  // namespace
 
 bool is_finite(const at::Tensor& t) {
+  if (!has_nonfinite_values(t.scalar_type())) return true;
   if (!t.is_non_overlapping_and_dense() || t.is_conj()) return at::isfinite(t).all().item<bool>();
   bool finite = true;
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(),
@@ -4888,7 +4894,10 @@ int64_t padding_frame_pixels(const Geometry& g) {
 bool padding_frame_is_finite(const Geometry& g, const at::Tensor& grad_output) {
   const auto [r0, r1, c0, c1] = PaddingFrame(g);
   const int64_t OH = g.out_height, OW = g.out_width, K = g.out_channels;
-  if (r0 == 0 && r1 == OH && c0 == 0 && c1 == OW) return true;
+  if ((r0 == 0 && r1 == OH && c0 == 0 && c1 == OW) ||
+      !has_nonfinite_values(grad_output.scalar_type())) {
+    return true;
+  }
   const at::Tensor& d = grad_output;
   const int64_t sn = d.stride(0), sk = d.stride(1), sh = d.stride(2), sw = d.stride(3);
   std::atomic<bool> finite{true};
