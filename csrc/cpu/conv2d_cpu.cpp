@@ -98,13 +98,7 @@ bool on_fast_paths(const at::Tensor& a, const at::Tensor& b, Operand b_is, at::T
 // The fast kernels multiply the zero padding like any input: an infinite or NaN weight
 // (forward, input gradient) or grad_output value (weight gradient) times a zero is NaN where
 // F.conv2d has no such product. Such calls run on the portable kernels, which skip the padding.
-bool windows_reach_padding(const Geometry& g) {
-  return g.pad_top > 0 || g.pad_left > 0 ||
-         (g.out_height - 1) * g.stride_h - g.pad_top + (g.kernel_height - 1) * g.dilation_h >=
-             g.in_height ||
-         (g.out_width - 1) * g.stride_w - g.pad_left + (g.kernel_width - 1) * g.dilation_w >=
-             g.in_width;
-}
+bool windows_reach_padding(const Geometry& g) { return fast::padding_frame_pixels(g) > 0; }
 
 struct CpuBackend {
   static void forward(const Geometry& g, const at::Tensor& input, const at::Tensor& weight,
@@ -164,9 +158,8 @@ struct CpuBackend {
                           const at::Tensor& input, at::Tensor& grad_weight) {
     // grad_output's frame is checked before where it is smaller than the weight gradient, else
     // the result after (all of it finite: no non-finite value took part; else recomputed)
-    const bool pads = windows_reach_padding(g);
-    const bool frame_first =
-        pads && g.batch * g.out_channels * fast::padding_frame_pixels(g) < grad_weight.numel();
+    const int64_t frame = g.batch * g.out_channels * fast::padding_frame_pixels(g);
+    const bool pads = frame > 0, frame_first = pads && frame < grad_weight.numel();
     if (!frame_first || fast::padding_frame_is_finite(g, grad_output)) {
       const bool done =
           fast::try_grad_weight_bf16(g, grad_output, input, grad_weight) ||

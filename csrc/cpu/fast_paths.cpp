@@ -99,6 +99,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "generic_kernels.h"
 #include "isa/kernel_api.h"
 
 namespace torchconv::cpu::fast {
@@ -1879,15 +1880,13 @@ template <typename T>
 bool run_depthwise_grad_input_zero_inserted(const Table<T>* kt, const Act<T>& d,
                                             const Geometry& g, const at::Tensor& weight,
                                             const Out<T>& o) {
+  if (!weight_is_finite(weight)) return false;
   const int64_t R = g.kernel_height, S = g.kernel_width, C = g.in_channels;
   const at::Tensor taps =
       weight_cache().get(weight, {kPackDepthwiseRotated, table_id(kt)}, [&](bool) {
         return weight.reshape({C, R, S}).flip({1, 2}).contiguous();
       });
   const T* tp = taps.const_data_ptr<T>();
-  for (int64_t i = 0; i < C * R * S; ++i) {
-    if (!std::isfinite(tp[i])) return false;
-  }
   // origin of the staged plane: grad_output's row / column (R-1)*dh - pad_top / ... before
   // its first one
   const Spec ps{C, 1, 1, R, S, 1, 1, g.dilation_h, g.dilation_w,
@@ -3643,6 +3642,10 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
       return true;
     }  // (not finite: the phases below overwrite all of grad_input)
   }
+  if (depthwise && use_zero_inserted_grad_input(kt, g, d, o) &&
+      run_depthwise_grad_input_zero_inserted(kt, d, g, weight, o)) {
+    return true;
+  }
   std::vector<DirectJob<T>> jobs;
   std::vector<at::Tensor> keep;  // packed weights of the jobs
   bool some_phase_empty = false;
@@ -3650,10 +3653,6 @@ bool grad_input_on(const Table<T>* kt, const Geometry& g, const at::Tensor& grad
     some_phase_empty |= phase_taps(a, g.pad_top, g.kernel_height, g.dilation_h, g.stride_h).empty();
   for (int64_t b = 0; b < std::min(g.stride_w, g.in_width); ++b)
     some_phase_empty |= phase_taps(b, g.pad_left, g.kernel_width, g.dilation_w, g.stride_w).empty();
-  if (depthwise && use_zero_inserted_grad_input(kt, g, d, o) &&
-      run_depthwise_grad_input_zero_inserted(kt, d, g, weight, o)) {
-    return true;
-  }
   if (some_phase_empty) grad_input.zero_();
   // Depthwise over NCHW planes with stride_w > 1: the phases interleave along the rows, and one
   // pass per phase writing every stride_w-th element of all of grad_input cost 3-4x native
@@ -4812,8 +4811,10 @@ at::Tensor kept_float32_copy(const at::Tensor& weight) {
                             [&](bool) { return weight.to(at::kFloat); });  // keeps the layout
 }
 
-// Output rows [r0, r1) and columns [c0, c1) have their windows inside the input; the other
-// output pixels (the frame) reach into the padding.
+namespace {
+
+// Output rows [r0, r1) and columns [c0, c1) have their windows inside the input (the first
+// and the last tap inside); the other output pixels (the frame) reach into the padding.
 struct PaddingFrame {
   int64_t r0, r1, c0, c1;
   explicit PaddingFrame(const Geometry& g) {
@@ -4824,15 +4825,11 @@ struct PaddingFrame {
   }
   static std::pair<int64_t, int64_t> inside(int64_t out, int64_t in, int64_t stride,
                                             int64_t pad, int64_t extent) {
-    const int64_t first = std::min(out, ceil_div(pad, stride));
-    const int64_t last_start = in - 1 + pad - extent;  // last window start inside, padded
-    const int64_t end = last_start < 0 ? first : std::clamp(last_start / stride + 1, first, out);
-    return {first, end};
+    const int64_t first = generic::valid_outputs(out, in, stride, pad, 0).first;
+    const int64_t end = generic::valid_outputs(out, in, stride, pad, extent).last;
+    return {first, std::max(first, end)};
   }
 };
-
-
-namespace {
 
 template <typename T>
 bool is_finite_value(T v) {
