@@ -183,6 +183,11 @@ CASES = [
     (2, 256, 23, 25, 12, 1, 1, 1, 0, 1, 1),
     (2, 24, 24, 24, 144, 1, 1, 1, 0, 1, 1),
     (1, 40, 30, 20, 200, 1, 1, 1, 0, 1, 1),
+    # ... with at least 64 output channels, each pixel tile's input copied to scratch and every
+    # k-block run over it: 575 pixels (a partial last tile), k-tile tails (72 outputs, and 130
+    # in the input gradient), 3 blocks of sums; grouped (2 groups of 64 outputs)
+    (2, 130, 23, 25, 72, 1, 1, 1, 0, 1, 1),
+    (2, 64, 24, 24, 128, 1, 1, 1, 0, 1, 2),
     # the weight gradient of those (>= 256 pixels per image) is vectorised along the pixels:
     # tails of the register tile and of the task blocks (70 = 64 + 6 input channels; 13
     # output channels in tasks of 6 + 6 + 1 (AVX2) or 8 + 5 (tiles of 4 + 1)), images of 266

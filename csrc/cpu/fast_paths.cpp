@@ -1107,6 +1107,23 @@ bool use_direct_planes(const Table<T>* kt, const Spec& sp, int64_t xc, int64_t x
          y.sw == 1 && y.sh == y.W && (y.sc != 1 || sp.kpg == 1);
 }
 
+// Where the pixel-vectorised 1x1 has many output channels (at least 16 k-tiles of 4 per
+// pixel tile), each pixel tile's input rows are copied into per-worker scratch, contiguous,
+// and every k-block runs over them before the next tile (isa direct_planes with
+// tile_scratch); otherwise the k-blocks pass over the task's chunk one after the other,
+// reading the rows in place. Rows a plane apart map to few L1 sets (every row of 32 x 32
+// planes to the same one): simulated with a 32 KiB 8-way L1 (callgrind), 64 -> 256 over 32 x
+// 32 took 1.07 M read misses in place, 0.15 M copied. Zen 2, AVX2, switched in one process,
+// 2 threads, ms in place -> copied (native): R50 1x1 256 -> 64 forward 9.08 -> 8.62 (10.2),
+// 64 -> 256 input gradient 9.37 -> 8.94 (11.8), 64 -> 256 forward 24.6 -> 23.3 (18.4, a
+// noisy host), MBv2 16 -> 96 over 112 x 112 36.8 -> 34.8, 24 -> 144 11.5 -> 10.9; a kernel
+// loop alone over 64 -> 256 (1 thread, a quiet host) 57 -> 77 GFLOP/s. Few output channels
+// do not pay for the copy, which waits on memory with no multiply-adds beside it (MBv2 32 ->
+// 16 over 112 x 112 forward 2.8 -> 3.8, 144 -> 24 input gradient 2.3 -> 3.0). The copy stays
+// L1-sized (AVX-512 tiles of 48 pixels: up to 128 channels; not timed there).
+constexpr int64_t kPackedTilesMinOutputs = 64;
+constexpr int64_t kPackedTileBytes = int64_t(24) << 10;
+
 // Images of at most this many pixel tiles are small (see run_direct_jobs' task order).
 constexpr int64_t kSmallImageTiles = 16;
 
@@ -1159,6 +1176,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     bool panel_outer;
     bool pixel_panel;  // use_pixel_panel: tasks are (group, image, pixel chunk), k-blocks inside
     bool planes;       // use_direct_planes: the same tasks
+    bool packed_tiles;  // planes: pixel tiles copied to scratch, every k-block inside (below)
     bool kb_inner;     // tasks (image, group, pixel chunk), every k-block inside (below)
     int64_t chunk;     // planes: pixels per chunk
     isa::DirectArgs a;
@@ -1196,6 +1214,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
     const Spec& sp = j.sp;
     const DirectTile<T> tile = direct_tile(kt, sp);
     Plan pl;
+    pl.packed_tiles = false;
     pl.fn = tile.fn;
     pl.KB = tile.KB;
     pl.nKB = ceil_div(sp.kpg, pl.KB);
@@ -1228,6 +1247,9 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
       pl.chunk = std::clamp<int64_t>(kPlanesChunkBytes / (sp.cpg * int64_t(sizeof(T))) / tile,
                                      1, kPlanesChunkPixels / tile) * tile;
       pl.nPC = ceil_div(pl.P, pl.chunk);
+      pl.packed_tiles = sp.kpg >= kPackedTilesMinOutputs &&
+                        sp.cpg * tile * int64_t(sizeof(T)) <= kPackedTileBytes;
+      if (pl.packed_tiles) panel_elems = std::max(panel_elems, sp.cpg * tile);
     }
     pl.pixel_panel = !pl.planes && st.direct && j.y.sh == j.y.W * j.y.sw &&
                      use_pixel_panel<T>(sp, st.xc, st.xw, chunk_max);
@@ -1277,9 +1299,16 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         if (pl.planes) {
           const int64_t pc = u % nPC, n = (u / nPC) % nb, g = u / (nPC * nb);
           const int64_t p0 = pc * pl.chunk, np = std::min(pl.chunk, pl.P - p0);
-          const isa::PlanesDirectArgs a{sp.cpg, st.xc, j.y.sc, pl.KB, pl.a.stream};
           const T* x0 = st.origin(0, 0) + n * st.xn + g * sp.cpg * st.xc + p0;
           T* y0 = j.y.p + (n0 + n) * j.y.sn + g * sp.kpg * j.y.sc + p0;
+          if (pl.packed_tiles) {  // every k-block per pixel tile (the kernel loops them)
+            const isa::PlanesDirectArgs a{sp.cpg, st.xc, j.y.sc, pl.KB, pl.a.stream,
+                                          data_of<T>(panels) + worker * panel_elems};
+            kt->direct_planes(&a, x0, y0, j.wpack + g * nKB * pl.panel,
+                              j.bpack ? j.bpack + g * nKB * pl.KB : nullptr, sp.kpg, np);
+            return;
+          }
+          const isa::PlanesDirectArgs a{sp.cpg, st.xc, j.y.sc, pl.KB, pl.a.stream, nullptr};
           for (int64_t kb = 0; kb < nKB; ++kb) {
             kt->direct_planes(&a, x0, y0 + kb * pl.KB * j.y.sc, j.wpack + (g * nKB + kb) * pl.panel,
                               j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,

@@ -83,8 +83,11 @@ constexpr int64_t kNchwRunPixels = 48;
 struct PlanesDirectArgs {
   int64_t C;       // input channels of the group, at most TC_BLOCK (64; one block of sums)
   int64_t xc, yk;  // input / output channel strides
-  int64_t KB;      // lanes of the packed weight block
+  int64_t KB;      // lanes of a packed weight block (kvalid may span several, C x KB apart)
   int64_t stream;  // as DirectArgs::stream
+  // Null, or scratch for C x planes_pixel_block elements: each pixel tile's input rows are
+  // first copied there, contiguous (see direct_planes_tiles).
+  void* tile_scratch;
 };
 template <typename T>
 using PlanesDirectFn = void (*)(const PlanesDirectArgs* a, const T* x, T* y, const T* wpanel,

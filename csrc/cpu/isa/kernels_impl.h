@@ -394,18 +394,35 @@ static void planes_direct_tile(const PlanesDirectArgs* a, const T* x, T* y, cons
   }
 }
 
-// Pixel tiles outer: a tile's input (C x NV vectors) is reused by every k-tile of the block.
-// Output channels past kvalid read the panel's zero padding (PD_NK divides KB) and are not
-// stored.
+// Pixel tiles outer: a tile's input (C x NV vectors) is reused by every k-tile of every
+// k-block. Output channels past kvalid read the last panel's zero padding (PD_NK divides KB)
+// and are not stored. With tile_scratch, the tile's input rows are copied there first: read
+// in place they are a plane apart, and rows whose addresses agree modulo 4 KiB compete for
+// the same L1 sets (see kPackedTilesMinOutputs in fast_paths.cpp).
 template <int NV>
 static void direct_planes_tiles(const PlanesDirectArgs* a, const T* x, T* y, const T* wpanel,
                                 const T* bias, int64_t kvalid, int64_t np) {
-  const int64_t tile = NV * V::N;
+  const int64_t tile = NV * V::N, C = a->C, KB = a->KB;
+  T* scratch = static_cast<T*>(a->tile_scratch);
+  PlanesDirectArgs tile_args = *a;
+  if (scratch) tile_args.xc = tile;
   for (int64_t p0 = 0; p0 < np; p0 += tile) {
+    const int64_t n = tc_min(tile, np - p0);
+    const T* xt = x + p0;
+    if (scratch) {
+      for (int64_t c = 0; c < C; ++c) {
+        const T* src = x + c * a->xc + p0;
+        TC_UNROLL for (int j = 0; j < NV; ++j) {
+          V::store(scratch + c * tile + j * V::N,
+                   n >= tile ? V::load(src + j * V::N) : load_k(src + j * V::N, n - j * V::N));
+        }
+      }
+      xt = scratch;
+    }
     for (int64_t k0 = 0; k0 < kvalid; k0 += PD_NK) {
-      planes_direct_tile<PD_NK, NV>(a, x + p0, y + k0 * a->yk + p0, wpanel + k0,
-                                    bias ? bias + k0 : nullptr, tc_min(PD_NK, kvalid - k0),
-                                    tc_min(tile, np - p0));
+      planes_direct_tile<PD_NK, NV>(&tile_args, xt, y + k0 * a->yk + p0,
+                                    wpanel + k0 / KB * C * KB + k0 % KB,
+                                    bias ? bias + k0 : nullptr, tc_min(PD_NK, kvalid - k0), n);
     }
   }
 }
