@@ -532,6 +532,8 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
   const T* ahead = static_cast<const T*>(a->ahead);
   int64_t aq = a->ahead_p0;
   const int64_t ahead_per_tile = ahead ? (a->ahead_p1 - aq + ntiles - 1) / ntiles : 0;
+  // pixel aq's row and column, advanced with it (not a division per pixel)
+  int64_t ah = ahead ? aq / OW : 0, aw = ahead ? aq % OW : 0;
   for (int64_t t = 0, p = p0; p < p1; ++t) {
     const int np = (int)(t < large_tiles ? small + 1 : small);
     for (int i = 0; i < np; ++i) {
@@ -551,7 +553,8 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
       }
     }
     for (int64_t i = 0; i < ahead_per_tile && aq < a->ahead_p1; ++i, ++aq) {
-      prefetch_pixel_channels_l2(ahead + (aq / OW) * a->sh * a->xh + (aq % OW) * x_step, a->C);
+      prefetch_pixel_channels_l2(ahead + ah * a->sh * a->xh + aw * x_step, a->C);
+      if (++aw == OW) aw = 0, ++ah;
     }
     const auto tile = [&](auto np_count, auto full) {
       constexpr int NP = decltype(np_count)::value;
