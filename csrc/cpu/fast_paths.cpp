@@ -48,7 +48,8 @@
 //    use_pixel_panel; small images where those would not fit L2 are staged pixel-major
 //    instead, stage_small_images), or, with at most 256 input channels over large images,
 //    vectorised along the pixels (use_direct_planes: rows of NCHW planes in and out, no
-//    transposes).
+//    transposes; with >= 64 output channels each pixel tile's rows are first copied
+//    contiguous, kPackedTilesMinOutputs).
 //    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
 //    channel stride) the input is packed, a bounded chunk of images at a time
