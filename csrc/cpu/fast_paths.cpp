@@ -1116,11 +1116,11 @@ bool use_direct_planes(const Table<T>* kt, const Spec& sp, int64_t xc, int64_t x
 // planes to the same one): simulated with a 32 KiB 8-way L1 (callgrind), 64 -> 256 over 32 x
 // 32 took 1.07 M read misses in place, 0.15 M copied. Zen 2, AVX2, switched in one process,
 // 2 threads, ms in place -> copied (native): R50 1x1 256 -> 64 forward 9.08 -> 8.62 (10.2),
-// 64 -> 256 input gradient 9.37 -> 8.94 (11.8), 64 -> 256 forward 24.6 -> 23.3 (18.4, a
+// the input gradient of 64 -> 256 9.37 -> 8.94 (11.8), 64 -> 256 forward 24.6 -> 23.3 (18.4, a
 // noisy host), MBv2 16 -> 96 over 112 x 112 36.8 -> 34.8, 24 -> 144 11.5 -> 10.9; a kernel
 // loop alone over 64 -> 256 (1 thread, a quiet host) 57 -> 77 GFLOP/s. Few output channels
 // do not pay for the copy, which waits on memory with no multiply-adds beside it (MBv2 32 ->
-// 16 over 112 x 112 forward 2.8 -> 3.8, 144 -> 24 input gradient 2.3 -> 3.0). The copy stays
+// 16 over 112 x 112 forward 2.8 -> 3.8, the input gradient of 24 -> 144 2.3 -> 3.0). The copy stays
 // L1-sized (AVX-512 tiles of 48 pixels: up to 128 channels; not timed there).
 constexpr int64_t kPackedTilesMinOutputs = 64;
 constexpr int64_t kPackedTileBytes = int64_t(24) << 10;
