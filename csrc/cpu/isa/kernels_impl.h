@@ -413,8 +413,7 @@ static void direct_planes_tiles(const PlanesDirectArgs* a, const T* x, T* y, con
       for (int64_t c = 0; c < C; ++c) {
         const T* src = x + c * a->xc + p0;
         TC_UNROLL for (int j = 0; j < NV; ++j) {
-          V::store(scratch + c * tile + j * V::N,
-                   n >= tile ? V::load(src + j * V::N) : load_k(src + j * V::N, n - j * V::N));
+          V::store(scratch + c * tile + j * V::N, load_k(src + j * V::N, n - j * V::N));
         }
       }
       xt = scratch;
