@@ -44,6 +44,13 @@ static inline V::reg load_k(const T* p, int64_t n) {
   return V::load_n(p, (int)n);
 }
 
+// Elements per 64-byte cache line (software prefetches).
+static constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
+// Channel steps of direct_tile_rows per line it prefetches ahead: 6 x 2 AVX2 tiles make 96
+// multiply-adds of them, enough that the prefetches never queue up behind each other (see
+// direct_pixels_t).
+static constexpr int64_t kAheadLineSteps = 8;
+
 // ------------------------------------------------------------------------------------------
 // Direct convolution: register tile of NP pixels x NV vectors of output channels. Input
 // scalars are broadcast, packed weight vectors loaded once per (tap, channel) and reused by
@@ -268,9 +275,13 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
 // (read from memory at every multiply-add) and spilled around every row (Zen 2, one thread,
 // the kernel alone: MBv2 pointwise 24 -> 144 channels_last 60 -> 64 GFLOP/s streamed, 69 ->
 // 76 not; R50 stem 82 -> 87).
+//
+// Lines [pf, pf_end) (a share of the next task's input, see direct_pixels_t) go into L2 one
+// per kAheadLineSteps channel steps, between the multiply-adds.
 template <int NP, int NV, bool FULL>
 static void direct_tile_rows(const DirectArgs* a, const T* const* xp, T* const* yp,
-                             const T* wpanel, const T* bias, int64_t kvalid) {
+                             const T* wpanel, const T* bias, int64_t kvalid,
+                             const T* pf = nullptr, const T* pf_end = nullptr) {
   typedef V::reg reg;
   reg acc[NP][NV];
   TC_UNROLL for (int p = 0; p < NP; ++p) {
@@ -280,6 +291,18 @@ static void direct_tile_rows(const DirectArgs* a, const T* const* xp, T* const* 
   const int64_t block = direct_block_len(a);
   const T* w = wpanel;
   const auto products = [&](const T* const* xq, int64_t c0, int64_t c1) {
+    if (pf < pf_end) {
+      for (int64_t c = c0; c < c1;) {
+        __builtin_prefetch(pf, 0, 2);
+        pf += pf < pf_end ? kLineElems : 0;
+        for (const int64_t ce = tc_min(c1, c + kAheadLineSteps); c < ce; ++c, w += NV * V::N) {
+          reg wv[NV];
+          TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
+          TC_UNROLL for (int p = 0; p < NP; ++p) fma_scalar<NV>(xq[p] + c, wv, acc[p]);
+        }
+      }
+      return;
+    }
     for (int64_t c = c0; c < c1; ++c, w += NV * V::N) {
       reg wv[NV];
       TC_UNROLL for (int j = 0; j < NV; ++j) wv[j] = V::load(w + j * V::N);
@@ -446,9 +469,6 @@ static void direct_planes(const PlanesDirectArgs* a, const T* x, T* y, const T* 
   direct_planes_tiles<PD_NV>(a, x, y, wpanel, bias, kvalid, np);
 }
 
-// Elements per 64-byte cache line (software prefetches).
-static constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
-
 // One input pixel's C channels (unit channel stride), line by line into L2.
 static inline void prefetch_pixel_channels_l2(const T* xq, int64_t C) {
   for (int64_t c = 0; c < C; c += kLineElems) __builtin_prefetch(xq + c, 0, 2);
@@ -529,8 +549,24 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
   const T* xcur = x + oh * a->sh * a->xh + ow * x_step;
   T* ycur = y + oh * a->yh + ow * y_step - yoff;
   const T* ahead = static_cast<const T*>(a->ahead);
+  // Where the pixels ahead are one run of memory (dense rows of whole pixels), each tile
+  // takes its share of their lines and direct_tile_rows spreads them among its multiply-adds;
+  // whole pixels' lines before each tile stalled it while they queued (Zen 2, AVX2, switched
+  // within one process, channels_last: R50 1x1 256 -> 64 forward, 2 threads, 9.16-9.17 ->
+  // 8.66-8.86 ms, 1 thread 17.3-18.6 -> 17.1-18.4; the input gradient of 64 -> 256 8.6-9.0 ->
+  // 8.0-8.8; a loop of the layer at 1 thread 16.5 -> 15.4, the prefetches' 5% of its samples
+  // gone).
+  const bool ahead_run = ahead && row_runs && x_wrap == 0 && x_step == a->C;
+  const T* ahead_line = ahead_run ? ahead + a->ahead_p0 * a->C : nullptr;
+  const T* const ahead_end = ahead_run ? ahead + a->ahead_p1 * a->C : nullptr;
+  const int64_t ahead_lines =
+      ahead_run ? (ahead_end - ahead_line + kLineElems - 1) / kLineElems : 0;
+  // (a tile prefetches at most one line per kAheadLineSteps of its channel steps)
+  const int64_t tile_lines =
+      tc_min((ahead_lines + ntiles - 1) / ntiles, a->R * a->S * a->C / kAheadLineSteps);
   int64_t aq = a->ahead_p0;
-  const int64_t ahead_per_tile = ahead ? (a->ahead_p1 - aq + ntiles - 1) / ntiles : 0;
+  const int64_t ahead_per_tile =
+      ahead && !ahead_run ? (a->ahead_p1 - aq + ntiles - 1) / ntiles : 0;
   // pixel aq's row and column, advanced with it (not a division per pixel)
   int64_t ah = ahead ? aq / OW : 0, aw = ahead ? aq % OW : 0;
   for (int64_t t = 0, p = p0; p < p1; ++t) {
@@ -555,12 +591,18 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
       prefetch_pixel_channels_l2(ahead + ah * a->sh * a->xh + aw * x_step, a->C);
       if (++aw == OW) aw = 0, ++ah;
     }
+    const T* const tile_ahead = ahead_line;  // this tile's share: [tile_ahead, ahead_line)
+    if (ahead_run) ahead_line += tc_min(tile_lines * kLineElems, ahead_end - ahead_line);
     const auto tile = [&](auto np_count, auto full) {
       constexpr int NP = decltype(np_count)::value;
       constexpr bool FULL = decltype(full)::value;
-      if (row_runs) direct_tile_rows<NP, NVX, FULL>(a, xp, yp, wpanel, bias, kvalid);
-      else if (a->xc == 1) direct_tile<NP, NVX, true, FULL>(a, xp, yp, wpanel, bias, kvalid);
-      else direct_tile<NP, NVX, false, FULL>(a, xp, yp, wpanel, bias, kvalid);
+      if (row_runs) {
+        direct_tile_rows<NP, NVX, FULL>(a, xp, yp, wpanel, bias, kvalid, tile_ahead, ahead_line);
+      } else if (a->xc == 1) {
+        direct_tile<NP, NVX, true, FULL>(a, xp, yp, wpanel, bias, kvalid);
+      } else {
+        direct_tile<NP, NVX, false, FULL>(a, xp, yp, wpanel, bias, kvalid);
+      }
     };
     // (the common tile, all its outputs stored without per-vector checks)
     if (np == NPX && full_k) tile(Count<NPX>(), std::true_type());
