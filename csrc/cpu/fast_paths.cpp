@@ -1654,6 +1654,24 @@ int64_t stage_planes_rows(const Act<T>& x, const Spec& sp, int64_t n) {
   return stages_via_rows(x, sp) ? n * x.H * x.W : 0;
 }
 
+// Input row ih's pixels [iw0, iw1), n channels each from src (pixel stride x.sw), into L2
+// (prefetcht1; none past the last row). A task's n channels are a cache line or two of every
+// pixel, a stride the hardware prefetchers follow late: the transposes waited on memory (Zen 2,
+// AVX2, 2 threads, switched within one process, channels_last forward over 8 x 56 x 56,
+// ResNeXt-50's 256 channels in 32 groups at stride 2: 12.4-15.0 -> 10.2-13.0 ms in five
+// processes; 128 in 32 groups at stride 1 7.2-9.7 -> 6.6-8.8 in six; prefetching into L1 or two rows ahead measured the
+// same or slower). Rows of 256 channels a pixel are 56 lines 1 KB apart, which L1 cannot
+// hold along with the transposes' own.
+template <typename T>
+void prefetch_row_channels(const Act<T>& x, const T* src, int64_t ih, int64_t iw0, int64_t iw1,
+                           int64_t n) {
+  if (ih < 0 || ih >= x.H) return;
+  for (int64_t iw = iw0; iw < iw1; ++iw) {
+    const T* pixel = src + ih * x.sh + iw * x.sw;
+    for (int64_t c = 0; c < n; c += kLineElems<T>) __builtin_prefetch(pixel + c, 0, 2);
+  }
+}
+
 // Stages input channels [c0, c0 + n) of image `image` as planes `elems` apart (see
 // StagePlaneFn); a channels_last input (unit channel stride) through transposes of its rows:
 // with stride_w 1 (one column phase) straight into the staged planes, else into `rows`
@@ -1663,7 +1681,8 @@ int64_t stage_planes_rows(const Act<T>& x, const Spec& sp, int64_t n) {
 // (Zen 2, AVX2, 2 threads, switched within one process, channels_last forward, stride 2 over
 // 8 x 56 x 56: ResNeXt-50's 256 channels in 32 groups 17.9 -> 10.4 ms, 0.37x -> 0.64x native;
 // 128 in 32 groups 5.5 -> 4.2, 96 in 8 groups 6.6 -> 4.5). 16 per group, which fill AVX2's
-// tile, stay direct (512 channels over 28 x 28: 3.4 ms, 6.2 on planes).
+// tile, stay direct (512 channels over 28 x 28: 3.4 ms, 6.2 on planes). While a
+// channels_last row is transposed, the next one goes into L2 (prefetch_row_channels).
 template <typename T>
 void stage_planes(const Table<T>* kt, const Act<T>& x, int64_t image, int64_t c0, int64_t n,
                   const Spec& sp, const PlaneGeom& pg, int64_t elems, T* dst, T* rows) {
@@ -1674,6 +1693,7 @@ void stage_planes(const Table<T>* kt, const Act<T>& x, int64_t image, int64_t c0
     if (via_rows) {
       const int64_t plane = x.H * x.W;
       for (int64_t ih = 0; ih < x.H; ++ih) {
+        prefetch_row_channels(x, src, ih + 1, 0, x.W, n);
         kt->transpose(src + ih * x.sh, x.sw, x.W, n, rows + ih * x.W, plane);
       }
       src = rows, sc = plane, sh = x.W;
@@ -1687,6 +1707,7 @@ void stage_planes(const Table<T>* kt, const Act<T>& x, int64_t image, int64_t c0
   for (int64_t j = 0; j < n; ++j) std::memset(dst + j * elems, 0, sizeof(T) * elems);
   const int64_t col0 = std::max<int64_t>(0, -sp.pl), col1 = std::min(x.W, pg.Wq - sp.pl);
   for (int64_t ih = std::max<int64_t>(0, -sp.pt); ih < std::min(x.H, pg.Hp - sp.pt); ++ih) {
+    prefetch_row_channels(x, src, ih + 1, col0, col1, n);
     if (col1 > col0) {
       kt->transpose(src + ih * x.sh + col0 * x.sw, x.sw, col1 - col0, n,
                     dst + (ih + sp.pt) * pg.Wq + col0 + sp.pl, elems);
