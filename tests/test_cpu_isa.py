@@ -640,6 +640,10 @@ PLANE_CASES = [
     (1, 2, 7, 81, 5, 5, 2, 2, 1),
     (1, 2, 8, 90, 3, 3, 2, 2, 2),
     (1, 2, 4, 37, 3, 3, 2, (0, 1), 1),
+    # stride 2 past the staging's row buffer: a row wider than it, padding beyond its margin
+    # (the element-by-element copies at the row ends instead)
+    (1, 2, 5, 1100, 3, 3, 2, 1, 1),
+    (1, 2, 6, 60, 3, 3, 2, 33, 1),
     # a grad_input of >= 2 MB: its phases interleaved by streaming stores where every store is
     # a whole vector (phases of 128 columns), plain ones where not (odd width: the first
     # phase's last column stored apart); a zero-inserted one (3x3) streamed
