@@ -61,6 +61,10 @@ struct DirectArgs {
   // the task the thread runs next, so that it streams in over all of this task's k-blocks.
   const void* ahead;
   int64_t ahead_p0, ahead_p1;
+  // k-blocks per pixel tile (0 counts as 1): more than one runs kblocks consecutive k-blocks'
+  // panels (wpanel advanced R*S*C*KB, bias KB, y KB*yk per k-block) over each pixel tile
+  // before the next tile; kvalid counts the last k-block's valid output channels.
+  int64_t kblocks;
 };
 
 // Packed weights for one k-block: [R][S][C][KB] (KB = kernel_block lanes, zero padded).

@@ -541,7 +541,9 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
   // the larger ones first
   const int64_t ntiles = (p1 - p0 + NPX - 1) / NPX;
   const int64_t small = (p1 - p0) / ntiles, large_tiles = (p1 - p0) % ntiles;
-  const bool full_k = kvalid == NVX * V::N;
+  // (see DirectArgs::kblocks)
+  const int64_t kblocks = a->kblocks > 1 ? a->kblocks : 1;
+  const int64_t kb_panel = a->R * a->S * a->C * NVX * V::N, kb_y = NVX * V::N * a->yk;
   const bool row_runs = a->xc == 1 && a->xw == a->C && a->dw == 1;
   // pixel p's input and output, advanced pixel by pixel (a row's end steps to the next row)
   const int64_t OW = a->OW, x_step = a->sw * a->xw, y_step = a->yw;
@@ -563,7 +565,8 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
       ahead_run ? (ahead_end - ahead_line + kLineElems - 1) / kLineElems : 0;
   // (a tile prefetches at most one line per kAheadLineSteps of its channel steps)
   const int64_t tile_lines =
-      tc_min((ahead_lines + ntiles - 1) / ntiles, a->R * a->S * a->C / kAheadLineSteps);
+      tc_min((ahead_lines + ntiles - 1) / ntiles,
+             kblocks * a->R * a->S * a->C / kAheadLineSteps);
   int64_t aq = a->ahead_p0;
   const int64_t ahead_per_tile =
       ahead && !ahead_run ? (a->ahead_p1 - aq + ntiles - 1) / ntiles : 0;
@@ -591,22 +594,33 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
       prefetch_pixel_channels_l2(ahead + ah * a->sh * a->xh + aw * x_step, a->C);
       if (++aw == OW) aw = 0, ++ah;
     }
-    const T* const tile_ahead = ahead_line;  // this tile's share: [tile_ahead, ahead_line)
+    // this tile's share of the lines ahead, [tile_ahead, ahead_line), split among its k-blocks
+    const T* tile_ahead = ahead_line;
     if (ahead_run) ahead_line += tc_min(tile_lines * kLineElems, ahead_end - ahead_line);
-    const auto tile = [&](auto np_count, auto full) {
-      constexpr int NP = decltype(np_count)::value;
-      constexpr bool FULL = decltype(full)::value;
-      if (row_runs) {
-        direct_tile_rows<NP, NVX, FULL>(a, xp, yp, wpanel, bias, kvalid, tile_ahead, ahead_line);
-      } else if (a->xc == 1) {
-        direct_tile<NP, NVX, true, FULL>(a, xp, yp, wpanel, bias, kvalid);
-      } else {
-        direct_tile<NP, NVX, false, FULL>(a, xp, yp, wpanel, bias, kvalid);
-      }
-    };
-    // (the common tile, all its outputs stored without per-vector checks)
-    if (np == NPX && full_k) tile(Count<NPX>(), std::true_type());
-    else with_count<NPX>(np, [&](auto k) { tile(k, std::false_type()); });
+    const int64_t share = ahead_line - tile_ahead;
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      const int64_t kv = kb + 1 < kblocks ? NVX * V::N : kvalid;
+      const T* const wk = wpanel + kb * kb_panel;
+      const T* const bk = bias ? bias + kb * NVX * V::N : nullptr;
+      T* yk[NPX];
+      for (int i = 0; i < np; ++i) yk[i] = yp[i] + kb * kb_y;
+      const T* const kb_ahead = tile_ahead;
+      tile_ahead += kblocks > 1 ? share * (kb + 1) / kblocks - share * kb / kblocks : share;
+      const auto tile = [&](auto np_count, auto full) {
+        constexpr int NP = decltype(np_count)::value;
+        constexpr bool FULL = decltype(full)::value;
+        if (row_runs) {
+          direct_tile_rows<NP, NVX, FULL>(a, xp, yk, wk, bk, kv, kb_ahead, tile_ahead);
+        } else if (a->xc == 1) {
+          direct_tile<NP, NVX, true, FULL>(a, xp, yk, wk, bk, kv);
+        } else {
+          direct_tile<NP, NVX, false, FULL>(a, xp, yk, wk, bk, kv);
+        }
+      };
+      // (the common tile, all its outputs stored without per-vector checks)
+      if (np == NPX && kv == NVX * V::N) tile(Count<NPX>(), std::true_type());
+      else with_count<NPX>(np, [&](auto k) { tile(k, std::false_type()); });
+    }
     p += np;
   }
 }
@@ -616,7 +630,15 @@ static void direct_pixels_any(const DirectArgs* a, const T* x, T* y,
                               const T* wpanel, const T* bias, int64_t kvalid,
                               int64_t p0, int64_t p1) {
   if (a->yk != 1 && a->yw == 1 && a->yh == a->OW) {
-    direct_pixels_nchw<NVX, NPX>(a, x, y, wpanel, bias, kvalid, p0, p1);
+    DirectArgs b = *a;  // (its run buffer holds one k-block)
+    b.kblocks = 1;
+    const int64_t kblocks = a->kblocks > 1 ? a->kblocks : 1, KB = NVX * V::N;
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      direct_pixels_nchw<NVX, NPX>(&b, x, y + kb * KB * a->yk,
+                                   wpanel + kb * a->R * a->S * a->C * KB,
+                                   bias ? bias + kb * KB : nullptr,
+                                   kb + 1 < kblocks ? KB : kvalid, p0, p1);
+    }
   } else {
     direct_pixels_t<NVX, NPX>(a, x, y, wpanel, bias, kvalid, p0, p1, 0);
   }
