@@ -50,7 +50,10 @@
 //    vectorised along the pixels (use_direct_planes: rows of NCHW planes in and out, no
 //    transposes; with >= 64 output channels each pixel tile's rows are first copied
 //    contiguous, kPackedTilesMinOutputs).
-//    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse).
+//    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse). Where a
+//    task runs every k-block over its pixels into channel-contiguous output (1x1s, or panels
+//    that fit L1 together) and in the Winograd GEMMs, each pixel tile takes all k-blocks in
+//    turn (DirectArgs::kblocks).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
 //    channel stride) the input is packed, a bounded chunk of images at a time
 //    (<= kStageBytes, at least one image), into a zero-padded NHWC copy so the
@@ -1157,6 +1160,9 @@ struct DirectJob {
 
 // Weight panels (all k-blocks of a group) up to this size go with kb_inner tasks.
 constexpr int64_t kKbInnerPanelBytes = int64_t(256) << 10;
+// At most this many bytes of panels (all k-blocks) for their k-blocks to run inside each pixel
+// tile of a window larger than 1x1 (see run_direct_jobs): they stay in L1 together.
+constexpr int64_t kTileKBlocksPanelBytes = int64_t(16) << 10;
 // An image's input read by a k-block over more than this does not stay in L2 for the next
 // k-block (see kb_inner in run_direct_jobs).
 constexpr int64_t kImageInL2Bytes = int64_t(512) << 10;
@@ -1384,10 +1390,13 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         // that per k-block, and the tile writes whole pixels instead of a line of each (Zen 2,
         // AVX2, switched within one process, channels_last forward, 2 threads: MBv2 pointwise
         // 24 -> 144 3.15-4.28 -> 2.48-3.68 ms, R50 1x1 64 -> 256 10.0-11.2 -> 9.8-10.0,
-        // 256 -> 64 8.5-9.0 -> 8.1-8.3; 1 thread: 7.7 -> 6.9 and 20.3 -> 18.1). Not over
-        // larger windows: an R50 stem tile then cycles 38 KB of panels through L1 (35.4 ->
-        // 36.4 ms at 1 thread).
-        if (sp.R * sp.S == 1 && kb1 - kb0 > 1 && j.y.sc == 1) {
+        // 256 -> 64 8.5-9.0 -> 8.1-8.3; 1 thread: 7.7 -> 6.9 and 20.3 -> 18.1). Larger
+        // windows only where all panels fit L1 together (kTileKBlocksPanelBytes): the MBv2
+        // stem's two 1.7 KB panels gain (3 -> 32 channels, 3 x 3 stride 2: 4.1 -> 3.9 ms), an
+        // R50 stem's 38 KB measured the same either way, and a float64 3x3's megabytes would
+        // come from L3 for every tile.
+        if ((sp.R * sp.S == 1 || nKB * pl.panel * int64_t(sizeof(T)) <= kTileKBlocksPanelBytes) &&
+            kb1 - kb0 > 1 && j.y.sc == 1) {
           a.kblocks = kb1 - kb0;
           a.ahead_p0 = next_p0, a.ahead_p1 = next_p0 + next_len;
           pl.fn(&a, x0, j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb0 * pl.KB) * j.y.sc,
@@ -2501,15 +2510,20 @@ struct WinogradPanels {
   }
   // The GEMMs of a task, one per transform position: products m (planes ms apart, output
   // pixels of ga) of the transformed inputs v (planes vs apart) with U, output pixels
-  // [0, pixels).
+  // [0, pixels). Each runs all k-blocks over a pixel tile before the next tile
+  // (DirectArgs::kblocks): each k-block over all the task's tiles set up every tile's
+  // pointers nKB times and re-read the tiles' inputs from L2 (Zen 2, AVX2, 2 threads, switched
+  // within one process, forward: R50 L4 3x3 channels_last 15.0 -> 13.1 ms, VGG conv3_2 40.9 ->
+  // 35.1, R50 L3 3x3 NCHW 9.8 -> 9.0, DeepLab dilated 26.0 -> 23.7, ResNet-18 128 -> 256 at
+  // stride 2 9.3 -> 8.4; R50 3x3 s2 channels_last input gradient 17.5 -> 16.3).
   void multiply(const isa::DirectArgs& ga, const T* v, int64_t vs, T* m, int64_t ms,
                 int64_t pixels) const {
     const T* up = data_of<T>(U);
+    isa::DirectArgs all_blocks = ga;
+    all_blocks.kblocks = nKB;
     for (int64_t xi = 0; xi < positions; ++xi) {
-      for (int64_t kb = 0; kb < nKB; ++kb) {
-        gemm(&ga, v + xi * vs, m + xi * ms + kb * KB, up + xi * uplane + kb * panel, nullptr,
-             std::min(KB, K - kb * KB), 0, pixels);
-      }
+      gemm(&all_blocks, v + xi * vs, m + xi * ms, up + xi * uplane, nullptr,
+           K - (nKB - 1) * KB, 0, pixels);
     }
   }
   // Tiles per task: as many as the scratch allows (per_tile bytes each). Every task reads all
