@@ -51,9 +51,9 @@
 //    transposes; with >= 64 output channels each pixel tile's rows are first copied
 //    contiguous, kPackedTilesMinOutputs).
 //    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse). Where a
-//    task runs every k-block over its pixels into channel-contiguous output (1x1s, or panels
-//    that fit L1 together) and in the Winograd GEMMs, each pixel tile takes all k-blocks in
-//    turn (DirectArgs::kblocks).
+//    task runs every k-block over its pixels (1x1s, or panels that fit L1 together) and in
+//    the Winograd GEMMs, each pixel tile (NCHW output: each run of 96 pixels) takes all
+//    k-blocks in turn (DirectArgs::kblocks).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
 //    channel stride) the input is packed, a bounded chunk of images at a time
 //    (<= kStageBytes, at least one image), into a zero-padded NHWC copy so the
@@ -971,7 +971,7 @@ const T* bias_data(const std::vector<T>& packed) {
 // A larger tile only while its weight panel (R*S*C*KB elements, read whole by every tile)
 // stays within a third of a 1 MB L2: past that the standard tile's twice as many pixels per
 // panel pass win (AVX-512 R50 L4 1x1, C = 2048: 0.74x -> 0.83x of native).
-// NCHW outputs also keep an L1 buffer of 48-pixel channel runs per k-block (isa
+// NCHW outputs also keep an L1 buffer of 96-pixel channel runs per k-block (isa
 // direct_pixels_nchw): where the standard tile's panel and buffer fit a 32 KB L1 and the wide
 // tile's do not, the standard one (R50 stem NCHW forward, 147 x 64 weights: 24.6-25.4 ->
 // 21.5-23.0 ms of CPU per call; channels_last, without the buffer, stays wide: it measured
@@ -1339,11 +1339,11 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
             p += len;
           }
           T* y0 = j.y.p + (n0 + n) * j.y.sn + g * sp.kpg * j.y.sc + p0 * j.y.sw;
-          for (int64_t kb = 0; kb < nKB; ++kb) {
-            pl.fn(&pl.a, panel, y0 + kb * pl.KB * j.y.sc, j.wpack + (g * nKB + kb) * pl.panel,
-                  j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
-                  std::min(pl.KB, sp.kpg - kb * pl.KB), 0, p1 - p0);
-          }
+          isa::DirectArgs a = pl.a;  // every k-block over each pixel tile (or NCHW run)
+          a.kblocks = nKB;
+          pl.fn(&a, panel, y0, j.wpack + g * nKB * pl.panel,
+                j.bpack ? j.bpack + g * nKB * pl.KB : nullptr, sp.kpg - (nKB - 1) * pl.KB, 0,
+                p1 - p0);
           return;
         }
         int64_t pc, g, n, kb0, kb1;  // the task's k-blocks [kb0, kb1)
@@ -1384,8 +1384,9 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
           next_p0 = chunk_begin(pl, next_pc);
           next_len = chunk_begin(pl, next_pc + 1) - next_p0;
         }
-        // A 1x1 task with every k-block inside and channel-contiguous output runs them all
-        // over each pixel tile before the next (DirectArgs::kblocks): a tile's pixel pointers
+        // A 1x1 task with every k-block inside runs them all over each pixel tile (NCHW
+        // output: each run of pixels, see isa direct_pixels_nchw) before the next
+        // (DirectArgs::kblocks), as the pixel-panel tasks above do: a tile's pixel pointers
         // are set up once for all k-blocks, whose short reductions (24 to 256 channels) paid
         // that per k-block, and the tile writes whole pixels instead of a line of each (Zen 2,
         // AVX2, switched within one process, channels_last forward, 2 threads: MBv2 pointwise
@@ -1396,7 +1397,7 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         // R50 stem's 38 KB measured the same either way, and a float64 3x3's megabytes would
         // come from L3 for every tile.
         if ((sp.R * sp.S == 1 || nKB * pl.panel * int64_t(sizeof(T)) <= kTileKBlocksPanelBytes) &&
-            kb1 - kb0 > 1 && j.y.sc == 1) {
+            kb1 - kb0 > 1) {
           a.kblocks = kb1 - kb0;
           a.ahead_p0 = next_p0, a.ahead_p1 = next_p0 + next_len;
           pl.fn(&a, x0, j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb0 * pl.KB) * j.y.sc,

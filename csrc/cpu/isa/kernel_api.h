@@ -63,7 +63,8 @@ struct DirectArgs {
   int64_t ahead_p0, ahead_p1;
   // k-blocks per pixel tile (0 counts as 1): more than one runs kblocks consecutive k-blocks'
   // panels (wpanel advanced R*S*C*KB, bias KB, y KB*yk per k-block) over each pixel tile
-  // before the next tile; kvalid counts the last k-block's valid output channels.
+  // (NCHW output: each run of kNchwRunPixels) before the next; kvalid counts the last
+  // k-block's valid output channels.
   int64_t kblocks;
 };
 
@@ -75,7 +76,7 @@ using DirectFn = void (*)(const DirectArgs* a, const T* x, T* y, const T* wpanel
 // Pixels per run in which the direct kernels store an NCHW output (yk != 1, dense rows): the
 // tiles' transposed stores go to an L1 buffer of kernel-block channels x kNchwRunPixels, which
 // leaves as one contiguous run per channel (the host counts that buffer when it picks a tile).
-constexpr int64_t kNchwRunPixels = 48;
+constexpr int64_t kNchwRunPixels = 96;
 
 // A 1x1 stride-1 convolution over NCHW planes (the pixels of every channel contiguous in the
 // input and the output), vectorised along the pixels: no transposes of either operand. Reads
