@@ -1161,8 +1161,8 @@ struct DirectJob {
 // Weight panels (all k-blocks of a group) up to this size go with kb_inner tasks.
 constexpr int64_t kKbInnerPanelBytes = int64_t(256) << 10;
 // At most this many bytes of panels (all k-blocks) for their k-blocks to run inside each pixel
-// tile of a window larger than 1x1 (see run_direct_jobs): they stay in L1 together.
-constexpr int64_t kTileKBlocksPanelBytes = int64_t(16) << 10;
+// tile of a window larger than 1x1 (see run_direct_jobs): they stay in L1 or L2 together.
+constexpr int64_t kTileKBlocksPanelBytes = int64_t(64) << 10;
 // An image's input read by a k-block over more than this does not stay in L2 for the next
 // k-block (see kb_inner in run_direct_jobs).
 constexpr int64_t kImageInL2Bytes = int64_t(512) << 10;
@@ -1392,30 +1392,26 @@ void run_direct_jobs(const Table<T>* kt, const Act<T>& x, const std::vector<Dire
         // AVX2, switched within one process, channels_last forward, 2 threads: MBv2 pointwise
         // 24 -> 144 3.15-4.28 -> 2.48-3.68 ms, R50 1x1 64 -> 256 10.0-11.2 -> 9.8-10.0,
         // 256 -> 64 8.5-9.0 -> 8.1-8.3; 1 thread: 7.7 -> 6.9 and 20.3 -> 18.1). Larger
-        // windows only where all panels fit L1 together (kTileKBlocksPanelBytes): the MBv2
-        // stem's two 1.7 KB panels gain (3 -> 32 channels, 3 x 3 stride 2: 4.1 -> 3.9 ms), an
-        // R50 stem's 38 KB measured the same either way, and a float64 3x3's megabytes would
-        // come from L3 for every tile.
-        if ((sp.R * sp.S == 1 || nKB * pl.panel * int64_t(sizeof(T)) <= kTileKBlocksPanelBytes) &&
-            kb1 - kb0 > 1) {
-          a.kblocks = kb1 - kb0;
-          a.ahead_p0 = next_p0, a.ahead_p1 = next_p0 + next_len;
-          pl.fn(&a, x0, j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb0 * pl.KB) * j.y.sc,
-                j.wpack + (g * nKB + kb0) * pl.panel,
-                j.bpack ? j.bpack + (g * nKB + kb0) * pl.KB : nullptr,
-                std::min(pl.KB, sp.kpg - (kb1 - 1) * pl.KB), chunk_begin(pl, pc),
-                chunk_begin(pl, pc + 1));
-          return;
-        }
-        for (int64_t kb = kb0; kb < kb1; ++kb) {
+        // windows only where all panels fit L2 beside the input (kTileKBlocksPanelBytes): the
+        // MBv2 stem's two 1.7 KB panels gain (3 -> 32 channels, 3 x 3 stride 2: 4.1 -> 3.9 ms),
+        // and so does the R50 stem's 38 KB since the kernel runs a tile's k-blocks in one call
+        // (isa direct_tile_rows; channels_last forward, 2 threads, calls alternating: 18.4 ->
+        // 17.5, 19.3 -> 19.0; 16 -> 64 channels 3 x 3 stride 2 over 56 x 56, 36 KB, 2.08 ->
+        // 2.16 and 2.54 -> 2.58), while a float64 3x3's megabytes would come from L3 for every
+        // tile.
+        const bool tile_kblocks =
+            sp.R * sp.S == 1 || nKB * pl.panel * int64_t(sizeof(T)) <= kTileKBlocksPanelBytes;
+        a.kblocks = tile_kblocks ? kb1 - kb0 : 1;
+        for (int64_t kb = kb0; kb < kb1; kb += a.kblocks) {
           T* y0 = j.y.p + (n0 + n) * j.y.sn + (g * sp.kpg + kb * pl.KB) * j.y.sc;
-          if (prefetch_ahead) {  // (a k-block's share)
+          if (prefetch_ahead) {  // (the share of the call's k-blocks)
             a.ahead_p0 = next_p0 + next_len * kb / nKB;
-            a.ahead_p1 = next_p0 + next_len * (kb + 1) / nKB;
+            a.ahead_p1 = next_p0 + next_len * (kb + a.kblocks) / nKB;
           }
           pl.fn(&a, x0, y0, j.wpack + (g * nKB + kb) * pl.panel,
                 j.bpack ? j.bpack + (g * nKB + kb) * pl.KB : nullptr,
-                std::min(pl.KB, sp.kpg - kb * pl.KB), chunk_begin(pl, pc), chunk_begin(pl, pc + 1));
+                std::min(pl.KB, sp.kpg - (kb + a.kblocks - 1) * pl.KB), chunk_begin(pl, pc),
+                chunk_begin(pl, pc + 1));
         }
       }
     });

@@ -277,19 +277,30 @@ static void direct_tile(const DirectArgs* a, const T* const* xp, T* const* yp,
 // 76 not; R50 stem 82 -> 87).
 //
 // Lines [pf, pf_end) (a share of the next task's input, see direct_pixels_t) go into L2 one
-// per kAheadLineSteps channel steps, between the multiply-adds.
-template <int NP, int NV, bool FULL>
+// per kAheadLineSteps channel steps, between the multiply-adds. Tiles without them keep a
+// plain loop: one loop for both, checking for a line every kAheadLineSteps, measured 3-6%
+// slower (Zen 2, AVX2, switched within one process, channels_last forward, 2 threads: R50 1x1
+// 256 -> 64 10.3 -> 10.9 ms, R50 stem 15.9 -> 16.4, MBv2 pointwise 3.34 -> 3.44).
+//
+// One call runs all kblocks k-blocks of the tile (DirectArgs::kblocks; the panels follow each
+// other, so w runs on), each with its share of [pf, pf_end). A call per k-block paid this
+// function's entry, its caller's per-k-block pointers and the tile dispatch for every 24 to
+// 256 channel steps (16% of a 64 -> 64 1x1 tile's samples outside its loop; Zen 2, AVX2, 2
+// threads, switched within one process, channels_last forward, ms: MBv2 pointwise 24 -> 144
+// 2.43 -> 1.93, R50 1x1 256 -> 64 6.98 -> 6.65, MBv2 32 -> 16 over 112 x 112 1.81 -> 1.62; R50
+// 1x1 64 -> 256, R50 stem, the input gradient of MBv2 pointwise within noise).
+// FULL_PIXELS: all NP pixels exist.
+template <int NP, int NV, bool FULL_PIXELS>
 static void direct_tile_rows(const DirectArgs* a, const T* const* xp, T* const* yp,
-                             const T* wpanel, const T* bias, int64_t kvalid,
+                             const T* wpanel, const T* bias, int64_t kvalid, int64_t kblocks,
                              const T* pf = nullptr, const T* pf_end = nullptr) {
   typedef V::reg reg;
-  reg acc[NP][NV];
-  TC_UNROLL for (int p = 0; p < NP; ++p) {
-    TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::zero();
-  }
   const int64_t len = a->S * a->C, R = a->R, row = a->dh * a->xh;
-  const int64_t block = direct_block_len(a);
+  const int64_t block = direct_block_len(a), kb_y = NV * V::N * a->yk;
   const T* w = wpanel;
+  const T* const pf0 = pf;
+  const int64_t pf_share = pf_end - pf;
+  reg acc[NP][NV];
   const auto products = [&](const T* const* xq, int64_t c0, int64_t c1) {
     if (pf < pf_end) {
       for (int64_t c = c0; c < c1;) {
@@ -309,39 +320,53 @@ static void direct_tile_rows(const DirectArgs* a, const T* const* xp, T* const* 
       TC_UNROLL for (int p = 0; p < NP; ++p) fma_scalar<NV>(xq[p] + c, wv, acc[p]);
     }
   };
-  const T* xq[NP];
-  TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p];
-  // One block (1x1s over up to TC_BLOCK channels) in its own plain loop: through the blocked
-  // loop below (direct_tile's one-block trick) MBv2 pointwise and 1x1 64 -> 256 channels_last
-  // ran 5-8% slower (the kernel alone, Zen 2, one thread).
-  if (R * len <= block) {
-    for (int64_t r = 0; r < R; ++r) {
-      products(xq, 0, len);
-      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] += row;
-    }
-  } else {
-    T tot[NP][NV * V::N], mid[NP][NV * V::N];
+  // k-block kb: the next panel (w runs on from the last one) into outputs kb * NV * N on
+  for (int64_t kb = 0; kb < kblocks; ++kb) {
     TC_UNROLL for (int p = 0; p < NP; ++p) {
-      TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&tot[p][j * V::N], V::zero());
+      TC_UNROLL for (int j = 0; j < NV; ++j) acc[p][j] = V::zero();
     }
-    int blocks = 0, mid_started = 0;
-    int64_t pending = 0;  // products in acc since the last block
-    for (int64_t r = 0; r < R; ++r) {
-      for (int64_t c0 = 0; c0 < len;) {
-        const int64_t c1 = tc_min(len, c0 + (block - pending));
-        products(xq, c0, c1);
-        pending += c1 - c0;
-        c0 = c1;
-        if (pending == block) {
-          end_tile_block<NP, NV>(acc, tot, mid, &blocks, &mid_started);
-          pending = 0;
-        }
+    if (pf_share > 0) {  // this k-block's share of the lines ahead
+      pf = pf0 + pf_share * kb / kblocks, pf_end = pf0 + pf_share * (kb + 1) / kblocks;
+    }
+    const T* xq[NP];
+    TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] = xp[p];
+    // One block (1x1s over up to TC_BLOCK channels) in its own plain loop: through the blocked
+    // loop below (direct_tile's one-block trick) MBv2 pointwise and 1x1 64 -> 256
+    // channels_last ran 5-8% slower (the kernel alone, Zen 2, one thread).
+    if (R * len <= block) {
+      for (int64_t r = 0; r < R; ++r) {
+        products(xq, 0, len);
+        TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] += row;
       }
-      TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] += row;
+    } else {
+      T tot[NP][NV * V::N], mid[NP][NV * V::N];
+      TC_UNROLL for (int p = 0; p < NP; ++p) {
+        TC_UNROLL for (int j = 0; j < NV; ++j) V::store(&tot[p][j * V::N], V::zero());
+      }
+      int blocks = 0, mid_started = 0;
+      int64_t pending = 0;  // products in acc since the last block
+      for (int64_t r = 0; r < R; ++r) {
+        for (int64_t c0 = 0; c0 < len;) {
+          const int64_t c1 = tc_min(len, c0 + (block - pending));
+          products(xq, c0, c1);
+          pending += c1 - c0;
+          c0 = c1;
+          if (pending == block) {
+            end_tile_block<NP, NV>(acc, tot, mid, &blocks, &mid_started);
+            pending = 0;
+          }
+        }
+        TC_UNROLL for (int p = 0; p < NP; ++p) xq[p] += row;
+      }
+      add_tile_blocks<NP, NV>(acc, tot, mid, mid_started);
     }
-    add_tile_blocks<NP, NV>(acc, tot, mid, mid_started);
+    T* yk[NP];
+    TC_UNROLL for (int p = 0; p < NP; ++p) yk[p] = yp[p] + kb * kb_y;
+    const T* const bk = bias ? bias + kb * NV * V::N : nullptr;
+    const int64_t kv = kb + 1 < kblocks ? NV * V::N : kvalid;
+    if (FULL_PIXELS && kv == NV * V::N) direct_tile_finish<NP, NV, true>(a, acc, yk, bk, kv);
+    else direct_tile_finish<NP, NV, false>(a, acc, yk, bk, kv);
   }
-  direct_tile_finish<NP, NV, FULL>(a, acc, yp, bias, kvalid);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -502,6 +527,9 @@ static void direct_pixels_nchw(const DirectArgs* a, const T* x, T* y,
   b.yk = kRunRow, b.yh = a->OW, b.yw = 1;
   b.stream = 0;
   b.kblocks = 1;
+  b.ahead = nullptr;
+  DirectArgs b_first = b;  // the run's first k-block: it takes the run's share of a->ahead
+  b_first.ahead = a->ahead;
   for (int64_t q0 = p0, n; q0 < p1; q0 += n) {
     n = tc_min(kRunPixels, p1 - q0);
     // A last run shorter than a tile shares the pixels of the run before it, in whole lines
@@ -511,14 +539,14 @@ static void direct_pixels_nchw(const DirectArgs* a, const T* x, T* y,
     if (rest > 0 && rest < NPX) n = (n + rest + 31) / 32 * 16;
     if (a->ahead) {  // this run's share of the pixels to prefetch
       const int64_t len = a->ahead_p1 - a->ahead_p0;
-      b.ahead_p0 = a->ahead_p0 + len * (q0 - p0) / (p1 - p0);
-      b.ahead_p1 = a->ahead_p0 + len * (q0 + n - p0) / (p1 - p0);
+      b_first.ahead_p0 = a->ahead_p0 + len * (q0 - p0) / (p1 - p0);
+      b_first.ahead_p1 = a->ahead_p0 + len * (q0 + n - p0) / (p1 - p0);
     }
     for (int64_t kb = 0; kb < kblocks; ++kb) {
       const int64_t kv = kb + 1 < kblocks ? KB : kvalid;
-      direct_pixels_t<NVX, NPX>(&b, x, buf, wpanel + kb * a->R * a->S * a->C * KB,
+      direct_pixels_t<NVX, NPX>(kb == 0 ? &b_first : &b, x, buf,
+                                wpanel + kb * a->R * a->S * a->C * KB,
                                 bias ? bias + kb * KB : nullptr, kv, q0, q0 + n, q0);
-      b.ahead = nullptr;  // (the run's share once)
       for (int64_t k = 0; k < kv; ++k) {
         const T* src = buf + k * kRunRow;
         T* dst = y + (kb * KB + k) * a->yk + q0;
@@ -539,7 +567,6 @@ static void direct_pixels_nchw(const DirectArgs* a, const T* x, T* y,
         for (; i < n; ++i) dst[i] = src[i];
       }
     }
-    b.ahead = a->ahead;
   }
 }
 
@@ -607,24 +634,32 @@ static void direct_pixels_t(const DirectArgs* a, const T* x, T* y, const T* wpan
       prefetch_pixel_channels_l2(ahead + ah * a->sh * a->xh + aw * x_step, a->C);
       if (++aw == OW) aw = 0, ++ah;
     }
-    // this tile's share of the lines ahead, [tile_ahead, ahead_line), split among its k-blocks
-    const T* tile_ahead = ahead_line;
-    if (ahead_run) ahead_line += tc_min(tile_lines * kLineElems, ahead_end - ahead_line);
-    const int64_t share = ahead_line - tile_ahead;
+    if (row_runs) {
+      // every k-block in one call, with this tile's share of the lines ahead
+      const T* const tile_ahead = ahead_line;
+      if (ahead_run) ahead_line += tc_min(tile_lines * kLineElems, ahead_end - ahead_line);
+      if (np == NPX) {
+        direct_tile_rows<NPX, NVX, true>(a, xp, yp, wpanel, bias, kvalid, kblocks, tile_ahead,
+                                         ahead_line);
+      } else {
+        with_count<NPX>(np, [&](auto k) {
+          direct_tile_rows<decltype(k)::value, NVX, false>(a, xp, yp, wpanel, bias, kvalid,
+                                                           kblocks, tile_ahead, ahead_line);
+        });
+      }
+      p += np;
+      continue;
+    }
     for (int64_t kb = 0; kb < kblocks; ++kb) {
       const int64_t kv = kb + 1 < kblocks ? NVX * V::N : kvalid;
       const T* const wk = wpanel + kb * kb_panel;
       const T* const bk = bias ? bias + kb * NVX * V::N : nullptr;
       T* yk[NPX];
       for (int i = 0; i < np; ++i) yk[i] = yp[i] + kb * kb_y;
-      const T* const kb_ahead = tile_ahead;
-      tile_ahead += kblocks > 1 ? share * (kb + 1) / kblocks - share * kb / kblocks : share;
       const auto tile = [&](auto np_count, auto full) {
         constexpr int NP = decltype(np_count)::value;
         constexpr bool FULL = decltype(full)::value;
-        if (row_runs) {
-          direct_tile_rows<NP, NVX, FULL>(a, xp, yk, wk, bk, kv, kb_ahead, tile_ahead);
-        } else if (a->xc == 1) {
+        if (a->xc == 1) {
           direct_tile<NP, NVX, true, FULL>(a, xp, yk, wk, bk, kv);
         } else {
           direct_tile<NP, NVX, false, FULL>(a, xp, yk, wk, bk, kv);
@@ -1535,7 +1570,7 @@ static void stage_plane(const T* src, int64_t src_row, int64_t H, int64_t W, int
       for (j = hi; j < Wq; j += V::N) V::store(d + j, V::zero());
       continue;
     }
-    if (sw == 2 && padded_row) {
+    if (padded_row) {  // (stride 2 only)
       // the row into the middle of padded_row (its margins stay zero), every vector from there
       T* mid = padded_row + kStageRowMargin;
       int64_t k = 0;
