@@ -5,6 +5,9 @@
 // TORCHCONV_CPU_ISA=avx512-emulated or set_cpu_isa. What it cannot check is
 // kernels_avx512.cpp's intrinsics themselves.
 #pragma GCC target("avx2,fma")
+// -O1 for this testing aid only: at the build's -O3 this TU compiled for more than 28 minutes
+// (Zen 2, one core); at -O1 in about 8, and the tests it runs need no speed.
+#pragma GCC optimize("O1")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: the tiles' block sums
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
