@@ -51,8 +51,8 @@
 //    transposes; with >= 64 output channels each pixel tile's rows are first copied
 //    contiguous, kPackedTilesMinOutputs).
 //    Small images (<= 2 pixel chunks) iterate images inside k-blocks (panel reuse). Where a
-//    task runs every k-block over its pixels (1x1s, or panels that fit L1 together) and in
-//    the Winograd GEMMs, each pixel tile (NCHW output: each run of 96 pixels) takes all
+//    task runs every k-block over its pixels (1x1s, or panels within kTileKBlocksPanelBytes)
+//    and in the Winograd GEMMs, each pixel tile (NCHW output: each run of 96 pixels) takes all
 //    k-blocks in turn (DirectArgs::kblocks).
 //  * Input staging: when any window position falls into the padding (or a kernel needs unit
 //    channel stride) the input is packed, a bounded chunk of images at a time
