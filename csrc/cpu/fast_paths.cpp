@@ -2131,9 +2131,18 @@ struct PassSums {
 
 // Products per block of the GEMM sums. The Winograd products carry larger terms than the
 // direct sums (transformed inputs and weights), so shorter blocks keep the error at or below
-// native's (float32 vs float64 reference, 3x3 layers of 64-512 channels: blocks of 64 gave
-// 0.9-1.3x native's max error, blocks of 16 0.5-0.9x).
+// native's. Measured as max error against a float64 reference over native's (float32, suite
+// layers, NCHW, weights scaled by 1/sqrt(fan-in), seeds 1-3): the input gradient is the
+// tight one, at 0.84-1.02x on R50 3x3 and VGG conv1_2 with blocks of 16 and up to 1.17x with
+// 32, so it keeps 16. The forward stays far below native's: 0.07-0.21x with 16, 0.09-0.28x
+// with 32, 0.10-0.46x with 64 over the eleven Winograd suite layers; its block ends (a load,
+// an add and a store per accumulator) cost 4-13% of the layer's time at 16 (Zen 2, AVX2, 2
+// threads, switched within one process, channels_last forward, 16 -> 32, ms: R50 3x3 11.7 ->
+// 10.6, VGG conv1_2 42.7 -> 38.3, R50 3x3 s2 15.9 -> 14.5, odd tails 5.5 -> 4.7, N=1 latency
+// 1.61 -> 1.42, R50 L4 3x3 14.9 -> 13.9, GoogLeNet 5x5 14.8 -> 13.8). 64 was no faster than
+// 32 (64-channel layers: slower, one block in the plain loop).
 constexpr int64_t kWinogradBlock = 16;
+constexpr int64_t kWinogradForwardBlock = 32;
 // Per worker: transformed inputs and products of one task.
 constexpr int64_t kWinogradScratchBytes = int64_t(2) << 20;
 // Transformed weights above this do not stay in L3 beside the workers' scratch (see max_tiles).
@@ -2208,6 +2217,10 @@ struct WinogradWeights {
   static WinogradWeights forward(const at::Tensor& w) { return {&w, false}; }
   static WinogradWeights grad_input(const at::Tensor& w) { return {&w, true}; }
 };
+// Products per block of the GEMM sums (see kWinogradBlock).
+int64_t winograd_block(const WinogradWeights& ww) {
+  return ww.rotate ? kWinogradBlock : kWinogradForwardBlock;
+}
 // f(k-block, c0, c1) for every k-block and run [c0, c1) of up to 64 input channels, in
 // parallel: the Winograd transforms of the weights and of the weight gradient.
 template <typename F>
@@ -2650,7 +2663,7 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   const int64_t scratch =
       P * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, ot, Kp, y.sc) + copy;
   const isa::DirectArgs ga{C, 1, 1, /*OW=*/Tt, 1, 1, 1, 1, /*xc=*/1, /*xh=*/0, /*xw=*/C,
-                           /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, kWinogradBlock};
+                           /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, winograd_block(ww)};
   // (outputs of kStreamBytes and more as streaming stores, as the direct kernel's: R50 3x3
   // channels_last, 2 threads, medians of 5 alternating processes 12.7 -> 12.0 ms of CPU)
   const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, ms, Kp, dh * y.sh, dw * y.sw,
@@ -2730,7 +2743,7 @@ bool run_winograd_nested(const Table<T>* kt, const Act<T>& x, const Spec& sp,
   const int64_t scratch = 16 * (vs + ms) + store_elems + copy_elems;
   const isa::DirectArgs ga{C, nr, ns, /*OW=*/TW, 1, 1, 1, 1, /*xc=*/1, /*xh=*/TWx * C,
                            /*xw=*/C, /*yk=*/1, /*yh=*/TW * Kp, /*yw=*/Kp, /*stream=*/0,
-                           kWinogradBlock};
+                           winograd_block(ww)};
   const isa::WinogradArgs wa{C, K, st.xh, st.xw, vs, ms, Kp, y.sh, y.sw,
                              stream_output<T>(y.N * y.C * y.H * y.W)};  // as run_winograd's
   const WinogradStore<T> store(kt, kt->winograd_output, wa, TW, 2, K, Kp, y.sc, y.sw);
