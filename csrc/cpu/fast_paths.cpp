@@ -27,8 +27,9 @@
 //  * float32 3x3, stride 1, one group, >= 16 input and output channels and >= 32 output tiles
 //    of 2x2 (use_winograd; forward and grad_input): Winograd F(2x2, 3x3), 16 products per
 //    tile instead of 36, as 16 GEMMs on the direct kernel (tiles as pixels, sums in blocks of
-//    16 products); dilated ones as dilation phases of undilated ones; inputs or weights with
-//    NaN / inf fall back to the direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride
+//    32 products in the forward, 16 in grad_input: kWinogradBlock); dilated ones as
+//    dilation phases of undilated ones; inputs or weights with NaN / inf fall back to the
+//    direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride
 //    1, no dilation) as 3x3 sub-kernels over the grid of transformed tiles (run_winograd_nested;
 //    5x5: 64 products per tile instead of 100); the weight gradient of both from 256 tiles
 //    (run_winograd_grad_weight). The forward, the input gradient and (from 256 tiles, both
