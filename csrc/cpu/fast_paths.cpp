@@ -29,8 +29,8 @@
 //    tile instead of 36, as 16 GEMMs on the direct kernel (tiles as pixels, sums in blocks of
 //    32 products, 16 in the stride-1 3x3 grad_input: kWinogradBlock); dilated ones as
 //    dilation phases of undilated ones; inputs or weights with NaN / inf fall back to the
-//    direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride
-//    1, no dilation) as 3x3 sub-kernels over the grid of transformed tiles (run_winograd_nested;
+//    direct kernel. Larger odd kernels (5x5, 7x7, 3x5, ...; stride 1, no dilation) as 3x3
+//    sub-kernels over the grid of transformed tiles (run_winograd_nested;
 //    5x5: 64 products per tile instead of 100); the weight gradient of both from 256 tiles
 //    (run_winograd_grad_weight). The forward, the input gradient and (from 256 tiles, both
 //    operands channels_last) the weight gradient of undilated 3x3 stride-2 layers with the
@@ -2130,24 +2130,23 @@ struct PassSums {
 // run of tiles of a chunk of images with per-worker scratch for its transformed inputs and
 // products, so the GEMMs run on L2-resident operands.
 
-// Products per block of the GEMM sums. The Winograd products carry larger terms than the
-// direct sums (transformed inputs and weights), so shorter blocks keep the error at or below
-// native's. Measured as max error against a float64 reference over native's (float32, suite
-// layers, weights scaled by 1/sqrt(fan-in), seeds 1-3, both layouts): the input gradient of
-// stride-1 3x3s is the tight one, at 0.84-1.02x on R50 3x3 and VGG conv1_2 NCHW with blocks
-// of 16 and up to 1.17x with 32, so it keeps 16 (kWinogradGradInputBlock). The others stay far
-// below native's with 32: forwards 0.09-0.28x over the eleven Winograd suite layers (16:
-// 0.07-0.21x, 64: 0.10-0.46x), the stride-2 input gradient (R50 3x3 s2) 0.54-0.59x (16:
-// 0.45-0.52x), the 5x5 one (GoogLeNet, nested) 0.17-0.38x (16: 0.14-0.35x). A block's end
-// (a load, an add and a store per accumulator) cost 3-13% of those layers' time at 16 (Zen 2,
-// AVX2, 2 threads, switched within one process, 16 -> 32, channels_last forward, ms: R50
-// 3x3 11.7 -> 10.6, VGG conv1_2 42.7 -> 38.3, R50 3x3 s2 15.9 -> 14.5, odd tails 5.5 -> 4.7,
-// N=1 latency 1.61 -> 1.42, R50 L4 3x3 14.9 -> 13.9, GoogLeNet 5x5 14.8 -> 13.8; input
-// gradient: GoogLeNet 5x5 channels_last 13.0 -> 11.5, NCHW 19.2 -> 18.5, R50 3x3 s2 13.6 ->
-// 12.7 and 16.0 -> 14.6). 64 was no faster than 32 (64-channel layers: slower, one block in
-// the plain loop).
+// Products per block of the GEMM sums. The Winograd products carry larger terms than the direct
+// sums (transformed inputs and weights), so shorter blocks keep the error at or below native's.
+// Measured as max error against a float64 reference over native's (float32, suite layers, weights
+// scaled by 1/sqrt(fan-in), seeds 1-3, both layouts): the input gradient of stride-1 3x3s (dilated
+// ones too) is the tight one, at 0.84-1.02x on R50 3x3 and VGG conv1_2 NCHW with blocks of 16 and
+// up to 1.17x with 32, so it keeps 16 (kWinogradStride1GradInputBlock). The others stay far below
+// native's with 32: forwards 0.09-0.28x over the eleven Winograd suite layers (16: 0.07-0.21x, 64:
+// 0.10-0.46x), the stride-2 input gradient (R50 3x3 s2) 0.54-0.59x (16: 0.45-0.52x), the 5x5 one
+// (GoogLeNet, nested) 0.17-0.38x (16: 0.14-0.35x). A block's end (a load, an add and a store per
+// accumulator) cost 3-13% of those layers' time at 16 (Zen 2, AVX2, 2 threads, switched within one
+// process, 16 -> 32, channels_last forward, ms: R50 3x3 11.7 -> 10.6, VGG conv1_2 42.7 -> 38.3, R50
+// 3x3 s2 15.9 -> 14.5, odd tails 5.5 -> 4.7, N=1 latency 1.61 -> 1.42, R50 L4 3x3 14.9 -> 13.9,
+// GoogLeNet 5x5 14.8 -> 13.8; input gradient: GoogLeNet 5x5 channels_last 13.0 -> 11.5, NCHW 19.2
+// -> 18.5, R50 3x3 s2 13.6 -> 12.7 and 16.0 -> 14.6). 64 was no faster than 32 (64-channel layers:
+// slower, one block in the plain loop).
 constexpr int64_t kWinogradBlock = 32;
-constexpr int64_t kWinogradGradInputBlock = 16;
+constexpr int64_t kWinogradStride1GradInputBlock = 16;
 // Per worker: transformed inputs and products of one task.
 constexpr int64_t kWinogradScratchBytes = int64_t(2) << 20;
 // Transformed weights above this do not stay in L3 beside the workers' scratch (see max_tiles).
@@ -2663,10 +2662,11 @@ bool run_winograd(const Table<T>* kt, const Act<T>& x, const Spec& sp, const Win
   }
   const int64_t scratch =
       P * (vs + ms) + WinogradStore<T>::buffer_elems(row_tiles, ot, Kp, y.sc) + copy;
+  const int64_t block = ww.rotate && kind == WinogradKind::f2x2_3x3
+                            ? kWinogradStride1GradInputBlock
+                            : kWinogradBlock;
   const isa::DirectArgs ga{C, 1, 1, /*OW=*/Tt, 1, 1, 1, 1, /*xc=*/1, /*xh=*/0, /*xw=*/C,
-                           /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0,
-                           ww.rotate && kind == WinogradKind::f2x2_3x3 ? kWinogradGradInputBlock
-                                                                       : kWinogradBlock};
+                           /*yk=*/1, /*yh=*/0, /*yw=*/Kp, /*stream=*/0, block};
   // (outputs of kStreamBytes and more as streaming stores, as the direct kernel's: R50 3x3
   // channels_last, 2 threads, medians of 5 alternating processes 12.7 -> 12.0 ms of CPU)
   const isa::WinogradArgs wa{C, K, dh * st.xh, dw * st.xw, vs, ms, Kp, dh * y.sh, dw * y.sw,
